@@ -1,0 +1,187 @@
+"""The resolved build graph: which package builds on which, in what order, with what hash.
+
+Build deps come from `requires`, `requires_final_images`/`join`, `copy.package` and
+`retrieve` (artifact names matched against other packages' artifact files). The build hash
+covers the rendered spec, the bytes and normalized modes of every file of the package
+folder (relative paths) and the deps' build hashes, so it is the same on every machine
+and checkout and changes exactly when the package or something it builds on changes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import versions
+from .errors import Collector, CosbuildError
+from .render import Rendered, Renderer
+from .spec import PackageRef
+from .tree import PackageSource, Tree, context_files
+
+HASH_SCHEMA = "cosbuild-build-hash-1"   # bump when the hash recipe changes
+
+
+@dataclass(frozen=True)
+class Package:
+    source: PackageSource
+    rendered: Rendered = field(repr=False)
+    build_deps: tuple[str, ...] = ()     # keys (category/name@version) of resolved build deps
+    files: tuple[Path, ...] = ()         # the build context, sorted
+    hash: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.source.id
+
+    @property
+    def key(self) -> str:
+        return self.source.key
+
+    @property
+    def version(self) -> str:
+        return self.source.version
+
+    @property
+    def definition(self):
+        return self.source.definition
+
+    @property
+    def artifact_stem(self) -> str:
+        d = self.definition
+        return f"{d.name}-{d.category}-{d.version}"
+
+
+@dataclass(frozen=True)
+class Graph:
+    packages: dict[str, Package]    # by key
+    order: tuple[str, ...]          # keys, deps first
+    latest: dict[str, str]          # id -> key of its newest version
+
+    def resolve(self, ref: PackageRef, asked_by: str = "") -> Package:
+        return self.packages[resolve_key(self.packages.values(), ref, asked_by)]
+
+    def task_name(self, key: str) -> str:
+        """`category/name` for the newest version, `category/name@version` for older ones."""
+        pkg = self.packages[key]
+        return pkg.id if self.latest[pkg.id] == key else key
+
+    def reverse_deps(self, key: str) -> set[str]:
+        out, todo = set(), [key]
+        while todo:
+            current = todo.pop()
+            for other in self.packages.values():
+                if current in other.build_deps and other.key not in out:
+                    out.add(other.key)
+                    todo.append(other.key)
+        return out
+
+
+def resolve_key(packages, ref: PackageRef, asked_by: str = "") -> str:
+    candidates = {p.version: p.key for p in packages if p.id == ref.id}
+    chosen = versions.newest(ref.version, candidates)
+    if chosen is None:
+        who = f"{asked_by} requires " if asked_by else ""
+        available = ", ".join(sorted(candidates, key=versions.sort_key)) or "none"
+        raise CosbuildError(f"{who}{ref}, but no version satisfies it "
+                            f"(available versions of {ref.id}: {available})",
+                            hint="fix the selector or add the package to a tree")
+    return candidates[chosen]
+
+
+def build_graph(tree: Tree, renderer: Renderer) -> Graph:
+    errors = Collector()
+    rendered: dict[str, tuple[PackageSource, Rendered]] = {}
+    for src in tree.packages:
+        try:
+            rendered[src.key] = (src, renderer.render(src))
+        except CosbuildError as exc:
+            errors.add(exc)
+    errors.raise_if_any()
+
+    deps: dict[str, tuple[str, ...]] = {}
+    for key, (src, r) in rendered.items():
+        try:
+            deps[key] = _build_deps(src, r, [s for s, _ in rendered.values()])
+        except CosbuildError as exc:
+            if not exc.file:
+                exc = CosbuildError(exc.message, file=src.build_file, hint=exc.hint)
+            errors.add(exc)
+    errors.raise_if_any()
+
+    order = topological_order(deps)
+    packages: dict[str, Package] = {}
+    for key in order:
+        src, r = rendered[key]
+        files = tuple(context_files(src.folder))
+        digest = build_hash(r, src.folder, files, [packages[d].hash for d in deps[key]])
+        packages[key] = Package(src, r, deps[key], files, digest)
+    latest: dict[str, str] = {}
+    for pkg in packages.values():
+        best = latest.get(pkg.id)
+        if best is None or versions.compare(pkg.version, packages[best].version) > 0:
+            latest[pkg.id] = pkg.key
+    return Graph(packages, tuple(order), latest)
+
+
+def _build_deps(src: PackageSource, r: Rendered, all_sources: list[PackageSource]) -> tuple[str, ...]:
+    b = r.build
+    refs = [*b.requires, *b.join, *(c.package for c in b.copy if c.package)]
+    keys = [resolve_key(all_sources, ref, src.key) for ref in refs]
+    for pattern in b.retrieve:
+        if "://" in pattern:
+            continue
+        keys += [s.key for s in all_sources
+                 if fnmatch.fnmatch(f"{s.definition.name}-{s.definition.category}-"
+                                    f"{s.version}.package.tar.zst", pattern + "*")]
+    return tuple(dict.fromkeys(k for k in keys if k != src.key))
+
+
+def topological_order(deps: dict[str, tuple[str, ...]]) -> list[str]:
+    """Deps first, ties broken by key; a cycle is reported with its full path."""
+    order: list[str] = []
+    state: dict[str, str] = {}   # key -> "active" | "done"
+    stack: list[str] = []
+
+    def visit(key: str) -> None:
+        if state.get(key) == "done":
+            return
+        if state.get(key) == "active":
+            cycle = stack[stack.index(key):] + [key]
+            raise CosbuildError("dependency cycle: " + " -> ".join(cycle),
+                                hint="remove one of these build requirements")
+        state[key] = "active"
+        stack.append(key)
+        for dep in sorted(deps[key]):
+            visit(dep)
+        stack.pop()
+        state[key] = "done"
+        order.append(key)
+
+    for key in sorted(deps):
+        visit(key)
+    return order
+
+
+def build_hash(rendered: Rendered, folder: Path, files: tuple[Path, ...],
+               dep_hashes: list[str]) -> str:
+    h = hashlib.sha256()
+    h.update(HASH_SCHEMA.encode())
+    h.update(json.dumps([rendered.data, rendered.finalize_text, dep_hashes],
+                        sort_keys=True, default=str).encode())
+    for path in files:
+        rel = path.relative_to(folder).as_posix()
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            kind, content = "l", os.readlink(path).encode()
+        else:
+            # git keeps only the executable bit; umask differences must not change the hash
+            kind = "x" if st.st_mode & 0o111 else "f"
+            content = path.read_bytes()
+        h.update(f"\0{kind}\0{rel}\0{len(content)}\0".encode())
+        h.update(content)
+    return h.hexdigest()

@@ -1,0 +1,71 @@
+"""Invocation settings, declared once: each has a command-line option, a doit variable
+(`doit values=values/trixie.yaml ...`) and an environment variable, in that precedence."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CosbuildError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str            # attribute, doit variable and (with dashes) the --option
+    env: str
+    default: str
+    doc: str
+    multiple: bool = False   # repeatable option; the env/doit variable is ':'-separated
+
+
+SETTINGS = (
+    Setting("tree", "COSBUILD_TREE", "tree", "package tree folder (repeatable)", multiple=True),
+    Setting("values", "COSBUILD_VALUES", "",
+            "values file (repeatable, rightmost wins); default values/<flavor>.yaml", multiple=True),
+    FLAVOR := Setting("flavor", "COSBUILD_FLAVOR", "bookworm",
+                      "flavor whose values/<flavor>.yaml is used when no values file is given"),
+    Setting("build_dir", "COSBUILD_BUILD_DIR", "build", "output folder for specs, artifacts and logs"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    trees: tuple[Path, ...]
+    values: tuple[Path, ...]
+    flavor: str
+    build_dir: Path
+
+    @property
+    def specs_dir(self) -> Path:
+        return self.build_dir / "specs"
+
+
+def resolve(options: dict | None = None, env: dict | None = None,
+            doit_vars: dict | None = None) -> Settings:
+    """Merge option > doit variable > environment > default for every setting."""
+    options, env, doit_vars = options or {}, os.environ if env is None else env, doit_vars or {}
+    raw = {}
+    for s in SETTINGS:
+        value = options.get(s.name)
+        if value in (None, [], ()):
+            text = doit_vars.get(s.name) or env.get(s.env) or s.default
+            value = [p for p in text.split(":") if p] if s.multiple else text
+        raw[s.name] = value
+    values = [Path(v) for v in raw["values"]]
+    if not values:
+        # a tree outside this repository may have no values/ folder: then no values file,
+        # unless a flavor was asked for explicitly
+        default = Path("values") / f"{raw['flavor']}.yaml"
+        if default.is_file():
+            values = [default]
+        elif raw["flavor"] != FLAVOR.default:
+            raise CosbuildError(f"no values file for flavor '{raw['flavor']}'", file=default,
+                                hint="create it or pick another --flavor / COSBUILD_FLAVOR")
+    return Settings(trees=tuple(Path(t) for t in raw["tree"]), values=tuple(values),
+                    flavor=raw["flavor"], build_dir=Path(raw["build_dir"]))
+
+
+def settings_reference() -> str:
+    return "\n".join(f"- `--{s.name.replace('_', '-')}` / `{s.env}` / `doit {s.name}=...`: {s.doc}"
+                     f" (default: `{s.default or '-'}`)" for s in SETTINGS)

@@ -1,0 +1,397 @@
+"""The spec keywords, declared once: this table drives parsing, validation, defaults and docs.
+
+Each file kind of the package tree (definition.yaml, build.yaml, finalize.yaml and the
+cosbuild `bootstrap` section) has a table of `Keyword`s. `parse()` turns a YAML mapping into
+the fields of a frozen dataclass, rejecting unknown keys (with a "did you mean" hint) and
+wrong types with the file, line and key at fault. `keyword_reference()` prints the same
+tables as Markdown for the docs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import CosbuildError, did_you_mean
+from .yamlio import LineMap
+
+log = logging.getLogger("cosbuild")
+
+
+# --------------------------------------------------------------------------- value types
+
+@dataclass(frozen=True)
+class Where:
+    """Where a value came from, for error messages."""
+    file: str
+    line: int | None
+    key: str
+
+    def error(self, message: str, hint: str | None = None) -> CosbuildError:
+        return CosbuildError(message, file=self.file, line=self.line, key=self.key, hint=hint)
+
+
+@dataclass(frozen=True)
+class Type:
+    describe: str
+    parse: Callable[[Any, Where], Any]
+
+
+def _scalar_str(value, where: Where) -> str:
+    if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
+        raise where.error(f"expected a string, got {_typename(value)}")
+    return str(value)
+
+
+def _typename(value) -> str:
+    return {dict: "a mapping", LineMap: "a mapping", list: "a list", bool: "a boolean",
+            type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def _bool(value, where: Where) -> bool:
+    if not isinstance(value, bool):
+        raise where.error(f"expected true or false, got {value!r}")
+    return value
+
+
+def _list_of(item: Callable[[Any, Where], Any]) -> Callable[[Any, Where], tuple]:
+    def parse(value, where: Where) -> tuple:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise where.error(f"expected a list, got {_typename(value)}")
+        return tuple(item(v, where) for v in value)
+    return parse
+
+
+def _str_map(value, where: Where) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise where.error(f"expected a mapping of strings, got {_typename(value)}")
+    return tuple(sorted((str(k), _scalar_str(v, where)) for k, v in value.items()))
+
+
+def _regex(value, where: Where) -> str:
+    text = _scalar_str(value, where)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise where.error(f"invalid regular expression {text!r}: {exc}",
+                          hint="use Python/RE2 syntax, e.g. ^/usr/share/doc") from None
+    return text
+
+
+def _env_entry(value, where: Where) -> str:
+    text = _scalar_str(value, where)
+    if "=" not in text or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", text):
+        raise where.error(f"invalid env entry {text!r}", hint="write NAME=value")
+    return text
+
+
+def _any(value, where: Where):
+    return value
+
+
+def _ref(value, where: Where) -> "PackageRef":
+    if isinstance(value, str):  # "category/name" or "category/name@selector" shorthand
+        from .versions import parse_ref
+        return parse_ref(value, where)
+    if not isinstance(value, dict):
+        raise where.error(f"expected a package reference {{name, category, version}}, got {_typename(value)}")
+    fields = parse(REF_KEYWORDS, value, where.file, what=f"{where.key} entry")
+    from .versions import check_selector
+    check_selector(fields["version"], where)
+    return PackageRef(**fields)
+
+
+def _copy(value, where: Where) -> "CopySpec":
+    if not isinstance(value, dict):
+        raise where.error(f"expected a mapping {{package|image, source, destination}}, got {_typename(value)}")
+    fields = parse(COPY_KEYWORDS, value, where.file, what="copy entry")
+    inner = Where(where.file, value.line, where.key)
+    if (fields["package"] is None) == (fields["image"] is None):
+        raise inner.error("a copy entry needs exactly one of 'package' or 'image'")
+    if not fields["source"] or not fields["destination"]:
+        raise inner.error("a copy entry needs 'source' and 'destination'")
+    return CopySpec(**fields)
+
+
+def _bootstrap(value, where: Where) -> "Bootstrap":
+    if not isinstance(value, dict):
+        raise where.error(f"expected a mapping {{suite, variant, packages, ...}}, got {_typename(value)}")
+    fields = parse(BOOTSTRAP_KEYWORDS, value, where.file, what="bootstrap")
+    if not fields["suite"]:
+        raise Where(where.file, value.line, "bootstrap.suite").error(
+            "missing", hint="name a Debian suite, e.g. suite: bookworm")
+    return Bootstrap(**fields)
+
+
+def _optional_ref(value, where: Where):
+    return None if value is None else _ref(value, where)
+
+
+def _optional_str(value, where: Where):
+    return None if value is None else _scalar_str(value, where)
+
+
+STR = Type("string", _scalar_str)
+OPT_STR = Type("string", _optional_str)
+BOOL = Type("boolean", _bool)
+STRS = Type("list of strings", _list_of(_scalar_str))
+ENV = Type("list of NAME=value", _list_of(_env_entry))
+REGEXES = Type("list of regular expressions", _list_of(_regex))
+STR_MAP = Type("mapping of strings", _str_map)
+REFS = Type("list of {name, category, version}", _list_of(_ref))
+OPT_REF = Type("{name, category, version}", _optional_ref)
+COPIES = Type("list of {package|image, source, destination}", _list_of(_copy))
+BOOTSTRAP = Type("mapping (see the bootstrap table)", lambda v, w: None if v is None else _bootstrap(v, w))
+ANY = Type("any YAML value", _any)
+
+
+@dataclass(frozen=True)
+class Keyword:
+    name: str
+    type: Type
+    default: Any
+    doc: str
+    required: bool = False
+
+    @property
+    def attr(self) -> str:
+        return self.name
+
+
+def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str,
+          strict: bool = True) -> dict[str, Any]:
+    """Validate `data` against `table`; return {attr: parsed value} with defaults filled in."""
+    file = str(file)
+    known = {k.name: k for k in table}
+    lines = getattr(data, "lines", {})
+    line_of = lambda key: lines.get(key, getattr(data, "line", None))  # noqa: E731
+    if strict:
+        for key in data:
+            if key not in known:
+                raise CosbuildError(f"unknown keyword '{key}' in {what}", file=file,
+                                    line=line_of(key), key=str(key),
+                                    hint=did_you_mean(str(key), known)
+                                    or f"known keywords: {', '.join(sorted(known))}")
+    out = {}
+    for kw in table:
+        if kw.name in data and data[kw.name] is not None:
+            out[kw.attr] = kw.type.parse(data[kw.name], Where(file, line_of(kw.name), kw.name))
+        elif kw.required:
+            raise CosbuildError(f"missing required keyword '{kw.name}' in {what}", file=file,
+                                line=getattr(data, "line", None), key=kw.name)
+        else:
+            out[kw.attr] = kw.default
+    return out
+
+
+# --------------------------------------------------------------------------- the spec objects
+
+@dataclass(frozen=True, order=True)
+class PackageRef:
+    category: str
+    name: str
+    version: str = ">=0"   # a selector
+
+    @property
+    def id(self) -> str:
+        return f"{self.category}/{self.name}"
+
+    def __str__(self) -> str:
+        return self.id if self.version in (">=0", "") else f"{self.id}@{self.version}"
+
+
+@dataclass(frozen=True)
+class CopySpec:
+    package: PackageRef | None
+    image: str | None
+    source: str
+    destination: str
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    suite: str
+    variant: str
+    packages: tuple[str, ...]
+    components: tuple[str, ...]
+    mirror: str
+    architecture: str
+
+
+@dataclass(frozen=True)
+class Definition:
+    """Runtime metadata from definition.yaml or a collection stanza."""
+    name: str
+    category: str
+    version: str
+    requires: tuple[PackageRef, ...] = ()
+    conflicts: tuple[PackageRef, ...] = ()
+    provides: tuple[PackageRef, ...] = ()
+    hidden: bool = False
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    description: str = ""
+    uri: tuple[str, ...] = ()
+    license: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.category}/{self.name}"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """The compilation spec from a rendered build.yaml."""
+    image: str | None = None
+    bootstrap: Bootstrap | None = None
+    requires: tuple[PackageRef, ...] = ()
+    conflicts: tuple[PackageRef, ...] = ()
+    provides: tuple[PackageRef, ...] = ()
+    requires_final_images: bool = False
+    join: tuple[PackageRef, ...] = ()
+    env: tuple[str, ...] = ()
+    prelude: tuple[str, ...] = ()
+    steps: tuple[str, ...] = ()
+    copy: tuple[CopySpec, ...] = ()
+    retrieve: tuple[str, ...] = ()
+    unpack: bool = False
+    package_dir: str | None = None
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+
+    @property
+    def final_image_deps(self) -> tuple[PackageRef, ...]:
+        """The packages whose final artifacts make the build's base (requires_final_images)."""
+        return self.join or (self.requires if self.requires_final_images else ())
+
+
+@dataclass(frozen=True)
+class Finalize:
+    install: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- the tables
+
+REF_KEYWORDS = (
+    Keyword("name", STR, None, "package name", required=True),
+    Keyword("category", STR, "", "package category"),
+    Keyword("version", STR, ">=0", "version selector: >=V, >V, <=V, <V, =V or V, !V"),
+)
+
+COPY_KEYWORDS = (
+    Keyword("package", OPT_REF, None, "copy from this package's build container"),
+    Keyword("image", OPT_STR, None, "copy from this container image"),
+    Keyword("source", STR, "", "path in the source container"),
+    Keyword("destination", STR, "", "path in this build"),
+)
+
+BOOTSTRAP_KEYWORDS = (
+    Keyword("suite", STR, "", "Debian suite, e.g. bookworm or trixie", required=True),
+    Keyword("variant", STR, "minbase", "mmdebstrap variant (minbase, required, important, standard)"),
+    Keyword("packages", STRS, (), "extra Debian packages to include"),
+    Keyword("components", STRS, ("main",), "archive components"),
+    Keyword("mirror", STR, "http://deb.debian.org/debian", "Debian mirror URL"),
+    Keyword("architecture", STR, "amd64", "Debian architecture"),
+)
+
+DEFINITION_KEYWORDS = (
+    Keyword("name", STR, None, "package name", required=True),
+    Keyword("category", STR, "", "package category"),
+    Keyword("version", STR, None, "package version (Debian ordering, +N rebuild suffix)", required=True),
+    Keyword("requires", REFS, (), "runtime dependencies"),
+    Keyword("conflicts", REFS, (), "runtime conflicts"),
+    Keyword("provides", REFS, (), "packages this one replaces"),
+    Keyword("hidden", BOOL, False, "build-only package, not offered for installation"),
+    Keyword("labels", STR_MAP, (), "string map; keys may contain dots (package.checksum)"),
+    Keyword("annotations", STR_MAP, (), "string map"),
+    Keyword("description", STR, "", "free text"),
+    Keyword("uri", STRS, (), "project URLs"),
+    Keyword("license", STR, "", "license name"),
+)
+
+BUILD_KEYWORDS = (
+    Keyword("image", OPT_STR, None, "base container image (local storage first, then pulled)"),
+    Keyword("bootstrap", BOOTSTRAP, None,
+            "cosbuild: make the base image from a Debian rootfs bootstrapped with mmdebstrap"),
+    Keyword("requires", REFS, (), "build-time dependencies; the build starts from their chained build containers"),
+    Keyword("conflicts", REFS, (), "build-time override of the definition's conflicts"),
+    Keyword("provides", REFS, (), "build-time override of the definition's provides"),
+    Keyword("requires_final_images", BOOL, False,
+            "start from one image made of the requires' final artifacts (runtime closure)"),
+    Keyword("join", REFS, (), "deprecated spelling of requires_final_images with an explicit list"),
+    Keyword("env", ENV, (), "NAME=value set in both images before any command"),
+    Keyword("prelude", STRS, (), "commands run in the builder image (not part of a delta artifact)"),
+    Keyword("steps", STRS, (), "commands run in the package image"),
+    Keyword("copy", COPIES, (), "copy a path from a package's build container or an image"),
+    Keyword("retrieve", STRS, (), "artifact names/globs or URLs added to /luetbuild"),
+    Keyword("unpack", BOOL, False, "artifact = the whole final container filesystem"),
+    Keyword("package_dir", OPT_STR, None, "artifact = this subtree of the final container, re-rooted at /"),
+    Keyword("includes", REGEXES, (), "keep only paths matching one of these"),
+    Keyword("excludes", REGEXES, (), "drop paths matching one of these"),
+)
+
+FINALIZE_KEYWORDS = (
+    Keyword("install", STRS, (), "shell commands run in the target root after installation"),
+)
+
+TABLES = {
+    "definition.yaml (and collection.yaml stanzas)": DEFINITION_KEYWORDS,
+    "build.yaml": BUILD_KEYWORDS,
+    "bootstrap (in build.yaml)": BOOTSTRAP_KEYWORDS,
+    "copy entries (in build.yaml)": COPY_KEYWORDS,
+    "package references": REF_KEYWORDS,
+    "finalize.yaml": FINALIZE_KEYWORDS,
+}
+
+
+def keyword_reference() -> str:
+    """The keyword tables as Markdown (docs/keywords.md is generated from this)."""
+    out = ["# Spec keyword reference", "",
+           "Generated by `cosbuild keywords` from `cosbuild/spec.py`; do not edit by hand.", ""]
+    for title, table in TABLES.items():
+        out += [f"## {title}", "", "| keyword | type | default | meaning |", "|---|---|---|---|"]
+        for kw in table:
+            default = "required" if kw.required else ("" if kw.default in (None, ()) else repr(kw.default))
+            out.append(f"| `{kw.name}` | {kw.type.describe} | {default} | {kw.doc} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def parse_build(data: LineMap, file: str) -> BuildSpec:
+    """Parse a rendered build.yaml and check the rules that span several keywords."""
+    build = BuildSpec(**parse(BUILD_KEYWORDS, data, file, what="build.yaml"))
+    lines = getattr(data, "line_of", lambda key: None)
+
+    def fail(key: str, message: str, hint: str) -> CosbuildError:
+        return CosbuildError(message, file=file, line=lines(key), key=key, hint=hint)
+
+    if build.image and build.requires:
+        raise fail("image", "'image' cannot be used together with 'requires' (as in luet)",
+                   "drop 'image': the build starts from the required packages' build containers")
+    if build.bootstrap and (build.image or build.requires or build.join):
+        raise fail("bootstrap", "'bootstrap' is an image source of its own",
+                   "use either bootstrap, image, or requires")
+    if build.join:
+        if build.requires or build.requires_final_images:
+            raise fail("join", "'join' cannot be combined with 'requires'/'requires_final_images'",
+                       "move the join list to 'requires' and set requires_final_images: true")
+        log.warning("%s:%s: join: deprecated (removed in luet 0.18); use 'requires' with "
+                    "'requires_final_images: true'", file, lines("join"))
+    if build.requires_final_images and not build.requires:
+        raise fail("requires_final_images", "requires_final_images needs a 'requires' list",
+                   "list the packages whose final artifacts make the base image")
+    if build.unpack and build.package_dir:
+        raise fail("package_dir", "'unpack' and 'package_dir' are alternatives",
+                   "keep one artifact strategy")
+    has_source = build.image or build.bootstrap or build.requires or build.join
+    if (build.steps or build.prelude) and not has_source:
+        raise fail("steps" if build.steps else "prelude", "commands given but no image source",
+                   "add 'image', 'bootstrap' or 'requires' to say what the build starts from")
+    return build

@@ -1,0 +1,68 @@
+"""Versions and selectors: Debian ordering (so 1.0+10 > 1.0+9), newest satisfying wins."""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Iterable
+
+from debian.debian_support import NativeVersion
+
+from .errors import CosbuildError
+
+_SELECTOR = re.compile(r"^\s*(>=|<=|>|<|=|!)?\s*(\S+)\s*$")
+
+
+@functools.lru_cache(maxsize=None)
+def _key(version: str) -> NativeVersion:
+    return NativeVersion(version)
+
+
+def compare(a: str, b: str) -> int:
+    """-1, 0 or 1 as a is older than, equal to or newer than b (Debian rules)."""
+    ka, kb = _key(a), _key(b)
+    return (ka > kb) - (ka < kb)
+
+
+def sort_key(version: str) -> NativeVersion:
+    return _key(version)
+
+
+def check_selector(selector: str, where=None) -> None:
+    if not _SELECTOR.match(selector):
+        message = f"invalid version selector {selector!r}"
+        hint = "use >=V, >V, <=V, <V, =V (or bare V) or !V"
+        if where is not None:
+            raise where.error(message, hint)
+        raise CosbuildError(message, hint=hint)
+
+
+def matches(selector: str, version: str) -> bool:
+    m = _SELECTOR.match(selector)
+    if not m:
+        check_selector(selector)
+    op, wanted = m.group(1) or "=", m.group(2)
+    c = compare(version, wanted)
+    return {">=": c >= 0, ">": c > 0, "<=": c <= 0, "<": c < 0, "=": c == 0, "!": c != 0}[op]
+
+
+def newest(selector: str, versions: Iterable[str]) -> str | None:
+    """The newest of `versions` that satisfies `selector`, or None."""
+    ok = [v for v in versions if matches(selector, v)]
+    return max(ok, key=sort_key) if ok else None
+
+
+def parse_ref(text: str, where=None):
+    """'category/name' or 'category/name@selector' -> PackageRef."""
+    from .spec import PackageRef
+    ident, _, selector = text.partition("@")
+    category, slash, name = ident.rpartition("/")
+    if not slash or not name or not category:
+        message = f"invalid package reference {text!r}"
+        hint = "write category/name or category/name@>=1.0"
+        if where is not None:
+            raise where.error(message, hint)
+        raise CosbuildError(message, hint=hint)
+    selector = selector or ">=0"
+    check_selector(selector, where)
+    return PackageRef(category=category, name=name, version=selector)

@@ -1,0 +1,3 @@
+module sampleOSService
+
+go 1.19
