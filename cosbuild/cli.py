@@ -40,8 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("keywords", help="print the spec keyword reference (Markdown)")
     sub.add_parser("helpers", help="list the template helpers")
     for name in DOIT_COMMANDS:
-        p = sub.add_parser(name, help=f"doit {name} on this project's tasks", add_help=False)
-        p.add_argument("doit_args", nargs=argparse.REMAINDER)
+        sub.add_parser(name, help=f"doit {name} on this project's tasks (doit's own options follow)",
+                       add_help=False)
     return parser
 
 
@@ -83,8 +83,23 @@ def graph_dot(project: Project) -> str:
     return "\n".join(out + ["}"])
 
 
+def _command_index(argv: list[str], command: str) -> int:
+    """Position of the command word, skipping the values of global options."""
+    takes_value = {f"--{s.name.replace('_', '-')}" for s in settings.SETTINGS}
+    i = 0
+    while argv[i] != command:
+        i += 2 if argv[i] in takes_value else 1
+    return i
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args, extra = _parser().parse_known_args(argv)
+    if args.command in DOIT_COMMANDS:
+        # everything after the command word belongs to doit, in its order
+        args.doit_args = argv[_command_index(argv, args.command) + 1:]
+    elif extra:
+        _parser().error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(format="cosbuild: %(levelname)s: %(message)s",
                         level=logging.DEBUG if args.verbose else logging.INFO)
     try:

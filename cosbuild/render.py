@@ -7,6 +7,7 @@ Values precedence (as luet's Helm values): the package's definition (or collecti
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,9 @@ class Renderer:
         except (jinja2.UndefinedError, jinja2.TemplateRuntimeError, TypeError, ValueError) as exc:
             file, line = _template_position(exc, [path, *self.templates])
             detail = exc.message if isinstance(exc, jinja2.TemplateError) else str(exc)
+            name = re.search(r"has no attribute '([^']+)'|'([^']+)' is undefined", detail or "")
+            if isinstance(exc, jinja2.UndefinedError) and name:
+                detail = f"undefined variable '{name.group(1) or name.group(2)}' ({detail})"
             hint = ("define it in the definition or a values file, or use | default(...)"
                     if isinstance(exc, jinja2.UndefinedError) else None)
             raise CosbuildError(f"template error: {detail}", file=file or path, line=line,

@@ -104,7 +104,8 @@ def _ref(value, where: Where) -> "PackageRef":
         raise where.error(f"expected a package reference {{name, category, version}}, got {_typename(value)}")
     fields = parse(REF_KEYWORDS, value, where.file, what=f"{where.key} entry")
     from .versions import check_selector
-    check_selector(fields["version"], where)
+    line = value.line_of("version") if isinstance(value, LineMap) else where.line
+    check_selector(fields["version"], Where(where.file, line, f"{where.key}.version"))
     return PackageRef(**fields)
 
 

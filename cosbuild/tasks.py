@@ -22,11 +22,6 @@ def spec_path(project: Project, key: str) -> Path:
     return project.settings.specs_dir / f"{project.graph.packages[key].artifact_stem}.yaml"
 
 
-def _input_files(project: Project) -> list[str]:
-    """Files every package depends on besides its own folder: values files and templates."""
-    return [str(p) for p in (*project.settings.values, *project.tree.templates)]
-
-
 def _validate(settings: Settings) -> None:
     project = load_project(settings)   # fresh: validation must see the files as they are now
     print(f"{len(project.graph.packages)} packages, {len(project.tree.templates)} templates: ok")
@@ -39,11 +34,11 @@ def _write_spec(path: Path, text: str) -> None:
 def task_definitions(project: Project) -> dict:
     """The task_* functions and DOIT_CONFIG of a doit namespace for this project."""
     graph = project.graph
-    common = _input_files(project)
 
     def task_validate():
         """Load, render and resolve the whole tree (cosbuild validate)."""
-        every = sorted({str(f) for p in graph.packages.values() for f in p.files} | set(common))
+        every = sorted({str(f) for p in graph.packages.values() for f in p.files}
+                       | {str(p) for p in (*project.settings.values, *project.tree.templates)})
         return {"actions": [(_validate, [project.settings])], "file_dep": every,
                 "verbosity": 2}
 
@@ -55,7 +50,10 @@ def task_definitions(project: Project) -> dict:
             yield {"name": graph.task_name(key),
                    "doc": f"render {key}",
                    "actions": [(_write_spec, [target, pkg.rendered.text])],
-                   "file_dep": [str(f) for f in pkg.files] + common,
+                   # values files and templates matter only through the rendered text,
+                   # which the build hash covers: a values key a package does not use
+                   # must not re-run it
+                   "file_dep": [str(f) for f in pkg.files],
                    "targets": [str(target)],
                    "uptodate": [config_changed(pkg.hash)],
                    "clean": True}

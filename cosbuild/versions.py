@@ -10,7 +10,7 @@ from debian.debian_support import NativeVersion
 
 from .errors import CosbuildError
 
-_SELECTOR = re.compile(r"^\s*(>=|<=|>|<|=|!)?\s*(\S+)\s*$")
+_SELECTOR = re.compile(r"^\s*(>=|<=|>|<|=|!)?\s*([^\s<>=!]\S*)\s*$")
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,50 @@
+"""Shared fixtures: small trees written into a temporary project folder."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cosbuild import cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+# a minimal valid tree: a base with an image, and an app built on it
+BASIC = {
+    "tree/base/definition.yaml": "name: base\ncategory: distro\nversion: '1.0'\n",
+    "tree/base/build.yaml": "image: debian:bookworm\nsteps:\n  - echo base\n",
+    "tree/app/definition.yaml": "name: app\ncategory: app\nversion: '0.1'\n",
+    "tree/app/build.yaml": ("requires:\n  - name: base\n    category: distro\n"
+                            "    version: '>=1.0'\nsteps:\n  - echo app\n"),
+    "tree/app/main.c": "int main(void) { return 0; }\n",
+}
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder (the cwd) with `write(files)` to add or change files."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("COSBUILD_TREE", "COSBUILD_VALUES", "COSBUILD_FLAVOR", "COSBUILD_BUILD_DIR"):
+        monkeypatch.delenv(var, raising=False)
+
+    def write(files: dict[str, str]) -> Path:
+        for rel, text in files.items():
+            path = tmp_path / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text))
+        return tmp_path
+
+    write.path = tmp_path
+    return write
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `cosbuild ARGS` in-process; returns (exit code, stdout, stderr)."""
+    def run(*args: str):
+        code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run

@@ -1,0 +1,131 @@
+"""Every user mistake: non-zero exit, one clear message naming file/line/key, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import BASIC
+
+CASES = {
+    "malformed YAML": (
+        {"tree/app/definition.yaml": "name: app\nversion: [1.0\ncategory: app\n"},
+        ["tree/app/definition.yaml:", "invalid YAML"]),
+    "missing name": (
+        {"tree/app/definition.yaml": "category: app\nversion: '0.1'\n"},
+        ["tree/app/definition.yaml:1", "missing required keyword 'name'"]),
+    "missing version": (
+        {"tree/app/definition.yaml": "name: app\ncategory: app\n"},
+        ["tree/app/definition.yaml", "missing required keyword 'version'"]),
+    "unknown build keyword": (
+        {"tree/app/build.yaml": "requires:\n  - {name: base, category: distro}\nstesp:\n  - true\n"},
+        ["tree/app/build.yaml (rendered):3", "unknown keyword 'stesp'", "did you mean 'steps'?"]),
+    "duplicate package": (
+        {"tree/other/definition.yaml": "name: app\ncategory: app\nversion: '0.1'\n"},
+        ["duplicate package app/app@0.1", "tree/app/definition.yaml", "tree/other/definition.yaml"]),
+    "undefined template variable": (
+        {"tree/app/build.yaml": "image: x\nsteps:\n  - echo {{ values.nosuch }}\n"},
+        ["tree/app/build.yaml:3", "nosuch", "template error"]),
+    "template syntax error": (
+        {"tree/app/build.yaml": "image: x\nsteps:\n  - echo {% if %}\n"},
+        ["tree/app/build.yaml:3", "template syntax error"]),
+    "unsatisfiable selector": (
+        {"tree/app/build.yaml": "requires:\n  - {name: base, category: distro, version: '>=2.0'}\n"},
+        ["app/app@0.1 requires distro/base@>=2.0", "available versions of distro/base: 1.0"]),
+    "unknown dependency": (
+        {"tree/app/build.yaml": "requires:\n  - {name: nope, category: distro}\n"},
+        ["requires distro/nope", "available versions of distro/nope: none"]),
+    "dependency cycle": (
+        {"tree/base/build.yaml": "requires:\n  - {name: app, category: app}\nsteps: ['true']\n"},
+        ["dependency cycle: ", "app/app@0.1 -> distro/base@1.0 -> app/app@0.1"]),
+    "image with requires": (
+        {"tree/app/build.yaml": "image: debian\nrequires:\n  - {name: base, category: distro}\n"},
+        ["tree/app/build.yaml (rendered):1", "'image' cannot be used together with 'requires'"]),
+    "steps without image source": (
+        {"tree/app/build.yaml": "steps:\n  - make\n"},
+        ["tree/app/build.yaml (rendered):1", "steps", "no image source"]),
+    "invalid regex": (
+        {"tree/app/build.yaml": "image: x\nexcludes:\n  - '^/usr/(share'\n"},
+        ["tree/app/build.yaml (rendered):2", "excludes", "invalid regular expression"]),
+    "wrong type": (
+        {"tree/app/build.yaml": "image: x\nunpack: yes please\n"},
+        ["build.yaml (rendered):2", "unpack", "expected true or false"]),
+    "invalid selector": (
+        {"tree/app/build.yaml": "requires:\n  - {name: base, category: distro, version: '>= '}\n"},
+        ["build.yaml (rendered):2", "invalid version selector"]),
+    "unknown key in a reference": (
+        {"tree/app/build.yaml": "requires:\n  - {name: base, categroy: distro}\n"},
+        ["build.yaml (rendered):2", "unknown keyword 'categroy'", "did you mean 'category'?"]),
+    "bad collection": (
+        {"tree/col/collection.yaml": "packages: {}\n"},
+        ["tree/col/collection.yaml:1", "non-empty 'packages' list"]),
+    "unknown finalize keyword": (
+        {"tree/app/finalize.yaml": "instal:\n  - true\n"},
+        ["tree/app/finalize.yaml (rendered):1", "did you mean 'install'?"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_reported_clearly(case, project, run_cli):
+    files, expected = CASES[case]
+    project({**BASIC, **files})
+    code, out, err = run_cli("validate")
+    assert code == 1
+    assert out == ""
+    assert "Traceback" not in err
+    assert err.startswith("cosbuild: error: ")
+    for fragment in expected:
+        assert fragment in err, f"{fragment!r} not in {err!r}"
+
+
+def test_missing_values_file(project, run_cli):
+    project(BASIC)
+    code, _, err = run_cli("--values", "values/nope.yaml", "validate")
+    assert code == 1
+    assert "values/nope.yaml: values file not found" in err
+
+
+def test_missing_tree(project, run_cli):
+    project(BASIC)
+    code, _, err = run_cli("--tree", "elsewhere", "validate")
+    assert code == 1 and "elsewhere: tree folder not found" in err
+
+
+def test_several_mistakes_are_reported_together(project, run_cli):
+    project({**BASIC,
+             "tree/app/definition.yaml": "category: app\nversion: '0.1'\n",
+             "tree/x/definition.yaml": "name: x\n"})
+    code, _, err = run_cli("validate")
+    assert code == 1
+    assert "tree/app/definition.yaml:1: name: missing" in err
+    assert "tree/x/definition.yaml:1: version: missing" in err
+
+
+def test_join_is_accepted_with_a_warning(project, run_cli, caplog):
+    project({**BASIC, "tree/app/build.yaml":
+             "join:\n  - {name: base, category: distro}\nsteps: [make]\n"})
+    code, out, _ = run_cli("validate")
+    assert code == 0, out
+    assert any("join: deprecated" in r.getMessage() for r in caplog.records)
+    code, out, _ = run_cli("graph", "--json")
+    assert '"build_deps": [\n        "distro/base"' in out
+
+
+def test_definition_typo_is_warned_not_fatal(project, run_cli, caplog):
+    project({**BASIC, "tree/app/definition.yaml": "name: app\ncategory: app\nversion: '0.1'\nrequries: []\n"})
+    code, _, _ = run_cli("validate")
+    assert code == 0
+    assert any("did you mean 'requires'?" in r.getMessage() for r in caplog.records)
+
+
+def test_no_traceback_from_the_real_command(project):
+    """End to end through the console script and through doit."""
+    root = project({**BASIC, "tree/app/build.yaml": "image: x\nsteps:\n  - echo {{ values.nosuch }}\n"})
+    for argv in ([sys.executable, "-m", "cosbuild.cli", "validate"],
+                 [sys.executable, "-m", "cosbuild.cli", "list"]):
+        proc = subprocess.run(argv, cwd=root, capture_output=True, text=True)
+        assert proc.returncode == 1
+        assert "Traceback" not in proc.stderr
+        assert "tree/app/build.yaml:3" in proc.stderr
