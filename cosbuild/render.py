@@ -46,7 +46,8 @@ def load_values_files(paths: list[Path]) -> list[dict]:
 # --------------------------------------------------------------------------- helpers for templates
 
 def _toyaml(value) -> str:
-    return yaml.safe_dump(_plain(value), default_flow_style=False, sort_keys=False).rstrip("\n")
+    text = yaml.safe_dump(_plain(value), default_flow_style=False, sort_keys=False)
+    return text.removesuffix("\n...\n").rstrip("\n")   # a scalar gets an end-of-document mark
 
 
 def _plain(value):
@@ -58,8 +59,8 @@ def _plain(value):
 
 
 def _quote(value) -> str:
-    """A YAML/JSON double-quoted string (Helm's quote)."""
-    return json.dumps(str(value))
+    """A YAML/JSON double-quoted string (Helm's quote: booleans as true/false)."""
+    return json.dumps(value if isinstance(value, str) else json.dumps(value))
 
 
 def _get(mapping, path: str, default=None):

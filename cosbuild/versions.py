@@ -28,8 +28,19 @@ def sort_key(version: str) -> NativeVersion:
     return _key(version)
 
 
+def _valid(selector: str) -> bool:
+    m = _SELECTOR.match(selector)
+    if not m:
+        return False
+    try:
+        _key(m.group(2))
+    except ValueError:  # not a Debian version string
+        return False
+    return True
+
+
 def check_selector(selector: str, where=None) -> None:
-    if not _SELECTOR.match(selector):
+    if not _valid(selector):
         message = f"invalid version selector {selector!r}"
         hint = "use >=V, >V, <=V, <V, =V (or bare V) or !V"
         if where is not None:
@@ -38,10 +49,11 @@ def check_selector(selector: str, where=None) -> None:
 
 
 def matches(selector: str, version: str) -> bool:
-    m = _SELECTOR.match(selector)
-    if not m:
-        check_selector(selector)
-    op, wanted = m.group(1) or "=", m.group(2)
+    check_selector(selector)
+    op, wanted = _SELECTOR.match(selector).groups()
+    op = op or "="
+    if op == ">=" and wanted == "0":   # SPEC: ">=0 means any", even 0~rc1
+        return True
     c = compare(version, wanted)
     return {">=": c >= 0, ">": c > 0, "<=": c <= 0, "<": c < 0, "=": c == 0, "!": c != 0}[op]
 
