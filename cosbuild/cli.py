@@ -24,8 +24,11 @@ DOIT_COMMANDS = ("run", "list", "info", "clean", "forget", "ignore", "dumpdb", "
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cosbuild", description=__doc__)
     parser.add_argument("--version", action="version", version=f"cosbuild {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="more output")
     for s in settings.SETTINGS:
+        if s.name == "verbose":
+            parser.add_argument("-v", "--verbose", action="store_const", const="1",
+                                help=f"{s.doc} [env {s.env}]")
+            continue
         parser.add_argument(f"--{s.name.replace('_', '-')}", dest=s.name,
                             action="append" if s.multiple else "store",
                             help=f"{s.doc} [env {s.env}]")
@@ -100,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         args.doit_args = argv[_command_index(argv, args.command) + 1:]
     elif extra:
         _parser().error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(format="cosbuild: %(levelname)s: %(message)s",
-                        level=logging.DEBUG if args.verbose else logging.INFO)
+    logging.basicConfig(format="cosbuild: %(levelname)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("cosbuild").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return _run(args)
     except CosbuildError as exc:

@@ -128,10 +128,26 @@ def build_graph(tree: Tree, renderer: Renderer) -> Graph:
     return Graph(packages, tuple(order), latest)
 
 
+def runtime_closure(sources, refs, asked_by: str = "") -> list[str]:
+    """Keys of `refs` and, transitively, their definitions' runtime requires."""
+    by_key = {s.key: s for s in sources}
+    out: list[str] = []
+    todo = [(ref, asked_by) for ref in refs]
+    while todo:
+        ref, who = todo.pop(0)
+        key = resolve_key(sources, ref, who)
+        if key not in out:
+            out.append(key)
+            todo += [(r, key) for r in by_key[key].definition.requires]
+    return out
+
+
 def _build_deps(src: PackageSource, r: Rendered, all_sources: list[PackageSource]) -> tuple[str, ...]:
     b = r.build
     refs = [*b.requires, *b.join, *(c.package for c in b.copy if c.package)]
     keys = [resolve_key(all_sources, ref, src.key) for ref in refs]
+    # a final-images build unpacks the runtime closure: all of it must be built first
+    keys += runtime_closure(all_sources, b.final_image_deps, src.key)
     for pattern in b.retrieve:
         if "://" in pattern:
             continue

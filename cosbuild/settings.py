@@ -26,6 +26,12 @@ SETTINGS = (
     FLAVOR := Setting("flavor", "COSBUILD_FLAVOR", "bookworm",
                       "flavor whose values/<flavor>.yaml is used when no values file is given"),
     Setting("build_dir", "COSBUILD_BUILD_DIR", "build", "output folder for specs, artifacts and logs"),
+    Setting("image_repository", "COSBUILD_IMAGE_REPOSITORY", "luet/cache",
+            "repository of the cache images, tagged by build hash"),
+    Setting("isolation", "COSBUILD_ISOLATION", "chroot", "buildah --isolation (chroot works everywhere)"),
+    Setting("storage_driver", "COSBUILD_STORAGE_DRIVER", "",
+            "buildah --storage-driver (default: buildah's own, overlay on Debian)"),
+    Setting("verbose", "COSBUILD_VERBOSE", "", "stream container output live (1/yes)"),
 )
 
 
@@ -35,10 +41,18 @@ class Settings:
     values: tuple[Path, ...]
     flavor: str
     build_dir: Path
+    image_repository: str = "luet/cache"
+    isolation: str = "chroot"
+    storage_driver: str = ""
+    verbose: bool = False
 
     @property
     def specs_dir(self) -> Path:
         return self.build_dir / "specs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.build_dir / "logs"
 
 
 def resolve(options: dict | None = None, env: dict | None = None,
@@ -63,7 +77,10 @@ def resolve(options: dict | None = None, env: dict | None = None,
             raise CosbuildError(f"no values file for flavor '{raw['flavor']}'", file=default,
                                 hint="create it or pick another --flavor / COSBUILD_FLAVOR")
     return Settings(trees=tuple(Path(t) for t in raw["tree"]), values=tuple(values),
-                    flavor=raw["flavor"], build_dir=Path(raw["build_dir"]))
+                    flavor=raw["flavor"], build_dir=Path(raw["build_dir"]),
+                    image_repository=raw["image_repository"], isolation=raw["isolation"],
+                    storage_driver=raw["storage_driver"],
+                    verbose=str(raw["verbose"]).lower() in ("1", "yes", "true", "on"))
 
 
 def settings_reference() -> str:

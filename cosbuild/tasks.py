@@ -7,15 +7,19 @@ hash, so doit redoes only what changed.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
+from doit.exceptions import TaskFailed
 from doit.tools import config_changed
 
+from .builder import Builder
 from .errors import CosbuildError
 from .fsutil import atomic_write
 from .project import Project, load_project
 from . import settings
 from .settings import Settings
+from .tools import TaskLog
 
 
 def spec_path(project: Project, key: str) -> Path:
@@ -29,6 +33,27 @@ def _validate(settings: Settings) -> None:
 
 def _write_spec(path: Path, text: str) -> None:
     atomic_write(path, text)
+
+
+def _images_present(builder: Builder, pkg, **_) -> bool:
+    return builder.images_present(pkg)
+
+
+def _build(builder: Builder, key: str, n: int, total: int) -> TaskFailed | None:
+    pkg = builder.project.graph.packages[key]
+    started = time.monotonic()
+    print(f"[{n}/{total}] {key}: building (hash {pkg.hash[:12]}, log {builder.log_path(pkg)})",
+          flush=True)
+    with TaskLog(builder.log_path(pkg), verbose=builder.settings.verbose,
+                 prefix=f"[{pkg.id}] ") as log:
+        try:
+            builder.build(key, log)
+        except CosbuildError as exc:
+            log.write(f"error: {exc}")
+            return TaskFailed(str(exc))   # reported by doit without a traceback
+    size = builder.artifact_path(pkg).stat().st_size
+    print(f"[{n}/{total}] {key}: done in {time.monotonic() - started:.1f}s "
+          f"({size / 1e6:.1f} MB artifact)", flush=True)
 
 
 def task_definitions(project: Project) -> dict:
@@ -58,7 +83,23 @@ def task_definitions(project: Project) -> dict:
                    "uptodate": [config_changed(pkg.hash)],
                    "clean": True}
 
-    return {"task_validate": task_validate, "task_render": task_render,
+    builder = Builder(project)
+
+    def task_build():
+        """Build each package: container images (buildah) and its artifact + metadata in build/."""
+        for n, key in enumerate(graph.order, 1):
+            pkg = graph.packages[key]
+            yield {"name": graph.task_name(key),
+                   "doc": f"build {key}",
+                   "actions": [(_build, [builder, key, n, len(graph.order)])],
+                   "task_dep": [f"build:{graph.task_name(d)}" for d in pkg.build_deps],
+                   "file_dep": [str(f) for f in pkg.files],
+                   "targets": [str(builder.artifact_path(pkg)), str(builder.metadata_path(pkg))],
+                   "uptodate": [config_changed(pkg.hash), (_images_present, [builder, pkg])],
+                   "verbosity": 2,
+                   "clean": True}
+
+    return {"task_validate": task_validate, "task_render": task_render, "task_build": task_build,
             "DOIT_CONFIG": {"dep_file": str(project.settings.build_dir / ".doit.db"),
                             "backend": "sqlite3", "default_tasks": ["validate"],
                             "verbosity": 1}}

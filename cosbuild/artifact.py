@@ -1,0 +1,185 @@
+"""Package artifacts: which files (strategy + includes/excludes) and the deterministic tar.
+
+Tars are reproducible: entries sorted, numeric owners only, mtimes clamped to
+SOURCE_DATE_EPOCH, xattrs (file capabilities) kept, hard links and device nodes kept,
+zstd framing independent of the machine. Writes go to a temporary name, then rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import zstandard
+
+from .fsutil import atomic_path
+
+COMPRESSION = "zstd"
+SUFFIX = ".package.tar.zst"
+_KEEP_XATTRS = ("security.capability", "user.")   # overlayfs' own trusted.* never leak
+
+
+def source_date_epoch() -> int:
+    """SOURCE_DATE_EPOCH, or 0: reproducible by default."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "0")
+    return int(value) if value.isdigit() else 0
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str          # absolute path inside the artifact, e.g. /usr/bin/foo
+    source: Path       # where it is on disk now
+
+
+def walk(root: Path) -> Iterator[Entry]:
+    """Every entry below root, without following symlinks (write_tar sorts them)."""
+    for here, dirs, files in os.walk(root):
+        rel = here[len(str(root)):]
+        for name in (*dirs, *files):
+            yield Entry(f"{rel}/{name}", Path(here) / name)
+
+
+def delta(package_root: Path, builder_root: Path) -> Iterator[Entry]:
+    """Entries present in the package image but not in the builder image (additions only)."""
+    for entry in walk(package_root):
+        if not os.path.lexists(builder_root / entry.path.lstrip("/")):
+            yield entry
+
+
+def rerooted(root: Path, subdir: str) -> Iterator[Entry]:
+    """package_dir: the subtree `subdir`, re-rooted at /."""
+    return walk(root / subdir.strip("/"))
+
+
+def select(entries: Iterable[Entry], includes: tuple[str, ...], excludes: tuple[str, ...]) -> list[Entry]:
+    """SPEC includes/excludes, matched against the absolute path in the artifact.
+
+    Directories are matched too; a directory that holds a kept entry is kept so that its
+    owner and mode travel with the artifact."""
+    inc = [re.compile(p) for p in includes]
+    exc = [re.compile(p) for p in excludes]
+    all_entries = {e.path: e for e in entries}
+
+    def keep(path: str) -> bool:
+        if inc and not any(r.search(path) for r in inc):
+            return False
+        return not any(r.search(path) for r in exc)
+
+    kept = {p for p in all_entries if keep(p)}
+    if inc:
+        for path in list(kept):
+            parent = os.path.dirname(path)
+            while parent not in ("/", "") and parent in all_entries and parent not in kept:
+                if any(r.search(parent) for r in exc):
+                    break
+                kept.add(parent)
+                parent = os.path.dirname(parent)
+    if exc:  # an excluded directory takes its contents with it
+        kept = {p for p in kept if not _under_excluded(p, all_entries, exc)}
+    return [all_entries[p] for p in sorted(kept)]
+
+
+def _under_excluded(path: str, entries: dict, exc: list) -> bool:
+    parent = os.path.dirname(path)
+    while parent not in ("/", ""):
+        if parent in entries and any(r.search(parent) for r in exc):
+            return True
+        parent = os.path.dirname(parent)
+    return False
+
+
+def write_tar(entries: list[Entry], out: Path) -> tuple[str, list[str]]:
+    """Write a reproducible .tar.zst; returns (sha256 hex, sorted list of non-directory paths)."""
+    epoch = source_date_epoch()
+    files: list[str] = []
+    links: dict[tuple[int, int], str] = {}
+    with atomic_path(out) as tmp, open(tmp, "wb") as raw:
+        hasher = _HashingWriter(raw)
+        cctx = zstandard.ZstdCompressor(level=3, threads=-1, write_checksum=True)
+        with cctx.stream_writer(hasher, closefd=False) as zst, \
+                tarfile.open(fileobj=zst, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for entry in sorted(entries, key=lambda e: e.path):
+                info = _tarinfo(entry, epoch, links)
+                if info is None:
+                    continue
+                if not info.isdir():
+                    files.append(entry.path)
+                if info.isreg():
+                    with open(entry.source, "rb") as f:
+                        tar.addfile(info, f)
+                else:
+                    tar.addfile(info)
+        return hasher.hexdigest(), files
+
+
+def _tarinfo(entry: Entry, epoch: int, links: dict) -> tarfile.TarInfo | None:
+    st = os.lstat(entry.source)
+    info = tarfile.TarInfo(entry.path.lstrip("/"))
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid, info.gid, info.uname, info.gname = st.st_uid, st.st_gid, "", ""
+    info.mtime = min(int(st.st_mtime), epoch)
+    fmt = stat.S_IFMT(st.st_mode)
+    if fmt == stat.S_IFREG:
+        if st.st_nlink > 1:
+            first = links.setdefault((st.st_dev, st.st_ino), info.name)
+            if first != info.name:
+                info.type, info.linkname = tarfile.LNKTYPE, first
+                return _xattrs(info, entry.source)
+        info.type, info.size = tarfile.REGTYPE, st.st_size
+    elif fmt == stat.S_IFDIR:
+        info.type = tarfile.DIRTYPE
+    elif fmt == stat.S_IFLNK:
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(entry.source)
+    elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
+        if fmt == stat.S_IFCHR and st.st_rdev == 0:
+            return None   # an overlayfs whiteout, not a device
+        info.type = tarfile.CHRTYPE if fmt == stat.S_IFCHR else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    elif fmt == stat.S_IFIFO:
+        info.type = tarfile.FIFOTYPE
+    else:
+        return None       # sockets cannot be archived
+    return _xattrs(info, entry.source)
+
+
+def _xattrs(info: tarfile.TarInfo, path: Path) -> tarfile.TarInfo:
+    try:
+        names = sorted(os.listxattr(path, follow_symlinks=False))
+    except OSError:
+        return info
+    for name in names:
+        if name.startswith(_KEEP_XATTRS):
+            value = os.getxattr(path, name, follow_symlinks=False)
+            info.pax_headers[f"SCHILY.xattr.{name}"] = value.decode("utf-8", "surrogateescape")
+    return info
+
+
+class _HashingWriter:
+    """A file wrapper that hashes what goes through it (no second read of the artifact)."""
+
+    def __init__(self, raw):
+        self.raw, self.sha = raw, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

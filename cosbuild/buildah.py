@@ -1,0 +1,168 @@
+"""buildah, wrapped in one class that owns every container it creates.
+
+Containers are named `cosbuild-<pid>-<n>` so that a later run can remove what a killed run
+(SIGKILL, power loss) left behind; on success, failure and Ctrl-C the context manager removes
+them itself. Images are only ever tagged by a successful commit, so a half-built image never
+carries a build-hash tag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from . import tools
+from .errors import CosbuildError
+from .tools import TaskLog
+
+NAME_PREFIX = "cosbuild-"
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class BuildahSettings:
+    isolation: str = "chroot"
+    storage_driver: str = ""
+
+
+class Buildah:
+    def __init__(self, settings: BuildahSettings):
+        if shutil.which("buildah") is None:
+            raise CosbuildError("buildah is not installed",
+                                hint=f"install it: {tools.INSTALL_HINTS['buildah']}")
+        self.settings = settings
+        self._images: set[str] | None = None
+        self._lock = threading.Lock()
+
+    def _argv(self, *args: str) -> list[str]:
+        driver = ["--storage-driver", self.settings.storage_driver] if self.settings.storage_driver else []
+        return ["buildah", *driver, *args]
+
+    def cmd(self, *args: str, log: TaskLog, capture: bool = False, what: str = "") -> str:
+        return tools.run(self._argv(*args), log=log, capture=capture, what=what)
+
+    # ----------------------------------------------------------------- images
+
+    def image_names(self) -> set[str]:
+        """Every local image name:tag, read once per process (no-op checks stay cheap)."""
+        with self._lock:
+            if self._images is None:
+                out = tools.run(self._argv("images", "--json"), log=_null_log(), capture=True)
+                names = set()
+                for image in json.loads(out or "null") or []:
+                    names.update(image.get("names") or [])
+                self._images = names
+            return set(self._images)
+
+    def image_exists(self, ref: str) -> bool:
+        return qualify(ref) in self.image_names()
+
+    def _remember(self, ref: str) -> None:
+        with self._lock:
+            if self._images is not None:
+                self._images.add(qualify(ref))
+
+    def forget_images(self) -> None:
+        with self._lock:
+            self._images = None
+
+    def ensure_image(self, ref: str, log: TaskLog) -> None:
+        """Local storage first, then pull."""
+        if self.image_exists(ref) or self._inspect(ref, log):
+            return
+        log.write(f"image {ref} not in local storage, pulling")
+        try:
+            tools.run(self._argv("pull", "--quiet", ref), log=log, quiet=True)
+        except Exception:
+            raise CosbuildError(f"image {ref} cannot be found locally and cannot be pulled",
+                                hint=f"check the name, build it first, or see {log.path}") from None
+        self._remember(ref)
+
+    def _inspect(self, ref: str, log: TaskLog) -> bool:
+        """Is `ref` in local storage, under whatever name buildah resolves it to?"""
+        try:
+            tools.run(self._argv("inspect", "--type", "image", "--format", "{{.FromImageID}}", ref),
+                      log=log, capture=True, quiet=True)
+            return True
+        except Exception:
+            return False
+
+    def remove_image(self, ref: str, log: TaskLog) -> None:
+        tools.run(self._argv("rmi", "--force", ref), log=log)
+        self.forget_images()
+
+    # ----------------------------------------------------------------- containers
+
+    @contextlib.contextmanager
+    def container(self, image: str, log: TaskLog) -> Iterator["Container"]:
+        """A working container from `image` ("scratch" for an empty one), always removed."""
+        name = f"{NAME_PREFIX}{os.getpid()}-{next(_counter)}"
+        self.cmd("from", "--quiet", "--pull=never", "--name", name, image, log=log,
+                 capture=True, what=f"create a container from {image}")
+        try:
+            yield Container(self, name, log)
+        finally:
+            tools.run(self._argv("rm", name), log=log)
+
+    def remove_stale_containers(self, log: TaskLog) -> None:
+        """Remove working containers of cosbuild processes that no longer exist."""
+        out = tools.run(self._argv("containers", "--json"), log=log, capture=True)
+        for entry in json.loads(out or "null") or []:
+            name = entry.get("containername", "")
+            if not name.startswith(NAME_PREFIX):
+                continue
+            pid = name[len(NAME_PREFIX):].split("-")[0]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                log.write(f"removing container {name} left by an interrupted run")
+                tools.run(self._argv("rm", name), log=log)
+
+
+class Container:
+    def __init__(self, buildah: Buildah, name: str, log: TaskLog):
+        self.buildah, self.name, self.log = buildah, name, log
+
+    def config(self, *args: str) -> None:
+        self.buildah.cmd("config", *args, self.name, log=self.log)
+
+    def run(self, command: str, what: str = "") -> None:
+        self.buildah.cmd("run", "--isolation", self.buildah.settings.isolation, self.name,
+                         "--", "/bin/sh", "-c", command, log=self.log, what=what)
+
+    def copy(self, source: str, destination: str, *, from_image: str | None = None,
+             what: str = "") -> None:
+        extra = ["--from", from_image] if from_image else []
+        self.buildah.cmd("copy", "--quiet", *extra, self.name, source, destination,
+                         log=self.log, what=what)
+
+    def add(self, archive: Path, destination: str = "/") -> None:
+        """Unpack a (compressed) tar archive into the container."""
+        self.buildah.cmd("add", "--quiet", self.name, str(archive), destination, log=self.log,
+                         what=f"unpack {archive.name}")
+
+    def mount(self) -> Path:
+        return Path(self.buildah.cmd("mount", self.name, log=self.log, capture=True).strip())
+
+    def commit(self, ref: str) -> None:
+        self.buildah.cmd("commit", "--quiet", self.name, ref, log=self.log,
+                         capture=True, what=f"commit {ref}")
+        self.buildah._remember(ref)
+
+
+def qualify(ref: str) -> str:
+    """The name buildah lists for `ref` (unqualified names live under localhost/)."""
+    name, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+    first = name.split("/")[0]
+    if "." not in first and ":" not in first and first != "localhost":
+        name = f"localhost/{name}"
+    return f"{name}:{tag}"
+
+
+def _null_log() -> TaskLog:
+    return TaskLog(Path(os.devnull))

@@ -1,0 +1,254 @@
+"""Package builds, luet-compatible (SPEC section 1 and 2).
+
+builder image = source image + env + package folder at /luetbuild (working dir) + PACKAGE_*
+env + retrieve + copy + prelude; package image = builder image + steps. Both are tagged
+`<image_repository>:<build hash>[-builder]`, so an existing pair is reused (no container
+work) and only the artifact is written again when it is missing.
+
+Source images: `image:` (local storage first, then pull), `bootstrap:` (mmdebstrap, cached
+by its inputs), `requires` (the first required package's image; further requires' artifacts
+are unpacked on top, in build order: cosbuild's take on luet's chained build containers),
+`requires_final_images`/`join` (the artifacts of the requires' runtime closure unpacked
+into an empty container).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import os
+import threading
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import artifact, tools
+from .buildah import Buildah, BuildahSettings, Container
+from .errors import CosbuildError
+from .fsutil import atomic_path, atomic_write
+from .graph import Package, runtime_closure
+from .project import Project
+from .spec import Bootstrap
+from .tools import TaskLog
+from .yamlio import dumps
+
+WORKDIR = "/luetbuild"
+
+
+@dataclass(frozen=True)
+class Tags:
+    package: str
+    builder: str
+
+
+class Builder:
+    """Builds packages of one project; shared by all (threaded) doit tasks of a run."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self.settings = project.settings
+        self._buildah: Buildah | None = None
+        self._lock = threading.Lock()
+        self._bootstrap_locks: dict[str, threading.Lock] = {}
+        self._cleaned = False
+
+    @property
+    def buildah(self) -> Buildah:
+        with self._lock:
+            if self._buildah is None:
+                self._buildah = Buildah(BuildahSettings(self.settings.isolation,
+                                                        self.settings.storage_driver))
+            return self._buildah
+
+    # ----------------------------------------------------------------- names
+
+    def tags(self, pkg: Package) -> Tags:
+        repo = self.settings.image_repository
+        return Tags(f"{repo}:{pkg.hash}", f"{repo}:{pkg.hash}-builder")
+
+    def artifact_path(self, pkg: Package) -> Path:
+        return self.settings.build_dir / f"{pkg.artifact_stem}{artifact.SUFFIX}"
+
+    def metadata_path(self, pkg: Package) -> Path:
+        return self.settings.build_dir / f"{pkg.artifact_stem}.metadata.yaml"
+
+    def log_path(self, pkg: Package) -> Path:
+        return self.settings.logs_dir / f"{pkg.artifact_stem}.log"
+
+    def needs_images(self, pkg: Package) -> bool:
+        """A package with no image source and no steps has nothing to run in a container."""
+        b = pkg.rendered.build
+        return bool(b.image or b.bootstrap or b.requires or b.join)
+
+    def images_present(self, pkg: Package) -> bool:
+        if not self.needs_images(pkg):
+            return True
+        tags = self.tags(pkg)
+        return self.buildah.image_exists(tags.package) and self.buildah.image_exists(tags.builder)
+
+    # ----------------------------------------------------------------- the build
+
+    def build(self, key: str, log: TaskLog) -> None:
+        pkg = self.project.graph.packages[key]
+        if not self.needs_images(pkg):
+            self._write_outputs(pkg, [], log)
+            return
+        self._remove_stale_containers(log)
+        tags = self.tags(pkg)
+        if self.images_present(pkg):
+            log.write(f"images {tags.package} and -builder exist: reusing them")
+        else:
+            self._build_images(pkg, tags, log)
+        self._write_artifact(pkg, tags, log)
+
+    def _remove_stale_containers(self, log: TaskLog) -> None:
+        with self._lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+        self.buildah.remove_stale_containers(log)
+
+    def _build_images(self, pkg: Package, tags: Tags, log: TaskLog) -> None:
+        b = pkg.rendered.build
+        base, overlays = self._source(pkg, log)
+        d = pkg.definition
+        with self.buildah.container(base, log) as c:
+            for archive in overlays:
+                c.add(archive)
+            env = [f"PACKAGE_NAME={d.name}", f"PACKAGE_VERSION={d.version}",
+                   f"PACKAGE_CATEGORY={d.category}", *b.env]
+            c.config("--workingdir", WORKDIR, *[a for e in env for a in ("--env", e)])
+            c.copy(f"{pkg.source.folder}/.", WORKDIR, what="copy the package folder")
+            self._retrieve(pkg, c, log)
+            for item in b.copy:
+                source_image = (self.tags(self.project.graph.resolve(item.package, pkg.key)).package
+                                if item.package else item.image)
+                if item.image:
+                    self.buildah.ensure_image(item.image, log)
+                c.copy(item.source, item.destination, from_image=source_image,
+                       what=f"{pkg.key}: copy {item.source} from {item.package or item.image}")
+            for n, command in enumerate(b.prelude, 1):
+                c.run(command, what=f"{pkg.key}: prelude {n} ({command.splitlines()[0]})")
+            c.commit(tags.builder)
+        with self.buildah.container(tags.builder, log) as c:
+            for n, command in enumerate(b.steps, 1):
+                c.run(command, what=f"{pkg.key}: step {n} ({command.splitlines()[0]})")
+            c.commit(tags.package)
+
+    def _source(self, pkg: Package, log: TaskLog) -> tuple[str, list[Path]]:
+        """The image the builder starts from, and artifacts to unpack on top of it."""
+        b = pkg.rendered.build
+        graph = self.project.graph
+        if b.bootstrap:
+            return self._bootstrap(b.bootstrap, log), []
+        if b.image:
+            self.buildah.ensure_image(b.image, log)
+            return b.image, []
+        if b.final_image_deps:
+            sources = [p.source for p in graph.packages.values()]
+            closure = set(runtime_closure(sources, b.final_image_deps, pkg.key))
+            return "scratch", [self.artifact_path(graph.packages[k]) for k in graph.order
+                               if k in closure]
+        keys = {graph.resolve(ref, pkg.key).key for ref in b.requires}
+        chain = [graph.packages[k] for k in graph.order if k in keys]
+        return self.tags(chain[0]).package, [self.artifact_path(p) for p in chain[1:]]
+
+    def _bootstrap(self, spec: Bootstrap, log: TaskLog) -> str:
+        """A Debian rootfs from mmdebstrap as an image, cached by its inputs."""
+        inputs = json.dumps([dataclasses.asdict(spec), artifact.source_date_epoch()], sort_keys=True)
+        tag = f"{self.settings.image_repository}:bootstrap-{hashlib.sha256(inputs.encode()).hexdigest()[:32]}"
+        with self._lock:
+            lock = self._bootstrap_locks.setdefault(tag, threading.Lock())
+        with lock:
+            if self.buildah.image_exists(tag):
+                log.write(f"bootstrap image {tag} exists")
+                return tag
+            log.write(f"bootstrapping Debian {spec.suite} ({spec.variant}) into {tag}")
+            with self.buildah.container("scratch", log) as c:
+                root = c.mount()
+                argv = ["mmdebstrap", "--mode=root", f"--variant={spec.variant}",
+                        f"--architectures={spec.architecture}",
+                        f"--components={','.join(spec.components)}"]
+                if spec.packages:
+                    argv.append(f"--include={','.join(spec.packages)}")
+                tools.run([*argv, spec.suite, str(root), spec.mirror], log=log,
+                          env={**os.environ, "SOURCE_DATE_EPOCH": str(artifact.source_date_epoch())},
+                          what=f"bootstrap Debian {spec.suite}")
+                c.commit(tag)
+        return tag
+
+    def _retrieve(self, pkg: Package, c: Container, log: TaskLog) -> None:
+        build_dir = self.settings.build_dir
+        for pattern in pkg.rendered.build.retrieve:
+            if "://" in pattern:
+                name = pattern.rstrip("/").rsplit("/", 1)[-1]
+                with atomic_path(build_dir / "downloads" / name) as tmp:
+                    log.write(f"downloading {pattern}")
+                    try:
+                        urllib.request.urlretrieve(pattern, tmp)
+                    except OSError as exc:
+                        raise CosbuildError(f"{pkg.key}: cannot download {pattern}: {exc}",
+                                            file=pkg.source.build_file, key="retrieve") from None
+                    c.copy(str(tmp), f"{WORKDIR}/{name}")
+                continue
+            matches = sorted(p for p in build_dir.iterdir() if fnmatch.fnmatch(p.name, pattern))
+            if not matches:
+                raise CosbuildError(f"{pkg.key}: nothing in {build_dir} matches {pattern!r}",
+                                    file=pkg.source.build_file, key="retrieve",
+                                    hint="name an artifact file of another package")
+            for path in matches:
+                c.copy(str(path), f"{WORKDIR}/{path.name}")
+
+    # ----------------------------------------------------------------- artifacts
+
+    def _write_artifact(self, pkg: Package, tags: Tags, log: TaskLog) -> None:
+        b = pkg.rendered.build
+        with self.buildah.container(tags.package, log) as c:
+            root = c.mount()
+            if b.unpack:
+                entries = list(artifact.walk(root))
+            elif b.package_dir:
+                if not (root / b.package_dir.strip("/")).is_dir():
+                    raise CosbuildError(f"{pkg.key}: package_dir {b.package_dir} does not exist "
+                                        "in the package image", file=pkg.source.build_file,
+                                        key="package_dir",
+                                        hint="create it in the steps or fix the path")
+                entries = list(artifact.rerooted(root, b.package_dir))
+            else:
+                with self.buildah.container(tags.builder, log) as builder:
+                    entries = list(artifact.delta(root, builder.mount()))
+            self._write_outputs(pkg, artifact.select(entries, b.includes, b.excludes), log)
+
+    def _write_outputs(self, pkg: Package, entries: list, log: TaskLog) -> None:
+        path = self.artifact_path(pkg)
+        sha, files = artifact.write_tar(entries, path)
+        log.write(f"artifact {path}: {len(files)} files, {path.stat().st_size} bytes, sha256 {sha}")
+        atomic_write(self.metadata_path(pkg), dumps(self.metadata(pkg, sha, files)))
+
+    def metadata(self, pkg: Package, sha: str, files: list[str]) -> dict:
+        graph = self.project.graph
+        deps = [graph.packages[k].definition for k in pkg.build_deps]
+        return {
+            "package": definition_dict(pkg.definition),
+            "compilespec": pkg.rendered.data,
+            "build_hash": pkg.hash,
+            "dependencies": [{"name": d.name, "category": d.category, "version": d.version}
+                             for d in deps],
+            "path": self.artifact_path(pkg).name,
+            "checksums": {"sha256": sha},
+            "compressiontype": artifact.COMPRESSION,
+            "files": files,
+            "cache_image": self.tags(pkg).package if self.needs_images(pkg) else "",
+        }
+
+
+def definition_dict(d) -> dict:
+    """A Definition as luet writes it in metadata (labels and annotations as mappings)."""
+    out = dataclasses.asdict(d)
+    for key in ("labels", "annotations"):
+        out[key] = dict(out[key])
+    for key in ("requires", "conflicts", "provides"):
+        out[key] = [dict(r) for r in out[key]]
+    return out
