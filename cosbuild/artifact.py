@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import zstandard
-
 from .fsutil import atomic_path
 
 COMPRESSION = "zstd"
@@ -96,6 +94,8 @@ def _under_excluded(path: str, entries: dict, exc: list) -> bool:
 
 def write_tar(entries: list[Entry], out: Path) -> tuple[str, list[str]]:
     """Write a reproducible .tar.zst; returns (sha256 hex, sorted list of non-directory paths)."""
+    import zstandard   # imported on first use: a no-op run writes no artifact
+
     epoch = source_date_epoch()
     files: list[str] = []
     links: dict[tuple[int, int], str] = {}

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import threading
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +27,14 @@ from . import artifact, tools
 from .buildah import Buildah, BuildahSettings, Container
 from .errors import CosbuildError
 from .fsutil import atomic_path, atomic_write
-from .graph import Package, runtime_closure
+from .graph import Package
 from .project import Project
 from .spec import Bootstrap
 from .tools import TaskLog
 from .yamlio import dumps
 
 WORKDIR = "/luetbuild"
+BOOTSTRAP_REPOSITORY = "cosbuild/bootstrap"
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,7 @@ class Builder:
             self.buildah.ensure_image(b.image, log)
             return b.image, []
         if b.final_image_deps:
-            sources = [p.source for p in graph.packages.values()]
-            closure = set(runtime_closure(sources, b.final_image_deps, pkg.key))
+            closure = set(graph.resolver.runtime_closure(b.final_image_deps, pkg.key))
             return "scratch", [self.artifact_path(graph.packages[k]) for k in graph.order
                                if k in closure]
         keys = {graph.resolve(ref, pkg.key).key for ref in b.requires}
@@ -158,7 +157,8 @@ class Builder:
     def _bootstrap(self, spec: Bootstrap, log: TaskLog) -> str:
         """A Debian rootfs from mmdebstrap as an image, cached by its inputs."""
         inputs = json.dumps([dataclasses.asdict(spec), artifact.source_date_epoch()], sort_keys=True)
-        tag = f"{self.settings.image_repository}:bootstrap-{hashlib.sha256(inputs.encode()).hexdigest()[:32]}"
+        # shared by every image repository: a bootstrap is a pure function of its inputs
+        tag = f"{BOOTSTRAP_REPOSITORY}:{hashlib.sha256(inputs.encode()).hexdigest()}"
         with self._lock:
             lock = self._bootstrap_locks.setdefault(tag, threading.Lock())
         with lock:
@@ -183,6 +183,7 @@ class Builder:
         build_dir = self.settings.build_dir
         for pattern in pkg.rendered.build.retrieve:
             if "://" in pattern:
+                import urllib.request   # rarely used: keep it off the start-up path
                 name = pattern.rstrip("/").rsplit("/", 1)[-1]
                 with atomic_path(build_dir / "downloads" / name) as tmp:
                     log.write(f"downloading {pattern}")

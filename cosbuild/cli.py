@@ -13,8 +13,6 @@ from doit.doit_cmd import DoitMain
 from . import __version__, settings
 from .errors import CosbuildError
 from .project import Project, load_project
-from .render import helper_reference
-from .spec import keyword_reference
 from .tasks import dodo_namespace
 from .versions import parse_ref
 
@@ -117,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     if args.command == "keywords":
+        from .spec import keyword_reference
         print(keyword_reference())
         return 0
     if args.command == "helpers":
+        from .render import helper_reference
         print(helper_reference())
         return 0
     options = {s.name: getattr(args, s.name) for s in settings.SETTINGS}

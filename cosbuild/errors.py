@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 
@@ -57,5 +56,6 @@ class Collector:
 
 
 def did_you_mean(word: str, candidates) -> str | None:
+    import difflib   # only on the error path
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None

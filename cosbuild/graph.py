@@ -13,15 +13,19 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import versions
 from .errors import Collector, CosbuildError
-from .render import Rendered, Renderer
-from .spec import PackageRef
+from .spec import PackageRef, Rendered
 from .tree import PackageSource, Tree, context_files
+
+if TYPE_CHECKING:
+    from .render import Renderer
 
 HASH_SCHEMA = "cosbuild-build-hash-1"   # bump when the hash recipe changes
 
@@ -31,7 +35,7 @@ class Package:
     source: PackageSource
     rendered: Rendered = field(repr=False)
     build_deps: tuple[str, ...] = ()     # keys (category/name@version) of resolved build deps
-    files: tuple[Path, ...] = ()         # the build context, sorted
+    files: tuple[str, ...] = ()          # the build context, sorted
     hash: str = ""
 
     @property
@@ -61,9 +65,10 @@ class Graph:
     packages: dict[str, Package]    # by key
     order: tuple[str, ...]          # keys, deps first
     latest: dict[str, str]          # id -> key of its newest version
+    resolver: "Resolver" = field(repr=False, compare=False, default=None)
 
     def resolve(self, ref: PackageRef, asked_by: str = "") -> Package:
-        return self.packages[resolve_key(self.packages.values(), ref, asked_by)]
+        return self.packages[self.resolver.key(ref, asked_by)]
 
     def task_name(self, key: str) -> str:
         """`category/name` for the newest version, `category/name@version` for older ones."""
@@ -81,19 +86,40 @@ class Graph:
         return out
 
 
-def resolve_key(packages, ref: PackageRef, asked_by: str = "") -> str:
-    candidates = {p.version: p.key for p in packages if p.id == ref.id}
-    chosen = versions.newest(ref.version, candidates)
-    if chosen is None:
-        who = f"{asked_by} requires " if asked_by else ""
-        available = ", ".join(sorted(candidates, key=versions.sort_key)) or "none"
-        raise CosbuildError(f"{who}{ref}, but no version satisfies it "
-                            f"(available versions of {ref.id}: {available})",
-                            hint="fix the selector or add the package to a tree")
-    return candidates[chosen]
+class Resolver:
+    """Selector resolution over a set of packages: the newest satisfying version wins."""
+
+    def __init__(self, sources):
+        self.by_key = {s.key: s for s in sources}
+        self.versions: dict[str, dict[str, str]] = {}   # id -> version -> key
+        for s in sources:
+            self.versions.setdefault(s.id, {})[s.version] = s.key
+
+    def key(self, ref: PackageRef, asked_by: str = "") -> str:
+        candidates = self.versions.get(ref.id, {})
+        chosen = versions.newest(ref.version, candidates)
+        if chosen is None:
+            who = f"{asked_by} requires " if asked_by else ""
+            available = ", ".join(sorted(candidates, key=versions.sort_key)) or "none"
+            raise CosbuildError(f"{who}{ref}, but no version satisfies it "
+                                f"(available versions of {ref.id}: {available})",
+                                hint="fix the selector or add the package to a tree")
+        return candidates[chosen]
+
+    def runtime_closure(self, refs, asked_by: str = "") -> list[str]:
+        """Keys of `refs` and, transitively, their definitions' runtime requires."""
+        out: list[str] = []
+        todo = [(ref, asked_by) for ref in refs]
+        while todo:
+            ref, who = todo.pop(0)
+            key = self.key(ref, who)
+            if key not in out:
+                out.append(key)
+                todo += [(r, key) for r in self.by_key[key].definition.requires]
+        return out
 
 
-def build_graph(tree: Tree, renderer: Renderer) -> Graph:
+def build_graph(tree: Tree, renderer: "Renderer") -> Graph:
     errors = Collector()
     rendered: dict[str, tuple[PackageSource, Rendered]] = {}
     for src in tree.packages:
@@ -103,10 +129,14 @@ def build_graph(tree: Tree, renderer: Renderer) -> Graph:
             errors.add(exc)
     errors.raise_if_any()
 
+    sources = [s for s, _ in rendered.values()]
+    resolver = Resolver(sources)
+    artifact_names = [(f"{s.definition.name}-{s.definition.category}-{s.version}.package.tar.zst",
+                       s.key) for s in sources]
     deps: dict[str, tuple[str, ...]] = {}
     for key, (src, r) in rendered.items():
         try:
-            deps[key] = _build_deps(src, r, [s for s, _ in rendered.values()])
+            deps[key] = _build_deps(src, r, resolver, artifact_names)
         except CosbuildError as exc:
             if not exc.file:
                 exc = CosbuildError(exc.message, file=src.build_file, hint=exc.hint)
@@ -125,35 +155,21 @@ def build_graph(tree: Tree, renderer: Renderer) -> Graph:
         best = latest.get(pkg.id)
         if best is None or versions.compare(pkg.version, packages[best].version) > 0:
             latest[pkg.id] = pkg.key
-    return Graph(packages, tuple(order), latest)
+    return Graph(packages, tuple(order), latest, resolver)
 
 
-def runtime_closure(sources, refs, asked_by: str = "") -> list[str]:
-    """Keys of `refs` and, transitively, their definitions' runtime requires."""
-    by_key = {s.key: s for s in sources}
-    out: list[str] = []
-    todo = [(ref, asked_by) for ref in refs]
-    while todo:
-        ref, who = todo.pop(0)
-        key = resolve_key(sources, ref, who)
-        if key not in out:
-            out.append(key)
-            todo += [(r, key) for r in by_key[key].definition.requires]
-    return out
-
-
-def _build_deps(src: PackageSource, r: Rendered, all_sources: list[PackageSource]) -> tuple[str, ...]:
+def _build_deps(src: PackageSource, r: Rendered, resolver: Resolver,
+                artifact_names: list[tuple[str, str]]) -> tuple[str, ...]:
     b = r.build
     refs = [*b.requires, *b.join, *(c.package for c in b.copy if c.package)]
-    keys = [resolve_key(all_sources, ref, src.key) for ref in refs]
+    keys = [resolver.key(ref, src.key) for ref in refs]
     # a final-images build unpacks the runtime closure: all of it must be built first
-    keys += runtime_closure(all_sources, b.final_image_deps, src.key)
+    keys += resolver.runtime_closure(b.final_image_deps, src.key)
     for pattern in b.retrieve:
         if "://" in pattern:
             continue
-        keys += [s.key for s in all_sources
-                 if fnmatch.fnmatch(f"{s.definition.name}-{s.definition.category}-"
-                                    f"{s.version}.package.tar.zst", pattern + "*")]
+        match = re.compile(fnmatch.translate(pattern + "*")).match
+        keys += [key for name, key in artifact_names if match(name)]
     return tuple(dict.fromkeys(k for k in keys if k != src.key))
 
 
@@ -183,21 +199,22 @@ def topological_order(deps: dict[str, tuple[str, ...]]) -> list[str]:
     return order
 
 
-def build_hash(rendered: Rendered, folder: Path, files: tuple[Path, ...],
+def build_hash(rendered: Rendered, folder: Path, files: tuple[str, ...],
                dep_hashes: list[str]) -> str:
     h = hashlib.sha256()
     h.update(HASH_SCHEMA.encode())
     h.update(json.dumps([rendered.data, rendered.finalize_text, dep_hashes],
                         sort_keys=True, default=str).encode())
     for path in files:
-        rel = path.relative_to(folder).as_posix()
+        rel = Path(os.path.relpath(path, folder)).as_posix()
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
             kind, content = "l", os.readlink(path).encode()
         else:
             # git keeps only the executable bit; umask differences must not change the hash
             kind = "x" if st.st_mode & 0o111 else "f"
-            content = path.read_bytes()
+            with open(path, "rb") as f:
+                content = f.read()
         h.update(f"\0{kind}\0{rel}\0{len(content)}\0".encode())
         h.update(content)
     return h.hexdigest()

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 import yaml
 
 from . import spec
+from .spec import Rendered
 from .errors import CosbuildError
 from .tree import PackageSource
 from .yamlio import LineMap, load_mapping, loads
@@ -108,23 +108,19 @@ def helper_reference() -> str:
 
 # --------------------------------------------------------------------------- rendering
 
-@dataclass(frozen=True)
-class Rendered:
-    text: str                    # the rendered build.yaml, as written to build/specs/
-    data: dict                   # its parsed YAML
-    build: spec.BuildSpec
-    finalize: spec.Finalize
-    finalize_text: str
-
-
 class Renderer:
     """Renders every package of a tree with one Jinja2 environment (templates compiled once)."""
 
-    def __init__(self, templates: tuple[Path, ...], values_layers: list[dict]):
+    def __init__(self, templates: tuple[Path, ...], values_layers: list[dict],
+                 cache_dir: Path | None = None):
         self.values_layers = values_layers
+        cache = None
+        if cache_dir is not None:  # compiled templates, keyed by their source checksum
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            cache = jinja2.FileSystemBytecodeCache(str(cache_dir))
         self.env = jinja2.Environment(
             loader=jinja2.FunctionLoader(_read_template), undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True, autoescape=False)
+            keep_trailing_newline=True, autoescape=False, bytecode_cache=cache)
         self.env.filters.update({k: f for k, (f, _) in FILTERS.items()})
         self.env.globals.update({k: f for k, (f, _) in GLOBALS.items()})
         self.templates = templates

@@ -278,6 +278,16 @@ class Finalize:
     install: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """A package's specs after templating."""
+    text: str                    # the rendered build.yaml, as written to build/specs/
+    data: dict                   # its parsed YAML
+    build: BuildSpec
+    finalize: Finalize
+    finalize_text: str
+
+
 # --------------------------------------------------------------------------- the tables
 
 REF_KEYWORDS = (

@@ -6,6 +6,7 @@ hash, so doit redoes only what changed.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -95,7 +96,8 @@ def task_definitions(project: Project) -> dict:
                    "task_dep": [f"build:{graph.task_name(d)}" for d in pkg.build_deps],
                    "file_dep": [str(f) for f in pkg.files],
                    "targets": [str(builder.artifact_path(pkg)), str(builder.metadata_path(pkg))],
-                   "uptodate": [config_changed(pkg.hash), (_images_present, [builder, pkg])],
+                   "uptodate": [config_changed(pkg.hash)]
+                   + ([(_images_present, [builder, pkg])] if builder.needs_images(pkg) else []),
                    "verbosity": 2,
                    "clean": True}
 
@@ -109,9 +111,22 @@ def dodo_namespace(options: dict | None = None, doit_vars: dict | None = None) -
     """Load the project for a dodo file; a user mistake ends the run with its message."""
     try:
         config = settings.resolve(options, doit_vars=doit_vars)
-        project = load_project(config)
+        project = load_project(config, use_cache=True)
     except CosbuildError as exc:
         print(f"cosbuild: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     config.build_dir.mkdir(parents=True, exist_ok=True)
+    remove_partial_files(config.build_dir)
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so containers and temporary files are cleaned up
+    signal.signal(signal.SIGTERM, _interrupt)
     return task_definitions(project)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def remove_partial_files(build_dir: Path) -> None:
+    """Temporary files of a run that was killed before it could remove them."""
+    for tmp in build_dir.glob("**/.*.tmp"):
+        tmp.unlink()

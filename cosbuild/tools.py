@@ -11,8 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import sh
-
 from .errors import CosbuildError
 
 # how to get each tool on Debian, for the "not installed" message
@@ -61,6 +59,8 @@ def run(argv: list[str], *, log: TaskLog, capture: bool = False, what: str = "",
     """Run argv; its output goes to the log (stdout is returned instead when `capture`).
 
     `quiet` keeps a failure from being logged as a failure, for probes that may fail."""
+    import sh   # imported on first use: a no-op run starts no tool
+
     started = time.monotonic()
     log.write(f"$ {shlex.join(argv)}")
     try:

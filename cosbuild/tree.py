@@ -124,10 +124,10 @@ def _check_duplicates(packages: list[PackageSource], errors: Collector) -> None:
                 file=pkg.declared_in, hint="bump the version or remove one of them"))
 
 
-def context_files(folder: Path) -> list[Path]:
+def context_files(folder: Path) -> list[str]:
     """Every file of a build context, sorted (what the build hash and file_dep cover)."""
     out = []
     for here, dirs, files in os.walk(folder):
         dirs.sort()
-        out += [Path(here) / f for f in sorted(files)]
+        out += [os.path.join(here, f) for f in sorted(files)]
     return out

@@ -19,7 +19,7 @@ class LineMap(dict):
         return self.lines.get(key, self.line)
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):   # libyaml when available
     pass
 
 

@@ -22,6 +22,14 @@ BASIC = {
 }
 
 
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A project folder (the cwd) with `write(files)` to add or change files."""
@@ -30,11 +38,7 @@ def project(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
     def write(files: dict[str, str]) -> Path:
-        for rel, text in files.items():
-            path = tmp_path / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(text))
-        return tmp_path
+        return write_files(tmp_path, files)
 
     write.path = tmp_path
     return write

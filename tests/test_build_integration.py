@@ -1,0 +1,233 @@
+"""Real builds with buildah on a small tree: semantics, artifacts, incremental rebuilds,
+interruption and bad input. Slow: marked `integration` (run by `make test`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+
+import pytest
+import yaml
+import zstandard
+
+from .buildtree import SMALL_TREE
+from .conftest import write_files
+
+pytestmark = pytest.mark.integration
+
+
+def cosbuild(root, *args, env=None, check=True):
+    proc = subprocess.run([sys.executable, "-m", "cosbuild.cli", *args], cwd=root,
+                          capture_output=True, text=True, env=env)
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def ran(proc) -> set[str]:
+    """The tasks doit executed (not up to date) in a run."""
+    return {line.split()[1] for line in proc.stdout.splitlines() if line.startswith(".  ")}
+
+
+def members(path) -> dict[str, tarfile.TarInfo]:
+    data = zstandard.ZstdDecompressor().stream_reader(open(path, "rb")).read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+def read_member(path, name) -> bytes:
+    data = zstandard.ZstdDecompressor().stream_reader(open(path, "rb")).read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.extractfile(name).read()
+
+
+def stray_containers() -> list[str]:
+    """cosbuild working containers whose process is gone (others may be building now)."""
+    out = subprocess.run(["buildah", "containers", "--json"], capture_output=True, text=True).stdout
+    names = [c["containername"] for c in json.loads(out or "null") or []]
+    return [n for n in names if n.startswith("cosbuild-")
+            and not os.path.exists(f"/proc/{n.split('-')[1]}")]
+
+
+@pytest.fixture(scope="module")
+def repo_env():
+    """A private image repository, so every test module really builds; removed afterwards."""
+    repo = f"cosbuild-test/{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "COSBUILD_IMAGE_REPOSITORY": repo}
+    env.pop("COSBUILD_VALUES", None)
+    yield env
+    out = subprocess.run(["buildah", "images", "--json"], capture_output=True, text=True).stdout
+    for image in json.loads(out or "null") or []:
+        if any(n.startswith(f"localhost/{repo}:") for n in image.get("names") or []):
+            subprocess.run(["buildah", "rmi", "-f", image["id"]], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, repo_env):
+    """The small tree, built once (in parallel) for the module."""
+    root = tmp_path_factory.mktemp("small")
+    write_files(root, SMALL_TREE)
+    proc = cosbuild(root, "run", "-n", "2", "-P", "thread", "build", env=repo_env)
+    assert ran(proc) == {"build:distro/base", "build:apps/app", "build:apps/pd",
+                         "build:system/fin", "build:virtual/meta"}
+    return root
+
+
+def test_delta_artifact_has_additions_only(built):
+    m = members(built / "build/app-apps-1.0.package.tar.zst")
+    assert set(m) == {"usr/bin/hello", "usr/bin/hello-link", "usr/share/app", "usr/share/app/info"}
+    assert m["usr/bin/hello-link"].islnk() and m["usr/bin/hello-link"].linkname == "usr/bin/hello"
+    assert m["usr/bin/hello"].mode == 0o755
+    assert all(x.uid == 0 and x.uname == "" and x.mtime == 0 for x in m.values())
+    info = read_member(built / "build/app-apps-1.0.package.tar.zst", "usr/share/app/info")
+    assert info == b"hello app 1.0 apps none\n"
+
+
+def test_unpack_artifact_keeps_devices_capabilities_and_excludes(built):
+    m = members(built / "build/base-distro-1.package.tar.zst")
+    assert "etc/base-marker" in m and "usr/bin/bash" in m
+    assert m["dev/null"].ischr() and (m["dev/null"].devmajor, m["dev/null"].devminor) == (1, 3)
+    assert not any(n.startswith(("luetbuild", "var/cache/", "var/lib/apt/lists/")) for n in m)
+    assert "SCHILY.xattr.security.capability" in m["usr/bin/cp"].pax_headers
+
+
+def test_final_images_includes_and_package_dir_with_copy(built):
+    fin = built / "build/fin-system-1.package.tar.zst"
+    assert set(members(fin)) == {"fin-info", "usr", "usr/bin", "usr/bin/hello", "usr/bin/hello-link",
+                                 "etc", "etc/base-marker"}
+    assert read_member(fin, "fin-info") == b"hello app 1.0 apps none\n"
+    # the runtime closure (app requires base) was unpacked, the delta of app did not modify base
+    assert read_member(fin, "etc/base-marker") == b"base\n"
+    pd = members(built / "build/pd-apps-1.package.tar.zst")
+    assert set(pd) == {"etc", "etc/pd", "info"}
+
+
+def test_metadata_and_empty_artifact(built):
+    meta = yaml.safe_load((built / "build/app-apps-1.0.metadata.yaml").read_text())
+    assert meta["package"]["name"] == "app" and meta["compressiontype"] == "zstd"
+    assert meta["files"] == ["/usr/bin/hello", "/usr/bin/hello-link", "/usr/share/app/info"]
+    digest = subprocess.run(["sha256sum", built / "build/app-apps-1.0.package.tar.zst"],
+                            capture_output=True, text=True).stdout.split()[0]
+    assert meta["checksums"]["sha256"] == digest
+    assert meta["dependencies"] == [{"name": "base", "category": "distro", "version": "1"}]
+    assert meta["cache_image"].endswith(":" + meta["build_hash"])
+    assert members(built / "build/meta-virtual-1.package.tar.zst") == {}
+
+
+def test_no_op_then_incremental_rebuilds(built, repo_env):
+    assert ran(cosbuild(built, "run", "build", env=repo_env)) == set()
+    (built / "tree/app/hello.sh").write_text("#!/bin/sh\necho hello again\n")
+    assert ran(cosbuild(built, "run", "build", env=repo_env)) == {
+        "build:apps/app", "build:apps/pd", "build:system/fin"}
+    # a values key only app uses
+    (built / "values").mkdir(exist_ok=True)
+    (built / "values/bookworm.yaml").write_text("flag: on\nunused: 1\n")
+    assert ran(cosbuild(built, "run", "build", env=repo_env)) == {
+        "build:apps/app", "build:apps/pd", "build:system/fin"}
+    (built / "values/bookworm.yaml").write_text("flag: on\nunused: 2\n")
+    assert ran(cosbuild(built, "run", "build", env=repo_env)) == set()
+    # a deleted artifact: rewritten from the existing images, nothing else
+    before = (built / "build/pd-apps-1.package.tar.zst").read_bytes()
+    (built / "build/pd-apps-1.package.tar.zst").unlink()
+    proc = cosbuild(built, "run", "build", env=repo_env)
+    assert ran(proc) == {"build:apps/pd"}
+    assert (built / "build/pd-apps-1.package.tar.zst").read_bytes() == before
+
+
+def test_removed_image_is_rebuilt_byte_identical(built, repo_env):
+    meta = yaml.safe_load((built / "build/app-apps-1.0.metadata.yaml").read_text())
+    before = (built / "build/app-apps-1.0.package.tar.zst").read_bytes()
+    subprocess.run(["buildah", "rmi", "-f", meta["cache_image"]], check=True, capture_output=True)
+    proc = cosbuild(built, "run", "build", env=repo_env)
+    assert ran(proc) == {"build:apps/app"}
+    assert "building" in proc.stdout
+    assert (built / "build/app-apps-1.0.package.tar.zst").read_bytes() == before
+
+
+def _assert_clean(root):
+    assert stray_containers() == []
+    assert list((root / "build").glob("**/.*.tmp")) == []
+
+
+def test_failing_step_is_reported(built, repo_env):
+    root = built.parent / "failing"
+    write_files(root, {**SMALL_TREE, "tree/app/build.yaml":
+                       "requires:\n  - {name: base, category: distro}\n"
+                       "steps:\n  - echo one\n  - echo to-the-log; exit 7\n"})
+    proc = cosbuild(root, "run", "build:apps/app", env=repo_env, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    for fragment in ("apps/app@1.0: step 2 (echo to-the-log; exit 7)", "exit code 7",
+                     "to-the-log", "build/logs/app-apps-1.0.log"):
+        assert fragment in out
+    assert "Traceback" not in out
+    assert not (root / "build/app-apps-1.0.package.tar.zst").exists()
+    _assert_clean(root)
+
+
+@pytest.mark.parametrize("name, build_yaml, expected", [
+    ("missing image", "image: localhost/cosbuild-no-such-image:1\nsteps: [true]\n",
+     "image localhost/cosbuild-no-such-image:1 cannot be found locally and cannot be pulled"),
+    ("copy source missing", "requires:\n  - {name: base, category: distro}\ncopy:\n"
+     "  - package: {name: base, category: distro}\n    source: /no/such/file\n    destination: /x\n",
+     "copy /no/such/file from distro/base"),
+    ("package_dir missing", "requires:\n  - {name: base, category: distro}\n"
+     "steps: ['true']\npackage_dir: /nowhere\n", "package_dir /nowhere does not exist"),
+])
+def test_build_errors(built, repo_env, name, build_yaml, expected):
+    root = built.parent / name.replace(" ", "-")
+    write_files(root, {**SMALL_TREE, "tree/pd/build.yaml": build_yaml})
+    proc = cosbuild(root, "run", "build:apps/pd", env=repo_env, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and expected in out, out
+    assert "Traceback" not in out
+    assert not (root / "build/pd-apps-1.package.tar.zst").exists()
+    _assert_clean(root)
+
+
+def test_buildah_missing(built, repo_env, tmp_path):
+    root = tmp_path / "nobuildah"
+    write_files(root, SMALL_TREE)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "env"):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    proc = cosbuild(root, "run", "build:apps/app", env={**repo_env, "PATH": str(bin_dir)}, check=False)
+    assert proc.returncode != 0
+    assert "buildah is not installed" in proc.stdout + proc.stderr
+    assert "apt-get install buildah" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_build_leaves_nothing_and_resumes(built, repo_env, sig):
+    root = built.parent / f"interrupt-{sig.name}"
+    write_files(root, {**SMALL_TREE, "tree/app/build.yaml": SMALL_TREE["tree/app/build.yaml"]
+                       + "  - sleep 3\n", "tree/app/slow": sig.name})
+    proc = subprocess.Popen([sys.executable, "-m", "cosbuild.cli", "run", "build:apps/app"],
+                            cwd=root, env=repo_env, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not any("step 5" in l or "sleep 3" in l for l in _log_lines(root)):
+        assert time.monotonic() < deadline and proc.poll() is None, "build never reached the step"
+        time.sleep(0.2)
+    os.killpg(proc.pid, sig)
+    proc.wait(timeout=60)
+    assert not (root / "build/app-apps-1.0.package.tar.zst").exists()
+    if sig == signal.SIGINT:
+        _assert_clean(root)
+    # the next run removes what a SIGKILL left and completes
+    assert ran(cosbuild(root, "run", "build:apps/app", env=repo_env)) == {"build:apps/app"}
+    _assert_clean(root)
+
+
+def _log_lines(root):
+    log = root / "build/logs/app-apps-1.0.log"
+    return log.read_text().splitlines() if log.exists() else []
