@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+TMP_SUFFIX = ".tmp"
+
 
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
@@ -19,12 +21,24 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside `path` to write; renamed over `path` only on success."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's pid in the name lets a later run tell a killed writer's leftovers
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=TMP_SUFFIX)
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
+
+
+def remove_partial_files(folder: Path) -> None:
+    """Temporary files of writers that were killed before they could remove them."""
+    for tmp in folder.glob(f"**/.*{TMP_SUFFIX}"):
+        pid = tmp.name.rsplit(".", 3)[-3]
+        if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()

@@ -16,7 +16,7 @@ from doit.tools import config_changed
 
 from .builder import Builder
 from .errors import CosbuildError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, remove_partial_files
 from .project import Project, load_project
 from . import settings
 from .settings import Settings
@@ -124,9 +124,3 @@ def dodo_namespace(options: dict | None = None, doit_vars: dict | None = None) -
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
-def remove_partial_files(build_dir: Path) -> None:
-    """Temporary files of a run that was killed before it could remove them."""
-    for tmp in build_dir.glob("**/.*.tmp"):
-        tmp.unlink()
