@@ -14,12 +14,12 @@ $(VENV)/.installed: pyproject.toml scripts/install-deps
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# The whole pipeline as far as it exists: validate the tree and render every spec.
-# Container builds, the repository and the ISO come with the next issues.
+# The whole pipeline as far as it exists: validate, render and build every package
+# (artifacts in build/). The repository and the ISO come with the next issues.
 iso: deps
-	$(BIN)/doit validate render
-	@echo "make iso: the pipeline currently stops after 'validate' and 'render'" \
-	      "(rendered specs in build/specs/); package builds and the ISO are not implemented yet."
+	$(BIN)/doit -n 2 -P thread validate render build
+	@echo "make iso: the pipeline currently stops after the package builds (artifacts in build/);" \
+	      "the repository and the ISO are not implemented yet."
 
 # The whole test suite: fast unit tests and the slow integration tests.
 test: deps

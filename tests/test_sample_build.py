@@ -1,0 +1,137 @@
+"""The sample derivative built for real, and its incremental rebuilds (integration).
+
+The default flavor is built in CI; `COSBUILD_TEST_FLAVORS=trixie` adds other flavors.
+Images are shared with `make iso` through the default image repository: they are tagged
+by build hash, so whatever is there is exactly what a build would produce.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+
+import pytest
+import zstandard
+
+from .conftest import REPO
+from .test_build_integration import ran
+
+pytestmark = pytest.mark.integration
+
+PACKAGES = {"distro/base", "build/golang", "system/cos", "app/sampleOSService",
+            "system/sampleOS", "live/syslinux", "live/grub2-efi-image"}
+
+
+def cosbuild(root, *args):
+    proc = subprocess.run([sys.executable, "-m", "cosbuild.cli", *args], cwd=root,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def copy_project(dest):
+    for name in ("tree", "values"):
+        shutil.copytree(REPO / name, dest / name)
+    return dest
+
+
+def artifact_members(path) -> dict[str, tarfile.TarInfo]:
+    reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))
+    out = {}
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
+        for member in tar:
+            out[member.name] = member
+            if member.name == "usr/bin/sampleOSService":
+                out["__service__"] = tar.extractfile(member).read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    root = copy_project(tmp_path_factory.mktemp("sample"))
+    cosbuild(root, "run", "-n", "2", "-P", "thread", "build")
+    for pkg in PACKAGES:
+        category, name = pkg.split("/")
+        assert list((root / "build").glob(f"{name}-{category}-*.package.tar.zst")), pkg
+    return root
+
+
+def test_sampleos_is_a_full_root_filesystem(sample, tmp_path):
+    m = artifact_members(sample / "build/sampleOS-system-0.1.0.package.tar.zst")
+    for path in ("usr/bin/sampleOSService", "system/oem/50_sampleOSService.yaml",
+                 "system/oem/00_rootfs.yaml", "system/oem/04_accounting.yaml",
+                 "usr/lib/os-release", "boot/vmlinuz", "boot/initrd",
+                 "usr/lib/dracut/modules.d/90dmsquash-live", "usr/lib/systemd/systemd"):
+        assert path in m, path
+    assert not any(n.startswith(("luetbuild", "usr/share/doc/")) for n in m)
+    # the Go service was compiled in the build: run it and ask it
+    binary = tmp_path / "sampleOSService"
+    binary.write_bytes(m["__service__"])
+    binary.chmod(0o755)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    service = subprocess.Popen([binary], env={"PORT": str(port), "HOST": "127.0.0.1"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=2) as r:
+                    assert r.read() == b"hello"
+                    break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        service.terminate()
+        service.wait()
+
+
+def test_sampleos_branding_and_oem_overrides(sample):
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        open(sample / "build/sampleOS-system-0.1.0.package.tar.zst", "rb"))
+    wanted = {"usr/lib/os-release": None, "system/oem/03_branding.yaml": None}
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
+        for member in tar:
+            if member.name in wanted:
+                wanted[member.name] = tar.extractfile(member).read().decode()
+    assert 'NAME="sampleOS"' in wanted["usr/lib/os-release"]
+    assert "sampleOS" in wanted["system/oem/03_branding.yaml"]
+
+
+def test_boot_loader_packages(sample):
+    assert "EFI/BOOT/BOOTX64.EFI" in artifact_members(
+        sample / "build/grub2-efi-image-live-0.1.0.package.tar.zst")
+    syslinux = artifact_members(sample / "build/syslinux-live-0.1.0.package.tar.zst")
+    assert {"boot/syslinux/isolinux.bin", "boot/syslinux/ldlinux.c32",
+            "boot/syslinux/isohdpfx.bin", "boot/syslinux/isolinux.cfg"} <= set(syslinux)
+
+
+def test_incremental_rebuilds(sample):
+    assert ran(cosbuild(sample, "run", "build")) == set()
+    main = sample / "tree/app/sampleOSService/src/main.go"
+    main.write_text(main.read_text() + "\n// a comment changes the build hash\n")
+    assert ran(cosbuild(sample, "run", "build")) == {"build:app/sampleOSService",
+                                                     "build:system/sampleOS"}
+    values = sample / "values/bookworm.yaml"
+    values.write_text(values.read_text().replace("console: ttyS0,115200", "console: ttyS0,38400"))
+    assert ran(cosbuild(sample, "run", "build")) == {"build:live/syslinux",
+                                                     "build:live/grub2-efi-image"}
+    assert ran(cosbuild(sample, "run", "build")) == set()
+
+
+@pytest.mark.skipif("trixie" not in os.environ.get("COSBUILD_TEST_FLAVORS", ""),
+                    reason="other flavors are opt-in: COSBUILD_TEST_FLAVORS=trixie")
+def test_trixie_flavor_builds(tmp_path):
+    root = copy_project(tmp_path)
+    proc = cosbuild(root, "--flavor", "trixie", "run", "-n", "2", "-P", "thread", "build")
+    assert "error" not in proc.stdout.lower()
+    assert (root / "build/sampleOS-system-0.1.0.package.tar.zst").stat().st_size > 50_000_000
