@@ -19,7 +19,6 @@ from typing import Iterable, Iterator
 from .fsutil import atomic_path
 
 COMPRESSION = "zstd"
-SUFFIX = ".package.tar.zst"
 _KEEP_XATTRS = ("security.capability", "user.")   # overlayfs' own trusted.* never leak
 
 

@@ -69,21 +69,16 @@ class Builder:
         return Tags(f"{repo}:{pkg.hash}", f"{repo}:{pkg.hash}-builder")
 
     def artifact_path(self, pkg: Package) -> Path:
-        return self.settings.build_dir / f"{pkg.artifact_stem}{artifact.SUFFIX}"
+        return self.settings.build_dir / pkg.artifact_file
 
     def metadata_path(self, pkg: Package) -> Path:
-        return self.settings.build_dir / f"{pkg.artifact_stem}.metadata.yaml"
+        return self.settings.build_dir / pkg.metadata_file
 
     def log_path(self, pkg: Package) -> Path:
         return self.settings.logs_dir / f"{pkg.artifact_stem}.log"
 
-    def needs_images(self, pkg: Package) -> bool:
-        """A package with no image source and no steps has nothing to run in a container."""
-        b = pkg.rendered.build
-        return bool(b.image or b.bootstrap or b.requires or b.join)
-
     def images_present(self, pkg: Package) -> bool:
-        if not self.needs_images(pkg):
+        if not pkg.needs_images:
             return True
         tags = self.tags(pkg)
         return self.buildah.image_exists(tags.package) and self.buildah.image_exists(tags.builder)
@@ -92,7 +87,7 @@ class Builder:
 
     def build(self, key: str, log: TaskLog) -> None:
         pkg = self.project.graph.packages[key]
-        if not self.needs_images(pkg):
+        if not pkg.needs_images:
             self._write_outputs(pkg, [], log)
             return
         self._remove_stale_containers(log)
@@ -241,7 +236,7 @@ class Builder:
             "checksums": {"sha256": sha},
             "compressiontype": artifact.COMPRESSION,
             "files": files,
-            "cache_image": self.tags(pkg).package if self.needs_images(pkg) else "",
+            "cache_image": self.tags(pkg).package if pkg.needs_images else "",
         }
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .render import Renderer
 
 HASH_SCHEMA = "cosbuild-build-hash-1"   # bump when the hash recipe changes
+ARTIFACT_SUFFIX = ".package.tar.zst"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,20 @@ class Package:
     def artifact_stem(self) -> str:
         d = self.definition
         return f"{d.name}-{d.category}-{d.version}"
+
+    @property
+    def artifact_file(self) -> str:
+        return f"{self.artifact_stem}{ARTIFACT_SUFFIX}"
+
+    @property
+    def metadata_file(self) -> str:
+        return f"{self.artifact_stem}.metadata.yaml"
+
+    @property
+    def needs_images(self) -> bool:
+        """A package with no image source (and so no steps) needs no container at all."""
+        b = self.rendered.build
+        return bool(b.image or b.bootstrap or b.requires or b.join)
 
 
 @dataclass(frozen=True)
@@ -131,7 +146,7 @@ def build_graph(tree: Tree, renderer: "Renderer") -> Graph:
 
     sources = [s for s, _ in rendered.values()]
     resolver = Resolver(sources)
-    artifact_names = [(f"{s.definition.name}-{s.definition.category}-{s.version}.package.tar.zst",
+    artifact_names = [(f"{s.definition.name}-{s.definition.category}-{s.version}{ARTIFACT_SUFFIX}",
                        s.key) for s in sources]
     deps: dict[str, tuple[str, ...]] = {}
     for key, (src, r) in rendered.items():

@@ -57,9 +57,10 @@ def _read_cache(path: Path, fingerprint: str):
 
 def _fingerprint(settings: Settings) -> str:
     h = hashlib.sha256(repr(settings).encode())
-    roots = [*settings.trees, Path(__file__).parent]
-    for path in [*settings.values]:
+    code = Path(__file__).parent   # cosbuild's own modules (not their __pycache__)
+    for path in [*settings.values, *sorted(code.glob("*.py"))]:
         h.update(_stat_line(path))
+    roots = list(settings.trees)
     todo = [str(root) for root in roots]
     while todo:   # os.scandir: the stat data comes with the listing, no Path objects
         here = todo.pop()

@@ -6,15 +6,16 @@ hash, so doit redoes only what changed.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from doit.exceptions import TaskFailed
 from doit.tools import config_changed
 
-from .builder import Builder
 from .errors import CosbuildError
 from .fsutil import atomic_write, remove_partial_files
 from .project import Project, load_project
@@ -36,11 +37,29 @@ def _write_spec(path: Path, text: str) -> None:
     atomic_write(path, text)
 
 
-def _images_present(builder: Builder, pkg, **_) -> bool:
-    return builder.images_present(pkg)
+class LazyBuilder:
+    """The Builder, imported and made on first use: a no-op run of image-less packages
+    needs neither buildah nor the build modules."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self._builder = None
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        with self._lock:
+            if self._builder is None:
+                from .builder import Builder
+                self._builder = Builder(self.project)
+            return self._builder
 
 
-def _build(builder: Builder, key: str, n: int, total: int) -> TaskFailed | None:
+def _images_present(get_builder: LazyBuilder, pkg, **_) -> bool:
+    return get_builder().images_present(pkg)
+
+
+def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> TaskFailed | None:
+    builder = get_builder()
     pkg = builder.project.graph.packages[key]
     started = time.monotonic()
     print(f"[{n}/{total}] {key}: building (hash {pkg.hash[:12]}, log {builder.log_path(pkg)})",
@@ -63,7 +82,7 @@ def task_definitions(project: Project) -> dict:
 
     def task_validate():
         """Load, render and resolve the whole tree (cosbuild validate)."""
-        every = sorted({str(f) for p in graph.packages.values() for f in p.files}
+        every = sorted({f for p in graph.packages.values() for f in p.files}
                        | {str(p) for p in (*project.settings.values, *project.tree.templates)})
         return {"actions": [(_validate, [project.settings])], "file_dep": every,
                 "verbosity": 2}
@@ -79,12 +98,13 @@ def task_definitions(project: Project) -> dict:
                    # values files and templates matter only through the rendered text,
                    # which the build hash covers: a values key a package does not use
                    # must not re-run it
-                   "file_dep": [str(f) for f in pkg.files],
+                   "file_dep": list(pkg.files),
                    "targets": [str(target)],
                    "uptodate": [config_changed(pkg.hash)],
                    "clean": True}
 
-    builder = Builder(project)
+    get_builder = LazyBuilder(project)
+    build_dir = str(project.settings.build_dir)
 
     def task_build():
         """Build each package: container images (buildah) and its artifact + metadata in build/."""
@@ -92,12 +112,13 @@ def task_definitions(project: Project) -> dict:
             pkg = graph.packages[key]
             yield {"name": graph.task_name(key),
                    "doc": f"build {key}",
-                   "actions": [(_build, [builder, key, n, len(graph.order)])],
+                   "actions": [(_build, [get_builder, key, n, len(graph.order)])],
                    "task_dep": [f"build:{graph.task_name(d)}" for d in pkg.build_deps],
-                   "file_dep": [str(f) for f in pkg.files],
-                   "targets": [str(builder.artifact_path(pkg)), str(builder.metadata_path(pkg))],
+                   "file_dep": list(pkg.files),
+                   "targets": [os.path.join(build_dir, pkg.artifact_file),
+                               os.path.join(build_dir, pkg.metadata_file)],
                    "uptodate": [config_changed(pkg.hash)]
-                   + ([(_images_present, [builder, pkg])] if builder.needs_images(pkg) else []),
+                   + ([(_images_present, [get_builder, pkg])] if pkg.needs_images else []),
                    "verbosity": 2,
                    "clean": True}
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-
-import yaml
 
 from .errors import CosbuildError
 
@@ -19,11 +18,21 @@ class LineMap(dict):
         return self.lines.get(key, self.line)
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):   # libyaml when available
-    pass
+@functools.cache
+def _loader():
+    """The YAML loader class, made on first use (a no-op run reads no YAML)."""
+    import yaml
+
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):   # libyaml when available
+        pass
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    return Loader
 
 
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineMap:
+def _construct_mapping(loader, node) -> LineMap:
+    import yaml
+
     loader.flatten_mapping(node)
     result = LineMap()
     result.line = node.start_mark.line + 1
@@ -38,13 +47,12 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineMap:
     return result
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def loads(text: str, file: str | Path):
     """Parse YAML text; a syntax error becomes a CosbuildError at file:line."""
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_loader())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(filter(None, [exc.context, exc.problem]))
@@ -77,6 +85,8 @@ def load_mapping(path: Path) -> LineMap:
 
 def dumps(data) -> str:
     """Stable YAML output (sorted keys) used for rendered specs and metadata."""
+    import yaml
+
     return yaml.dump(_plain(data), Dumper=yaml.SafeDumper, sort_keys=True,
                      default_flow_style=False, allow_unicode=True)
 

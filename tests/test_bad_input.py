@@ -80,6 +80,17 @@ def test_bad_input_is_reported_clearly(case, project, run_cli):
         assert fragment in err, f"{fragment!r} not in {err!r}"
 
 
+def test_cycle_that_only_rendering_reveals(project, run_cli):
+    project({**BASIC, "values/loop.yaml": "base_dep: app\n",
+             "tree/base/build.yaml": "requires:\n  - {name: '{{ values.base_dep | default(\"none\") }}', "
+                                     "category: app}\nsteps: ['true']\n"})
+    code, _, err = run_cli("--tree", "tree", "validate")   # no values: no such package
+    assert code == 1 and "requires app/none" in err
+    code, _, err = run_cli("--values", "values/loop.yaml", "validate")
+    assert code == 1
+    assert "dependency cycle: app/app@0.1 -> distro/base@1.0 -> app/app@0.1" in err
+
+
 def test_missing_values_file(project, run_cli):
     project(BASIC)
     code, _, err = run_cli("--values", "values/nope.yaml", "validate")
