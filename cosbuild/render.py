@@ -18,7 +18,7 @@ from . import spec
 from .spec import Rendered
 from .errors import CosbuildError
 from .tree import PackageSource
-from .yamlio import LineMap, load_mapping, loads
+from .yamlio import LineMap, load_mapping, loads, plain
 
 
 def merge_values(*layers: dict) -> dict:
@@ -46,16 +46,8 @@ def load_values_files(paths: list[Path]) -> list[dict]:
 # --------------------------------------------------------------------------- helpers for templates
 
 def _toyaml(value) -> str:
-    text = yaml.safe_dump(_plain(value), default_flow_style=False, sort_keys=False)
+    text = yaml.safe_dump(plain(value), default_flow_style=False, sort_keys=False)
     return text.removesuffix("\n...\n").rstrip("\n")   # a scalar gets an end-of-document mark
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _quote(value) -> str:

@@ -161,14 +161,10 @@ class Keyword:
     doc: str
     required: bool = False
 
-    @property
-    def attr(self) -> str:
-        return self.name
-
 
 def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str,
           strict: bool = True) -> dict[str, Any]:
-    """Validate `data` against `table`; return {attr: parsed value} with defaults filled in."""
+    """Validate `data` against `table`; return {keyword: parsed value} with defaults filled in."""
     file = str(file)
     known = {k.name: k for k in table}
     lines = getattr(data, "lines", {})
@@ -183,12 +179,12 @@ def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str
     out = {}
     for kw in table:
         if kw.name in data and data[kw.name] is not None:
-            out[kw.attr] = kw.type.parse(data[kw.name], Where(file, line_of(kw.name), kw.name))
+            out[kw.name] = kw.type.parse(data[kw.name], Where(file, line_of(kw.name), kw.name))
         elif kw.required:
             raise CosbuildError(f"missing required keyword '{kw.name}' in {what}", file=file,
                                 line=getattr(data, "line", None), key=kw.name)
         else:
-            out[kw.attr] = kw.default
+            out[kw.name] = kw.default
     return out
 
 

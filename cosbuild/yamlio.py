@@ -87,13 +87,14 @@ def dumps(data) -> str:
     """Stable YAML output (sorted keys) used for rendered specs and metadata."""
     import yaml
 
-    return yaml.dump(_plain(data), Dumper=yaml.SafeDumper, sort_keys=True,
+    return yaml.dump(plain(data), Dumper=yaml.SafeDumper, sort_keys=True,
                      default_flow_style=False, allow_unicode=True)
 
 
-def _plain(data):
+def plain(data):
+    """Plain dicts and lists (no LineMap, no tuples), as YAML dumpers want them."""
     if isinstance(data, dict):
-        return {k: _plain(v) for k, v in data.items()}
+        return {k: plain(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
-        return [_plain(v) for v in data]
+        return [plain(v) for v in data]
     return data

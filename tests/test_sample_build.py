@@ -7,7 +7,6 @@ by build hash, so whatever is there is exactly what a build would produce.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import socket
