@@ -7,7 +7,9 @@ zstd framing independent of the machine. Writes go to a temporary name, then ren
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import re
 import stat
@@ -91,30 +93,67 @@ def _under_excluded(path: str, entries: dict, exc: list) -> bool:
     return False
 
 
-def write_tar(entries: list[Entry], out: Path) -> tuple[str, list[str]]:
-    """Write a reproducible .tar.zst; returns (sha256 hex, sorted list of non-directory paths)."""
+@contextlib.contextmanager
+def _tar_writer(out: Path) -> Iterator[tuple[tarfile.TarFile, "_HashingWriter"]]:
+    """A streaming PAX tar, zstd-compressed, hashed on the way, renamed into place on success."""
     import zstandard   # imported on first use: a no-op run writes no artifact
 
-    epoch = source_date_epoch()
-    files: list[str] = []
-    links: dict[tuple[int, int], str] = {}
     with atomic_path(out) as tmp, open(tmp, "wb") as raw:
         hasher = _HashingWriter(raw)
         cctx = zstandard.ZstdCompressor(level=3, threads=-1, write_checksum=True)
         with cctx.stream_writer(hasher, closefd=False) as zst, \
                 tarfile.open(fileobj=zst, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for entry in sorted(entries, key=lambda e: e.path):
-                info = _tarinfo(entry, epoch, links)
-                if info is None:
-                    continue
-                if not info.isdir():
-                    files.append(entry.path)
-                if info.isreg():
-                    with open(entry.source, "rb") as f:
-                        tar.addfile(info, f)
-                else:
-                    tar.addfile(info)
-        return hasher.hexdigest(), files
+            yield tar, hasher
+
+
+def write_tar(entries: list[Entry], out: Path, *, checkout: bool = False) -> tuple[str, list[str]]:
+    """Write a reproducible .tar.zst; returns (sha256 hex, sorted list of non-directory paths).
+
+    `checkout`: the files come from a source checkout, whose owners and umask differ between
+    machines: store root ownership and only the executable bit of modes."""
+    epoch = source_date_epoch()
+    files: list[str] = []
+    links: dict[tuple[int, int], str] = {}
+    with _tar_writer(out) as (tar, hasher):
+        for entry in sorted(entries, key=lambda e: e.path):
+            info = _tarinfo(entry, epoch, links)
+            if info is None:
+                continue
+            if checkout:
+                info.uid = info.gid = 0
+                info.mode = 0o755 if info.isdir() or info.mode & 0o111 else 0o644
+            if not info.isdir():
+                files.append(entry.path)
+            if info.isreg():
+                with open(entry.source, "rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+    return hasher.hexdigest(), files
+
+
+def write_tar_blobs(blobs: dict[str, bytes], out: Path) -> str:
+    """A reproducible .tar.zst of generated files (path -> content); returns its sha256.
+
+    Parent directories are added, so the archive unpacks with sane modes."""
+    epoch = source_date_epoch()
+    names = set(blobs)
+    for path in blobs:
+        parent = os.path.dirname(path)
+        while parent:
+            names.add(parent + "/")
+            parent = os.path.dirname(parent)
+    with _tar_writer(out) as (tar, hasher):
+        for name in sorted(names, key=lambda n: n.rstrip("/")):
+            info = tarfile.TarInfo(name.rstrip("/"))
+            info.mtime, info.uname, info.gname = epoch, "", ""
+            if name.endswith("/"):
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.mode, info.size = 0o644, len(blobs[name])
+                tar.addfile(info, io.BytesIO(blobs[name]))
+    return hasher.hexdigest()
 
 
 def _tarinfo(entry: Entry, epoch: int, links: dict) -> tarfile.TarInfo | None:

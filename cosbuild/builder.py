@@ -88,7 +88,7 @@ class Builder:
     def build(self, key: str, log: TaskLog) -> None:
         pkg = self.project.graph.packages[key]
         if not pkg.needs_images:
-            self._write_outputs(pkg, [], log)
+            self.write_outputs(pkg, [], log)
             return
         self._remove_stale_containers(log)
         tags = self.tags(pkg)
@@ -215,9 +215,9 @@ class Builder:
             else:
                 with self.buildah.container(tags.builder, log) as builder:
                     entries = list(artifact.delta(root, builder.mount()))
-            self._write_outputs(pkg, artifact.select(entries, b.includes, b.excludes), log)
+            self.write_outputs(pkg, artifact.select(entries, b.includes, b.excludes), log)
 
-    def _write_outputs(self, pkg: Package, entries: list, log: TaskLog) -> None:
+    def write_outputs(self, pkg: Package, entries: list, log: TaskLog) -> None:
         path = self.artifact_path(pkg)
         sha, files = artifact.write_tar(entries, path)
         log.write(f"artifact {path}: {len(files)} files, {path.stat().st_size} bytes, sha256 {sha}")

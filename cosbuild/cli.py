@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
@@ -20,7 +21,7 @@ DOIT_COMMANDS = ("run", "list", "info", "clean", "forget", "ignore", "dumpdb", "
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cosbuild", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cosbuild", description=__doc__, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"cosbuild {__version__}")
     for s in settings.SETTINGS:
         if s.name == "verbose":
@@ -40,6 +41,36 @@ def _parser() -> argparse.ArgumentParser:
     fmt.add_argument("--dot", action="store_true", help="Graphviz dot")
     sub.add_parser("keywords", help="print the spec keyword reference (Markdown)")
     sub.add_parser("helpers", help="list the template helpers")
+    repo = sub.add_parser("create-repo", help="make build/ (or --output) a package repository")
+    repo.add_argument("--output", type=Path, help="folder with the artifacts (default: the build dir)")
+    repo.add_argument("--name", help="repository name (default: --repo-name)")
+    repo.add_argument("--description", help="repository description")
+    repo.add_argument("--type", choices=("disk", "http"), help="repository type")
+    repo.add_argument("--urls", action="append", help="where clients find it (repeatable)")
+    for name, text in (("install", "install packages and their requirements into a root"),
+                       ("upgrade", "install newer versions of what a root has"),
+                       ("search", "list the packages the repositories offer")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--repo", action="append", default=[], metavar="URL_OR_DIR",
+                       help="a repository (repeatable; the first wins)")
+        p.add_argument("--config", type=Path, help="luet-style client config with `repositories:` "
+                       "(default: ROOT/etc/luet/luet.yaml when it exists)")
+        if name == "search":
+            p.add_argument("term", nargs="?", default="")
+        else:
+            p.add_argument("--root", type=Path, required=True, help="root filesystem to install into")
+        if name == "install":
+            p.add_argument("packages", nargs="+", metavar="CAT/NAME[@SELECTOR]")
+    p = sub.add_parser("uninstall", help="remove installed packages from a root")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("packages", nargs="+", metavar="CAT/NAME")
+    p = sub.add_parser("unpack", help="extract a container image's flattened root filesystem")
+    p.add_argument("image")
+    p.add_argument("dir", type=Path)
+    p = sub.add_parser("serve-repo", help="serve a repository folder over HTTP")
+    p.add_argument("--dir", type=Path, default=Path("build"))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
     for name in DOIT_COMMANDS:
         sub.add_parser(name, help=f"doit {name} on this project's tasks (doit's own options follow)",
                        add_help=False)
@@ -114,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    if args.command in CLIENT_COMMANDS:
+        return CLIENT_COMMANDS[args.command](args) or 0
     if args.command == "keywords":
         from .spec import keyword_reference
         print(keyword_reference())
@@ -139,7 +172,60 @@ def _run(args) -> int:
             print(json.dumps(graph_json(project), indent=2))
         else:
             print(graph_dot(project) if args.dot else graph_text(project))
+    elif args.command == "create-repo":
+        from .repository import create_repo
+        output = args.output or config.build_dir
+        changed = create_repo(project, output, config.repo_info(
+            name=args.name, description=args.description, type=args.type, urls=args.urls))
+        print(f"repository {output}: {'updated' if changed else 'unchanged'}")
     return 0
+
+
+# --------------------------------------------------------------------------- client commands
+
+def _install(args) -> None:
+    from . import client
+    repos = client.repositories(args.repo, args.config, args.root)
+    done = client.install(args.root, [parse_ref(p) for p in args.packages], repos,
+                          progress=True)
+    print("installed: " + (", ".join(map(str, done)) or "nothing (already installed)"))
+
+
+def _upgrade(args) -> None:
+    from . import client
+    done = client.upgrade(args.root, client.repositories(args.repo, args.config, args.root),
+                          progress=True)
+    print("upgraded: " + (", ".join(map(str, done)) or "nothing (up to date)"))
+
+
+def _uninstall(args) -> None:
+    from . import client
+    client.uninstall(args.root, [parse_ref(p).id for p in args.packages])
+    print("uninstalled: " + ", ".join(args.packages))
+
+
+def _search(args) -> None:
+    import tempfile
+
+    from . import client
+    with tempfile.TemporaryDirectory() as tmp:
+        for c in client.search(client.repositories(args.repo, args.config), args.term, Path(tmp)):
+            print(f"{c.id}@{c.version}  [{c.repo.name}]  {c.definition.description}")
+
+
+def _unpack(args) -> None:
+    from .unpack import unpack_image
+    unpack_image(args.image, args.dir)
+    print(f"unpacked {args.image} into {args.dir}")
+
+
+def _serve_repo(args) -> None:
+    from .serve import serve
+    serve(args.dir, args.host, args.port)
+
+
+CLIENT_COMMANDS = {"install": _install, "upgrade": _upgrade, "uninstall": _uninstall,
+                   "search": _search, "unpack": _unpack, "serve-repo": _serve_repo}
 
 
 if __name__ == "__main__":

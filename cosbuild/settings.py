@@ -32,6 +32,10 @@ SETTINGS = (
     Setting("storage_driver", "COSBUILD_STORAGE_DRIVER", "",
             "buildah --storage-driver (default: buildah's own, overlay on Debian)"),
     Setting("verbose", "COSBUILD_VERBOSE", "", "stream container output live (1/yes)"),
+    Setting("repo_name", "COSBUILD_REPO_NAME", "cosbuild", "name of the repository `doit repo` makes"),
+    Setting("repo_description", "COSBUILD_REPO_DESCRIPTION", "", "its description"),
+    Setting("repo_type", "COSBUILD_REPO_TYPE", "disk", "its type: disk or http"),
+    Setting("repo_urls", "COSBUILD_REPO_URLS", "", "where its clients find it", multiple=True),
 )
 
 
@@ -45,6 +49,10 @@ class Settings:
     isolation: str = "chroot"
     storage_driver: str = ""
     verbose: bool = False
+    repo_name: str = "cosbuild"
+    repo_description: str = ""
+    repo_type: str = "disk"
+    repo_urls: tuple[str, ...] = ()
 
     @property
     def specs_dir(self) -> Path:
@@ -53,6 +61,15 @@ class Settings:
     @property
     def logs_dir(self) -> Path:
         return self.build_dir / "logs"
+
+    def repo_info(self, **overrides):
+        """The repository `doit repo` / `create-repo` writes; None overrides keep the setting."""
+        from .repository import RepoInfo
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return RepoInfo(name=given.get("name", self.repo_name),
+                        description=given.get("description", self.repo_description),
+                        type=given.get("type", self.repo_type),
+                        urls=tuple(given.get("urls", self.repo_urls)))
 
 
 def resolve(options: dict | None = None, env: dict | None = None,
@@ -79,7 +96,9 @@ def resolve(options: dict | None = None, env: dict | None = None,
     return Settings(trees=tuple(Path(t) for t in raw["tree"]), values=tuple(values),
                     flavor=raw["flavor"], build_dir=Path(raw["build_dir"]),
                     image_repository=raw["image_repository"], isolation=raw["isolation"],
-                    storage_driver=raw["storage_driver"],
+                    storage_driver=raw["storage_driver"], repo_name=raw["repo_name"],
+                    repo_description=raw["repo_description"], repo_type=raw["repo_type"],
+                    repo_urls=tuple(raw["repo_urls"]),
                     verbose=str(raw["verbose"]).lower() in ("1", "yes", "true", "on"))
 
 

@@ -76,6 +76,17 @@ def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> TaskFailed
           f"({size / 1e6:.1f} MB artifact)", flush=True)
 
 
+def _create_repo(project: Project, info) -> TaskFailed | None:
+    from .repository import create_repo
+    try:
+        changed = create_repo(project, project.settings.build_dir, info)
+    except CosbuildError as exc:
+        return TaskFailed(str(exc))
+    print(f"repository {info.name} in {project.settings.build_dir}: "
+          f"{'updated' if changed else 'unchanged'}")
+    return None
+
+
 def task_definitions(project: Project) -> dict:
     """The task_* functions and DOIT_CONFIG of a doit namespace for this project."""
     graph = project.graph
@@ -122,7 +133,21 @@ def task_definitions(project: Project) -> dict:
                    "verbosity": 2,
                    "clean": True}
 
+    def task_repo():
+        """Make the build folder a package repository (repository.yaml, tree, index)."""
+        from .repository import repository_outputs
+        built = [os.path.join(build_dir, name) for key in graph.order
+                 for name in (graph.packages[key].artifact_file, graph.packages[key].metadata_file)]
+        info = project.settings.repo_info()
+        return {"actions": [(_create_repo, [project, info])],
+                # the artifacts are targets of the build tasks: doit builds them first
+                "file_dep": built + sorted({f for p in graph.packages.values() for f in p.files}),
+                "targets": [str(p) for p in repository_outputs(project.settings.build_dir)],
+                "uptodate": [config_changed(repr(info))],
+                "verbosity": 2}
+
     return {"task_validate": task_validate, "task_render": task_render, "task_build": task_build,
+            "task_repo": task_repo,
             "DOIT_CONFIG": {"dep_file": str(project.settings.build_dir / ".doit.db"),
                             "backend": "sqlite3", "default_tasks": ["validate"],
                             "verbosity": 1}}

@@ -40,6 +40,7 @@ steps:
   - echo changed >> /etc/base-marker
 """,
     "tree/app/hello.sh": "#!/bin/sh\necho hello\n",
+    "tree/app/finalize.yaml": "install:\n  - echo finalized $(cat /etc/base-marker) > /var/lib/app-finalized\n",
     "tree/fin/definition.yaml": "name: fin\ncategory: system\nversion: '1'\n",
     "tree/fin/build.yaml": """\
 requires:

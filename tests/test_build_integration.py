@@ -235,3 +235,29 @@ def test_interrupted_build_leaves_nothing_and_resumes(built, repo_env, sig):
 def _log_lines(root):
     log = root / "build/logs/app-apps-1.0.log"
     return log.read_text().splitlines() if log.exists() else []
+
+
+def test_repository_install_with_requirements_and_finalizer(built, repo_env, tmp_path):
+    cosbuild(built, "run", "repo", env=repo_env)
+    assert (built / "build/repository.yaml").is_file()
+    root = tmp_path / "root"
+    proc = cosbuild(built, "install", "--repo", str(built / "build"), "--root", str(root),
+                    "apps/app", env=repo_env)
+    assert "installed: distro/base@1, apps/app@1.0" in proc.stdout
+    assert (root / "usr/bin/hello").read_bytes() == read_member(
+        built / "build/app-apps-1.0.package.tar.zst", "usr/bin/hello")
+    assert os.stat(root / "usr/bin/hello").st_ino == os.stat(root / "usr/bin/hello-link").st_ino
+    assert os.getxattr(root / "usr/local/bin/capped", "security.capability")
+    # the finalizer ran inside the root, after both packages were in place
+    assert (root / "var/lib/app-finalized").read_text() == "finalized base\n"
+    assert not (root / ".cosbuild-transaction").exists()
+
+
+def test_unpack_image(built, repo_env, tmp_path):
+    meta = yaml.safe_load((built / "build/base-distro-1.metadata.yaml").read_text())
+    dest = tmp_path / "unpacked"
+    cosbuild(built, "unpack", meta["cache_image"], str(dest), env=repo_env)
+    assert (dest / "etc/base-marker").read_text() == "base\n"
+    assert (dest / "usr/bin/bash").is_file()
+    proc = cosbuild(built, "unpack", meta["cache_image"], str(dest), env=repo_env, check=False)
+    assert proc.returncode == 1 and "exists and is not an empty folder" in proc.stderr

@@ -134,3 +134,41 @@ def test_trixie_flavor_builds(tmp_path):
     proc = cosbuild(root, "--flavor", "trixie", "run", "-n", "2", "-P", "thread", "build")
     assert "error" not in proc.stdout.lower()
     assert (root / "build/sampleOS-system-0.1.0.package.tar.zst").stat().st_size > 50_000_000
+
+
+def test_install_sampleos_over_http_equals_the_artifact(sample, tmp_path):
+    cosbuild(sample, "run", "repo")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "cosbuild.cli", "serve-repo", "--dir",
+                               str(sample / "build"), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "serving" in server.stdout.readline()
+        root = tmp_path / "root"
+        proc = cosbuild(sample, "install", "--repo", f"http://127.0.0.1:{port}", "--root",
+                        str(root), "system/sampleOS")
+        assert "installed: system/sampleOS@0.1.0" in proc.stdout
+    finally:
+        server.terminate()
+        server.wait()
+    members = artifact_members(sample / "build/sampleOS-system-0.1.0.package.tar.zst")
+    members.pop("__service__")
+    on_disk = {}
+    for here, dirs, files in os.walk(root):
+        for name in dirs + files:
+            full = os.path.join(here, name)
+            on_disk[os.path.relpath(full, root)] = os.lstat(full)
+    for skip in (".", "var/lib/cosbuild", "var/lib/cosbuild/installed.yaml"):
+        on_disk.pop(skip, None)
+    assert set(on_disk) == set(members)
+    for name, m in members.items():
+        st = on_disk[name]
+        assert (st.st_uid, st.st_gid) == (m.uid, m.gid), name
+        if not m.issym():
+            assert st.st_mode & 0o7777 == m.mode, name
+        if m.isreg():
+            assert st.st_size == m.size, name
+        if m.issym():
+            assert os.readlink(root / name) == m.linkname, name

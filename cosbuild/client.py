@@ -1,0 +1,542 @@
+"""Repositories, client side (`luet install` and friends, SPEC section 3).
+
+Reads repositories (a folder or an HTTP URL), solves runtime requirements and conflicts, and
+installs artifacts into a root filesystem as one transaction:
+
+1. stage: download and verify every artifact, then unpack each into a staging folder inside
+   the root, refusing hostile archives (absolute paths, `..`, writing through a symlink of
+   the archive, hard links to files outside it) and file conflicts;
+2. commit: with Ctrl-C and SIGTERM held back, write a journal, move the staged files into
+   place, write the installed-package database, remove the staging folder;
+3. run the finalizers (`finalize.yaml`) inside the root, in dependency order.
+
+A run killed during the commit is completed by the next run on that root (the journal says
+what to do); one killed before it leaves the root as it was. Either way the root ends up as
+before or fully installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import stat
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+from . import spec, versions
+from .errors import CosbuildError
+from .fsutil import atomic_write
+from .tools import TaskLog, run
+from .tree import parse_definition
+from .yamlio import dumps, load_mapping, loads
+
+DB_PATH = "var/lib/cosbuild/installed.yaml"
+TRANSACTION = ".cosbuild-transaction"
+DEFAULT_CONFIG = "etc/luet/luet.yaml"
+
+REPOSITORY_KEYWORDS = (
+    spec.Keyword("name", spec.STR, None, "repository name", required=True),
+    spec.Keyword("description", spec.STR, "", "free text"),
+    spec.Keyword("type", spec.STR, "disk", "disk (a folder) or http"),
+    spec.Keyword("urls", spec.STRS, (), "where the repository is; the first that answers is used"),
+    spec.Keyword("priority", spec.Type("integer", lambda v, w: _int(v, w)), 1,
+                 "lower wins when several repositories have a package"),
+    spec.Keyword("enable", spec.BOOL, True, "use this repository"),
+)
+
+
+def _int(value, where) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise where.error(f"expected a whole number, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    name: str
+    urls: tuple[str, ...]
+    type: str = "disk"
+    priority: int = 1
+    enable: bool = True
+    description: str = ""
+
+
+def read_config(path: Path) -> list[RepoConfig]:
+    """A luet-style client config: `repositories: [{name, type, urls, priority, enable}]`."""
+    data = load_mapping(path)
+    entries = data.get("repositories") or []
+    if not isinstance(entries, list):
+        raise CosbuildError("'repositories' must be a list", file=path,
+                            line=data.line_of("repositories"), key="repositories")
+    out = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise CosbuildError("each repository must be a mapping", file=path,
+                                line=data.line_of("repositories"), key="repositories")
+        # luet configs carry more keys (auth, arch, ...): those are not ours to judge
+        fields = spec.parse(REPOSITORY_KEYWORDS, entry, path, what="repository", strict=False)
+        if not fields["urls"]:
+            raise CosbuildError("a repository needs 'urls'", file=path, line=entry.line,
+                                key=f"repositories.{fields['name']}.urls")
+        out.append(RepoConfig(name=fields["name"], urls=fields["urls"], type=fields["type"],
+                              priority=fields["priority"], enable=fields["enable"],
+                              description=fields["description"]))
+    return out
+
+
+def repositories(repo_args: list[str], config: Path | None, root: Path | None = None) -> list[RepoConfig]:
+    """--repo arguments (in order of priority) and the config file (default: the root's)."""
+    if config is None and root is not None and (root / DEFAULT_CONFIG).is_file():
+        config = root / DEFAULT_CONFIG
+    repos = [r for r in read_config(config) if r.enable] if config else []
+    for n, url in enumerate(repo_args):
+        kind = "http" if url.startswith(("http://", "https://")) else "disk"
+        repos.append(RepoConfig(name=url, urls=(url,), type=kind, priority=n - len(repo_args)))
+    if not repos:
+        raise CosbuildError("no repository given", hint="pass --repo URL_OR_DIR or --config FILE")
+    return repos
+
+
+# --------------------------------------------------------------------------- reading repositories
+
+@dataclass(frozen=True)
+class Candidate:
+    """A package a repository offers."""
+    definition: spec.Definition
+    finalize: tuple[str, ...]
+    artifact: str               # file name in the repository
+    sha256: str
+    files: tuple[str, ...]
+    repo: RepoConfig = field(compare=False)
+
+    @property
+    def id(self) -> str:
+        return self.definition.id
+
+    @property
+    def version(self) -> str:
+        return self.definition.version
+
+    def __str__(self) -> str:
+        return f"{self.id}@{self.version}"
+
+
+def load_repository(repo: RepoConfig, workdir: Path) -> list[Candidate]:
+    from .transport import transport_for   # only the client needs HTTP
+    errors = []
+    for url in repo.urls:
+        try:
+            return _load_from(transport_for(url), repo, workdir)
+        except CosbuildError as exc:
+            errors.append(exc)
+    raise errors[-1]
+
+
+def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    index_path = transport.fetch("repository.yaml", workdir / f"{repo.name.replace('/', '_')}.yaml")
+    index = load_mapping(index_path)
+    blobs = {}
+    for kind in ("tree", "meta"):
+        try:
+            entry = index["repo_files"][kind]
+            name, sha = entry["filename"], entry["checksums"]["sha256"]
+        except (KeyError, TypeError):
+            raise CosbuildError(f"repository.yaml of {transport.url} has no repo_files.{kind}",
+                                hint="regenerate the repository with `doit repo`") from None
+        blobs[kind] = _read_tar(transport.fetch(name, workdir / f"{repo.name.replace('/', '_')}-{name}",
+                                                sha256=sha))
+    meta = loads(blobs["meta"].get("repository.meta.yaml", b"").decode(), "repository.meta.yaml") or {}
+    by_id = {}
+    for entry in meta.get("index") or []:
+        p = entry["package"]
+        by_id[(p["category"], p["name"], str(p["version"]))] = entry
+    out = []
+    for path, data in sorted(blobs["tree"].items()):
+        parts = path.split("/")
+        if len(parts) != 4 or parts[3] != "definition.yaml":
+            continue
+        where = f"{transport.url}: tree/{path}"
+        definition = parse_definition(loads(data.decode(), where), where)
+        entry = by_id.get((definition.category, definition.name, definition.version))
+        if entry is None:
+            continue   # in the tree but not built: nothing to install
+        finalize = loads(blobs["tree"].get(path.replace("definition.yaml", "finalize.yaml"),
+                                           b"").decode(), where) or {}
+        out.append(Candidate(definition, tuple(finalize.get("install") or ()), entry["path"],
+                             entry["checksums"]["sha256"], tuple(entry.get("files") or ()), repo))
+    return out
+
+
+def _read_tar(path: Path) -> dict[str, bytes]:
+    import zstandard
+    with open(path, "rb") as f:
+        data = zstandard.ZstdDecompressor().stream_reader(f).read()
+    out = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar:
+            if member.isreg():
+                out[member.name] = tar.extractfile(member).read()
+    return out
+
+
+# --------------------------------------------------------------------------- solving
+
+@dataclass
+class Installed:
+    """The installed-package database of a root (var/lib/cosbuild/installed.yaml)."""
+    packages: dict[str, dict]   # id -> {version, repository, files, requires, finalize}
+
+    @classmethod
+    def load(cls, root: Path) -> "Installed":
+        path = root / DB_PATH
+        if not path.is_file():
+            return cls({})
+        return cls({k: dict(v) for k, v in (load_mapping(path).get("packages") or {}).items()})
+
+    def dump(self) -> str:
+        return dumps({"packages": self.packages})
+
+    def owners(self) -> dict[str, str]:
+        """path -> id of the installed package that owns it."""
+        return {path: pkg_id for pkg_id, record in self.packages.items() for path in record["files"]}
+
+
+def choose(ref: spec.PackageRef, candidates: list[Candidate], asked_by: str = "") -> Candidate:
+    """Lower repository priority first, then the newest version that satisfies the selector."""
+    named = [c for c in candidates if c.id == ref.id
+             or any(p.id == ref.id for p in c.definition.provides)]
+    ok = [c for c in named if c.id != ref.id or versions.matches(ref.version, c.version)]
+    who = f"{asked_by} requires " if asked_by else ""
+    if not named:
+        raise CosbuildError(f"{who}unknown package {ref.id}: no repository has it",
+                            hint="check the name, or `cosbuild search` the repositories")
+    if not ok:
+        have = ", ".join(sorted({c.version for c in named}, key=versions.sort_key))
+        raise CosbuildError(f"{who}{ref}, but no version satisfies it (available: {have})")
+    return min(ok, key=lambda c: (c.repo.priority, _newest_first(c.version)))
+
+
+class _newest_first:
+    def __init__(self, version: str):
+        self.version = version
+
+    def __lt__(self, other: "_newest_first") -> bool:
+        return versions.compare(self.version, other.version) > 0
+
+
+def plan(requests: list[spec.PackageRef], candidates: list[Candidate],
+         installed: Installed) -> list[Candidate]:
+    """What to install, dependencies first; refuses conflicts and unsatisfiable requirements."""
+    chosen: dict[str, Candidate] = {}
+    order: list[Candidate] = []
+
+    def visit(ref: spec.PackageRef, asked_by: str) -> None:
+        have = installed.packages.get(ref.id)
+        if have and asked_by and versions.matches(ref.version, str(have["version"])):
+            return   # a dependency that is already satisfied
+        pick = chosen.get(ref.id)
+        if pick is not None:
+            if not versions.matches(ref.version, pick.version):
+                raise CosbuildError(f"{asked_by} requires {ref}, but {pick} is also required")
+            return
+        pick = choose(ref, candidates, asked_by)
+        chosen[ref.id] = pick
+        for dep in pick.definition.requires:
+            visit(dep, str(pick))
+        order.append(pick)
+
+    for ref in requests:
+        visit(ref, "")
+    everything = {**{k: str(v["version"]) for k, v in installed.packages.items()},
+                  **{c.id: c.version for c in order}}
+    for c in order:
+        for con in c.definition.conflicts:
+            if con.id in everything and versions.matches(con.version, everything[con.id]):
+                raise CosbuildError(f"{c} conflicts with {con.id}@{everything[con.id]}",
+                                    hint="uninstall it first or choose other versions")
+    return [c for c in order
+            if str(installed.packages.get(c.id, {}).get("version")) != c.version]
+
+
+# --------------------------------------------------------------------------- the transaction
+
+def install(root: Path, requests: list[spec.PackageRef], repos: list[RepoConfig],
+            *, progress: bool = False, replace: bool = False) -> list[Candidate]:
+    """Install `requests` and their runtime requirements into `root`; returns what was installed."""
+    root.mkdir(parents=True, exist_ok=True)
+    recover(root)
+    installed = Installed.load(root)
+    with _transaction_dir(root) as work:
+        candidates = [c for r in repos for c in load_repository(r, work / "index")]
+        todo = plan(requests, candidates, installed)
+        if todo:
+            _apply(root, work, installed, todo, progress=progress, replace_files=replace)
+    _finalize(root, todo)
+    return todo
+
+
+def upgrade(root: Path, repos: list[RepoConfig], *, progress: bool = False) -> list[Candidate]:
+    """Install newer versions of the installed packages; files that disappeared are removed."""
+    recover(root)
+    installed = Installed.load(root)
+    with _transaction_dir(root) as work:
+        candidates = [c for r in repos for c in load_repository(r, work / "index")]
+        newer = []
+        for pkg_id, record in sorted(installed.packages.items()):
+            ref = spec.PackageRef(*pkg_id.split("/", 1), version=f">{record['version']}")
+            with contextlib.suppress(CosbuildError):
+                newer.append(choose(ref, candidates))
+        if newer:
+            _apply(root, work, installed, newer, progress=progress, replace_files=True)
+    _finalize(root, newer)
+    return newer
+
+
+def uninstall(root: Path, ids: list[str]) -> None:
+    recover(root)
+    installed = Installed.load(root)
+    for pkg_id in ids:
+        if pkg_id not in installed.packages:
+            raise CosbuildError(f"{pkg_id} is not installed in {root}")
+    for other, record in installed.packages.items():
+        for req in record.get("requires") or []:
+            if req in ids and other not in ids:
+                raise CosbuildError(f"{other} requires {req}", hint=f"uninstall {other} too")
+    keep = {p: r for p, r in installed.packages.items() if p not in ids}
+    remove = sorted({f for p in ids for f in installed.packages[p]["files"]}, reverse=True)
+    with _transaction_dir(root) as work:
+        _commit(root, work, Installed(keep), remove)
+
+
+def recover(root: Path) -> None:
+    """Finish a commit that was interrupted, or drop a transaction that never committed."""
+    work = root / TRANSACTION
+    if (work / "journal.yaml").is_file():
+        journal = load_mapping(work / "journal.yaml")
+        _move_staged(root, work / "rootfs")
+        _remove(root, journal.get("remove") or [])
+        atomic_write(root / DB_PATH, journal["db"])
+    if work.exists():
+        shutil.rmtree(work)
+
+
+@contextlib.contextmanager
+def _transaction_dir(root: Path) -> Iterator[Path]:
+    work = root / TRANSACTION
+    try:
+        work.mkdir()
+    except FileExistsError:
+        raise CosbuildError(f"another cosbuild is installing into {root}",
+                            hint=f"wait for it, or remove {work} if it was killed") from None
+    try:
+        yield work
+    finally:
+        if work.exists() and not (work / "journal.yaml").exists():
+            shutil.rmtree(work)
+
+
+def _apply(root: Path, work: Path, installed: Installed, todo: list[Candidate], *,
+           progress: bool, replace_files: bool) -> None:
+    from .transport import transport_for
+    staging = work / "rootfs"
+    staging.mkdir()
+    replaced = {c.id for c in todo}
+    owners = installed.owners()
+    symlinks: set[str] = set()   # staged so far, by any package: never written through
+    new_owner: dict[str, str] = {}
+    db = Installed(dict(installed.packages))
+    remove: set[str] = set()
+    for n, c in enumerate(todo, 1):
+        archive = transport_for(c.repo.urls[0]).fetch(
+            c.artifact, work / c.artifact, sha256=c.sha256,
+            progress=f"[{n}/{len(todo)}] {c}" if progress else None)
+        files = extract_safely(archive, staging, str(c), symlinks)
+        for path in files:
+            other = new_owner.get(path) or owners.get(path)
+            if other and other not in (c.id,) and not (replace_files and other in replaced):
+                raise CosbuildError(f"file conflict: {path} of {c} belongs to {other}",
+                                    hint="the packages cannot be installed together")
+            new_owner[path] = c.id
+        old = installed.packages.get(c.id)
+        if old:
+            remove |= set(old["files"]) - set(files)
+        db.packages[c.id] = {"version": c.version, "repository": c.repo.name, "files": files,
+                             "requires": [r.id for r in c.definition.requires],
+                             "finalize": list(c.finalize)}
+    _commit(root, work, db, sorted(remove - set(new_owner), reverse=True))
+
+
+def _commit(root: Path, work: Path, db: Installed, remove: list[str]) -> None:
+    with _signals_held():
+        atomic_write(work / "journal.yaml", dumps({"db": db.dump(), "remove": remove}))
+        recover(root)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM wait until the commit is done (it only moves files: it is quick)."""
+    received = []
+    handler = lambda signum, frame: received.append(signum)  # noqa: E731
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if received:
+            raise KeyboardInterrupt
+
+
+def _move_staged(root: Path, staging: Path) -> None:
+    """Move staged entries into the root; whole new directories move in one rename."""
+    if not staging.is_dir():
+        return
+    for here, dirs, files in os.walk(staging, topdown=True):
+        rel = os.path.relpath(here, staging)
+        # fully resolved inside the root: a link such as /bin -> /usr/bin of the root is
+        # followed as the system would, but never to the host
+        target_dir = root if rel == "." else _inside(root, rel, follow_last=True)
+        for name in list(dirs):
+            src, dst = os.path.join(here, name), target_dir / name
+            if os.path.islink(src) or not _inside(root, os.path.join(rel, name), follow_last=True).is_dir():
+                _replace(src, dst)
+                dirs.remove(name)
+        for name in files:
+            _replace(os.path.join(here, name), target_dir / name)
+
+
+def _replace(src: str, dst: Path) -> None:
+    if dst.is_dir() and not dst.is_symlink():
+        shutil.rmtree(dst)   # a directory replaced by a file or link of the new package
+    os.replace(src, dst)
+
+
+def _remove(root: Path, paths: list[str]) -> None:
+    for path in paths:
+        target = _inside(root, path.lstrip("/"))
+        with contextlib.suppress(FileNotFoundError):
+            if target.is_dir() and not target.is_symlink():
+                continue
+            target.unlink()
+
+
+def _inside(root: Path, rel: str, *, follow_last: bool = False) -> Path:
+    """root/rel with symlinks resolved as if root were `/` (like a chroot), never outside it.
+
+    The last component is resolved too with `follow_last` (for directories to write into)."""
+    current = PurePosixPath("/")
+    todo = [p for p in PurePosixPath(rel).parts if p not in ("/", ".")]
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            current = current.parent
+            continue
+        candidate = current / part
+        full = root / str(candidate).lstrip("/")
+        if (todo or follow_last) and full.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise CosbuildError(f"too many symbolic links resolving /{rel} in {root}")
+            link = PurePosixPath(os.readlink(full))
+            todo = [p for p in link.parts if p not in ("/", ".")] + todo
+            current = PurePosixPath("/") if link.is_absolute() else current
+            continue
+        current = candidate
+    return root / str(current).lstrip("/")
+
+
+# --------------------------------------------------------------------------- archives
+
+def extract_safely(archive: Path, dest: Path, what: str, symlinks: set[str] | None = None) -> list[str]:
+    """Unpack an artifact into `dest`, refusing anything that could write outside it.
+
+    `symlinks` are the links already in `dest` (updated): no entry may be written through
+    one. Returns the package's file list (absolute paths of non-directories)."""
+    import zstandard
+    files: list[str] = []
+    symlinks = set() if symlinks is None else symlinks
+    regular: set[str] = set()
+    with open(archive, "rb") as f, tarfile.open(
+            fileobj=zstandard.ZstdDecompressor().stream_reader(f), mode="r|") as tar:
+        for member in tar:
+            name = _check_member(member, symlinks, regular, what)
+            if name is None:
+                continue
+            member.name = name
+            if member.islnk():
+                member.linkname = str(PurePosixPath(member.linkname))
+            tar.extract(member, dest, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+            for key, value in member.pax_headers.items():
+                if key.startswith("SCHILY.xattr."):
+                    os.setxattr(dest / name, key[len("SCHILY.xattr."):],
+                                value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+            if member.issym():
+                symlinks.add(name)
+            elif member.isreg():
+                regular.add(name)
+            if not member.isdir():
+                files.append("/" + name)
+    return sorted(files)
+
+
+def _check_member(member: tarfile.TarInfo, symlinks: set, regular: set, what: str) -> str | None:
+    raw = member.name
+    path = PurePosixPath(raw)
+
+    def refuse(why: str) -> CosbuildError:
+        return CosbuildError(f"refusing to install {what}: {why}",
+                             hint="the artifact is corrupt or hostile; nothing was installed")
+
+    if raw.startswith("/") or path.is_absolute():
+        raise refuse(f"absolute path {raw!r} in the archive")
+    if ".." in path.parts:
+        raise refuse(f"path {raw!r} has a '..' component")
+    name = str(path)
+    if name in (".", ""):
+        return None
+    for parent in list(path.parents)[:-1]:
+        if str(parent) in symlinks:
+            raise refuse(f"{raw!r} would be written through the symbolic link {str(parent)!r}")
+    if member.islnk():
+        target = str(PurePosixPath(member.linkname))
+        if member.linkname.startswith("/") or ".." in PurePosixPath(member.linkname).parts \
+                or target not in regular:
+            raise refuse(f"hard link {raw!r} points to {member.linkname!r}, "
+                         "which is not a file of this archive")
+    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()
+            or member.ischr() or member.isblk() or member.isfifo()):
+        raise refuse(f"unsupported entry type for {raw!r}")
+    return name
+
+
+# --------------------------------------------------------------------------- finalizers
+
+def _finalize(root: Path, installed: list[Candidate]) -> None:
+    todo = [c for c in installed if c.finalize]
+    if not todo:
+        return
+    if not (root / "bin/sh").exists():
+        raise CosbuildError(f"cannot run finalizers in {root}: it has no /bin/sh")
+    log = TaskLog(root / "var/log/cosbuild-finalize.log")
+    with log:
+        for c in todo:
+            for n, command in enumerate(c.finalize, 1):
+                run(["chroot", str(root), "/bin/sh", "-c", command], log=log,
+                    what=f"{c}: finalizer {n}")
+
+
+def search(repos: list[RepoConfig], term: str, workdir: Path) -> list[Candidate]:
+    found = []
+    for r in repos:
+        for c in load_repository(r, workdir):
+            text = f"{c.id} {c.definition.description}"
+            if term.lower() in text.lower() and not c.definition.hidden:
+                found.append(c)
+    return sorted(found, key=lambda c: (c.id, versions.sort_key(c.version)))

@@ -1,0 +1,121 @@
+"""Repositories, server side (`luet create-repo`, SPEC section 3).
+
+A repository is a folder: the package artifacts, their metadata, and
+
+- `tree.tar.zst`: the runtime tree, `<category>/<name>/<version>/definition.yaml` (+ `finalize.yaml`);
+- `compilertree.tar.zst`: the package trees as they were;
+- `repository.meta.yaml.tar.zst`: `repository.meta.yaml` = `{index: [artifact metadata]}`;
+- `repository.yaml`: name, description, type, urls, revision, last_update and `repo_files`
+  with the sha256 of the three files above.
+
+The revision is bumped, and repository.yaml rewritten, only when the content changed, so the
+same inputs give the same files.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import artifact
+from .errors import CosbuildError
+from .fsutil import atomic_write
+from .project import Project
+from .yamlio import dumps, load_mapping
+
+REPOSITORY_FILE = "repository.yaml"
+TREE_FILE = "tree.tar.zst"
+COMPILERTREE_FILE = "compilertree.tar.zst"
+META_FILE = "repository.meta.yaml.tar.zst"
+META_MEMBER = "repository.meta.yaml"
+TYPES = ("disk", "http")
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    name: str
+    description: str = ""
+    type: str = "disk"
+    urls: tuple[str, ...] = ()
+
+
+def repository_outputs(output: Path) -> list[Path]:
+    return [output / n for n in (REPOSITORY_FILE, TREE_FILE, COMPILERTREE_FILE, META_FILE)]
+
+
+def index_entries(project: Project, output: Path) -> list[dict]:
+    """The metadata of every package of the project whose artifact is in `output`."""
+    entries = []
+    for key in project.graph.order:
+        pkg = project.graph.packages[key]
+        meta_path = output / pkg.metadata_file
+        if not meta_path.is_file():
+            continue
+        meta = load_mapping(meta_path)
+        if meta.get("build_hash") != pkg.hash:
+            raise CosbuildError(f"{meta_path.name} is from another build of {key}",
+                                file=meta_path, hint="run `doit build` first")
+        if not (output / pkg.artifact_file).is_file():
+            raise CosbuildError(f"artifact {pkg.artifact_file} is missing", file=meta_path,
+                                hint="run `doit build` again")
+        entries.append(dict(meta))
+    if not entries:
+        raise CosbuildError(f"no built packages in {output}", hint="run `doit build` first")
+    return entries
+
+
+def create_repo(project: Project, output: Path, info: RepoInfo) -> bool:
+    """Write the repository files into `output`; returns whether anything changed."""
+    if info.type not in TYPES:
+        raise CosbuildError(f"unknown repository type '{info.type}'",
+                            hint=f"use one of: {', '.join(TYPES)}")
+    entries = index_entries(project, output)
+    graph = project.graph
+    runtime: dict[str, bytes] = {}
+    for meta in entries:
+        p = meta["package"]
+        pkg = graph.packages[f"{p['category']}/{p['name']}@{p['version']}"]
+        folder = f"{p['category']}/{p['name']}/{p['version']}"
+        runtime[f"{folder}/definition.yaml"] = dumps(p).encode()
+        if pkg.rendered.finalize.install:
+            runtime[f"{folder}/finalize.yaml"] = dumps(
+                {"install": list(pkg.rendered.finalize.install)}).encode()
+    files = {
+        "tree": (TREE_FILE, artifact.write_tar_blobs(runtime, output / TREE_FILE)),
+        "meta": (META_FILE, artifact.write_tar_blobs(
+            {META_MEMBER: dumps({"index": entries}).encode()}, output / META_FILE)),
+        "compilertree": (COMPILERTREE_FILE, _write_compilertree(project, output / COMPILERTREE_FILE)),
+    }
+    repo_files = {kind: {"filename": name, "compressiontype": artifact.COMPRESSION,
+                         "checksums": {"sha256": sha}} for kind, (name, sha) in files.items()}
+    content = {"name": info.name, "description": info.description, "type": info.type,
+               "urls": list(info.urls), "repo_files": repo_files}
+    previous = _previous(output / REPOSITORY_FILE)
+    if previous and {k: previous.get(k) for k in content} == content:
+        return False
+    revision = int(previous.get("revision", 0)) + 1 if previous else 1
+    stamp = os.environ.get("SOURCE_DATE_EPOCH") or str(int(time.time()))
+    atomic_write(output / REPOSITORY_FILE,
+                 dumps({**content, "revision": revision, "last_update": stamp}))
+    return True
+
+
+def _previous(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return dict(load_mapping(path))
+    except CosbuildError:
+        return None   # unreadable: start over with a new revision
+
+
+def _write_compilertree(project: Project, out: Path) -> str:
+    entries = []
+    for root in project.settings.trees:
+        prefix = f"/{root.resolve().name}"
+        entries += [artifact.Entry(prefix + e.path, e.source) for e in artifact.walk(root)]
+        entries.append(artifact.Entry(prefix, root))
+    sha, _ = artifact.write_tar(entries, out, checkout=True)
+    return sha
