@@ -14,12 +14,12 @@ $(VENV)/.installed: pyproject.toml scripts/install-deps
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# The whole pipeline as far as it exists: validate, render and build every package
-# (artifacts in build/). The repository and the ISO come with the next issues.
+# The whole pipeline as far as it exists: validate, render and build every package, then
+# make build/ a package repository. The ISO comes with the next issue.
 iso: deps
-	$(BIN)/doit -n 2 -P thread validate render build
-	@echo "make iso: the pipeline currently stops after the package builds (artifacts in build/);" \
-	      "the repository and the ISO are not implemented yet."
+	$(BIN)/doit -n 2 -P thread validate render build repo
+	@echo "make iso: the pipeline currently stops after the package builds and the repository" \
+	      "(build/repository.yaml); the ISO is not implemented yet."
 
 # The whole test suite: fast unit tests and the slow integration tests.
 test: deps

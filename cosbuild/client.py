@@ -113,6 +113,7 @@ class Candidate:
     sha256: str
     files: tuple[str, ...]
     repo: RepoConfig = field(compare=False)
+    url: str = ""               # the repository URL that answered
 
     @property
     def id(self) -> str:
@@ -169,7 +170,8 @@ def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
         finalize = loads(blobs["tree"].get(path.replace("definition.yaml", "finalize.yaml"),
                                            b"").decode(), where) or {}
         out.append(Candidate(definition, tuple(finalize.get("install") or ()), entry["path"],
-                             entry["checksums"]["sha256"], tuple(entry.get("files") or ()), repo))
+                             entry["checksums"]["sha256"], tuple(entry.get("files") or ()), repo,
+                             transport.url))
     return out
 
 
@@ -287,11 +289,14 @@ def upgrade(root: Path, repos: list[RepoConfig], *, progress: bool = False) -> l
     installed = Installed.load(root)
     with _transaction_dir(root) as work:
         candidates = [c for r in repos for c in load_repository(r, work / "index")]
-        newer = []
+        requests = []
         for pkg_id, record in sorted(installed.packages.items()):
             ref = spec.PackageRef(*pkg_id.split("/", 1), version=f">{record['version']}")
-            with contextlib.suppress(CosbuildError):
-                newer.append(choose(ref, candidates))
+            with contextlib.suppress(CosbuildError):   # no newer version: nothing to do
+                choose(ref, candidates)
+                requests.append(ref)
+        # the new versions may require new packages or conflict with installed ones
+        newer = plan(requests, candidates, installed)
         if newer:
             _apply(root, work, installed, newer, progress=progress, replace_files=True)
     _finalize(root, newer)
@@ -319,8 +324,8 @@ def recover(root: Path) -> None:
     work = root / TRANSACTION
     if (work / "journal.yaml").is_file():
         journal = load_mapping(work / "journal.yaml")
+        _remove(root, journal.get("remove") or [])   # first: a vanished file may be in the way
         _move_staged(root, work / "rootfs")
-        _remove(root, journal.get("remove") or [])
         atomic_write(root / DB_PATH, journal["db"])
     if work.exists():
         shutil.rmtree(work)
@@ -352,24 +357,53 @@ def _apply(root: Path, work: Path, installed: Installed, todo: list[Candidate], 
     new_owner: dict[str, str] = {}
     db = Installed(dict(installed.packages))
     remove: set[str] = set()
-    for n, c in enumerate(todo, 1):
-        archive = transport_for(c.repo.urls[0]).fetch(
-            c.artifact, work / c.artifact, sha256=c.sha256,
-            progress=f"[{n}/{len(todo)}] {c}" if progress else None)
-        files = extract_safely(archive, staging, str(c), symlinks)
-        for path in files:
+    for c in todo:   # from the index, before anything is downloaded
+        for path in c.files:
             other = new_owner.get(path) or owners.get(path)
-            if other and other not in (c.id,) and not (replace_files and other in replaced):
+            if other and other != c.id and not (replace_files and other in replaced):
                 raise CosbuildError(f"file conflict: {path} of {c} belongs to {other}",
                                     hint="the packages cannot be installed together")
             new_owner[path] = c.id
+    for n, c in enumerate(todo, 1):
+        archive = transport_for(c.url).fetch(
+            c.artifact, work / c.artifact, sha256=c.sha256,
+            progress=f"[{n}/{len(todo)}] {c}" if progress else None)
+        files = extract_safely(archive, staging, str(c), symlinks)
+        if set(files) != set(c.files):
+            raise CosbuildError(f"refusing to install {c}: its archive does not hold the files "
+                                "its index entry lists", hint="the repository is inconsistent")
         old = installed.packages.get(c.id)
         if old:
             remove |= set(old["files"]) - set(files)
         db.packages[c.id] = {"version": c.version, "repository": c.repo.name, "files": files,
                              "requires": [r.id for r in c.definition.requires],
                              "finalize": list(c.finalize)}
-    _commit(root, work, db, sorted(remove - set(new_owner), reverse=True))
+    remove -= set(new_owner)
+    _check_against_root(root, staging, remove)
+    _commit(root, work, db, sorted(remove, reverse=True))
+
+
+def _check_against_root(root: Path, staging: Path, vanishing: set[str]) -> None:
+    """A staged entry may not replace a directory of the root by a file, or a file by a
+    directory, unless what is in the way belongs to a replaced version and goes away."""
+    for here, dirs, files in os.walk(staging):
+        base = os.path.relpath(here, staging)
+        for name in (*dirs, *files):
+            rel = os.path.normpath(os.path.join(base, name))
+            is_dir = os.path.isdir(os.path.join(here, name)) and not os.path.islink(os.path.join(here, name))
+            target = _inside(root, rel, follow_last=is_dir)
+            if is_dir:
+                in_the_way = os.path.lexists(target) or _inside(root, rel).is_symlink()
+                if in_the_way and not target.is_dir() and f"/{rel}" not in vanishing:
+                    raise CosbuildError(f"file conflict: /{rel} is a directory in the package "
+                                        "but not in the root", hint="nothing was installed")
+            elif target.is_dir() and not target.is_symlink():
+                staying = [os.path.join(h, f) for h, _, fs in os.walk(target) for f in fs
+                           if "/" + os.path.relpath(os.path.join(h, f), root) not in vanishing]
+                if staying or rel in ("", "."):
+                    raise CosbuildError(f"file conflict: /{rel} would replace a directory of "
+                                        "the root that holds other files",
+                                        hint="nothing was installed")
 
 
 def _commit(root: Path, work: Path, db: Installed, remove: list[str]) -> None:
@@ -413,14 +447,16 @@ def _move_staged(root: Path, staging: Path) -> None:
 
 def _replace(src: str, dst: Path) -> None:
     if dst.is_dir() and not dst.is_symlink():
-        shutil.rmtree(dst)   # a directory replaced by a file or link of the new package
+        os.rmdir(dst)        # emptied by the removals (checked before the commit)
+    elif os.path.isdir(src) and not os.path.islink(src) and os.path.lexists(dst):
+        os.unlink(dst)       # a file of the old version becomes a directory
     os.replace(src, dst)
 
 
 def _remove(root: Path, paths: list[str]) -> None:
     for path in paths:
         target = _inside(root, path.lstrip("/"))
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             if target.is_dir() and not target.is_symlink():
                 continue
             target.unlink()
@@ -463,27 +499,41 @@ def extract_safely(archive: Path, dest: Path, what: str, symlinks: set[str] | No
     files: list[str] = []
     symlinks = set() if symlinks is None else symlinks
     regular: set[str] = set()
-    with open(archive, "rb") as f, tarfile.open(
-            fileobj=zstandard.ZstdDecompressor().stream_reader(f), mode="r|") as tar:
-        for member in tar:
-            name = _check_member(member, symlinks, regular, what)
-            if name is None:
-                continue
-            member.name = name
-            if member.islnk():
-                member.linkname = str(PurePosixPath(member.linkname))
-            tar.extract(member, dest, set_attrs=True, numeric_owner=True, filter="fully_trusted")
-            for key, value in member.pax_headers.items():
-                if key.startswith("SCHILY.xattr."):
-                    os.setxattr(dest / name, key[len("SCHILY.xattr."):],
-                                value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
-            if member.issym():
-                symlinks.add(name)
-            elif member.isreg():
-                regular.add(name)
-            if not member.isdir():
-                files.append("/" + name)
+    try:
+        with open(archive, "rb") as f, tarfile.open(
+                fileobj=zstandard.ZstdDecompressor().stream_reader(f), mode="r|") as tar:
+            for member in tar:
+                name = _check_member(member, symlinks, regular, what)
+                if name is not None:
+                    _extract(tar, member, name, dest, what)
+                    if member.issym():
+                        symlinks.add(name)
+                    elif member.isreg():
+                        regular.add(name)
+                    if not member.isdir():
+                        files.append("/" + name)
+    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+        raise CosbuildError(f"refusing to install {what}: the archive is damaged ({exc})",
+                            hint="the repository is corrupt; nothing was installed") from None
     return sorted(files)
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, dest: Path, what: str) -> None:
+    target = dest / name
+    if target.is_symlink():   # tarfile would open the link's target for writing
+        raise CosbuildError(f"refusing to install {what}: {name!r} would be written over the "
+                            "symbolic link already there", hint="nothing was installed")
+    if os.path.lexists(target) and not (member.isdir() and target.is_dir()):
+        raise CosbuildError(f"refusing to install {what}: {name!r} is in the archive twice "
+                            "or in two packages", hint="nothing was installed")
+    member.name = name
+    if member.islnk():
+        member.linkname = str(PurePosixPath(member.linkname))
+    tar.extract(member, dest, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+    for key, value in member.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            os.setxattr(target, key[len("SCHILY.xattr."):],
+                        value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
 
 
 def _check_member(member: tarfile.TarInfo, symlinks: set, regular: set, what: str) -> str | None:
