@@ -111,25 +111,31 @@ def write_tar(entries: list[Entry], out: Path, *, checkout: bool = False) -> tup
 
     `checkout`: the files come from a source checkout, whose owners and umask differ between
     machines: store root ownership and only the executable bit of modes."""
+    with _tar_writer(out) as (tar, hasher):
+        files = add_entries(tar, entries, checkout=checkout)
+    return hasher.hexdigest(), files
+
+
+def add_entries(tar: tarfile.TarFile, entries: Iterable[Entry], *, checkout: bool = False) -> list[str]:
+    """Add entries to a tar in sorted order, reproducibly; returns the non-directory paths."""
     epoch = source_date_epoch()
     files: list[str] = []
     links: dict[tuple[int, int], str] = {}
-    with _tar_writer(out) as (tar, hasher):
-        for entry in sorted(entries, key=lambda e: e.path):
-            info = _tarinfo(entry, epoch, links)
-            if info is None:
-                continue
-            if checkout:
-                info.uid = info.gid = 0
-                info.mode = 0o755 if info.isdir() or info.mode & 0o111 else 0o644
-            if not info.isdir():
-                files.append(entry.path)
-            if info.isreg():
-                with open(entry.source, "rb") as f:
-                    tar.addfile(info, f)
-            else:
-                tar.addfile(info)
-    return hasher.hexdigest(), files
+    for entry in sorted(entries, key=lambda e: e.path):
+        info = _tarinfo(entry, epoch, links)
+        if info is None:
+            continue
+        if checkout:
+            info.uid = info.gid = 0
+            info.mode = 0o755 if info.isdir() or info.mode & 0o111 else 0o644
+        if not info.isdir():
+            files.append(entry.path)
+        if info.isreg():
+            with open(entry.source, "rb") as f:
+                tar.addfile(info, f)
+        else:
+            tar.addfile(info)
+    return files
 
 
 def write_tar_blobs(blobs: dict[str, bytes], out: Path) -> str:

@@ -73,11 +73,16 @@ def read_config(path: Path) -> list[RepoConfig]:
     if not isinstance(entries, list):
         raise CosbuildError("'repositories' must be a list", file=path,
                             line=data.line_of("repositories"), key="repositories")
+    return read_config_data(entries, path)
+
+
+def read_config_data(entries: list, path: Path) -> list[RepoConfig]:
+    """The repository entries of a config file (or of iso.yaml's `luet:` section)."""
     out = []
     for entry in entries:
         if not isinstance(entry, dict):
             raise CosbuildError("each repository must be a mapping", file=path,
-                                line=data.line_of("repositories"), key="repositories")
+                                key="repositories")
         # luet configs carry more keys (auth, arch, ...): those are not ours to judge
         fields = spec.parse(REPOSITORY_KEYWORDS, entry, path, what="repository", strict=False)
         if not fields["urls"]:

@@ -87,6 +87,18 @@ def _create_repo(project: Project, info) -> TaskFailed | None:
     return None
 
 
+def _iso_step(step, *args) -> TaskFailed | None:
+    started = time.monotonic()
+    name = step.__name__.replace("_", " ")
+    print(f"iso: {name} {' '.join(map(str, args))}".rstrip(), flush=True)
+    try:
+        step(*args)
+    except CosbuildError as exc:
+        return TaskFailed(str(exc))
+    print(f"iso: {name} done in {time.monotonic() - started:.1f}s", flush=True)
+    return None
+
+
 def task_definitions(project: Project) -> dict:
     """The task_* functions and DOIT_CONFIG of a doit namespace for this project."""
     graph = project.graph
@@ -146,8 +158,44 @@ def task_definitions(project: Project) -> dict:
                 "uptodate": [config_changed(repr(info))],
                 "verbosity": 2}
 
+    def task_iso():
+        """Build the live ISO of iso.yaml: rootfs, squashfs, kernel, EFI image, ISO root, ISO."""
+        if not project.settings.iso.is_file():
+            return
+        from .iso import IsoBuilder, load_iso_spec
+        iso = IsoBuilder(project, load_iso_spec(project.settings.iso))
+        spec_files = [str(project.settings.iso)] + sorted(
+            str(p) for d in iso.iso.overlay.values() for p in d.rglob("*") if p.is_file())
+
+        def inputs(refs):
+            """The local artifacts a staged root is made of (its runtime closure)."""
+            keys = graph.resolver.runtime_closure(refs) if refs else []
+            return [os.path.join(build_dir, name) for k in keys
+                    for name in (graph.packages[k].artifact_file, graph.packages[k].metadata_file)]
+
+        for kind in ("rootfs", "uefi", "isoimage"):
+            folder = getattr(iso, f"{kind}_dir")
+            actions = [(_iso_step, [iso.install_root, kind])]
+            targets = [str(iso.manifest(kind))]
+            if kind == "uefi":
+                actions.append((_iso_step, [iso.make_uefi_image]))
+                targets.append(str(iso.uefi_img))
+            yield {"name": kind, "actions": actions, "task_dep": ["repo"],
+                   "file_dep": inputs(getattr(iso.iso, kind)) + spec_files,
+                   "targets": targets, "uptodate": [folder.is_dir], "verbosity": 2}
+        yield {"name": "squashfs", "actions": [(_iso_step, [iso.make_squashfs])],
+               "file_dep": [str(iso.manifest("rootfs"))], "targets": [str(iso.squashfs)],
+               "verbosity": 2}
+        yield {"name": "kernel", "actions": [(_iso_step, [iso.copy_kernel])],
+               "file_dep": [str(iso.manifest("rootfs"))],
+               "targets": [str(iso.kernel), str(iso.initrd)], "verbosity": 2}
+        yield {"name": "image", "actions": [(_iso_step, [iso.write_iso])],
+               "file_dep": [str(p) for p in (iso.squashfs, iso.kernel, iso.initrd, iso.uefi_img,
+                                             iso.manifest("isoimage"))] + spec_files,
+               "targets": [str(iso.output), str(iso.output) + ".sha256"], "verbosity": 2}
+
     return {"task_validate": task_validate, "task_render": task_render, "task_build": task_build,
-            "task_repo": task_repo,
+            "task_repo": task_repo, "task_iso": task_iso,
             "DOIT_CONFIG": {"dep_file": str(project.settings.build_dir / ".doit.db"),
                             "backend": "sqlite3", "default_tasks": ["validate"],
                             "verbosity": 1}}

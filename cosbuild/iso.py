@@ -1,0 +1,376 @@
+"""Live ISO from iso.yaml (luet-makeiso format, SPEC section 4).
+
+Steps, each a doit task (`iso:rootfs`, `iso:squashfs`, `iso:kernel`, `iso:uefi`,
+`iso:isoimage`, `iso:image`):
+
+- rootfs: `packages.rootfs` installed with the repository client (the local build first,
+  then iso.yaml's repositories) into a staging root, `overlay.rootfs` copied over it;
+- rootfs.squashfs: a reproducible tar of the staging root streamed into tar2sqfs;
+- boot/kernel.xz and boot/rootfs.xz: the rootfs' `initramfs.kernel_file` / `rootfs_file`;
+- boot/uefi.img: `packages.uefi` + overlay in a FAT image made with mkfs.vfat and mtools
+  (no mounting), sized to fit;
+- the ISO root: `packages.isoimage` + overlay;
+- the ISO, written with pycdlib: ISO 9660 + Rock Ridge + Joliet, El Torito BIOS and EFI
+  entries, an isohybrid MBR; `<iso>.sha256` beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import artifact, spec, tools
+from .errors import CosbuildError
+from .fsutil import atomic_path, atomic_write
+from .project import Project
+from .tools import TaskLog
+from .yamlio import dumps, load_mapping
+
+
+def _nested(table: tuple, what: str) -> spec.Type:
+    def parse(value, where):
+        if not isinstance(value, dict):
+            raise where.error(f"expected a mapping, got {type(value).__name__}")
+        return types.MappingProxyType(spec.parse(table, value, where.file, what=what))
+    return spec.Type(f"mapping ({what})", parse)
+
+
+PACKAGES_KEYWORDS = (
+    spec.Keyword("rootfs", spec.STRS, (), "packages installed into the live root (rootfs.squashfs)"),
+    spec.Keyword("uefi", spec.STRS, (), "packages installed into the EFI image (boot/uefi.img)"),
+    spec.Keyword("isoimage", spec.STRS, (), "packages installed into the ISO root itself"),
+)
+INITRAMFS_KEYWORDS = (
+    spec.Keyword("kernel_file", spec.STR, "vmlinuz", "kernel, under /boot of the rootfs"),
+    spec.Keyword("rootfs_file", spec.STR, "initrd", "initramfs, under /boot of the rootfs"),
+)
+OVERLAY_KEYWORDS = (
+    spec.Keyword("rootfs", spec.OPT_STR, None, "folder copied over the live root"),
+    spec.Keyword("uefi", spec.OPT_STR, None, "folder copied over the EFI image"),
+    spec.Keyword("isoimage", spec.OPT_STR, None, "folder copied over the ISO root"),
+)
+SQUASHFS_KEYWORDS = (
+    spec.Keyword("compression", spec.STR, "xz", "gzip, xz, zstd, lzo, lz4"),
+    spec.Keyword("compression_options", spec.STR, "", "e.g. -Xbcj x86 (mksquashfs style)"),
+)
+LUET_KEYWORDS = (
+    spec.Keyword("repositories", spec.ANY, (), "client repositories (as in a luet config)"),
+)
+ISO_KEYWORDS = (
+    spec.Keyword("packages", _nested(PACKAGES_KEYWORDS, "packages"), None, "what goes where",
+                 required=True),
+    spec.Keyword("initramfs", _nested(INITRAMFS_KEYWORDS, "initramfs"), None, "kernel and initrd"),
+    spec.Keyword("label", spec.STR, "COS_LIVE", "ISO volume id (the kernel finds the ISO by it)"),
+    spec.Keyword("image_prefix", spec.STR, "", "ISO file name prefix"),
+    spec.Keyword("image_date", spec.BOOL, False, "add YYYYMMDD (of SOURCE_DATE_EPOCH) to the name"),
+    spec.Keyword("image_name", spec.STR, "", "ISO file name after the prefix"),
+    spec.Keyword("arch", spec.STR, "x86_64", "target architecture"),
+    spec.Keyword("overlay", _nested(OVERLAY_KEYWORDS, "overlay"), None, "extra files"),
+    spec.Keyword("squashfs_options", _nested(SQUASHFS_KEYWORDS, "squashfs_options"), None,
+                 "rootfs.squashfs compression"),
+    spec.Keyword("boot_file", spec.STR, "boot/syslinux/isolinux.bin", "BIOS El Torito boot file"),
+    spec.Keyword("boot_catalog", spec.STR, "boot/syslinux/boot.cat", "El Torito boot catalog"),
+    spec.Keyword("isohybrid_mbr", spec.STR, "boot/syslinux/isohdpfx.bin",
+                 "MBR boot code for USB sticks (first 432 bytes are used)"),
+    spec.Keyword("luet", _nested(LUET_KEYWORDS, "luet"), None, "where packages come from"),
+)
+
+
+@dataclass(frozen=True)
+class IsoSpec:
+    file: Path
+    rootfs: tuple[spec.PackageRef, ...]
+    uefi: tuple[spec.PackageRef, ...]
+    isoimage: tuple[spec.PackageRef, ...]
+    kernel_file: str
+    rootfs_file: str
+    label: str
+    file_name: str
+    arch: str
+    overlay: dict
+    compression: str
+    compression_options: str
+    boot_file: str
+    boot_catalog: str
+    isohybrid_mbr: str
+    repositories: tuple
+
+
+def load_iso_spec(path: Path) -> IsoSpec:
+    from .versions import parse_ref
+    if not path.is_file():
+        raise CosbuildError("ISO specification not found", file=path, hint="pass --iso FILE")
+    data = load_mapping(path)
+    f = spec.parse(ISO_KEYWORDS, data, path, what="iso.yaml")
+    pk, ir = f["packages"], f["initramfs"] or {}
+    refs = {}
+    for kind in ("rootfs", "uefi", "isoimage"):
+        where = spec.Where(str(path), data["packages"].line_of(kind), f"packages.{kind}")
+        refs[kind] = tuple(parse_ref(r, where) for r in pk[kind])
+    if not refs["rootfs"]:
+        raise CosbuildError("packages.rootfs is empty", file=path, key="packages.rootfs",
+                            hint="name the package(s) of the live root filesystem")
+    epoch = artifact.source_date_epoch()
+    date = time.strftime("%Y%m%d", time.gmtime(epoch)) if f["image_date"] else ""
+    name = f"{f['image_prefix']}{f['image_name']}{date}.iso"
+    sq = f["squashfs_options"] or {}
+    overlay = {k: (path.parent / v) for k, v in (f["overlay"] or {}).items() if v}
+    for kind, folder in overlay.items():
+        if not folder.is_dir():
+            raise CosbuildError(f"overlay folder {folder} does not exist", file=path,
+                                key=f"overlay.{kind}", hint="create it or remove the key")
+    return IsoSpec(path, refs["rootfs"], refs["uefi"], refs["isoimage"],
+                   ir.get("kernel_file", "vmlinuz"), ir.get("rootfs_file", "initrd"),
+                   f["label"], name, f["arch"], overlay, sq.get("compression", "xz"),
+                   sq.get("compression_options", ""), f["boot_file"].strip("/"),
+                   f["boot_catalog"].strip("/"), f["isohybrid_mbr"].strip("/"),
+                   tuple((f["luet"] or {}).get("repositories") or ()))
+
+
+class IsoBuilder:
+    """The ISO assembly steps of one project and iso.yaml."""
+
+    def __init__(self, project: Project, iso: IsoSpec):
+        self.project, self.iso = project, iso
+        self.work = project.settings.build_dir / "iso"
+        self.rootfs_dir = self.work / "rootfs"
+        self.uefi_dir = self.work / "uefi"
+        self.isoimage_dir = self.work / "isoimage"
+        self.squashfs = self.work / "rootfs.squashfs"
+        self.kernel = self.work / "kernel.xz"
+        self.initrd = self.work / "rootfs.xz"
+        self.uefi_img = self.work / "uefi.img"
+        self.output = project.settings.build_dir / iso.file_name
+
+    def manifest(self, kind: str) -> Path:
+        return self.work / f"{kind}.manifest"
+
+    def log(self, kind: str) -> TaskLog:
+        return TaskLog(self.project.settings.logs_dir / f"iso-{kind}.log",
+                       verbose=self.project.settings.verbose)
+
+    def repositories(self):
+        from .client import RepoConfig, read_config_data
+        local = RepoConfig(name="local build", urls=(str(self.project.settings.build_dir),),
+                           priority=-1)
+        return [local, *(r for r in read_config_data(list(self.iso.repositories), self.iso.file)
+                         if r.enable)]
+
+    # ----------------------------------------------------------------- staged roots
+
+    def install_root(self, kind: str) -> None:
+        """Install the packages of `kind` into a fresh staging root, then its overlay."""
+        from . import client
+        target = {"rootfs": self.rootfs_dir, "uefi": self.uefi_dir,
+                  "isoimage": self.isoimage_dir}[kind]
+        refs = getattr(self.iso, kind)
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        done = client.install(target, list(refs), self.repositories()) if refs else []
+        if kind != "rootfs":   # boot media carry files, not a package database
+            shutil.rmtree(target / "var", ignore_errors=True)
+        if kind in self.iso.overlay:
+            shutil.copytree(self.iso.overlay[kind], target, symlinks=True, dirs_exist_ok=True)
+        atomic_write(self.manifest(kind), dumps({"packages": [str(c) for c in done],
+                                                 "overlay": str(self.iso.overlay.get(kind, ""))}))
+
+    # ----------------------------------------------------------------- rootfs.squashfs
+
+    def make_squashfs(self) -> None:
+        """Stream a reproducible tar of the staging root into tar2sqfs (no second copy)."""
+        argv = ["tar2sqfs", "--quiet", "--force", "--compressor", self.iso.compression,
+                "--num-jobs", str(os.cpu_count() or 1)]
+        extra = _comp_extra(self.iso.compression_options)
+        if extra:
+            argv += ["--comp-extra", extra]
+        if shutil.which("tar2sqfs") is None:
+            raise CosbuildError("tar2sqfs is not installed",
+                                hint="install it: apt-get install squashfs-tools-ng (or `make deps`)")
+        with self.log("squashfs") as log, atomic_path(self.squashfs) as tmp:
+            log.write(f"$ {' '.join(argv)} {tmp} < (tar of {self.rootfs_dir})")
+            env = {**os.environ, "SOURCE_DATE_EPOCH": str(artifact.source_date_epoch())}
+            proc = subprocess.Popen([*argv, str(tmp)], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+            try:
+                with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                    artifact.add_entries(tar, artifact.walk(self.rootfs_dir))
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass   # tar2sqfs stopped: its exit status and output say why
+            output = proc.stdout.read().decode(errors="replace")
+            log.write(output)
+            if proc.wait() != 0:
+                raise CosbuildError(f"tar2sqfs failed with exit code {proc.returncode}: "
+                                    f"{output.strip()[-500:]}", hint=f"see {log.path}")
+
+    # ----------------------------------------------------------------- kernel and initrd
+
+    def copy_kernel(self) -> None:
+        from .client import _inside
+        for name, dest, key in ((self.iso.kernel_file, self.kernel, "initramfs.kernel_file"),
+                                (self.iso.rootfs_file, self.initrd, "initramfs.rootfs_file")):
+            source = _inside(self.rootfs_dir, f"boot/{name}", follow_last=True)
+            if not source.is_file():
+                raise CosbuildError(f"/boot/{name} is not in the live root filesystem "
+                                    f"(expected at {source})", file=self.iso.file, key=key,
+                                    hint="fix the name or install the kernel package")
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(source, tmp)
+
+    # ----------------------------------------------------------------- boot/uefi.img
+
+    def make_uefi_image(self) -> None:
+        """A FAT image holding the EFI root, made without mounting (mkfs.vfat + mtools)."""
+        files = [p for p in self.uefi_dir.rglob("*") if p.is_file()]
+        if not any(p.name.upper() == "BOOTX64.EFI" for p in files):
+            raise CosbuildError("no EFI/BOOT/BOOTX64.EFI in the EFI image", file=self.iso.file,
+                                key="packages.uefi", hint="add the EFI boot loader package")
+        size_kib = (sum(p.stat().st_size for p in files) * 12 // 10) // 1024 + 2048
+        # FAT cannot store dates before 1980
+        stamp = max(artifact.source_date_epoch(), 315532800 + 86400)
+        for p in [self.uefi_dir, *self.uefi_dir.rglob("*")]:
+            os.utime(p, (stamp, stamp), follow_symlinks=False)
+        env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": str(stamp), "TZ": "UTC"}
+        with self.log("uefi") as log, atomic_path(self.uefi_img) as tmp:
+            tmp.unlink()
+            tools.run(["mkfs.vfat", "-C", "--invariant", "-i", "c05b1d00", "-n", "COS_GRUB",
+                       str(tmp), str(size_kib)], log=log, what="make the EFI image", env=env)
+            entries = sorted(str(p) for p in self.uefi_dir.iterdir())
+            tools.run(["mcopy", "-s", "-m", "-Q", "-i", str(tmp), *entries, "::/"], log=log,
+                      what="fill the EFI image", env=env)
+
+    # ----------------------------------------------------------------- the ISO
+
+    def check_boot_files(self) -> None:
+        for key in ("boot_file", "isohybrid_mbr"):
+            rel = getattr(self.iso, key)
+            if not (self.isoimage_dir / rel).is_file():
+                raise CosbuildError(f"{rel} is not in the ISO root", file=self.iso.file, key=key,
+                                    hint="add the BIOS boot loader package to packages.isoimage")
+
+    def iso_files(self) -> dict[str, Path]:
+        """ISO path -> source file."""
+        files = {}
+        for p in sorted(self.isoimage_dir.rglob("*")):
+            if p.is_file() and not p.is_symlink():
+                files[p.relative_to(self.isoimage_dir).as_posix()] = p
+        files.update({"rootfs.squashfs": self.squashfs, "boot/kernel.xz": self.kernel,
+                      "boot/rootfs.xz": self.initrd, "boot/uefi.img": self.uefi_img})
+        return files
+
+    def write_iso(self) -> None:
+        self.check_boot_files()
+        with atomic_path(self.output) as tmp:
+            write_iso(tmp, self.iso_files(), self.iso, self.isoimage_dir / self.iso.isohybrid_mbr)
+            digest = artifact.sha256_file(tmp)
+        atomic_write(self.output.with_name(self.output.name + ".sha256"),
+                     f"{digest}  {self.output.name}\n")
+        print(f"ISO: {self.output} ({self.output.stat().st_size / 1e6:.0f} MB, sha256 {digest[:16]}...)")
+
+
+def _comp_extra(options: str) -> str:
+    """mksquashfs-style '-Xbcj x86 -Xdict-size 100%' -> tar2sqfs 'bcj=x86,dictsize=100%'."""
+    words, out = options.split(), []
+    while words:
+        word = words.pop(0)
+        if not word.startswith("-X"):
+            out.append(word)
+            continue
+        key = word[2:].replace("-", "")
+        value = words.pop(0) if words and not words[0].startswith("-") else ""
+        out.append(f"{key}={value}" if value else key)
+    return ",".join(out)
+
+
+def write_iso(out: Path, files: dict[str, Path], iso: IsoSpec, mbr: Path) -> None:
+    """ISO 9660 + Rock Ridge + Joliet with El Torito BIOS and EFI entries and an isohybrid MBR."""
+    import pycdlib
+
+    names: dict[str, str] = {"": ""}   # real directory path -> ISO 9660 path
+
+    def iso_path(rel: str, is_dir: bool) -> str:
+        parent, _, base = rel.rpartition("/")
+        taken = {v for k, v in names.items() if k.rpartition("/")[0] == parent}
+        stem = _iso_name(base, is_dir)
+        name, n = stem, 1
+        while f"{names[parent]}/{name}" in taken:
+            n += 1
+            name = _iso_name(f"{n}_{base}", is_dir)
+        names[rel] = f"{names[parent]}/{name}"
+        return names[rel]
+
+    with _fixed_clock(artifact.source_date_epoch()):
+        cd = pycdlib.PyCdlib()
+        cd.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=iso.label,
+               sys_ident="LINUX", app_ident_str="cosbuild")
+        dirs = sorted({str(Path(rel).parent) for rel in files} - {"."})
+        for d in sorted({p for d in dirs for p in _parents(d)}):
+            cd.add_directory(iso_path(d, True), rr_name=d.rpartition("/")[2], joliet_path=f"/{d}")
+        for rel, source in sorted(files.items()):
+            cd.add_file(str(source), iso_path(rel, False) + ";1", rr_name=rel.rpartition("/")[2],
+                        joliet_path=f"/{rel}", file_mode=0o100644)
+        cd.add_eltorito(names[iso.boot_file] + ";1", bootcatfile=_catalog(names, iso.boot_catalog),
+                        rr_bootcatname=iso.boot_catalog.rpartition("/")[2],
+                        joliet_bootcatfile=f"/{iso.boot_catalog}",
+                        boot_load_size=4, boot_info_table=True, media_name="noemul")
+        cd.add_eltorito(names["boot/uefi.img"] + ";1", efi=True, platform_id=0xEF,
+                        media_name="noemul", bootable=True)
+        label_id = int.from_bytes(hashlib.sha256(iso.label.encode()).digest()[:4], "little")
+        cd.add_isohybrid(efi=True, mbr_id=label_id)
+        cd.write(str(out))
+        cd.close()
+    # the MBR boot code of the syslinux that made isolinux.bin (pycdlib writes its own copy)
+    with open(mbr, "rb") as f, open(out, "r+b") as iso_file:
+        iso_file.write(f.read(432))
+
+
+def _catalog(names: dict, rel: str) -> str:
+    parent, _, base = rel.rpartition("/")
+    return f"{names.get(parent, '')}/{_iso_name(base, False)};1"
+
+
+def _parents(rel: str) -> list[str]:
+    parts = rel.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _iso_name(name: str, is_dir: bool) -> str:
+    """An ISO 9660 level 3 identifier: d-characters, at most 30 characters."""
+    clean = "".join(c if c.isalnum() and c.isascii() else "_" for c in name.upper())
+    if is_dir:
+        return clean.replace(".", "_")[:31]
+    stem, dot, ext = name.upper().rpartition(".")
+    if not dot:
+        return clean[:30]
+    fix = lambda s: "".join(c if c.isalnum() and c.isascii() else "_" for c in s)  # noqa: E731
+    ext = fix(ext)[:8]
+    return f"{fix(stem)[:29 - len(ext)]}.{ext}"
+
+
+@contextlib.contextmanager
+def _fixed_clock(epoch: int):
+    """pycdlib stamps every record with time.time() and no option to change it: give its
+    modules a clock that reads SOURCE_DATE_EPOCH (in UTC), so the ISO is reproducible."""
+    import pycdlib.dates
+    import pycdlib.headervd
+    import pycdlib.pycdlib
+    clock = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
+    clock.time, clock.localtime = (lambda: float(epoch)), time.gmtime
+    modules = (pycdlib.pycdlib, pycdlib.headervd, pycdlib.dates)
+    saved = [m.time for m in modules]
+    for m in modules:
+        m.time = clock
+    try:
+        yield
+    finally:
+        for m, t in zip(modules, saved):
+            m.time = t
