@@ -24,6 +24,7 @@ import shutil
 import signal
 import stat
 import tarfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
@@ -420,6 +421,9 @@ def _commit(root: Path, work: Path, db: Installed, remove: list[str]) -> None:
 @contextlib.contextmanager
 def _signals_held():
     """Ctrl-C and SIGTERM wait until the commit is done (it only moves files: it is quick)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield   # signals are delivered to the main thread only: this one is not interrupted
+        return
     received = []
     handler = lambda signum, frame: received.append(signum)  # noqa: E731
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -178,10 +178,14 @@ class IsoBuilder:
         done = client.install(target, list(refs), self.repositories()) if refs else []
         if kind != "rootfs":   # boot media carry files, not a package database
             shutil.rmtree(target / "var", ignore_errors=True)
+        overlay = {}
         if kind in self.iso.overlay:
             shutil.copytree(self.iso.overlay[kind], target, symlinks=True, dirs_exist_ok=True)
-        atomic_write(self.manifest(kind), dumps({"packages": [str(c) for c in done],
-                                                 "overlay": str(self.iso.overlay.get(kind, ""))}))
+            overlay = {str(p.relative_to(self.iso.overlay[kind])): artifact.sha256_file(p)
+                       for p in sorted(self.iso.overlay[kind].rglob("*")) if p.is_file()}
+        # what the root is made of: the next steps re-run exactly when this changes
+        atomic_write(self.manifest(kind), dumps({
+            "packages": {str(c): c.sha256 for c in done}, "overlay": overlay}))
 
     # ----------------------------------------------------------------- rootfs.squashfs
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -52,3 +55,41 @@ def run_cli(capsys):
         out, err = capsys.readouterr()
         return code, out, err
     return run
+
+
+# ----------------------------------------------------------------------------- the sample
+
+SAMPLE_PACKAGES = {"distro/base", "build/golang", "system/cos", "app/sampleOSService",
+                   "system/sampleOS", "live/syslinux", "live/grub2-efi-image"}
+
+
+def cosbuild_ok(root, *args, env=None):
+    """Run the cosbuild command in `root`; it must succeed."""
+    proc = subprocess.run([sys.executable, "-m", "cosbuild.cli", *args], cwd=root,
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def copy_project(dest: Path) -> Path:
+    for name in ("tree", "values", "iso.yaml"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name)
+        else:
+            shutil.copy(source, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory):
+    """The sample derivative built once per test run, in a copy of this repository.
+
+    Images are shared with `make iso` through the default image repository: they are
+    tagged by build hash, so whatever is there is exactly what a build would produce."""
+    root = copy_project(tmp_path_factory.mktemp("sample"))
+    cosbuild_ok(root, "run", "-n", "2", "-P", "thread", "build")
+    for pkg in SAMPLE_PACKAGES:
+        category, name = pkg.split("/")
+        assert list((root / "build").glob(f"{name}-{category}-*.package.tar.zst")), pkg
+    return root

@@ -19,27 +19,10 @@ import urllib.request
 import pytest
 import zstandard
 
-from .conftest import REPO
+from .conftest import cosbuild_ok as cosbuild, copy_project
 from .test_build_integration import ran
 
 pytestmark = pytest.mark.integration
-
-PACKAGES = {"distro/base", "build/golang", "system/cos", "app/sampleOSService",
-            "system/sampleOS", "live/syslinux", "live/grub2-efi-image"}
-
-
-def cosbuild(root, *args):
-    proc = subprocess.run([sys.executable, "-m", "cosbuild.cli", *args], cwd=root,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def copy_project(dest):
-    for name in ("tree", "values"):
-        shutil.copytree(REPO / name, dest / name)
-    return dest
-
 
 def artifact_members(path) -> dict[str, tarfile.TarInfo]:
     reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))
@@ -50,16 +33,6 @@ def artifact_members(path) -> dict[str, tarfile.TarInfo]:
             if member.name == "usr/bin/sampleOSService":
                 out["__service__"] = tar.extractfile(member).read()
     return out
-
-
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    root = copy_project(tmp_path_factory.mktemp("sample"))
-    cosbuild(root, "run", "-n", "2", "-P", "thread", "build")
-    for pkg in PACKAGES:
-        category, name = pkg.split("/")
-        assert list((root / "build").glob(f"{name}-{category}-*.package.tar.zst")), pkg
-    return root
 
 
 def test_sampleos_is_a_full_root_filesystem(sample, tmp_path):
@@ -117,14 +90,20 @@ def test_boot_loader_packages(sample):
 def test_incremental_rebuilds(sample):
     assert ran(cosbuild(sample, "run", "build")) == set()
     main = sample / "tree/app/sampleOSService/src/main.go"
-    main.write_text(main.read_text() + "\n// a comment changes the build hash\n")
-    assert ran(cosbuild(sample, "run", "build")) == {"build:app/sampleOSService",
-                                                     "build:system/sampleOS"}
     values = sample / "values/bookworm.yaml"
-    values.write_text(values.read_text().replace("console: ttyS0,115200", "console: ttyS0,38400"))
-    assert ran(cosbuild(sample, "run", "build")) == {"build:live/syslinux",
-                                                     "build:live/grub2-efi-image"}
-    assert ran(cosbuild(sample, "run", "build")) == set()
+    originals = {main: main.read_text(), values: values.read_text()}
+    try:
+        main.write_text(originals[main] + "\n// a comment changes the build hash\n")
+        assert ran(cosbuild(sample, "run", "build")) == {"build:app/sampleOSService",
+                                                         "build:system/sampleOS"}
+        values.write_text(originals[values].replace("console: ttyS0,115200", "console: ttyS0,38400"))
+        assert ran(cosbuild(sample, "run", "build")) == {"build:live/syslinux",
+                                                         "build:live/grub2-efi-image"}
+        assert ran(cosbuild(sample, "run", "build")) == set()
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+        cosbuild(sample, "run", "build")   # back to the state the other tests share
 
 
 @pytest.mark.skipif("trixie" not in os.environ.get("COSBUILD_TEST_FLAVORS", ""),

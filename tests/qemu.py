@@ -1,0 +1,103 @@
+"""A QEMU virtual machine for the boot tests: TCG, serial console on a pipe, user networking
+with the guest's port 8090 forwarded to a free port on 127.0.0.1, bounded waits."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+OVMF = Path("/usr/share/ovmf/OVMF.fd")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VM:
+    def __init__(self, iso: Path, *, uefi: bool = False, as_disk: bool = False, log: Path):
+        self.port = free_port()
+        self.log_path = log
+        argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "2048", "-smp", "2",
+                "-display", "none", "-serial", "stdio", "-no-reboot",
+                "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.port}-:8090",
+                "-device", "virtio-net-pci,netdev=n0"]
+        if uefi:
+            argv += ["-bios", str(OVMF)]
+        if as_disk:   # the USB-stick case: the ISO file as a hard disk
+            argv += ["-drive", f"file={iso},format=raw,media=disk,snapshot=on"]
+        else:
+            argv += ["-cdrom", str(iso)]
+        self.output = ""
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        with open(self.log_path, "wb") as log:
+            while True:
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    return
+                log.write(chunk)
+                log.flush()
+                with self._lock:
+                    self.output += chunk.decode(errors="replace")
+
+    def wait_for(self, text: str, timeout: float, since: int = 0) -> int:
+        """Wait until `text` appears in the console output after position `since`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                found = self.output.find(text, since)
+            if found >= 0:
+                return found + len(text)
+            if self.proc.poll() is not None:
+                raise AssertionError(f"QEMU exited; console log: {self.log_path}")
+            time.sleep(0.5)
+        raise AssertionError(f"{text!r} not seen within {timeout}s; console log: {self.log_path}")
+
+    def send(self, line: str) -> None:
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def login(self, user: str, password: str, timeout: float = 60) -> None:
+        self.send("")
+        at = self.wait_for("login:", timeout, len(self.output) - 200 if self.output else 0)
+        self.send(user)
+        at = self.wait_for("Password:", timeout, at)
+        self.send(password)
+        self.wait_for("#", timeout, at)
+
+    def run(self, command: str, timeout: float = 60) -> str:
+        """Run a shell command on the console; returns what it printed."""
+        marker = f"END{time.monotonic_ns()}"
+        start = len(self.output)
+        self.send(f"{command}; echo {marker[:3]}''{marker[3:]}")
+        end = self.wait_for(marker, timeout, start)
+        with self._lock:
+            text = self.output[start:end - len(marker)]
+        return text.split("\n", 1)[1] if "\n" in text else text
+
+    def http_get(self, path: str, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                    return r.read()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
