@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import CosbuildError
+
 TMP_SUFFIX = ".tmp"
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -29,9 +33,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise CosbuildError(f"cannot write {path}: {exc.strerror}",
+                                hint="free some space (nothing was left half-written)") from None
         raise
 
 

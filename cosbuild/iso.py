@@ -312,7 +312,7 @@ def write_iso(out: Path, files: dict[str, Path], iso: IsoSpec, mbr: Path) -> Non
         names[rel] = f"{names[parent]}/{name}"
         return names[rel]
 
-    with _fixed_clock(artifact.source_date_epoch()):
+    with _deterministic_pycdlib(artifact.source_date_epoch(), iso.label):
         cd = pycdlib.PyCdlib()
         cd.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=iso.label,
                sys_ident="LINUX", app_ident_str="cosbuild")
@@ -361,20 +361,28 @@ def _iso_name(name: str, is_dir: bool) -> str:
 
 
 @contextlib.contextmanager
-def _fixed_clock(epoch: int):
-    """pycdlib stamps every record with time.time() and no option to change it: give its
-    modules a clock that reads SOURCE_DATE_EPOCH (in UTC), so the ISO is reproducible."""
+def _deterministic_pycdlib(epoch: int, seed: str):
+    """pycdlib stamps every record with time.time() and gives the hybrid GPT random GUIDs,
+    with no option to change either: give its modules a clock that reads SOURCE_DATE_EPOCH
+    (in UTC) and GUIDs derived from `seed`, so the ISO is reproducible."""
+    import uuid
+
     import pycdlib.dates
     import pycdlib.headervd
+    import pycdlib.isohybrid
     import pycdlib.pycdlib
     clock = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
     clock.time, clock.localtime = (lambda: float(epoch)), time.gmtime
-    modules = (pycdlib.pycdlib, pycdlib.headervd, pycdlib.dates)
-    saved = [m.time for m in modules]
-    for m in modules:
-        m.time = clock
+    counter = iter(range(1 << 30))
+    guids = types.SimpleNamespace(UUID=uuid.UUID, uuid4=lambda: uuid.UUID(
+        bytes=hashlib.sha256(f"{seed}/{next(counter)}".encode()).digest()[:16], version=4))
+    patches = [(m, "time", clock) for m in (pycdlib.pycdlib, pycdlib.headervd, pycdlib.dates)]
+    patches.append((pycdlib.isohybrid, "uuid", guids))
+    saved = [(m, name, getattr(m, name)) for m, name, _ in patches]
+    for m, name, value in patches:
+        setattr(m, name, value)
     try:
         yield
     finally:
-        for m, t in zip(modules, saved):
-            m.time = t
+        for m, name, value in saved:
+            setattr(m, name, value)

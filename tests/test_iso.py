@@ -1,0 +1,211 @@
+"""iso.yaml parsing, the ISO steps on small inputs, and their errors (fast, no VM)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pycdlib
+import pytest
+
+from cosbuild import iso as isomod
+from cosbuild import settings
+from cosbuild.artifact import sha256_file, walk
+from cosbuild.builder import Builder
+from cosbuild.errors import CosbuildError
+from cosbuild.project import load_project
+from cosbuild.repository import RepoInfo, create_repo
+from cosbuild.tools import TaskLog
+
+from .conftest import REPO
+
+ISO_YAML = """\
+packages:
+  rootfs: [system/os]
+  uefi: [live/efi]
+  isoimage: [live/bios]
+initramfs: {kernel_file: vmlinuz, rootfs_file: initrd}
+label: TEST_LIVE
+image_prefix: "test-"
+image_name: "live"
+squashfs_options: {compression: gzip}
+"""
+ISOLINUX = b"\0" * 0x40 + b"\xfb\xc0\x78\x70" + b"\0" * 1000   # the isohybrid signature
+PACKAGES = {
+    "system/os": {"boot/vmlinuz-1": b"kernel", "boot/initrd.img-1": b"initrd",
+                  "etc/os-release": b'NAME="test"\n', "usr/bin/tool": b"#!/bin/sh\n"},
+    "live/efi": {"EFI/BOOT/BOOTX64.EFI": b"MZ efi"},
+    "live/bios": {"boot/syslinux/isolinux.bin": ISOLINUX, "boot/syslinux/isohdpfx.bin": b"\x33" * 512,
+                  "boot/syslinux/isolinux.cfg": b"DEFAULT live\n"},
+}
+
+
+def make_project(root: Path, iso_yaml: str = ISO_YAML, packages=PACKAGES):
+    """A tree whose packages need no container; their artifacts are written directly."""
+    for ref in packages:
+        category, name = ref.split("/")
+        folder = root / "tree" / category / name
+        folder.mkdir(parents=True)
+        (folder / "definition.yaml").write_text(f"name: {name}\ncategory: {category}\nversion: '1'\n")
+    (root / "iso.yaml").write_text(textwrap.dedent(iso_yaml))
+    project = load_project(settings.resolve({}, env={}))
+    builder = Builder(project)
+    for key, pkg in project.graph.packages.items():
+        content = root / "content" / pkg.id
+        for rel, data in packages[pkg.id].items():
+            (content / rel).parent.mkdir(parents=True, exist_ok=True)
+            (content / rel).write_bytes(data)
+        if pkg.id == "system/os":
+            (content / "boot/vmlinuz").symlink_to("vmlinuz-1")
+            (content / "boot/initrd").symlink_to("initrd.img-1")
+        builder.write_outputs(pkg, list(walk(content)), TaskLog(root / "log"))
+    create_repo(project, Path("build"), RepoInfo(name="test"))
+    return project
+
+
+@pytest.fixture
+def iso_builder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    project = make_project(tmp_path)
+    return isomod.IsoBuilder(project, isomod.load_iso_spec(Path("iso.yaml")))
+
+
+def build_all(b: isomod.IsoBuilder) -> None:
+    for kind in ("rootfs", "uefi", "isoimage"):
+        b.install_root(kind)
+    b.make_squashfs()
+    b.copy_kernel()
+    b.make_uefi_image()
+    b.write_iso()
+
+
+def test_the_repository_iso_yaml_parses():
+    spec = isomod.load_iso_spec(REPO / "iso.yaml")
+    assert [str(r) for r in spec.rootfs] == ["system/sampleOS"]
+    assert spec.label == "COS_LIVE" and spec.file_name == "sampleOS-0.live.iso"
+    assert spec.compression == "zstd"
+
+
+def test_whole_iso_from_small_packages(iso_builder):
+    b = iso_builder
+    build_all(b)
+    assert b.output.name == "test-live.iso"
+    assert (b.output.parent / "test-live.iso.sha256").read_text().split()[0] == sha256_file(b.output)
+    cd = pycdlib.PyCdlib()
+    cd.open(str(b.output))
+    try:
+        assert cd.pvd.volume_identifier.rstrip() == b"TEST_LIVE"
+        for path, data in (("/boot/kernel.xz", b"kernel"), ("/boot/rootfs.xz", b"initrd"),
+                           ("/boot/syslinux/isolinux.cfg", b"DEFAULT live\n")):
+            out = Path("got")
+            cd.get_file_from_iso(str(out), rr_path=path)
+            assert out.read_bytes() == data
+        assert cd.eltorito_boot_catalog.sections[0].platform_id == 0xEF
+    finally:
+        cd.close()
+    # the MBR boot code comes from the isohybrid_mbr file, the partition table from pycdlib
+    assert b.output.read_bytes()[:432] == b"\x33" * 432
+    assert b.output.read_bytes()[510:512] == b"\x55\xaa"
+    listing = subprocess.run(["sqfs2tar", str(b.squashfs)], capture_output=True).stdout
+    assert b"usr/bin/tool" in listing and b"var/lib/cosbuild/installed.yaml" in listing
+    mdir = subprocess.run(["mdir", "-i", str(b.uefi_img), "::/EFI/BOOT"], capture_output=True,
+                          text=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}).stdout
+    assert "BOOTX64" in mdir
+
+
+def test_iso_steps_are_reproducible(iso_builder, tmp_path):
+    b = iso_builder
+    build_all(b)
+    first = {p: sha256_file(p) for p in (b.squashfs, b.uefi_img, b.output)}
+    shutil.rmtree(b.work)
+    b.output.unlink()
+    build_all(b)
+    assert {p: sha256_file(p) for p in first} == first
+
+
+@pytest.mark.parametrize("text, fragment", [
+    (ISO_YAML + "labell: X\n", "unknown keyword 'labell' in iso.yaml (did you mean 'label'?)"),
+    (ISO_YAML.replace("  rootfs: [system/os]\n", ""), "packages.rootfs is empty"),
+    ("label: X\n", "missing required keyword 'packages'"),
+    (ISO_YAML + "overlay: {rootfs: nowhere}\n", "overlay folder"),
+    (ISO_YAML.replace("[system/os]", "[system]"), "invalid package reference 'system'"),
+    (ISO_YAML + "squashfs_options: {compresion: xz}\n", "duplicate key"),
+])
+def test_bad_iso_yaml(tmp_path, text, fragment):
+    path = tmp_path / "iso.yaml"
+    path.write_text(text)
+    with pytest.raises(CosbuildError) as info:
+        isomod.load_iso_spec(path)
+    assert fragment in str(info.value) and str(path) in str(info.value)
+
+
+def test_unknown_package_in_iso_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    project = make_project(tmp_path, ISO_YAML.replace("[system/os]", "[system/nope]"))
+    b = isomod.IsoBuilder(project, isomod.load_iso_spec(Path("iso.yaml")))
+    with pytest.raises(CosbuildError, match="unknown package system/nope"):
+        b.install_root("rootfs")
+
+
+def test_missing_kernel_names_the_file_and_key(iso_builder):
+    b = iso_builder
+    b.install_root("rootfs")
+    (b.rootfs_dir / "boot/vmlinuz").unlink()
+    with pytest.raises(CosbuildError) as info:
+        b.copy_kernel()
+    assert "/boot/vmlinuz is not in the live root filesystem" in str(info.value)
+    assert "initramfs.kernel_file" in str(info.value)
+
+
+def test_missing_boot_loader_files(iso_builder):
+    b = iso_builder
+    b.install_root("isoimage")
+    (b.isoimage_dir / "boot/syslinux/isolinux.bin").unlink()
+    with pytest.raises(CosbuildError, match="boot/syslinux/isolinux.bin is not in the ISO root"):
+        b.write_iso()
+    b.install_root("uefi")
+    (b.uefi_dir / "EFI/BOOT/BOOTX64.EFI").unlink()
+    with pytest.raises(CosbuildError, match="no EFI/BOOT/BOOTX64.EFI"):
+        b.make_uefi_image()
+
+
+def test_squashfs_tool_missing(iso_builder, monkeypatch, tmp_path):
+    iso_builder.install_root("rootfs")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(CosbuildError, match="tar2sqfs is not installed.*apt-get install squashfs-tools-ng"):
+        iso_builder.make_squashfs()
+
+
+def test_disk_full_leaves_no_partial_iso(iso_builder, tmp_path):
+    b = iso_builder
+    build_all(b)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], check=True)
+    try:
+        b.output = small / "test.iso"
+        with pytest.raises(CosbuildError, match="cannot write .*No space left on device"):
+            b.write_iso()
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_comp_extra_translation():
+    assert isomod._comp_extra("-Xbcj x86") == "bcj=x86"
+    assert isomod._comp_extra("-Xdict-size 100% -Xbcj x86") == "dictsize=100%,bcj=x86"
+    assert isomod._comp_extra("level=19") == "level=19"
+    assert isomod._comp_extra("") == ""
+
+
+@pytest.mark.parametrize("name, is_dir, expected", [
+    ("isolinux.bin", False, "ISOLINUX.BIN"), ("rootfs.squashfs", False, "ROOTFS.SQUASHFS"),
+    ("BOOTX64.EFI", False, "BOOTX64.EFI"), ("boot", True, "BOOT"), ("a-b.c", True, "A_B_C"),
+    ("grub.cfg~", False, "GRUB.CFG_"), ("x" * 40 + ".txt", False, "X" * 26 + ".TXT"),
+])
+def test_iso9660_names(name, is_dir, expected):
+    assert isomod._iso_name(name, is_dir) == expected
