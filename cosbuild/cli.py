@@ -12,7 +12,7 @@ from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 
 from . import __version__, settings
-from .errors import CosbuildError
+from .errors import Collector, CosbuildError
 from .project import Project, load_project
 from .tasks import dodo_namespace
 from .versions import parse_ref
@@ -162,6 +162,11 @@ def _run(args) -> int:
     config = settings.resolve(options)
     project = load_project(config)
     if args.command == "validate":
+        from .cloudconfig import check_project
+        errors = Collector()
+        for error in check_project(project):
+            errors.add(error)
+        errors.raise_if_any()
         g = project.graph
         print(f"ok: {len(g.packages)} packages, {len(project.tree.templates)} templates, "
               f"values: {', '.join(map(str, config.values)) or 'none'}")

@@ -28,9 +28,17 @@ def spec_path(project: Project, key: str) -> Path:
     return project.settings.specs_dir / f"{project.graph.packages[key].artifact_stem}.yaml"
 
 
-def _validate(settings: Settings) -> None:
-    project = load_project(settings)   # fresh: validation must see the files as they are now
+def _validate(settings: Settings) -> TaskFailed | None:
+    from .cloudconfig import check_project
+    try:
+        project = load_project(settings)   # fresh: validation must see the files as they are now
+    except CosbuildError as exc:
+        return TaskFailed(str(exc))
+    errors = check_project(project)
+    if errors:
+        return TaskFailed("\n".join(map(str, errors)))
     print(f"{len(project.graph.packages)} packages, {len(project.tree.templates)} templates: ok")
+    return None
 
 
 def _write_spec(path: Path, text: str) -> None:

@@ -1,0 +1,238 @@
+"""The cloud-config stage runner shipped by system/cos (`cos-setup`), on temporary roots,
+and the build-time checks of cloud-config files (`cosbuild validate`)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import importlib.machinery
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cosbuild import cloudconfig
+
+from .conftest import BASIC, REPO
+
+RUNNER = REPO / "tree/system/cos/files/cos-setup"
+
+
+@pytest.fixture
+def cos_setup(tmp_path, monkeypatch):
+    """The runner module, set up for a temporary root with a few users and groups."""
+    loader = importlib.machinery.SourceFileLoader("cos_setup", str(RUNNER))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("cos_setup", loader))
+    loader.exec_module(module)
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\nalice:x:1000:\nstaff:x:50:\n")
+    monkeypatch.setattr(module, "ROOT", str(root))
+    monkeypatch.setattr(module, "cmdline_files", lambda: [])
+    module.root = root
+    return module
+
+
+def step(module, text: str, stage: str = "default") -> bool:
+    return module.run_document(textwrap.dedent(text), "test.yaml", stage)
+
+
+def test_files_with_modes_owners_and_encodings(cos_setup):
+    root = cos_setup.root
+    payload = base64.b64encode(gzip.compress(b"zipped\n")).decode()
+    assert step(cos_setup, f"""\
+        stages:
+          default:
+            - files:
+                - {{path: /etc/a.conf, content: "hello\\n", permissions: 0600, owner: alice, group: staff}}
+                - {{path: /etc/b.conf, content: aGk=, encoding: b64, permissions: "0640"}}
+                - {{path: /srv/c, content: "{payload}", encoding: gzip+base64}}
+        """)
+    st = os.stat(root / "etc/a.conf")
+    assert (root / "etc/a.conf").read_text() == "hello\n"
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o600, 1000, 50)
+    assert (root / "etc/b.conf").read_bytes() == b"hi"
+    assert os.stat(root / "etc/b.conf").st_mode & 0o7777 == 0o640
+    assert (root / "srv/c").read_bytes() == b"zipped\n"
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("{path: /etc/x, content: a, permissions: 99999}", "invalid permissions"),
+    ("{path: /etc/x, content: a, owner: nobody-here}", "unknown user 'nobody-here'"),
+    ("{path: /etc/x, content: a, encoding: rot13}", "unknown encoding 'rot13'"),
+])
+def test_bad_file_entries_are_reported_and_skipped(cos_setup, capsys, entry, message):
+    ok = step(cos_setup, f"""\
+        stages:
+          default:
+            - files:
+                - {entry}
+            - files:
+                - {{path: /etc/after, content: still written}}
+        """)
+    assert not ok
+    assert message in capsys.readouterr().err
+    assert not (cos_setup.root / "etc/x").exists()
+    assert (cos_setup.root / "etc/after").read_text() == "still written"
+
+
+def test_directories_hostname_dns_environment(cos_setup):
+    root = cos_setup.root
+    assert step(cos_setup, """\
+        stages:
+          default:
+            - directories: [{path: /var/data, permissions: 0750, owner: alice}]
+              hostname: myhost
+              dns: {nameservers: [1.1.1.1], search: [example.org]}
+              environment: {A: "1", B: two}
+              environment_file: /etc/environment.d/test.conf
+        """)
+    assert os.stat(root / "var/data").st_mode & 0o7777 == 0o750
+    assert os.stat(root / "var/data").st_uid == 1000
+    assert (root / "etc/hostname").read_text() == "myhost\n"
+    assert (root / "etc/resolv.conf").read_text() == "nameserver 1.1.1.1\nsearch example.org\n"
+    assert (root / "etc/environment.d/test.conf").read_text() == "A=1\nB=two\n"
+
+
+def test_commands_if_and_environment(cos_setup, monkeypatch, tmp_path):
+    monkeypatch.setattr(cos_setup, "ROOT", "/")   # commands of the running system
+    out = tmp_path / "out"
+    assert step(cos_setup, f"""\
+        stages:
+          default:
+            - if: "false"
+              commands: ["echo skipped >> {out}"]
+            - environment: {{WHO: world}}
+              commands: ["echo hello $WHO >> {out}"]
+        """)
+    assert out.read_text() == "hello world\n"
+    assert not step(cos_setup, "stages: {default: [{commands: ['exit 3']}]}")
+
+
+def test_entities_and_authorized_keys(cos_setup):
+    root = cos_setup.root
+    assert step(cos_setup, """\
+        stages:
+          default:
+            - ensure_entities:
+                - {path: /etc/passwd, entity: "bob:x:1001:1001::/home/bob:/bin/sh"}
+                - {path: /etc/passwd, entity: "alice:x:1000:1000::/home/al:/bin/bash"}
+            - delete_entities:
+                - {path: /etc/group, entity: "staff"}
+            - authorized_keys: {bob: ["ssh-ed25519 AAAA bob@host"]}
+        """)
+    passwd = (root / "etc/passwd").read_text().splitlines()
+    assert "bob:x:1001:1001::/home/bob:/bin/sh" in passwd
+    assert "alice:x:1000:1000::/home/al:/bin/bash" in passwd and len(passwd) == 3
+    assert "staff" not in (root / "etc/group").read_text()
+    keys = root / "home/bob/.ssh/authorized_keys"
+    assert keys.read_text() == "ssh-ed25519 AAAA bob@host\n"
+    assert os.stat(keys).st_mode & 0o777 == 0o600 and os.stat(keys).st_uid == 1001
+
+
+def test_systemctl_enable_in_a_root(cos_setup):
+    root = cos_setup.root
+    unit = root / "etc/systemd/system/demo.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n")
+    assert step(cos_setup, "stages: {default: [{systemctl: {enable: [demo]}}]}")
+    assert (root / "etc/systemd/system/multi-user.target.wants/demo.service").is_symlink()
+
+
+def test_unknown_step_key_and_failing_download(cos_setup, capsys):
+    assert not step(cos_setup, """\
+        stages:
+          default:
+            - fiels: []
+            - downloads: [{url: "http://127.0.0.1:9/nothing", path: /x, timeout: 2}]
+        """)
+    err = capsys.readouterr().err
+    assert "unknown step key 'fiels'" in err
+    assert "download of http://127.0.0.1:9/nothing failed" in err
+
+
+def test_classic_cloud_config_runs_at_boot(cos_setup):
+    doc = "#cloud-config\nhostname: classic\nwrite_files:\n  - {path: /etc/motd, content: hi}\n"
+    assert cos_setup.run_document(doc, "c.yaml", "initramfs")
+    assert not (cos_setup.root / "etc/hostname").exists()
+    assert cos_setup.run_document(doc, "c.yaml", "boot")
+    assert (cos_setup.root / "etc/hostname").read_text() == "classic\n"
+    assert (cos_setup.root / "etc/motd").read_text() == "hi"
+
+
+def test_stage_order_and_a_broken_file_does_not_stop_the_others(cos_setup, monkeypatch, tmp_path):
+    root = cos_setup.root
+    oem = root / "system/oem"
+    oem.mkdir(parents=True)
+    log = tmp_path / "order"
+    monkeypatch.setattr(cos_setup, "ROOT", str(root))
+    (oem / "10_a.yaml").write_text(
+        f"stages:\n  boot.after: [{{files: [{{path: /a-after, content: x}}]}}]\n"
+        f"  boot: [{{files: [{{path: /a, content: x}}]}}]\n")
+    (oem / "20_broken.yaml").write_text("stages: [unclosed\n")
+    (oem / "30_b.yaml").write_text("stages:\n  boot.before: [{files: [{path: /b-before, content: x}]}]\n")
+    cmdline = tmp_path / "extra.yaml"
+    cmdline.write_text("stages:\n  boot: [{files: [{path: /from-cmdline, content: x}]}]\n")
+    monkeypatch.setattr(cos_setup, "cmdline_files", lambda: [str(cmdline)])
+    assert cos_setup.run_stage("boot") is False          # the broken file is reported
+    for name in ("a", "a-after", "b-before", "from-cmdline"):
+        assert (root / name).exists(), name
+    mtimes = {n: os.stat(root / n).st_mtime_ns for n in ("b-before", "a", "a-after")}
+    assert mtimes["b-before"] <= mtimes["a"] <= mtimes["a-after"]
+
+
+def test_command_line_interface(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    f = tmp_path / "one.yaml"
+    f.write_text("stages:\n  default: [{files: [{path: /etc/one, content: '1'}]}]\n")
+    proc = subprocess.run([sys.executable, str(RUNNER), "--root", str(root), "--file", str(f)])
+    assert proc.returncode == 0 and (root / "etc/one").read_text() == "1"
+    f.write_text("stages:\n  default: [{commands: ['exit 1']}]\n")
+    proc = subprocess.run([sys.executable, str(RUNNER), "--file", str(f)], capture_output=True)
+    assert proc.returncode == 1
+
+
+def test_runner_and_validator_know_the_same_step_keys(cos_setup):
+    runner = set(cos_setup.STEP_KEYS) | cos_setup.IGNORED_KEYS
+    assert runner == set(cloudconfig.STEP_KEYS)
+
+
+# ----------------------------------------------------------------------------- validation
+
+def test_the_sample_oem_files_are_valid():
+    for path in sorted(REPO.glob("tree/**/*.yaml")):
+        text = path.read_text()
+        if cloudconfig.looks_like_cloud_config(text):
+            assert cloudconfig.check(text, path) == [], path
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ("stages:\n  boot:\n    - fiels: []\n", [":3:", "unknown step key 'fiels'", "did you mean 'files'?"]),
+    ("stages:\n  boot:\n    - commands: echo\n", [":3:", "commands", "expected a list"]),
+    ("stages:\n  boot:\n    - files:\n        - path: /x\n          permissions: 99999\n",
+     [":5:", "invalid permissions 99999"]),
+    ("stages:\n  boot:\n    - files:\n        - {path: /x, encoding: rot13}\n", ["unknown encoding 'rot13'"]),
+    ("stages:\n  boot:\n    - systemctl: {enabel: [x]}\n", ["unknown systemctl action 'enabel'",
+                                                            "did you mean 'enable'?"]),
+    ("stags:\n  boot: []\n", [":1:", "unknown top-level key 'stags'", "did you mean 'stages'?"]),
+    ("stages:\n  boot: [unclosed\n", ["invalid YAML"]),
+    ("#cloud-config\nrun_cmd: [x]\n", ["unknown #cloud-config key 'run_cmd'", "did you mean 'runcmd'?"]),
+])
+def test_broken_cloud_config_is_rejected(tmp_path, text, fragments):
+    errors = cloudconfig.check(text, tmp_path / "50_x.yaml")
+    message = "\n".join(map(str, errors))
+    assert errors
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_validate_rejects_a_broken_oem_file(project, run_cli):
+    project({**BASIC, "tree/app/oem/50_app.yaml": "name: app\nstages:\n  boot:\n    - fiels: []\n"})
+    code, _, err = run_cli("validate")
+    assert code == 1
+    assert "tree/app/oem/50_app.yaml:4: stages.boot[1].fiels: unknown step key 'fiels'" in err
