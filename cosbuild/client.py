@@ -22,7 +22,6 @@ import io
 import os
 import shutil
 import signal
-import stat
 import tarfile
 import threading
 from dataclasses import dataclass, field

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+import threading
 import sys
 import textwrap
 from pathlib import Path
@@ -93,3 +95,16 @@ def sample(tmp_path_factory):
         category, name = pkg.split("/")
         assert list((root / "build").glob(f"{name}-{category}-*.package.tar.zst")), pkg
     return root
+
+
+@contextlib.contextmanager
+def running(server):
+    """Run an HTTP `server` in a thread; yields its base URL, shuts it down afterwards."""
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

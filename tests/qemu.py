@@ -21,7 +21,10 @@ def free_port() -> int:
 
 
 class VM:
-    def __init__(self, iso: Path, *, uefi: bool = False, as_disk: bool = False, log: Path):
+    def __init__(self, iso: Path, *, uefi: bool = False, as_disk: bool = False, log: Path,
+                 disks: tuple[Path, ...] = (), kernel: tuple[Path, Path, str] | None = None):
+        """`disks`: extra raw disks; `kernel`: (kernel, initrd, command line) to boot
+        directly instead of through the ISO's boot loader."""
         self.port = free_port()
         self.log_path = log
         argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "2048", "-smp", "2",
@@ -30,6 +33,10 @@ class VM:
                 "-device", "virtio-net-pci,netdev=n0"]
         if uefi:
             argv += ["-bios", str(OVMF)]
+        for disk in disks:
+            argv += ["-drive", f"file={disk},format=raw,if=virtio,snapshot=on"]
+        if kernel:
+            argv += ["-kernel", str(kernel[0]), "-initrd", str(kernel[1]), "-append", kernel[2]]
         if as_disk:   # the USB-stick case: the ISO file as a hard disk
             argv += ["-drive", f"file={iso},format=raw,media=disk,snapshot=on"]
         else:

@@ -168,11 +168,10 @@ def test_stage_order_and_a_broken_file_does_not_stop_the_others(cos_setup, monke
     root = cos_setup.root
     oem = root / "system/oem"
     oem.mkdir(parents=True)
-    log = tmp_path / "order"
     monkeypatch.setattr(cos_setup, "ROOT", str(root))
     (oem / "10_a.yaml").write_text(
-        f"stages:\n  boot.after: [{{files: [{{path: /a-after, content: x}}]}}]\n"
-        f"  boot: [{{files: [{{path: /a, content: x}}]}}]\n")
+        "stages:\n  boot.after: [{files: [{path: /a-after, content: x}]}]\n"
+        "  boot: [{files: [{path: /a, content: x}]}]\n")
     (oem / "20_broken.yaml").write_text("stages: [unclosed\n")
     (oem / "30_b.yaml").write_text("stages:\n  boot.before: [{files: [{path: /b-before, content: x}]}]\n")
     cmdline = tmp_path / "extra.yaml"

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
-import shutil
+import subprocess
+import time
+from pathlib import Path
 
 import pycdlib
 import pytest
 
 from cosbuild.artifact import sha256_file
+from cosbuild.serve import make_server
 
-from .conftest import copy_project, cosbuild_ok as cosbuild
+from .conftest import copy_project, cosbuild_ok as cosbuild, running
 from .qemu import OVMF, VM
 from .test_build_integration import ran
 
@@ -61,16 +64,54 @@ def _check_booted(vm: VM) -> None:
     assert "sampleOS" in out.split("50_sampleOSService.yaml", 1)[1]   # the hostname, from 03_branding
 
 
+def oem_disk(tmp_path) -> Path:
+    """A COS_OEM partition image (made without mounting) with one cloud-config file."""
+    folder = tmp_path / "oem"
+    folder.mkdir()
+    (folder / "90_test.yaml").write_text(
+        "stages:\n  boot:\n    - files: [{path: /etc/from-oem, content: \"oem partition\\n\"}]\n")
+    image = tmp_path / "oem.img"
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-L", "COS_OEM", "-d", str(folder),
+                    str(image), "16M"], check=True)
+    return image
+
+
 @pytest.mark.parametrize("mode", ["bios-cd", "uefi-cd", "bios-disk"])
 def test_boot(iso, mode, tmp_path):
     if mode.startswith("uefi") and not OVMF.exists():
         pytest.fail(f"{OVMF} is missing: apt-get install ovmf (make deps does)")
+    disks = (oem_disk(tmp_path),) if mode == "bios-cd" else ()
     vm = VM(iso, uefi=mode.startswith("uefi"), as_disk=mode.endswith("disk"),
-            log=tmp_path / "console.log")
+            log=tmp_path / "console.log", disks=disks)
     try:
         _check_booted(vm)
+        if disks:   # the persistent OEM partition's cloud-config ran too
+            assert "oem partition" in vm.run("cat /etc/from-oem")
     finally:
         vm.stop()
+
+
+def test_cos_setup_file_from_the_kernel_command_line(sample, iso, tmp_path):
+    """cos.setup=URI: a file served by the test (10.0.2.2 is the host for the guest)."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www/extra.yaml").write_text(
+        "stages:\n  network:\n    - files: [{path: /etc/from-cmdline, content: \"cmdline\\n\"}]\n")
+    work = sample / "build/iso"
+    with running(make_server(tmp_path / "www", "127.0.0.1", 0)) as url:
+        port = url.rsplit(":", 1)[1]
+        cmdline = ("root=live:CDLABEL=COS_LIVE rd.live.dir=/ rd.live.squashimg=rootfs.squashfs "
+                   "rd.live.overlay.overlayfs=1 console=ttyS0,115200 "
+                   f"cos.setup=http://10.0.2.2:{port}/extra.yaml")
+        vm = VM(iso, log=tmp_path / "console.log",
+                kernel=(work / "kernel.xz", work / "rootfs.xz", cmdline))
+        try:
+            _check_booted(vm)
+            deadline = time.monotonic() + 120
+            while "cmdline" not in vm.run("cat /etc/from-cmdline"):
+                assert time.monotonic() < deadline, "the cos.setup file never ran"
+                time.sleep(5)
+        finally:
+            vm.stop()
 
 
 def test_reproducible(sample, iso, tmp_path):

@@ -14,12 +14,13 @@ import shutil
 import signal
 import stat
 import tarfile
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from .conftest import running
 import yaml
 import zstandard
 
@@ -265,17 +266,8 @@ def root(ws) -> Path:
     return path
 
 
-@contextlib.contextmanager
 def serving(directory: Path):
-    server = make_server(directory, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    return running(make_server(directory, "127.0.0.1", 0))
 
 
 LIB_FILES = {

@@ -8,7 +8,6 @@ by build hash, so whatever is there is exactly what a build would produce.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys

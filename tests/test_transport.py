@@ -7,10 +7,11 @@ import hashlib
 import http.client
 import http.server
 import socket
-import threading
 import time
 
 import pytest
+
+from .conftest import running
 
 from cosbuild.errors import CosbuildError
 from cosbuild.serve import make_server
@@ -21,17 +22,6 @@ SHA = hashlib.sha256(DATA).hexdigest()
 NAME = "foo-cat-1.0.package.tar.zst"
 
 
-@contextlib.contextmanager
-def running(server):
-    """Run `server` in a thread; yields its base URL, shuts it down afterwards."""
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 class Scripted(http.server.BaseHTTPRequestHandler):
