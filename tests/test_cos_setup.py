@@ -235,3 +235,49 @@ def test_validate_rejects_a_broken_oem_file(project, run_cli):
     code, _, err = run_cli("validate")
     assert code == 1
     assert "tree/app/oem/50_app.yaml:4: stages.boot[1].fiels: unknown step key 'fiels'" in err
+
+
+def test_users_with_password_hash_groups_shell_uid_and_keys(cos_setup):
+    root = cos_setup.root
+    (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (root / "etc/gshadow").write_text("root:*::\nstaff:*::\n")
+    assert step(cos_setup, """\
+        stages:
+          default:
+            - users:
+                carol:
+                  passwd: "$6$salt$hash"
+                  groups: [staff]
+                  shell: /bin/sh
+                  uid: 1500
+                  ssh_authorized_keys: ["ssh-ed25519 AAAA carol"]
+        """)
+    assert "carol:x:1500:" in (root / "etc/passwd").read_text()
+    assert "carol:$6$salt$hash:" in (root / "etc/shadow").read_text()
+    assert "staff:x:50:carol" in (root / "etc/group").read_text()
+    assert (root / "home/carol/.ssh/authorized_keys").read_text() == "ssh-ed25519 AAAA carol\n"
+
+
+def test_systemd_firstboot_and_systemctl_disable_and_mask(cos_setup):
+    root = cos_setup.root
+    unit = root / "etc/systemd/system/demo.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n")
+    assert step(cos_setup, """\
+        stages:
+          default:
+            - systemd_firstboot: {timezone: UTC, keymap: us}
+            - systemctl: {enable: [demo]}
+            - systemctl: {disable: [demo], mask: [other.service]}
+        """)
+    assert os.readlink(root / "etc/localtime").endswith("zoneinfo/UTC")
+    assert "KEYMAP=us" in (root / "etc/vconsole.conf").read_text()
+    assert not (root / "etc/systemd/system/multi-user.target.wants/demo.service").exists()
+    assert os.readlink(root / "etc/systemd/system/other.service") == "/dev/null"
+
+
+def test_kernel_settings_apply_to_a_running_system_only(cos_setup, capsys):
+    assert not step(cos_setup, "stages: {default: [{sysctl: {vm.swappiness: 10}}, {modules: [loop]}]}")
+    err = capsys.readouterr().err
+    assert "sysctl applies to a running system only" in err
+    assert "modules apply to a running system only" in err
