@@ -55,6 +55,8 @@ def test_second_run_does_nothing(sample, iso):
 
 def _check_booted(vm: VM) -> None:
     vm.wait_for("login:", BOOT_TIMEOUT)
+    # the early stages ran from the initramfs hook, before the switch to the real root
+    assert "dracut-pre-pivot" in vm.output and "cos-setup: " in vm.output
     assert vm.http_get("/hello", 180) == b"hello"
     vm.login("root", "sampleos")
     out = vm.run("cat /etc/os-release; ls /system/oem; hostname; systemctl is-system-running")
