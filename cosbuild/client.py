@@ -145,7 +145,8 @@ def load_repository(repo: RepoConfig, workdir: Path) -> list[Candidate]:
 
 def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
     workdir.mkdir(parents=True, exist_ok=True)
-    index_path = transport.fetch("repository.yaml", workdir / f"{repo.name.replace('/', '_')}.yaml")
+    prefix = repo.name.replace("/", "_")   # names may be URLs
+    index_path = transport.fetch("repository.yaml", workdir / f"{prefix}.yaml")
     index = load_mapping(index_path)
     blobs = {}
     for kind in ("tree", "meta"):
@@ -155,8 +156,7 @@ def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
         except (KeyError, TypeError):
             raise CosbuildError(f"repository.yaml of {transport.url} has no repo_files.{kind}",
                                 hint="regenerate the repository with `doit repo`") from None
-        blobs[kind] = _read_tar(transport.fetch(name, workdir / f"{repo.name.replace('/', '_')}-{name}",
-                                                sha256=sha))
+        blobs[kind] = _read_tar(transport.fetch(name, workdir / f"{prefix}-{name}", sha256=sha))
     meta = loads(blobs["meta"].get("repository.meta.yaml", b"").decode(), "repository.meta.yaml") or {}
     by_id = {}
     for entry in meta.get("index") or []:

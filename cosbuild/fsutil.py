@@ -43,8 +43,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def remove_partial_files(folder: Path) -> None:
-    """Temporary files of writers that were killed before they could remove them."""
-    for tmp in folder.glob(f"**/.*{TMP_SUFFIX}"):
+    """Temporary files of writers that were killed before they could remove them.
+
+    Only `folder` and its direct subfolders (specs, iso, downloads, .cache) are looked at:
+    that is where the build writes; deeper are staged roots, which are made afresh anyway,
+    and walking them would cost every run (a live root has tens of thousands of files)."""
+    for tmp in (p for pattern in (f".*{TMP_SUFFIX}", f"*/.*{TMP_SUFFIX}") for p in folder.glob(pattern)):
         pid = tmp.name.rsplit(".", 3)[-3]
         if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
             with contextlib.suppress(FileNotFoundError):

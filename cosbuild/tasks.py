@@ -6,6 +6,7 @@ hash, so doit redoes only what changed.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -28,12 +29,21 @@ def spec_path(project: Project, key: str) -> Path:
     return project.settings.specs_dir / f"{project.graph.packages[key].artifact_stem}.yaml"
 
 
+def _user_errors_fail(action):
+    """A task action whose CosbuildError is reported by doit as a failure, without a traceback."""
+    @functools.wraps(action)
+    def run(*args, **kwargs) -> TaskFailed | None:
+        try:
+            return action(*args, **kwargs)
+        except CosbuildError as exc:
+            return TaskFailed(str(exc))
+    return run
+
+
+@_user_errors_fail
 def _validate(settings: Settings) -> TaskFailed | None:
     from .cloudconfig import check_project
-    try:
-        project = load_project(settings)   # fresh: validation must see the files as they are now
-    except CosbuildError as exc:
-        return TaskFailed(str(exc))
+    project = load_project(settings)   # fresh: validation must see the files as they are now
     errors = check_project(project)
     if errors:
         return TaskFailed("\n".join(map(str, errors)))
@@ -66,7 +76,8 @@ def _images_present(get_builder: LazyBuilder, pkg, **_) -> bool:
     return get_builder().images_present(pkg)
 
 
-def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> TaskFailed | None:
+@_user_errors_fail
+def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
     builder = get_builder()
     pkg = builder.project.graph.packages[key]
     started = time.monotonic()
@@ -77,44 +88,45 @@ def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> TaskFailed
         try:
             builder.build(key, log)
         except CosbuildError as exc:
-            log.write(f"error: {exc}")
-            return TaskFailed(str(exc))   # reported by doit without a traceback
+            log.write(f"error: {exc}")   # the full log says how it ended too
+            raise
     size = builder.artifact_path(pkg).stat().st_size
     print(f"[{n}/{total}] {key}: done in {time.monotonic() - started:.1f}s "
           f"({size / 1e6:.1f} MB artifact)", flush=True)
 
 
-def _create_repo(project: Project, info) -> TaskFailed | None:
+@_user_errors_fail
+def _create_repo(project: Project, info) -> None:
     from .repository import create_repo
-    try:
-        changed = create_repo(project, project.settings.build_dir, info)
-    except CosbuildError as exc:
-        return TaskFailed(str(exc))
+    changed = create_repo(project, project.settings.build_dir, info)
     print(f"repository {info.name} in {project.settings.build_dir}: "
           f"{'updated' if changed else 'unchanged'}")
-    return None
 
 
-def _iso_step(step, *args) -> TaskFailed | None:
+@_user_errors_fail
+def _iso_step(step, *args) -> None:
     started = time.monotonic()
     name = step.__name__.replace("_", " ")
     print(f"iso: {name} {' '.join(map(str, args))}".rstrip(), flush=True)
-    try:
-        step(*args)
-    except CosbuildError as exc:
-        return TaskFailed(str(exc))
+    step(*args)
     print(f"iso: {name} done in {time.monotonic() - started:.1f}s", flush=True)
-    return None
 
 
 def task_definitions(project: Project) -> dict:
     """The task_* functions and DOIT_CONFIG of a doit namespace for this project."""
     graph = project.graph
+    build_dir = str(project.settings.build_dir)
+    package_files = sorted({f for p in graph.packages.values() for f in p.files})
+
+    def outputs(keys) -> list[str]:
+        """The artifact and metadata files of these packages (the build tasks' targets)."""
+        return [os.path.join(build_dir, name) for k in keys
+                for name in (graph.packages[k].artifact_file, graph.packages[k].metadata_file)]
 
     def task_validate():
         """Load, render and resolve the whole tree (cosbuild validate)."""
-        every = sorted({f for p in graph.packages.values() for f in p.files}
-                       | {str(p) for p in (*project.settings.values, *project.tree.templates)})
+        every = sorted({*package_files,
+                        *(str(p) for p in (*project.settings.values, *project.tree.templates))})
         return {"actions": [(_validate, [project.settings])], "file_dep": every,
                 "verbosity": 2}
 
@@ -135,7 +147,6 @@ def task_definitions(project: Project) -> dict:
                    "clean": True}
 
     get_builder = LazyBuilder(project)
-    build_dir = str(project.settings.build_dir)
 
     def task_build():
         """Build each package: container images (buildah) and its artifact + metadata in build/."""
@@ -146,8 +157,7 @@ def task_definitions(project: Project) -> dict:
                    "actions": [(_build, [get_builder, key, n, len(graph.order)])],
                    "task_dep": [f"build:{graph.task_name(d)}" for d in pkg.build_deps],
                    "file_dep": list(pkg.files),
-                   "targets": [os.path.join(build_dir, pkg.artifact_file),
-                               os.path.join(build_dir, pkg.metadata_file)],
+                   "targets": outputs([key]),
                    "uptodate": [config_changed(pkg.hash)]
                    + ([(_images_present, [get_builder, pkg])] if pkg.needs_images else []),
                    "verbosity": 2,
@@ -156,12 +166,10 @@ def task_definitions(project: Project) -> dict:
     def task_repo():
         """Make the build folder a package repository (repository.yaml, tree, index)."""
         from .repository import repository_outputs
-        built = [os.path.join(build_dir, name) for key in graph.order
-                 for name in (graph.packages[key].artifact_file, graph.packages[key].metadata_file)]
         info = project.settings.repo_info()
         return {"actions": [(_create_repo, [project, info])],
                 # the artifacts are targets of the build tasks: doit builds them first
-                "file_dep": built + sorted({f for p in graph.packages.values() for f in p.files}),
+                "file_dep": outputs(graph.order) + package_files,
                 "targets": [str(p) for p in repository_outputs(project.settings.build_dir)],
                 "uptodate": [config_changed(repr(info))],
                 "verbosity": 2}
@@ -177,9 +185,7 @@ def task_definitions(project: Project) -> dict:
 
         def inputs(refs):
             """The local artifacts a staged root is made of (its runtime closure)."""
-            keys = graph.resolver.runtime_closure(refs) if refs else []
-            return [os.path.join(build_dir, name) for k in keys
-                    for name in (graph.packages[k].artifact_file, graph.packages[k].metadata_file)]
+            return outputs(graph.resolver.runtime_closure(refs) if refs else [])
 
         for kind in ("rootfs", "uefi", "isoimage"):
             folder = getattr(iso, f"{kind}_dir")
