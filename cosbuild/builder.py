@@ -31,6 +31,7 @@ from .graph import Package
 from .project import Project
 from .spec import Bootstrap
 from .tools import TaskLog
+from .tree import linked_folders
 from .yamlio import dumps
 
 WORKDIR = "/luetbuild"
@@ -116,6 +117,10 @@ class Builder:
                    f"PACKAGE_CATEGORY={d.category}", *b.env]
             c.config("--workingdir", WORKDIR, *[a for e in env for a in ("--env", e)])
             c.copy(f"{pkg.source.folder}/.", WORKDIR, what="copy the package folder")
+            for link in linked_folders(pkg.source.folder):   # their contents, not the links
+                rel = link.relative_to(pkg.source.folder).as_posix()
+                (c.mount() / WORKDIR.lstrip("/") / rel).unlink()
+                c.copy(f"{link.resolve()}/.", f"{WORKDIR}/{rel}", what=f"copy {rel}")
             self._retrieve(pkg, c, log)
             for item in b.copy:
                 source_image = (self.tags(self.project.graph.resolve(item.package, pkg.key)).package

@@ -288,6 +288,21 @@ def install(root: Path, requests: list[spec.PackageRef], repos: list[RepoConfig]
     return todo
 
 
+def local_build(build_dir: Path) -> RepoConfig:
+    """The build folder as a repository, preferred over every configured one."""
+    return RepoConfig(name="local build", urls=(str(build_dir),), priority=-1)
+
+
+def stage_root(target: Path, refs: list[spec.PackageRef], repos: list[RepoConfig]) -> dict[str, str]:
+    """Install `refs` into a new, empty root at `target` (the staging root of an image);
+    returns what it is made of, {package: artifact sha256}."""
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    done = install(target, list(refs), repos) if refs else []
+    return {str(c): c.sha256 for c in done}
+
+
 def upgrade(root: Path, repos: list[RepoConfig], *, progress: bool = False) -> list[Candidate]:
     """Install newer versions of the installed packages; files that disappeared are removed."""
     recover(root)

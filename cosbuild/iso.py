@@ -27,20 +27,12 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifact, spec, tools
+from . import artifact, fsimage, spec
 from .errors import CosbuildError
 from .fsutil import atomic_path, atomic_write
 from .project import Project
 from .tools import TaskLog
 from .yamlio import dumps, load_mapping
-
-
-def _nested(table: tuple, what: str) -> spec.Type:
-    def parse(value, where):
-        if not isinstance(value, dict):
-            raise where.error(f"expected a mapping, got {type(value).__name__}")
-        return types.MappingProxyType(spec.parse(table, value, where.file, what=what))
-    return spec.Type(f"mapping ({what})", parse)
 
 
 PACKAGES_KEYWORDS = (
@@ -65,22 +57,22 @@ LUET_KEYWORDS = (
     spec.Keyword("repositories", spec.ANY, (), "client repositories (as in a luet config)"),
 )
 ISO_KEYWORDS = (
-    spec.Keyword("packages", _nested(PACKAGES_KEYWORDS, "packages"), None, "what goes where",
+    spec.Keyword("packages", spec.nested(PACKAGES_KEYWORDS, "packages"), None, "what goes where",
                  required=True),
-    spec.Keyword("initramfs", _nested(INITRAMFS_KEYWORDS, "initramfs"), None, "kernel and initrd"),
+    spec.Keyword("initramfs", spec.nested(INITRAMFS_KEYWORDS, "initramfs"), None, "kernel and initrd"),
     spec.Keyword("label", spec.STR, "COS_LIVE", "ISO volume id (the kernel finds the ISO by it)"),
     spec.Keyword("image_prefix", spec.STR, "", "ISO file name prefix"),
     spec.Keyword("image_date", spec.BOOL, False, "add YYYYMMDD (of SOURCE_DATE_EPOCH) to the name"),
     spec.Keyword("image_name", spec.STR, "", "ISO file name after the prefix"),
     spec.Keyword("arch", spec.STR, "x86_64", "target architecture"),
-    spec.Keyword("overlay", _nested(OVERLAY_KEYWORDS, "overlay"), None, "extra files"),
-    spec.Keyword("squashfs_options", _nested(SQUASHFS_KEYWORDS, "squashfs_options"), None,
+    spec.Keyword("overlay", spec.nested(OVERLAY_KEYWORDS, "overlay"), None, "extra files"),
+    spec.Keyword("squashfs_options", spec.nested(SQUASHFS_KEYWORDS, "squashfs_options"), None,
                  "rootfs.squashfs compression"),
     spec.Keyword("boot_file", spec.STR, "boot/syslinux/isolinux.bin", "BIOS El Torito boot file"),
     spec.Keyword("boot_catalog", spec.STR, "boot/syslinux/boot.cat", "El Torito boot catalog"),
     spec.Keyword("isohybrid_mbr", spec.STR, "boot/syslinux/isohdpfx.bin",
                  "MBR boot code for USB sticks (first 432 bytes are used)"),
-    spec.Keyword("luet", _nested(LUET_KEYWORDS, "luet"), None, "where packages come from"),
+    spec.Keyword("luet", spec.nested(LUET_KEYWORDS, "luet"), None, "where packages come from"),
 )
 
 
@@ -158,11 +150,10 @@ class IsoBuilder:
                        verbose=self.project.settings.verbose)
 
     def repositories(self):
-        from .client import RepoConfig, read_config_data
-        local = RepoConfig(name="local build", urls=(str(self.project.settings.build_dir),),
-                           priority=-1)
-        return [local, *(r for r in read_config_data(list(self.iso.repositories), self.iso.file)
-                         if r.enable)]
+        from .client import local_build, read_config_data
+        return [local_build(self.project.settings.build_dir),
+                *(r for r in read_config_data(list(self.iso.repositories), self.iso.file)
+                  if r.enable)]
 
     # ----------------------------------------------------------------- staged roots
 
@@ -172,10 +163,7 @@ class IsoBuilder:
         target = {"rootfs": self.rootfs_dir, "uefi": self.uefi_dir,
                   "isoimage": self.isoimage_dir}[kind]
         refs = getattr(self.iso, kind)
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
-        done = client.install(target, list(refs), self.repositories()) if refs else []
+        packages = client.stage_root(target, refs, self.repositories())
         if kind != "rootfs":   # boot media carry files, not a package database
             shutil.rmtree(target / "var", ignore_errors=True)
         overlay = {}
@@ -184,8 +172,7 @@ class IsoBuilder:
             overlay = {str(p.relative_to(self.iso.overlay[kind])): artifact.sha256_file(p)
                        for p in sorted(self.iso.overlay[kind].rglob("*")) if p.is_file()}
         # what the root is made of: the next steps re-run exactly when this changes
-        atomic_write(self.manifest(kind), dumps({
-            "packages": {str(c): c.sha256 for c in done}, "overlay": overlay}))
+        atomic_write(self.manifest(kind), dumps({"packages": packages, "overlay": overlay}))
 
     # ----------------------------------------------------------------- rootfs.squashfs
 
@@ -239,18 +226,9 @@ class IsoBuilder:
             raise CosbuildError("no EFI/BOOT/BOOTX64.EFI in the EFI image", file=self.iso.file,
                                 key="packages.uefi", hint="add the EFI boot loader package")
         size_kib = (sum(p.stat().st_size for p in files) * 12 // 10) // 1024 + 2048
-        # FAT cannot store dates before 1980
-        stamp = max(artifact.source_date_epoch(), 315532800 + 86400)
-        for p in [self.uefi_dir, *self.uefi_dir.rglob("*")]:
-            os.utime(p, (stamp, stamp), follow_symlinks=False)
-        env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": str(stamp), "TZ": "UTC"}
         with self.log("uefi") as log, atomic_path(self.uefi_img) as tmp:
             tmp.unlink()
-            tools.run(["mkfs.vfat", "-C", "--invariant", "-i", "c05b1d00", "-n", "COS_GRUB",
-                       str(tmp), str(size_kib)], log=log, what="make the EFI image", env=env)
-            entries = sorted(str(p) for p in self.uefi_dir.iterdir())
-            tools.run(["mcopy", "-s", "-m", "-Q", "-i", str(tmp), *entries, "::/"], log=log,
-                      what="fill the EFI image", env=env)
+            fsimage.make_fat(tmp, self.uefi_dir, label="COS_GRUB", size_kib=size_kib, log=log)
 
     # ----------------------------------------------------------------- the ISO
 

@@ -33,6 +33,7 @@ SETTINGS = (
             "buildah --storage-driver (default: buildah's own, overlay on Debian)"),
     Setting("verbose", "COSBUILD_VERBOSE", "", "stream container output live (1/yes)"),
     Setting("iso", "COSBUILD_ISO", "iso.yaml", "ISO specification (luet-makeiso format)"),
+    Setting("disk", "COSBUILD_DISK", "disk.yaml", "disk specification (system image and disk)"),
     Setting("repo_name", "COSBUILD_REPO_NAME", "cosbuild", "name of the repository `doit repo` makes"),
     Setting("repo_description", "COSBUILD_REPO_DESCRIPTION", "", "its description"),
     Setting("repo_type", "COSBUILD_REPO_TYPE", "disk", "its type: disk or http"),
@@ -51,6 +52,7 @@ class Settings:
     storage_driver: str = ""
     verbose: bool = False
     iso: Path = Path("iso.yaml")
+    disk: Path = Path("disk.yaml")
     repo_name: str = "cosbuild"
     repo_description: str = ""
     repo_type: str = "disk"
@@ -98,7 +100,7 @@ def resolve(options: dict | None = None, env: dict | None = None,
     return Settings(trees=tuple(Path(t) for t in raw["tree"]), values=tuple(values),
                     flavor=raw["flavor"], build_dir=Path(raw["build_dir"]),
                     image_repository=raw["image_repository"], isolation=raw["isolation"],
-                    storage_driver=raw["storage_driver"], iso=Path(raw["iso"]),
+                    storage_driver=raw["storage_driver"], iso=Path(raw["iso"]), disk=Path(raw["disk"]),
                     repo_name=raw["repo_name"],
                     repo_description=raw["repo_description"], repo_type=raw["repo_type"],
                     repo_urls=tuple(raw["repo_urls"]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -151,6 +152,24 @@ OPT_REF = Type("{name, category, version}", _optional_ref)
 COPIES = Type("list of {package|image, source, destination}", _list_of(_copy))
 BOOTSTRAP = Type("mapping (see the bootstrap table)", lambda v, w: None if v is None else _bootstrap(v, w))
 ANY = Type("any YAML value", _any)
+
+
+def _mib(value, where: Where) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise where.error(f"expected a size in MiB (a positive integer), got {value!r}")
+    return value
+
+
+MIB = Type("size in MiB", _mib)
+
+
+def nested(table: tuple, what: str) -> Type:
+    """A mapping validated by its own keyword table (iso.yaml's `packages:`, ...)."""
+    def parse_nested(value, where):
+        if not isinstance(value, dict):
+            raise where.error(f"expected a mapping, got {_typename(value)}")
+        return types.MappingProxyType(parse(table, value, where.file, what=what))
+    return Type(f"mapping ({what})", parse_nested)
 
 
 @dataclass(frozen=True)

@@ -104,12 +104,13 @@ def _create_repo(project: Project, info) -> None:
 
 
 @_user_errors_fail
-def _iso_step(step, *args) -> None:
+def _step(what: str, step, *args) -> None:
+    """One step of the ISO or disk assembly, with progress and its duration."""
     started = time.monotonic()
     name = step.__name__.replace("_", " ")
-    print(f"iso: {name} {' '.join(map(str, args))}".rstrip(), flush=True)
+    print(f"{what}: {name} {' '.join(map(str, args))}".rstrip(), flush=True)
     step(*args)
-    print(f"iso: {name} done in {time.monotonic() - started:.1f}s", flush=True)
+    print(f"{what}: {name} done in {time.monotonic() - started:.1f}s", flush=True)
 
 
 def task_definitions(project: Project) -> dict:
@@ -122,6 +123,10 @@ def task_definitions(project: Project) -> dict:
         """The artifact and metadata files of these packages (the build tasks' targets)."""
         return [os.path.join(build_dir, name) for k in keys
                 for name in (graph.packages[k].artifact_file, graph.packages[k].metadata_file)]
+
+    def inputs(refs):
+        """The local artifacts a staged root is made of (its runtime closure)."""
+        return outputs(graph.resolver.runtime_closure(refs) if refs else [])
 
     def task_validate():
         """Load, render and resolve the whole tree (cosbuild validate)."""
@@ -183,33 +188,59 @@ def task_definitions(project: Project) -> dict:
         spec_files = [str(project.settings.iso)] + sorted(
             str(p) for d in iso.iso.overlay.values() for p in d.rglob("*") if p.is_file())
 
-        def inputs(refs):
-            """The local artifacts a staged root is made of (its runtime closure)."""
-            return outputs(graph.resolver.runtime_closure(refs) if refs else [])
-
         for kind in ("rootfs", "uefi", "isoimage"):
             folder = getattr(iso, f"{kind}_dir")
-            actions = [(_iso_step, [iso.install_root, kind])]
+            actions = [(_step, ["iso", iso.install_root, kind])]
             targets = [str(iso.manifest(kind))]
             if kind == "uefi":
-                actions.append((_iso_step, [iso.make_uefi_image]))
+                actions.append((_step, ["iso", iso.make_uefi_image]))
                 targets.append(str(iso.uefi_img))
             yield {"name": kind, "actions": actions, "task_dep": ["repo"],
                    "file_dep": inputs(getattr(iso.iso, kind)) + spec_files,
                    "targets": targets, "uptodate": [folder.is_dir], "verbosity": 2}
-        yield {"name": "squashfs", "actions": [(_iso_step, [iso.make_squashfs])],
+        yield {"name": "squashfs", "actions": [(_step, ["iso", iso.make_squashfs])],
                "file_dep": [str(iso.manifest("rootfs"))], "targets": [str(iso.squashfs)],
                "verbosity": 2}
-        yield {"name": "kernel", "actions": [(_iso_step, [iso.copy_kernel])],
+        yield {"name": "kernel", "actions": [(_step, ["iso", iso.copy_kernel])],
                "file_dep": [str(iso.manifest("rootfs"))],
                "targets": [str(iso.kernel), str(iso.initrd)], "verbosity": 2}
-        yield {"name": "image", "actions": [(_iso_step, [iso.write_iso])],
+        yield {"name": "image", "actions": [(_step, ["iso", iso.write_iso])],
                "file_dep": [str(p) for p in (iso.squashfs, iso.kernel, iso.initrd, iso.uefi_img,
                                              iso.manifest("isoimage"))] + spec_files,
                "targets": [str(iso.output), str(iso.output) + ".sha256"], "verbosity": 2}
 
+    def disk_builder():
+        from .disk import DiskBuilder, load_disk_spec
+        return DiskBuilder(project, load_disk_spec(project.settings.disk))
+
+    def task_image():
+        """The system image of disk.yaml: build/active.img (ext2, label COS_ACTIVE)."""
+        if not project.settings.disk.is_file():
+            return
+        disk = disk_builder()
+        spec_file = str(project.settings.disk)
+        yield {"name": "rootfs", "actions": [(_step, ["image", disk.install_root])],
+               "task_dep": ["repo"], "file_dep": inputs(disk.disk.system) + [spec_file],
+               "targets": [str(disk.manifest)], "uptodate": [disk.rootfs_dir.is_dir],
+               "verbosity": 2}
+        yield {"name": "active", "actions": [(_step, ["image", disk.make_active])],
+               "file_dep": [str(disk.manifest), spec_file], "targets": [str(disk.active)],
+               "verbosity": 2}
+
+    def task_disk():
+        """The installed disk of disk.yaml: build/NAME.raw (GPT, EFI) and build/NAME.qcow2."""
+        if not project.settings.disk.is_file():
+            return
+        disk = disk_builder()
+        yield {"name": "raw", "actions": [(_step, ["disk", disk.make_raw])],
+               "file_dep": [str(disk.active), str(disk.manifest), str(project.settings.disk)],
+               "targets": [str(disk.raw)], "verbosity": 2}
+        yield {"name": "qcow2", "actions": [(_step, ["disk", disk.make_qcow2])],
+               "file_dep": [str(disk.raw)], "targets": [str(disk.qcow2)], "verbosity": 2}
+
     return {"task_validate": task_validate, "task_render": task_render, "task_build": task_build,
-            "task_repo": task_repo, "task_iso": task_iso,
+            "task_repo": task_repo, "task_iso": task_iso, "task_image": task_image,
+            "task_disk": task_disk,
             "DOIT_CONFIG": {"dep_file": str(project.settings.build_dir / ".doit.db"),
                             "backend": "sqlite3", "default_tasks": ["validate"],
                             "verbosity": 1}}

@@ -125,9 +125,21 @@ def _check_duplicates(packages: list[PackageSource], errors: Collector) -> None:
 
 
 def context_files(folder: Path) -> list[str]:
-    """Every file of a build context, sorted (what the build hash and file_dep cover)."""
+    """Every file of a build context, sorted (what the build hash and file_dep cover).
+
+    Symlinked folders are followed: a package may build from sources kept elsewhere in the
+    project (the sample's client package ships cosbuild's own code that way). Python byte-code
+    caches come and go with every import, so they are not part of a context."""
     out = []
-    for here, dirs, files in os.walk(folder):
-        dirs.sort()
+    for here, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         out += [os.path.join(here, f) for f in sorted(files)]
+    return out
+
+
+def linked_folders(folder: Path) -> list[Path]:
+    """The symlinked folders of a build context (copied as their contents, see above)."""
+    out = []
+    for here, dirs, _ in os.walk(folder, followlinks=True):
+        out += [Path(here, d) for d in sorted(dirs) if os.path.islink(os.path.join(here, d))]
     return out

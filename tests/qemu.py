@@ -21,23 +21,32 @@ def free_port() -> int:
 
 
 class VM:
-    def __init__(self, iso: Path, *, uefi: bool = False, as_disk: bool = False, log: Path,
-                 disks: tuple[Path, ...] = (), kernel: tuple[Path, Path, str] | None = None):
-        """`disks`: extra raw disks; `kernel`: (kernel, initrd, command line) to boot
-        directly instead of through the ISO's boot loader."""
+    def __init__(self, iso: Path | None, *, uefi: bool = False, as_disk: bool = False, log: Path,
+                 disks: tuple[Path, ...] = (), kernel: tuple[Path, Path, str] | None = None,
+                 boot_disk: Path | None = None):
+        """`disks`: extra raw disks (changes are discarded); `kernel`: (kernel, initrd,
+        command line) to boot directly instead of through the ISO's boot loader;
+        `boot_disk`: a qcow2 disk that is written to, and the machine may reboot."""
         self.port = free_port()
         self.log_path = log
         argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "2048", "-smp", "2",
-                "-display", "none", "-serial", "stdio", "-no-reboot",
+                "-display", "none", "-serial", "stdio",
                 "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.port}-:8090",
                 "-device", "virtio-net-pci,netdev=n0"]
+        if boot_disk is None:
+            argv.append("-no-reboot")
+        else:
+            argv += ["-drive", f"file={boot_disk},format=qcow2,if=virtio"]
         if uefi:
             argv += ["-bios", str(OVMF)]
         for disk in disks:
-            argv += ["-drive", f"file={disk},format=raw,if=virtio,snapshot=on"]
+            fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
+            argv += ["-drive", f"file={disk},format={fmt},if=virtio,snapshot=on"]
         if kernel:
             argv += ["-kernel", str(kernel[0]), "-initrd", str(kernel[1]), "-append", kernel[2]]
-        if as_disk:   # the USB-stick case: the ISO file as a hard disk
+        if iso is None:
+            pass
+        elif as_disk:   # the USB-stick case: the ISO file as a hard disk
             argv += ["-drive", f"file={iso},format=raw,media=disk,snapshot=on"]
         else:
             argv += ["-cdrom", str(iso)]

@@ -1,0 +1,245 @@
+"""cos-upgrade, inside an installed system (SPEC 5 "Upgrades").
+
+Reads /etc/cos-upgrade-image (UPGRADE_IMAGE, CHANNEL_UPGRADES, RECOVERY_IMAGE). A new ext2
+image file, transition.img, is made on COS_STATE and filled either from the repository
+channel (the newest UPGRADE_IMAGE package, installed with the repository client from
+/etc/luet/luet.yaml) or from a container image. Only when that worked is anything switched:
+active.img -> passive.img (label COS_PASSIVE), transition.img -> active.img (COS_ACTIVE). On
+any error transition.img is removed and the system still boots the same active.img.
+`--recovery` does the same for COS_RECOVERY's recovery.img (RECOVERY_IMAGE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import fsimage, tools
+from .disk import IMAGE_LABELS, IMAGES_DIR
+from .errors import CosbuildError
+from .fsimage import MIB
+from .tools import TaskLog
+
+CONFIG = Path("/etc/cos-upgrade-image")
+REPO_CONFIG = Path("/etc/luet/luet.yaml")
+STATE_MOUNT = Path("/run/initramfs/cos-state")   # where the initramfs left COS_STATE
+DEFAULT_IMAGE_SIZE = 2048   # MiB, when there is no current image to measure
+
+
+@dataclass(frozen=True)
+class UpgradeConfig:
+    upgrade_image: str
+    channel: bool
+    recovery_image: str
+
+
+def parse_upgrade_config(text: str, file: str) -> UpgradeConfig:
+    """KEY=VALUE lines (shell style, optionally quoted); unknown keys are refused."""
+    known = {"UPGRADE_IMAGE": "", "CHANNEL_UPGRADES": "true", "RECOVERY_IMAGE": ""}
+    values = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or key not in known:
+            raise CosbuildError(f"expected one of {', '.join(known)} as KEY=VALUE, got {raw!r}",
+                                file=file, line=n)
+        values[key] = value.strip().strip("'\"")
+    merged = {**known, **values}
+    if merged["CHANNEL_UPGRADES"].lower() not in ("true", "false"):
+        raise CosbuildError(f"CHANNEL_UPGRADES must be true or false, got "
+                            f"{merged['CHANNEL_UPGRADES']!r}", file=file, key="CHANNEL_UPGRADES")
+    return UpgradeConfig(merged["UPGRADE_IMAGE"], merged["CHANNEL_UPGRADES"].lower() == "true",
+                         merged["RECOVERY_IMAGE"])
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What an upgrade replaces: a partition, the image it boots and what the old one becomes."""
+    label: str
+    image: str
+    previous: str | None
+
+
+SYSTEM = Slot("COS_STATE", "active.img", "passive.img")
+RECOVERY = Slot("COS_RECOVERY", "recovery.img", None)
+
+
+def _mounts() -> dict[str, tuple[str, str]]:
+    """Mount point -> (device, options)."""
+    out = {}
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        device, point, _, options, *_ = line.split()
+        out[point.replace("\\040", " ")] = (device, options)
+    return out
+
+
+@contextlib.contextmanager
+def writable_partition(label: str, log: TaskLog):
+    """The partition `label` mounted read-write (remounted if the system has it read-only);
+    left as it was found."""
+    device = Path("/dev/disk/by-label") / label
+    if not device.exists():
+        raise CosbuildError(f"there is no {label} partition", hint="is this an installed cOS disk?")
+    real = os.path.realpath(device)
+    found = [(p, opts) for p, (dev, opts) in _mounts().items()
+             if dev.startswith("/dev/") and os.path.realpath(dev) == real]
+    if found:
+        point, options = found[0]
+        readonly = "ro" in options.split(",")
+        if readonly:
+            tools.run(["mount", "-o", "remount,rw", point], log=log, what=f"make {label} writable")
+        try:
+            yield Path(point)
+        finally:
+            if readonly:
+                os.sync()
+                tools.run(["mount", "-o", "remount,ro", point], log=log, what=f"remount {label}")
+        return
+    point = Path("/run/cos") / label.lower()
+    point.mkdir(parents=True, exist_ok=True)
+    tools.run(["mount", str(device), str(point)], log=log, what=f"mount {label}")
+    try:
+        yield point
+    finally:
+        tools.run(["umount", str(point)], log=log, what=f"unmount {label}")
+
+
+@contextlib.contextmanager
+def loop_mounted(image: Path, log: TaskLog):
+    point = Path(tempfile.mkdtemp(prefix="cos-transition.", dir="/run"))
+    tools.run(["mount", "-o", "loop", str(image), str(point)], log=log, what=f"mount {image.name}")
+    try:
+        yield point
+    finally:
+        os.sync()
+        tools.run(["umount", str(point)], log=log, what=f"unmount {image.name}")
+        point.rmdir()
+
+
+def reserve(path: Path, size: int, label: str) -> None:
+    """Allocate the whole image now: a full partition fails here, not halfway through."""
+    free = os.statvfs(path.parent)
+    available = free.f_bavail * free.f_frsize
+    if available < size:
+        raise CosbuildError(f"not enough space on {label} for a {size // MIB} MiB image: "
+                            f"{available // MIB} MiB free",
+                            hint="remove files from the partition, or pass a smaller --size")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        raise CosbuildError(f"cannot allocate {size // MIB} MiB on {label}: {exc.strerror}",
+                            hint="remove files from the partition, or pass a smaller --size") from None
+    finally:
+        os.close(fd)
+
+
+def newest(ref_text: str, repos, workdir: Path):
+    """The package the channel would install, and the installed version (None if not)."""
+    from . import client
+    from .versions import parse_ref
+    ref = parse_ref(ref_text)
+    candidates = [c for r in repos for c in client.load_repository(r, workdir)]
+    chosen = client.choose(ref, candidates)
+    record = client.Installed.load(Path("/")).packages.get(chosen.id)
+    return ref, chosen, (record or {}).get("version")
+
+
+def fill_from_channel(root: Path, ref, repos) -> None:
+    from . import client
+    client.install(root, [ref], repos, progress=sys.stderr.isatty())
+
+
+def fill_from_image(root: Path, reference: str, log: TaskLog) -> None:
+    from .registry import pull_rootfs
+    log.write(f"unpack {reference} into {root}")
+    pull_rootfs(reference, root)
+
+
+def upgrade(args, log: TaskLog) -> str:
+    """Fill a transition image and switch to it; returns what was done."""
+    from . import client, versions
+    config = parse_upgrade_config(args.config.read_text(), str(args.config)) \
+        if args.config.is_file() else UpgradeConfig("", True, "")
+    slot = RECOVERY if args.recovery else SYSTEM
+    source = args.image or (config.recovery_image if args.recovery else config.upgrade_image)
+    if not source:
+        key = "RECOVERY_IMAGE" if args.recovery else "UPGRADE_IMAGE"
+        raise CosbuildError(f"no {key} to upgrade from", file=args.config, key=key,
+                            hint="set it, or pass --image")
+    channel = config.channel and not args.container
+    ref = chosen = None
+    if channel:
+        repos = [r for r in client.read_config(args.repo_config) if r.enable]
+        with tempfile.TemporaryDirectory(prefix="cos-upgrade.") as work:
+            ref, chosen, installed = newest(source, repos, Path(work))
+        if installed and not args.force and not args.recovery \
+                and versions.compare(chosen.version, installed) <= 0:
+            return f"{chosen.id} {installed} is up to date (the channel has {chosen.version})"
+    with writable_partition(slot.label, log) as part:
+        images = part / IMAGES_DIR
+        current = images / slot.image
+        size = args.size * MIB if args.size else (
+            current.stat().st_size if current.exists() else DEFAULT_IMAGE_SIZE * MIB)
+        transition = images / "transition.img"
+        images.mkdir(exist_ok=True)
+        try:
+            reserve(transition, size, slot.label)
+            fsimage.make_ext(transition, None, label=IMAGE_LABELS[slot.image],
+                             size_mib=size // MIB, log=log, fs_type="ext2",
+                             seed=os.urandom(8).hex())
+            with loop_mounted(transition, log) as root:
+                if channel:
+                    print(f"cos-upgrade: installing {chosen} from {chosen.repo.name}", flush=True)
+                    fill_from_channel(root, ref, repos)
+                else:
+                    print(f"cos-upgrade: unpacking the image {source}", flush=True)
+                    fill_from_image(root, source, log)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                transition.unlink()
+            raise
+        # the switch: two renames; if it stops between them, GRUB boots passive.img
+        if slot.previous and current.exists():
+            os.replace(current, images / slot.previous)
+            fsimage.relabel(images / slot.previous, IMAGE_LABELS[slot.previous], log)
+        os.replace(transition, current)
+        os.sync()
+    what = f"{chosen.id} {chosen.version}" if chosen else source
+    return (f"{slot.image} is now {what}"
+            + (f"; the previous system is {slot.previous}" if slot.previous else "")
+            + ": reboot to start it")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cos-upgrade", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recovery", action="store_true", help="upgrade the recovery image")
+    parser.add_argument("--image", help="package (channel) or container image to upgrade to, "
+                                        "instead of the configured one")
+    parser.add_argument("--container", action="store_true",
+                        help="--image is a container image, whatever CHANNEL_UPGRADES says")
+    parser.add_argument("--force", action="store_true", help="even if it is not newer")
+    parser.add_argument("--size", type=int, help="MiB of the new image (default: the current one's)")
+    parser.add_argument("--config", type=Path, default=CONFIG, help=f"default {CONFIG}")
+    parser.add_argument("--repo-config", type=Path, default=REPO_CONFIG, help=f"default {REPO_CONFIG}")
+    args = parser.parse_args(argv)
+    log_path = Path("/var/log/cos-upgrade.log")
+    try:
+        with TaskLog(log_path) as log:
+            print(f"cos-upgrade: {upgrade(args, log)}")
+    except CosbuildError as exc:
+        slot = RECOVERY if args.recovery else SYSTEM
+        print(f"cos-upgrade: error: {exc}\ncos-upgrade: nothing was switched: {slot.image} is "
+              f"unchanged (log: {log_path})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cos-upgrade: interrupted; nothing was switched", file=sys.stderr)
+        return 130
+    return 0

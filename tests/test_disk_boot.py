@@ -1,0 +1,233 @@
+"""The installed disk: `doit image` / `doit disk` (layout, incremental, reproducible), and in
+QEMU the whole cycle: boot the qcow2, upgrade from a newer repository (and fail cleanly on a
+bad one), reboot into the new system, fall back to the passive one when active.img is
+broken; and cos-installer from the live ISO. Integration: run by `make test`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cosbuild.artifact import sha256_file
+from cosbuild.serve import make_server
+
+from .conftest import copy_project, cosbuild_ok as cosbuild, running
+from .qemu import VM
+from .test_build_integration import ran
+
+pytestmark = pytest.mark.integration
+
+BOOT_TIMEOUT = 600      # TCG: a boot takes 2-3 minutes here
+UPGRADE_TIMEOUT = 900   # download, decompress and unpack ~700 MB under TCG
+NAME = "sampleOS-0.disk"
+
+
+@pytest.fixture(scope="module")
+def disk(sample):
+    cosbuild(sample, "run", "-n", "2", "-P", "thread", "image", "disk")
+    build = sample / "build"
+    return {"active": build / "active.img", "raw": build / f"{NAME}.raw",
+            "qcow2": build / f"{NAME}.qcow2"}
+
+
+def _debugfs(image: str, request: str) -> str:
+    return subprocess.run(["debugfs", "-R", request, image], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_disk_layout(disk):
+    out = subprocess.run(["dumpe2fs", "-h", str(disk["active"])], capture_output=True,
+                         text=True, check=True).stdout
+    assert re.search(r"Filesystem volume name:\s+COS_ACTIVE", out)
+    assert "VERSION=\"0.1.0\"" in _debugfs(str(disk["active"]), "cat /usr/lib/os-release")
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(disk["raw"])], capture_output=True,
+                                      text=True, check=True).stdout)["partitiontable"]
+    parts = {p["name"]: p for p in table["partitions"]}
+    assert list(parts) == ["COS_GRUB", "COS_OEM", "COS_STATE", "COS_RECOVERY", "COS_PERSISTENT"]
+    assert parts["COS_GRUB"]["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+
+    def at(label):   # e2fsprogs open a partition of the disk image in place
+        return f"{disk['raw']}?offset={parts[label]['start'] * 512}"
+    state = _debugfs(at("COS_STATE"), "ls -l /cOS") + _debugfs(at("COS_STATE"), "ls -l /grub2")
+    assert all(name in state for name in ("active.img", "passive.img", "grub.cfg"))
+    assert "recovery.img" in _debugfs(at("COS_RECOVERY"), "ls -l /cOS")
+    efi = subprocess.run(["mdir", "-b", "-i", f"{disk['raw']}@@{parts['COS_GRUB']['start'] * 512}",
+                          "::/EFI/BOOT"], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}).stdout
+    assert "BOOTX64.EFI" in efi
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk["qcow2"])],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert info["format"] == "qcow2" and info["virtual-size"] == disk["raw"].stat().st_size
+
+
+def test_second_run_does_nothing(sample, disk):
+    assert ran(cosbuild(sample, "run", "image", "disk")) == set()
+
+
+def test_image_and_disk_are_reproducible(sample, disk):
+    before = {k: sha256_file(p) for k, p in disk.items()}
+    for p in disk.values():
+        p.unlink()
+    done = ran(cosbuild(sample, "run", "image", "disk"))
+    assert {"image:active", "disk:raw", "disk:qcow2"} <= done
+    assert {k: sha256_file(p) for k, p in disk.items()} == before
+
+
+# ----------------------------------------------------------------------------- in QEMU
+
+def _boot(vm: VM, since: int = 0) -> int:
+    at = vm.wait_for("login:", BOOT_TIMEOUT, since)
+    vm.login("root", "sampleos")
+    return at
+
+
+def _booted(vm: VM) -> tuple[str, str]:
+    """(the image the system runs from, its VERSION)."""
+    image = vm.run("cat /run/cos/active_image").strip().splitlines()[-1]
+    version = vm.run(". /etc/os-release; echo v=$VERSION").split("v=")[-1].split()[0]
+    return image, version
+
+
+def _reboot(vm: VM) -> None:
+    since = len(vm.output)
+    vm.send("reboot")
+    vm.wait_for("login:", BOOT_TIMEOUT, since)
+    vm.login("root", "sampleos")
+
+
+@pytest.fixture(scope="module")
+def upgrade_repo(sample, tmp_path_factory):
+    """The sample with system/sampleOS 0.1.1 (a version bump and a changed file), built and
+    made a repository in a copy of the project; the unchanged packages come from the cache."""
+    root = copy_project(tmp_path_factory.mktemp("upgrade"))
+    definition = root / "tree/system/sampleOS/definition.yaml"
+    definition.write_text(definition.read_text().replace('version: "0.1.0"', 'version: "0.1.1"'))
+    build = root / "tree/system/sampleOS/build.yaml"
+    build.write_text(build.read_text().replace(
+        "steps:\n", "steps:\n  - echo 'upgraded' > /usr/share/sampleos-upgrade\n", 1))
+    cosbuild(root, "run", "-n", "2", "-P", "thread", "build", "repo")
+    return root / "build"
+
+
+@pytest.fixture(scope="module")
+def tampered_repo(upgrade_repo, tmp_path_factory):
+    """The same repository with one byte of the system artifact changed."""
+    copy = tmp_path_factory.mktemp("tampered")
+    for path in upgrade_repo.iterdir():
+        if path.is_file():
+            os.link(path, copy / path.name)
+    artifact = copy / "sampleOS-system-0.1.1.package.tar.zst"
+    artifact.unlink()
+    data = bytearray((upgrade_repo / artifact.name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+    return copy
+
+
+def _use_repo(vm: VM, url: str) -> None:
+    """Point the guest's upgrade channel at `url` (the host, as QEMU's user network sees it)."""
+    guest_url = url.replace("127.0.0.1", "10.0.2.2")
+    vm.run(f"sed -i 's|http://[^\"]*|{guest_url}|' /etc/luet/luet.yaml")
+
+
+def _upgrade(vm: VM) -> tuple[str, str]:
+    out = vm.run("cos-upgrade; echo rc=$?", UPGRADE_TIMEOUT)
+    return out, out.split("rc=")[-1].split()[0]
+
+
+def _state(vm: VM) -> str:
+    return vm.run("ls -i /run/initramfs/cos-state/cOS/")
+
+
+def test_install_upgrade_reboot_fallback(disk, upgrade_repo, tampered_repo, tmp_path):
+    boot = tmp_path / "boot.qcow2"   # an overlay: the built qcow2 stays as it is
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                    str(disk["qcow2"]), str(boot)], check=True)
+    vm = VM(None, uefi=True, boot_disk=boot, log=tmp_path / "console.log")
+    try:
+        _boot(vm)
+        assert _booted(vm) == ("/cOS/active.img", "0.1.0")
+        # / is the read-only image; the layout's paths are writable overlays
+        assert "Read-only file system" in vm.run("touch /usr/x")
+        assert "rc=0" in vm.run("touch /etc/x; echo rc=$?")
+        assert "/run/initramfs/cos-state" in vm.run("grep cos-state /proc/mounts")
+        before = _state(vm)
+
+        # bad input: nothing is switched, the error says why
+        with running(make_server(upgrade_repo)) as url:
+            _use_repo(vm, url)
+        out, rc = _upgrade(vm)   # the server is gone: unreachable
+        assert rc == "1" and "nothing was switched" in out, out
+        assert _state(vm) == before
+        with running(make_server(tampered_repo)) as url:
+            _use_repo(vm, url)
+            out, rc = _upgrade(vm)
+        assert rc == "1" and "checksum mismatch" in out and "nothing was switched" in out, out
+        assert _state(vm) == before
+        with running(make_server(upgrade_repo)) as url:
+            _use_repo(vm, url)
+            vm.run("mount -o remount,rw /run/initramfs/cos-state && "
+                   "fallocate -l $(( $(df --output=avail -B1 /run/initramfs/cos-state | tail -1)"
+                   " - 1073741824 )) /run/initramfs/cos-state/fill && "
+                   "mount -o remount,ro /run/initramfs/cos-state")
+            out, rc = _upgrade(vm)
+            assert rc == "1" and "not enough space on COS_STATE" in out, out
+            vm.run("mount -o remount,rw /run/initramfs/cos-state && "
+                   "rm /run/initramfs/cos-state/fill && mount -o remount,ro /run/initramfs/cos-state")
+            assert _state(vm) == before
+
+            # the upgrade: 0.1.1 becomes active, 0.1.0 passive
+            out, rc = _upgrade(vm)
+            assert rc == "0" and "active.img is now system/sampleOS 0.1.1" in out, out
+            out, rc = _upgrade(vm)   # nothing newer: nothing to do
+            assert rc == "0" and "is up to date" in out, out
+        _reboot(vm)
+        assert _booted(vm) == ("/cOS/active.img", "0.1.1")
+        assert vm.run("cat /usr/share/sampleos-upgrade").strip().endswith("upgraded")
+        passive = "/run/initramfs/cos-state/cOS/passive.img"
+        assert "COS_PASSIVE" in vm.run(f"dumpe2fs -h {passive} 2>/dev/null | grep name")
+        assert 'VERSION="0.1.0"' in vm.run(f"debugfs -R 'cat /usr/lib/os-release' {passive}")
+
+        # a broken active image: GRUB cannot read it and boots the passive one
+        vm.run("mount -o remount,rw /run/initramfs/cos-state && dd if=/dev/zero "
+               "of=/run/initramfs/cos-state/cOS/active.img bs=1024 seek=1 count=4 conv=notrunc "
+               "&& sync")
+        _reboot(vm)
+        assert _booted(vm) == ("/cOS/passive.img", "0.1.0")
+    finally:
+        vm.stop()
+
+
+@pytest.fixture(scope="module")
+def iso(sample):
+    cosbuild(sample, "run", "-n", "2", "-P", "thread", "iso")
+    return sample / "build" / "sampleOS-0.live.iso"
+
+
+def test_installer_lays_out_a_disk_that_boots(iso, tmp_path):
+    target = tmp_path / "target.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(target), "10G"], check=True)
+    live = VM(iso, uefi=True, boot_disk=target, log=tmp_path / "live.log")
+    try:
+        _boot(live)
+        assert "is not a block device" in live.run("cos-installer /dev/nothing")
+        out = live.run("cos-installer /dev/vda; echo rc=$?", UPGRADE_TIMEOUT)
+        assert "rc=0" in out and "/dev/vda is ready" in out, out
+        live.send("poweroff")
+        live.proc.wait(120)
+    finally:
+        live.stop()
+    installed = VM(None, uefi=True, boot_disk=target, log=tmp_path / "installed.log")
+    try:
+        _boot(installed)
+        assert _booted(installed) == ("/cOS/active.img", "0.1.0")
+        labels = installed.run("ls /dev/disk/by-label/")
+        assert all(label in labels for label in
+                   ("COS_GRUB", "COS_OEM", "COS_STATE", "COS_RECOVERY", "COS_PERSISTENT"))
+    finally:
+        installed.stop()
