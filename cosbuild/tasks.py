@@ -81,8 +81,7 @@ def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
     builder = get_builder()
     pkg = builder.project.graph.packages[key]
     started = time.monotonic()
-    print(f"[{n}/{total}] {key}: started (hash {pkg.hash[:12]}, log {builder.log_path(pkg)})",
-          flush=True)
+    _say(f"[{n}/{total}] {key}: started (hash {pkg.hash[:12]}, log {builder.log_path(pkg)})")
     with TaskLog(builder.log_path(pkg), verbose=builder.settings.verbose,
                  prefix=f"[{pkg.id}] ") as log:
         try:
@@ -91,8 +90,15 @@ def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
             log.write(f"error: {exc}")   # the full log says how it ended too
             raise
     size = builder.artifact_path(pkg).stat().st_size
-    print(f"[{n}/{total}] {key}: done in {time.monotonic() - started:.1f}s "
-          f"({how}; {size / 1e6:.1f} MB artifact)", flush=True)
+    _say(f"[{n}/{total}] {key}: done in {time.monotonic() - started:.1f}s "
+         f"({how}; {size / 1e6:.1f} MB artifact)")
+
+
+def _say(line: str) -> None:
+    """One line in one write: print() writes the newline separately, so lines of parallel
+    tasks (and doit's own) could run into each other."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 @_user_errors_fail
