@@ -46,7 +46,7 @@ SETTINGS = (
     Setting("iso", "COSBUILD_ISO", "iso.yaml", "ISO specification (luet-makeiso format)"),
     Setting("repo_name", "COSBUILD_REPO_NAME", "cosbuild", "name of the repository `doit repo` makes"),
     Setting("repo_description", "COSBUILD_REPO_DESCRIPTION", "", "its description"),
-    Setting("repo_type", "COSBUILD_REPO_TYPE", "disk", "its type: disk or http"),
+    Setting("repo_type", "COSBUILD_REPO_TYPE", "disk", "its type: disk or http (docker: see create-repo)"),
     Setting("repo_urls", "COSBUILD_REPO_URLS", "",
             "where its clients find it (repeatable; ','-separated)", multiple=True, separator=","),
 )

@@ -104,6 +104,10 @@ def _say(line: str) -> None:
 @_user_errors_fail
 def _create_repo(project: Project, info) -> None:
     from .repository import create_repo
+    if info.type == "docker":
+        raise CosbuildError("`doit repo` makes a folder repository, not a docker one",
+                            key="repo_type", hint="publish to a registry with `cosbuild "
+                            "create-repo --type docker --output REGISTRY/REPO`")
     changed = create_repo(project, project.settings.build_dir, info)
     print(f"repository {info.name} in {project.settings.build_dir}: "
           f"{'updated' if changed else 'unchanged'}")
