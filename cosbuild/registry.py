@@ -208,7 +208,8 @@ class Registry:
         """An API request (path below /v2/ or an absolute URL); returns the open response.
 
         A 401 is answered once with credentials (Basic, or a Bearer token for the
-        repository's pull or pull+push scope); other errors raise HTTPError."""
+        repository's pull or pull+push scope), which later requests reuse; other errors
+        raise HTTPError."""
         base = self.base()
         url = path if "://" in path else f"{base}/v2/{path}"
         scope = f"repository:{repository}:{'pull,push' if push else 'pull'}"
@@ -221,7 +222,8 @@ class Registry:
             try:
                 response = self._opener.open(request, timeout=self.timeout)
             except urllib.error.HTTPError as exc:
-                if exc.code == 401 and attempt == 1 and scope not in self._auth:
+                # first time, or an expired token; a streamed body cannot be sent twice
+                if exc.code == 401 and attempt == 1 and not hasattr(data, "read"):
                     challenge = exc.headers.get("WWW-Authenticate", "") or self._challenge or ""
                     exc.close()
                     self._auth[scope] = self._authorize(challenge, scope, repository)
