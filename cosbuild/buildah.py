@@ -94,6 +94,21 @@ class Buildah:
         except Exception:
             return False
 
+    def pull(self, ref: str, log: TaskLog, *, tls_verify: bool = True) -> None:
+        """Pull `ref` from its registry (raises sh.ErrorReturnCode: the caller words the error)."""
+        tools.run(self._argv("pull", "--quiet", f"--tls-verify={str(tls_verify).lower()}",
+                             f"docker://{ref}"), log=log, capture=True, quiet=True)
+        self._remember(ref)
+
+    def push(self, ref: str, log: TaskLog, *, tls_verify: bool = True) -> None:
+        """Push the local image `ref` to the registry it names (raises sh.ErrorReturnCode)."""
+        tools.run(self._argv("push", "--quiet", f"--tls-verify={str(tls_verify).lower()}",
+                             ref, f"docker://{ref}"), log=log, quiet=True)
+
+    def tag(self, ref: str, new: str, log: TaskLog) -> None:
+        tools.run(self._argv("tag", ref, new), log=log)
+        self._remember(new)
+
     def remove_image(self, ref: str, log: TaskLog) -> None:
         tools.run(self._argv("rmi", "--force", ref), log=log)
         self.forget_images()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import artifact, tools
 from .buildah import Buildah, BuildahSettings, Container
+from .cache import ImageCache
 from .errors import CosbuildError
 from .fsutil import atomic_path, atomic_write
 from .graph import Package
@@ -51,6 +52,7 @@ class Builder:
         self.project = project
         self.settings = project.settings
         self._buildah: Buildah | None = None
+        self._cache: ImageCache | None = None
         self._lock = threading.Lock()
         self._bootstrap_locks: dict[str, threading.Lock] = {}
         self._cleaned = False
@@ -62,6 +64,14 @@ class Builder:
                 self._buildah = Buildah(BuildahSettings(self.settings.isolation,
                                                         self.settings.storage_driver))
             return self._buildah
+
+    @property
+    def cache(self) -> ImageCache:
+        buildah = self.buildah
+        with self._lock:
+            if self._cache is None:
+                self._cache = ImageCache(self.settings, buildah)
+            return self._cache
 
     # ----------------------------------------------------------------- names
 
@@ -86,18 +96,26 @@ class Builder:
 
     # ----------------------------------------------------------------- the build
 
-    def build(self, key: str, log: TaskLog) -> None:
+    def build(self, key: str, log: TaskLog) -> str:
+        """Make the package's images and outputs; returns how the images were got."""
         pkg = self.project.graph.packages[key]
         if not pkg.needs_images:
             self.write_outputs(pkg, [], log)
-            return
+            return "no images"
         self._remove_stale_containers(log)
         tags = self.tags(pkg)
+        refs = (tags.builder, tags.package)   # the builder first: the package image is on it
         if self.images_present(pkg):
             log.write(f"images {tags.package} and -builder exist: reusing them")
+            how = "images reused"
+        elif source := self.cache.pull(refs, log):
+            how = f"images pulled from {source}"
         else:
             self._build_images(pkg, tags, log)
+            how = "built"
         self._write_artifact(pkg, tags, log)
+        self.cache.push(refs, log, done=f"{pkg.key} (artifact {self.artifact_path(pkg)})")
+        return how + (f", pushed to {self.settings.image_repository}" if self.settings.push else "")
 
     def _remove_stale_containers(self, log: TaskLog) -> None:
         with self._lock:

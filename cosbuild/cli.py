@@ -24,12 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cosbuild", description=__doc__, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"cosbuild {__version__}")
     for s in settings.SETTINGS:
-        if s.name == "verbose":
-            parser.add_argument("-v", "--verbose", action="store_const", const="1",
+        names = [f"--{s.name.replace('_', '-')}"] + (["-v"] if s.name == "verbose" else [])
+        if s.flag:
+            parser.add_argument(*names, dest=s.name, action="store_const", const="1",
                                 help=f"{s.doc} [env {s.env}]")
             continue
-        parser.add_argument(f"--{s.name.replace('_', '-')}", dest=s.name,
-                            action="append" if s.multiple else "store",
+        parser.add_argument(*names, dest=s.name, action="append" if s.multiple else "store",
                             help=f"{s.doc} [env {s.env}]")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("validate", help="load, render and resolve the whole tree")
@@ -42,10 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("keywords", help="print the spec keyword reference (Markdown)")
     sub.add_parser("helpers", help="list the template helpers")
     repo = sub.add_parser("create-repo", help="make build/ (or --output) a package repository")
-    repo.add_argument("--output", type=Path, help="folder with the artifacts (default: the build dir)")
+    repo.add_argument("--output", help="folder with the artifacts (default: the build dir); "
+                      "for --type docker the REGISTRY/REPOSITORY to publish to")
     repo.add_argument("--name", help="repository name (default: --repo-name)")
     repo.add_argument("--description", help="repository description")
-    repo.add_argument("--type", choices=("disk", "http"), help="repository type")
+    repo.add_argument("--type", choices=("disk", "http", "docker"), help="repository type")
     repo.add_argument("--urls", action="append", help="where clients find it (repeatable)")
     for name, text in (("install", "install packages and their requirements into a root"),
                        ("upgrade", "install newer versions of what a root has"),
@@ -117,7 +118,7 @@ def graph_dot(project: Project) -> str:
 
 def _command_index(argv: list[str], command: str) -> int:
     """Position of the command word, skipping the values of global options."""
-    takes_value = {f"--{s.name.replace('_', '-')}" for s in settings.SETTINGS}
+    takes_value = {f"--{s.name.replace('_', '-')}" for s in settings.SETTINGS if not s.flag}
     i = 0
     while argv[i] != command:
         i += 2 if argv[i] in takes_value else 1
@@ -178,10 +179,19 @@ def _run(args) -> int:
         else:
             print(graph_dot(project) if args.dot else graph_text(project))
     elif args.command == "create-repo":
-        from .repository import create_repo
-        output = args.output or config.build_dir
-        changed = create_repo(project, output, config.repo_info(
-            name=args.name, description=args.description, type=args.type, urls=args.urls))
+        from .repository import create_repo, publish_docker
+        info = config.repo_info(name=args.name, description=args.description, type=args.type,
+                                urls=args.urls)
+        if info.type == "docker":
+            from .registry import Registries
+            if not args.output:
+                raise CosbuildError("a docker repository needs --output REGISTRY/REPOSITORY")
+            output = args.output
+            changed = publish_docker(project, config.build_dir, output, info,
+                                     Registries(config.insecure_registries))
+        else:
+            output = Path(args.output) if args.output else config.build_dir
+            changed = create_repo(project, output, info)
         print(f"repository {output}: {'updated' if changed else 'unchanged'}")
     return 0
 

@@ -42,8 +42,10 @@ DEFAULT_CONFIG = "etc/luet/luet.yaml"
 REPOSITORY_KEYWORDS = (
     spec.Keyword("name", spec.STR, None, "repository name", required=True),
     spec.Keyword("description", spec.STR, "", "free text"),
-    spec.Keyword("type", spec.STR, "disk", "disk (a folder) or http"),
+    spec.Keyword("type", spec.STR, "disk", "disk (a folder), http, or docker (REGISTRY/REPOSITORY)"),
     spec.Keyword("urls", spec.STRS, (), "where the repository is; the first that answers is used"),
+    spec.Keyword("insecure", spec.BOOL, False,
+                 "docker: reach the registry without TLS verification (local testing only)"),
     spec.Keyword("priority", spec.Type("integer", lambda v, w: _int(v, w)), 1,
                  "lower wins when several repositories have a package"),
     spec.Keyword("enable", spec.BOOL, True, "use this repository"),
@@ -64,6 +66,11 @@ class RepoConfig:
     priority: int = 1
     enable: bool = True
     description: str = ""
+    insecure: bool = False
+
+    def transport(self, url: str):
+        from .transport import transport_for   # only the client needs HTTP
+        return transport_for(url, self.type, self.insecure)
 
 
 def read_config(path: Path) -> list[RepoConfig]:
@@ -90,7 +97,7 @@ def read_config_data(entries: list, path: Path) -> list[RepoConfig]:
                                 key=f"repositories.{fields['name']}.urls")
         out.append(RepoConfig(name=fields["name"], urls=fields["urls"], type=fields["type"],
                               priority=fields["priority"], enable=fields["enable"],
-                              description=fields["description"]))
+                              description=fields["description"], insecure=fields["insecure"]))
     return out
 
 
@@ -100,7 +107,8 @@ def repositories(repo_args: list[str], config: Path | None, root: Path | None = 
         config = root / DEFAULT_CONFIG
     repos = [r for r in read_config(config) if r.enable] if config else []
     for n, url in enumerate(repo_args):
-        kind = "http" if url.startswith(("http://", "https://")) else "disk"
+        kind = ("http" if url.startswith(("http://", "https://"))
+                else "docker" if url.startswith("docker://") else "disk")
         repos.append(RepoConfig(name=url, urls=(url,), type=kind, priority=n - len(repo_args)))
     if not repos:
         raise CosbuildError("no repository given", hint="pass --repo URL_OR_DIR or --config FILE")
@@ -133,11 +141,10 @@ class Candidate:
 
 
 def load_repository(repo: RepoConfig, workdir: Path) -> list[Candidate]:
-    from .transport import transport_for   # only the client needs HTTP
     errors = []
     for url in repo.urls:
         try:
-            return _load_from(transport_for(url), repo, workdir)
+            return _load_from(repo.transport(url), repo, workdir)
         except CosbuildError as exc:
             errors.append(exc)
     raise errors[-1]
@@ -368,7 +375,6 @@ def _transaction_dir(root: Path) -> Iterator[Path]:
 
 def _apply(root: Path, work: Path, installed: Installed, todo: list[Candidate], *,
            progress: bool, replace_files: bool) -> None:
-    from .transport import transport_for
     staging = work / "rootfs"
     staging.mkdir()
     replaced = {c.id for c in todo}
@@ -385,7 +391,7 @@ def _apply(root: Path, work: Path, installed: Installed, todo: list[Candidate], 
                                     hint="the packages cannot be installed together")
             new_owner[path] = c.id
     for n, c in enumerate(todo, 1):
-        archive = transport_for(c.url).fetch(
+        archive = c.repo.transport(c.url).fetch(
             c.artifact, work / c.artifact, sha256=c.sha256,
             progress=f"[{n}/{len(todo)}] {c}" if progress else None)
         files = extract_safely(archive, staging, str(c), symlinks)

@@ -10,13 +10,20 @@ A repository is a folder: the package artifacts, their metadata, and
 
 The revision is bumped, and repository.yaml rewritten, only when the content changed, so the
 same inputs give the same files.
+
+A `docker` repository is the same files in an OCI registry (SPEC section 3): each repository
+file and package metadata as a one-file image tagged with the file name, each package as
+`<repo>:<name>-<category>-<version>` (`+` -> `-`), whose one layer is the artifact itself
+(a zstd tar layer): unpacked, the image is the package's files, and the client downloads
+the layer blob, whose digest is the artifact's sha256.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import artifact
@@ -30,7 +37,7 @@ TREE_FILE = "tree.tar.zst"
 COMPILERTREE_FILE = "compilertree.tar.zst"
 META_FILE = "repository.meta.yaml.tar.zst"
 META_MEMBER = "repository.meta.yaml"
-TYPES = ("disk", "http")
+TYPES = ("disk", "http", "docker")
 
 
 @dataclass(frozen=True)
@@ -66,12 +73,13 @@ def index_entries(project: Project, output: Path) -> list[dict]:
     return entries
 
 
-def create_repo(project: Project, output: Path, info: RepoInfo) -> bool:
-    """Write the repository files into `output`; returns whether anything changed."""
+def create_repo(project: Project, output: Path, info: RepoInfo, packages: Path | None = None) -> bool:
+    """Write the repository files into `output` for the packages built into `packages`
+    (default: `output`); returns whether anything changed."""
     if info.type not in TYPES:
         raise CosbuildError(f"unknown repository type '{info.type}'",
                             hint=f"use one of: {', '.join(TYPES)}")
-    entries = index_entries(project, output)
+    entries = index_entries(project, packages or output)
     graph = project.graph
     runtime: dict[str, bytes] = {}
     for meta in entries:
@@ -119,3 +127,43 @@ def _write_compilertree(project: Project, out: Path) -> str:
         entries.append(artifact.Entry(prefix, root))
     sha, _ = artifact.write_tar(entries, out, checkout=True)
     return sha
+
+
+def publish_docker(project: Project, packages: Path, target: str, info: RepoInfo,
+                   registries) -> bool:
+    """Publish the packages built into `packages` as the docker repository `target`
+    (REGISTRY/REPOSITORY); returns whether anything changed.
+
+    The revision continues from the published repository.yaml, which is pushed last: a
+    client never sees an index whose files are not all there yet."""
+    from . import registry
+    if registry.registry_of(target) is None:
+        raise CosbuildError(f"'{target}' does not name a registry", key="--output",
+                            hint="a docker repository is REGISTRY[:PORT]/PATH, "
+                                 "e.g. registry.example.org/cos/releases")
+    base = registry.parse_reference(target)
+    remote = registries[base.registry]
+    info = replace(info, type="docker", urls=info.urls or (target,))
+
+    def ref(name: str):
+        return base.with_tag(registry.tag_for(name))
+
+    packages.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=packages, prefix=".docker-repo-") as tmp:
+        staging = Path(tmp)
+        if remote.exists(ref(REPOSITORY_FILE)):
+            registry.pull_file(remote, ref(REPOSITORY_FILE), REPOSITORY_FILE,
+                               staging / REPOSITORY_FILE)
+        if not create_repo(project, staging, info, packages=packages):
+            return False
+        for key in project.graph.order:
+            pkg = project.graph.packages[key]
+            artifact_path = packages / pkg.artifact_file
+            if not (packages / pkg.metadata_file).is_file():
+                continue   # not built: create_repo left it out of the index too
+            registry.push_image(remote, ref(pkg.artifact_stem), artifact_path,
+                                registry.LAYER_ZSTD, registry.zstd_diff_id(artifact_path))
+            registry.push_file(remote, ref(pkg.metadata_file), packages / pkg.metadata_file)
+        for path in repository_outputs(staging)[1:] + repository_outputs(staging)[:1]:
+            registry.push_file(remote, ref(path.name), path)
+    return True

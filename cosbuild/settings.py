@@ -16,7 +16,9 @@ class Setting:
     env: str
     default: str
     doc: str
-    multiple: bool = False   # repeatable option; the env/doit variable is ':'-separated
+    multiple: bool = False   # repeatable option; the env/doit variable is `separator`-separated
+    separator: str = ":"     # ',' for registry names and URLs, which contain ':'
+    flag: bool = False       # an on/off option without a value (the variables take 1/yes)
 
 
 SETTINGS = (
@@ -27,17 +29,27 @@ SETTINGS = (
                       "flavor whose values/<flavor>.yaml is used when no values file is given"),
     Setting("build_dir", "COSBUILD_BUILD_DIR", "build", "output folder for specs, artifacts and logs"),
     Setting("image_repository", "COSBUILD_IMAGE_REPOSITORY", "luet/cache",
-            "repository of the cache images, tagged by build hash"),
+            "repository of the cache images, tagged by build hash; naming a registry "
+            "(HOST/PATH) makes it a shared cache, looked up before building and pushed to"),
+    Setting("pull_repositories", "COSBUILD_PULL_REPOSITORIES", "",
+            "read-only cache image repositories in registries (HOST/PATH), looked up after "
+            "the image repository (repeatable; ','-separated)", multiple=True, separator=","),
+    Setting("push", "COSBUILD_PUSH", "", "push the images of every build to the image repository "
+            "(1/yes)", flag=True),
+    Setting("insecure_registries", "COSBUILD_INSECURE_REGISTRIES", "",
+            "registries (HOST[:PORT]) reached without TLS verification, for local testing "
+            "(repeatable; ','-separated)", multiple=True, separator=","),
     Setting("isolation", "COSBUILD_ISOLATION", "chroot", "buildah --isolation (chroot works everywhere)"),
     Setting("storage_driver", "COSBUILD_STORAGE_DRIVER", "",
             "buildah --storage-driver (default: buildah's own, overlay on Debian)"),
-    Setting("verbose", "COSBUILD_VERBOSE", "", "stream container output live (1/yes)"),
+    Setting("verbose", "COSBUILD_VERBOSE", "", "stream container output live (1/yes)", flag=True),
     Setting("iso", "COSBUILD_ISO", "iso.yaml", "ISO specification (luet-makeiso format)"),
     Setting("disk", "COSBUILD_DISK", "disk.yaml", "disk specification (system image and disk)"),
     Setting("repo_name", "COSBUILD_REPO_NAME", "cosbuild", "name of the repository `doit repo` makes"),
     Setting("repo_description", "COSBUILD_REPO_DESCRIPTION", "", "its description"),
-    Setting("repo_type", "COSBUILD_REPO_TYPE", "disk", "its type: disk or http"),
-    Setting("repo_urls", "COSBUILD_REPO_URLS", "", "where its clients find it", multiple=True),
+    Setting("repo_type", "COSBUILD_REPO_TYPE", "disk", "its type: disk or http (docker: see create-repo)"),
+    Setting("repo_urls", "COSBUILD_REPO_URLS", "",
+            "where its clients find it (repeatable; ','-separated)", multiple=True, separator=","),
 )
 
 
@@ -48,6 +60,9 @@ class Settings:
     flavor: str
     build_dir: Path
     image_repository: str = "luet/cache"
+    pull_repositories: tuple[str, ...] = ()
+    push: bool = False
+    insecure_registries: tuple[str, ...] = ()
     isolation: str = "chroot"
     storage_driver: str = ""
     verbose: bool = False
@@ -85,7 +100,7 @@ def resolve(options: dict | None = None, env: dict | None = None,
         value = options.get(s.name)
         if value in (None, [], ()):
             text = doit_vars.get(s.name) or env.get(s.env) or s.default
-            value = [p for p in text.split(":") if p] if s.multiple else text
+            value = [p for p in text.split(s.separator) if p] if s.multiple else text
         raw[s.name] = value
     values = [Path(v) for v in raw["values"]]
     if not values:
@@ -99,12 +114,19 @@ def resolve(options: dict | None = None, env: dict | None = None,
                                 hint="create it or pick another --flavor / COSBUILD_FLAVOR")
     return Settings(trees=tuple(Path(t) for t in raw["tree"]), values=tuple(values),
                     flavor=raw["flavor"], build_dir=Path(raw["build_dir"]),
-                    image_repository=raw["image_repository"], isolation=raw["isolation"],
+                    image_repository=raw["image_repository"],
+                    pull_repositories=tuple(raw["pull_repositories"]), push=_yes(raw["push"]),
+                    insecure_registries=tuple(raw["insecure_registries"]),
+                    isolation=raw["isolation"],
                     storage_driver=raw["storage_driver"], iso=Path(raw["iso"]), disk=Path(raw["disk"]),
                     repo_name=raw["repo_name"],
                     repo_description=raw["repo_description"], repo_type=raw["repo_type"],
                     repo_urls=tuple(raw["repo_urls"]),
-                    verbose=str(raw["verbose"]).lower() in ("1", "yes", "true", "on"))
+                    verbose=_yes(raw["verbose"]))
+
+
+def _yes(value) -> bool:
+    return str(value).lower() in ("1", "yes", "true", "on")
 
 
 def settings_reference() -> str:

@@ -81,23 +81,33 @@ def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
     builder = get_builder()
     pkg = builder.project.graph.packages[key]
     started = time.monotonic()
-    print(f"[{n}/{total}] {key}: building (hash {pkg.hash[:12]}, log {builder.log_path(pkg)})",
-          flush=True)
+    _say(f"[{n}/{total}] {key}: started (hash {pkg.hash[:12]}, log {builder.log_path(pkg)})")
     with TaskLog(builder.log_path(pkg), verbose=builder.settings.verbose,
                  prefix=f"[{pkg.id}] ") as log:
         try:
-            builder.build(key, log)
+            how = builder.build(key, log)
         except CosbuildError as exc:
             log.write(f"error: {exc}")   # the full log says how it ended too
             raise
     size = builder.artifact_path(pkg).stat().st_size
-    print(f"[{n}/{total}] {key}: done in {time.monotonic() - started:.1f}s "
-          f"({size / 1e6:.1f} MB artifact)", flush=True)
+    _say(f"[{n}/{total}] {key}: done in {time.monotonic() - started:.1f}s "
+         f"({how}; {size / 1e6:.1f} MB artifact)")
+
+
+def _say(line: str) -> None:
+    """One line in one write: print() writes the newline separately, so lines of parallel
+    tasks (and doit's own) could run into each other."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 @_user_errors_fail
 def _create_repo(project: Project, info) -> None:
     from .repository import create_repo
+    if info.type == "docker":
+        raise CosbuildError("`doit repo` makes a folder repository, not a docker one",
+                            key="repo_type", hint="publish to a registry with `cosbuild "
+                            "create-repo --type docker --output REGISTRY/REPO`")
     changed = create_repo(project, project.settings.build_dir, info)
     print(f"repository {info.name} in {project.settings.build_dir}: "
           f"{'updated' if changed else 'unchanged'}")
@@ -152,6 +162,7 @@ def task_definitions(project: Project) -> dict:
                    "clean": True}
 
     get_builder = LazyBuilder(project)
+    pushed_to = f" push {project.settings.image_repository}" if project.settings.push else ""
 
     def task_build():
         """Build each package: container images (buildah) and its artifact + metadata in build/."""
@@ -163,7 +174,8 @@ def task_definitions(project: Project) -> dict:
                    "task_dep": [f"build:{graph.task_name(d)}" for d in pkg.build_deps],
                    "file_dep": list(pkg.files),
                    "targets": outputs([key]),
-                   "uptodate": [config_changed(pkg.hash)]
+                   # turning push on (or to another repository) pushes what was built before
+                   "uptodate": [config_changed(pkg.hash + pushed_to)]
                    + ([(_images_present, [get_builder, pkg])] if pkg.needs_images else []),
                    "verbosity": 2,
                    "clean": True}

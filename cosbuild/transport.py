@@ -1,4 +1,5 @@
-"""How the repository client gets repository files: from a local folder or over HTTP(S).
+"""How the repository client gets repository files: from a local folder, over HTTP(S), or
+from an OCI registry (a `docker` repository, see repository.py).
 
 Every fetch is all-or-nothing: the destination name only appears once the whole file is
 there and its checksum (when known) matched. HTTP downloads survive flaky servers: they are
@@ -45,9 +46,12 @@ class Transport:
         return f"{type(self).__name__}({self.url!r})"
 
 
-def transport_for(url: str) -> Transport:
-    """The transport for a repository URL: http(s)://, file://PATH or a plain path."""
+def transport_for(url: str, kind: str = "", insecure: bool = False) -> Transport:
+    """The transport for a repository URL: http(s)://, file://PATH or a plain path; for a
+    repository of type `docker` (or a docker:// URL), REGISTRY/REPOSITORY."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if kind == "docker" or scheme == "docker":
+        return RegistryTransport(url, insecure)
     if scheme in ("http", "https"):
         return HttpTransport(url)
     if scheme == "file":
@@ -183,6 +187,37 @@ class HttpTransport(Transport):
                 raise _Retry(problem)
             raise CosbuildError(f"download of {name} from {file_url}: {problem}",
                                 hint="the repository index does not match its files")
+
+
+class RegistryTransport(Transport):
+    """A docker repository: files from one-file images, artifacts from package images."""
+
+    def __init__(self, url: str, insecure: bool = False):
+        from . import registry
+        self.url = url
+        self.base = registry.parse_reference(url.removeprefix("docker://"))
+        self.registry = registry.Registry(self.base.registry, insecure=insecure)
+
+    def fetch(self, name: str, dest: Path, *, sha256: str | None = None,
+              size: int | None = None, progress: str | None = None) -> Path:
+        from . import registry
+        _check_name(name, self.url)
+        dest = Path(dest)
+        artifact = re.fullmatch(r"(.+)\.package\.tar(\.\w+)?", name)
+        if artifact:
+            # the package image's layer is the artifact: its digest is the artifact's sha256
+            ref = self.base.with_tag(registry.tag_for(artifact.group(1)))
+            layer = registry.single_layer(self.registry, ref)
+            if sha256 and layer["digest"] != f"sha256:{sha256.lower()}":
+                raise CosbuildError(f"package image {ref} does not hold {name} of the index "
+                                    f"(layer {layer['digest']}, index sha256:{sha256})",
+                                    hint="the repository is being republished or is "
+                                         "inconsistent; try again or tell its maintainer")
+            return self.registry.blob(ref.repository, layer["digest"], dest)
+        with atomic_path(dest) as tmp:
+            registry.pull_file(self.registry, self.base.with_tag(registry.tag_for(name)), name, tmp)
+            _check_sha256(name, self.url, tmp, sha256)
+        return dest
 
 
 class _Retry(Exception):

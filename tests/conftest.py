@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import socket
 import subprocess
 import threading
 import sys
 import textwrap
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -108,3 +112,54 @@ def running(server):
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+# ----------------------------------------------------------------------------- a registry
+
+REGISTRY_BINARY = "/usr/bin/docker-registry"   # Debian's docker-registry (distribution 2.8)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def registry_server(folder: Path, port: int):
+    """A real OCI registry on 127.0.0.1:port, storing in `folder`; yields HOST:PORT."""
+    assert os.path.exists(REGISTRY_BINARY), "docker-registry is missing: run `make deps`"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "config.yml"
+    config.write_text(textwrap.dedent(f"""\
+        version: 0.1
+        log: {{level: warn}}
+        storage:
+          filesystem: {{rootdirectory: {folder / "data"}}}
+          delete: {{enabled: true}}
+        http: {{addr: "127.0.0.1:{port}", secret: cosbuild-tests}}
+        """))
+    with (folder / "registry.log").open("w") as log:
+        proc = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=log, stderr=log)
+    host = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{host}/v2/", timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    (folder / "registry.log").read_text()
+                time.sleep(0.1)
+        yield host
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """One registry for the test run; tests use their own repository names in it."""
+    with registry_server(tmp_path_factory.mktemp("registry"), free_port()) as host:
+        yield host

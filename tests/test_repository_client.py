@@ -363,8 +363,8 @@ def test_create_repo_without_artifacts_or_with_bad_type(ws):
         project = load_project(settings.resolve({}, env={}))
         with pytest.raises(CosbuildError, match="no built packages"):
             create_repo(project, Path("build"), RepoInfo(name="test"))
-        with pytest.raises(CosbuildError, match="unknown repository type 'docker'"):
-            create_repo(project, Path("build"), RepoInfo(name="test", type="docker"))
+        with pytest.raises(CosbuildError, match="unknown repository type 'ftp'"):
+            create_repo(project, Path("build"), RepoInfo(name="test", type="ftp"))
 
 
 # --------------------------------------------------------------------------- 2./3. install

@@ -1,0 +1,111 @@
+"""Container image layers applied to a folder, as container runtimes do (OCI image spec,
+"Applying changesets"): entries replace what lower layers left, `.wh.NAME` deletes NAME and
+`.wh..wh..opq` hides everything lower layers put in its folder.
+
+Layers come from registries: nothing may be written outside the folder, so paths with `..`
+and writes through symbolic links are refused, and hard links must point inside it.
+Owners, modes, times, devices and extended attributes (file capabilities) are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from .errors import CosbuildError
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+XATTR = "SCHILY.xattr."
+
+
+def apply_layer(stream: BinaryIO, root: Path, what: str) -> None:
+    """Apply the uncompressed layer tar `stream` to `root`."""
+    written: set[str] = set()   # what this layer made: an opaque folder keeps it
+    opaque: list[str] = []
+    folders: list[tuple[Path, int]] = []
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                name = _relative(member.name, what)
+                if name is None:
+                    continue
+                _no_symlink_parents(root, name, what)
+                parent, _, base = name.rpartition("/")
+                if base == OPAQUE:
+                    opaque.append(parent)
+                elif base.startswith(WHITEOUT):
+                    _remove(root / parent / base[len(WHITEOUT):])
+                else:
+                    _extract(tar, member, name, root, what)
+                    written.add(name)
+                    if member.isdir():
+                        folders.append((root / name, int(member.mtime)))
+    except (tarfile.TarError, EOFError) as exc:
+        raise CosbuildError(f"{what}: damaged layer ({exc})",
+                            hint="pull again; the registry may be corrupt") from None
+    kept = written | {str(p) for name in written for p in PurePosixPath(name).parents}
+    for folder in opaque:
+        _clear_lower(root, folder, kept)
+    # a folder's time changes whenever something is written into it: set it last
+    for path, mtime in reversed(folders):
+        os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
+def _relative(raw: str, what: str) -> str | None:
+    path = PurePosixPath(raw.lstrip("/"))
+    if ".." in path.parts:
+        raise CosbuildError(f"{what}: refusing path {raw!r} with a '..' component",
+                            hint="the image is corrupt or hostile")
+    name = str(path)
+    return None if name in ("", ".") else name
+
+
+def _no_symlink_parents(root: Path, name: str, what: str) -> None:
+    for parent in reversed(PurePosixPath(name).parents[:-1]):
+        if (root / parent).is_symlink():
+            raise CosbuildError(f"{what}: refusing {name!r}: it would be written through the "
+                                f"symbolic link {str(parent)!r}",
+                                hint="the image is corrupt or hostile")
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, root: Path, what: str) -> None:
+    target = root / name
+    if os.path.lexists(target) and not (member.isdir() and target.is_dir() and not target.is_symlink()):
+        _remove(target)   # replaced: never written through (a symlink) or into (a file)
+    member.name = name
+    if member.islnk():
+        link = _relative(member.linkname, what)
+        if link is None:
+            raise CosbuildError(f"{what}: hard link {name!r} to the root folder")
+        _no_symlink_parents(root, link, what)
+        member.linkname = link
+    tar.extract(member, root, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+    # after the owner is set: chown drops file capabilities
+    for key, value in member.pax_headers.items():
+        if key.startswith(XATTR):
+            os.setxattr(target, key[len(XATTR):], value.encode("utf-8", "surrogateescape"),
+                        follow_symlinks=False)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+def _clear_lower(root: Path, folder: str, kept: set[str]) -> None:
+    """Remove from `folder` whatever the current layer did not write."""
+    base = root / folder
+    if not base.is_dir() or base.is_symlink():
+        return
+    for entry in os.scandir(base):
+        rel = f"{folder}/{entry.name}" if folder else entry.name
+        if rel not in kept:
+            _remove(Path(entry.path))
+        elif entry.is_dir(follow_symlinks=False):
+            _clear_lower(root, rel, kept)

@@ -1,0 +1,521 @@
+"""OCI registries, in pure Python (the distribution API v2 over urllib).
+
+Used where there is no buildah: the repository client reading a `docker` repository (also
+inside a booted derivative), publishing one: repository files as one-file images and
+artifacts as one-layer package images, and `unpack()`, which pulls an image and applies its
+layers to a folder. Build cache images are pushed and pulled by buildah (cache.py); only
+their presence is checked here, which is quicker than a failing pull.
+
+- TLS is verified; a registry marked insecure is reached over HTTPS without verification,
+  or plain HTTP when it does not speak TLS (a local test registry).
+- Credentials come from the usual container auth files (`REGISTRY_AUTH_FILE`,
+  `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`,
+  `~/.docker/config.json`): sent as Basic auth, or traded for a Bearer token when the
+  registry asks for one (the token flow of Docker Hub, quay.io, GitLab, ...).
+
+Importable with the standard library, PyYAML and zstandard only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import ssl
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .errors import CosbuildError
+from .fsutil import atomic_path
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+ACCEPT = ", ".join((OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST))
+USER_AGENT = f"cosbuild/{__version__}"
+CHUNK = 1 << 20
+DOCKER_HUB = "docker.io"
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_INSECURE_HINT = ("for a registry without TLS, mark it insecure (`--insecure-registries HOST` "
+                  "for builds, `insecure: true` in a client's repository entry)")
+
+
+# --------------------------------------------------------------------------- names
+
+@dataclass(frozen=True)
+class Reference:
+    """`registry/repository:tag` (or `@sha256:...`)."""
+    registry: str
+    repository: str
+    tag: str = "latest"
+
+    def __str__(self) -> str:
+        sep = "@" if self.tag.startswith("sha256:") else ":"
+        return f"{self.registry}/{self.repository}{sep}{self.tag}"
+
+    def with_tag(self, tag: str) -> "Reference":
+        return Reference(self.registry, self.repository, tag)
+
+
+def registry_of(name: str) -> str | None:
+    """The registry host a repository name starts with, None for a local-only name
+    (`luet/cache` lives in local storage as `localhost/luet/cache`)."""
+    first, _, rest = name.partition("/")
+    return first if rest and ("." in first or ":" in first) else None
+
+
+def parse_reference(text: str, tag: str | None = None) -> Reference:
+    """A reference as container tools read it; `tag` overrides any tag in `text`."""
+    name, digest = (text.split("@", 1) + [""])[:2]
+    if not digest:
+        last = name.rsplit("/", 1)[-1]
+        if ":" in last:
+            name, digest = name.rsplit(":", 1)
+    host = registry_of(name)
+    repository = name[len(host) + 1:] if host else name
+    if host is None:
+        host = DOCKER_HUB   # what container tools assume for a bare name
+        if "/" not in repository:
+            repository = f"library/{repository}"
+    if not repository or not re.fullmatch(r"[a-z0-9]+(?:[._/-]+[a-z0-9]+)*", repository):
+        raise CosbuildError(f"invalid image reference '{text}'",
+                            hint="use REGISTRY/REPOSITORY[:TAG], lower case, e.g. "
+                                 "registry.example.org/cos/repo")
+    return Reference(host, repository, tag or digest or "latest")
+
+
+def tag_for(name: str) -> str:
+    """The image tag of a repository file or package (luet: `+` becomes `-`)."""
+    tag = name.replace("+", "-")
+    if not _TAG.fullmatch(tag):
+        raise CosbuildError(f"'{name}' cannot be an image tag",
+                            hint="tags are up to 128 letters, digits, '_', '.' and '-'")
+    return tag
+
+
+# --------------------------------------------------------------------------- credentials
+
+def auth_files(env=None) -> list[Path]:
+    """Where container tools keep credentials, in the order they look."""
+    env = os.environ if env is None else env
+    home = Path(env.get("HOME") or "~").expanduser()
+    if env.get("REGISTRY_AUTH_FILE"):
+        return [Path(env["REGISTRY_AUTH_FILE"])]
+    out = [Path(env["XDG_RUNTIME_DIR"]) / "containers/auth.json"] if env.get("XDG_RUNTIME_DIR") else []
+    return out + [home / ".config/containers/auth.json", home / ".docker/config.json"]
+
+
+def credentials(registry: str, repository: str = "", env=None) -> tuple[str, str] | None:
+    """(user, password) for a registry from the first auth file that has an entry for it;
+    an entry for `host/namespace` wins over one for `host`."""
+    wanted = f"{registry}/{repository}".rstrip("/")
+    for path in auth_files(env):
+        try:
+            auths = json.loads(path.read_text()).get("auths") or {}
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, AttributeError) as exc:
+            raise CosbuildError(f"cannot read the container auth file: {exc}", file=path,
+                                hint="fix or remove it, then log in again") from None
+        best = None
+        for key, entry in auths.items():
+            name = re.sub(r"^https?://", "", key).removesuffix("/v1/").rstrip("/")
+            if name == "index.docker.io":
+                name = DOCKER_HUB
+            if (wanted == name or wanted.startswith(name + "/")) and \
+                    (best is None or len(name) > len(best[0])):
+                best = (name, entry)
+        if best:
+            entry = best[1]
+            if entry.get("auth"):
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                return user, password
+            if entry.get("username"):
+                return entry["username"], entry.get("password", "")
+    return None
+
+
+# --------------------------------------------------------------------------- the API
+
+@dataclass
+class Registry:
+    """One registry host; remembers how it answered (scheme, tokens) between requests."""
+    host: str
+    insecure: bool = False
+    timeout: float = 60
+    _base: str | None = field(default=None, repr=False)
+    _auth: dict = field(default_factory=dict, repr=False)   # scope -> Authorization header
+    _challenge: str | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        context = ssl.create_default_context()
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+
+    def base(self) -> str:
+        """https://HOST, or http://HOST for an insecure registry that does not speak TLS."""
+        if self._base is None:
+            endpoint = "registry-1.docker.io" if self.host == DOCKER_HUB else self.host
+            schemes = ("https", "http") if self.insecure else ("https",)
+            for n, scheme in enumerate(schemes, 1):
+                try:
+                    self._ping(f"{scheme}://{endpoint}")
+                    break
+                except urllib.error.URLError as exc:
+                    if n == len(schemes):
+                        raise self._unreachable(exc) from None
+        return self._base
+
+    def _ping(self, base: str) -> None:
+        request = urllib.request.Request(f"{base}/v2/", headers={"User-Agent": USER_AGENT})
+        try:
+            with self._opener.open(request, timeout=self.timeout):
+                pass
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code != 401:
+                raise CosbuildError(f"{self.host} does not look like a container registry "
+                                    f"(GET /v2/ answered HTTP {exc.code})",
+                                    hint="check the registry address") from None
+            self._challenge = exc.headers.get("WWW-Authenticate", "")
+        self._base = base
+
+    def _unreachable(self, exc: BaseException) -> CosbuildError:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        reason = getattr(reason, "strerror", None) or str(reason)
+        return CosbuildError(f"cannot reach registry {self.host}: {reason}",
+                             hint=f"check that it is up and the address is right; {_INSECURE_HINT}")
+
+    def request(self, method: str, path: str, repository: str, *, push: bool = False,
+                headers: dict | None = None, data=None, ok=(200,)):
+        """An API request (path below /v2/ or an absolute URL); returns the open response.
+
+        A 401 is answered once with credentials (Basic, or a Bearer token for the
+        repository's pull or pull+push scope), which later requests reuse; other errors
+        raise HTTPError."""
+        base = self.base()
+        url = path if "://" in path else f"{base}/v2/{path}"
+        scope = f"repository:{repository}:{'pull,push' if push else 'pull'}"
+        for attempt in (1, 2):
+            request = urllib.request.Request(url, method=method, data=data,
+                                             headers={"User-Agent": USER_AGENT, **(headers or {})})
+            if scope in self._auth:
+                # not sent on to a redirect target (blob storage has its own signed URL)
+                request.add_unredirected_header("Authorization", self._auth[scope])
+            try:
+                response = self._opener.open(request, timeout=self.timeout)
+            except urllib.error.HTTPError as exc:
+                # first time, or an expired token; a streamed body cannot be sent twice
+                if exc.code == 401 and attempt == 1 and not hasattr(data, "read"):
+                    challenge = exc.headers.get("WWW-Authenticate", "") or self._challenge or ""
+                    exc.close()
+                    self._auth[scope] = self._authorize(challenge, scope, repository)
+                    continue
+                if exc.code in (401, 403):
+                    exc.close()
+                    raise CosbuildError(
+                        f"registry {self.host} refused {'push' if push else 'pull'} access to "
+                        f"{repository} (HTTP {exc.code})",
+                        hint="log in (`buildah login` or `podman login`) so the container "
+                             "auth file has credentials for it") from None
+                raise
+            except urllib.error.URLError as exc:
+                raise self._unreachable(exc) from None
+            except OSError as exc:   # a connection dropped mid-request
+                raise self._unreachable(exc) from None
+            if response.status not in ok:
+                response.close()
+                raise CosbuildError(f"registry {self.host}: unexpected answer HTTP "
+                                    f"{response.status} to {method} {url}")
+            return response
+        raise AssertionError("unreachable")
+
+    def _authorize(self, challenge: str, scope: str, repository: str) -> str:
+        creds = credentials(self.host, repository)
+        basic = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode() if creds else None
+        kind, _, rest = challenge.partition(" ")
+        if kind.lower() == "basic":
+            if basic is None:
+                raise CosbuildError(f"registry {self.host} needs credentials for {repository}",
+                                    hint="log in (`buildah login` or `podman login`)")
+            return basic
+        if kind.lower() != "bearer":
+            raise CosbuildError(f"registry {self.host} asks for unsupported authentication "
+                                f"'{kind}'")
+        params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+        query = {"service": params.get("service", ""), "scope": scope}
+        url = f"{params.get('realm', '')}?{urllib.parse.urlencode(query)}"
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        if basic:
+            request.add_header("Authorization", basic)
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                answer = json.load(response)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise CosbuildError(f"registry {self.host}: token server refused access to "
+                                f"{repository} (HTTP {exc.code})",
+                                hint="log in (`buildah login` or `podman login`)") from None
+        except (urllib.error.URLError, ValueError) as exc:
+            raise CosbuildError(f"registry {self.host}: no token from {params.get('realm')}: {exc}") from None
+        return f"Bearer {answer.get('token') or answer.get('access_token')}"
+
+    # ----------------------------------------------------------------- reading
+
+    def exists(self, ref: Reference) -> bool:
+        try:
+            self.request("HEAD", f"{ref.repository}/manifests/{ref.tag}", ref.repository,
+                         headers={"Accept": ACCEPT}).close()
+            return True
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 404:
+                return False
+            raise self._failed("look up", ref, exc) from None
+
+    def manifest(self, ref: Reference) -> dict:
+        """The image manifest of `ref`; from a multi-platform index, this machine's one."""
+        try:
+            with self.request("GET", f"{ref.repository}/manifests/{ref.tag}", ref.repository,
+                              headers={"Accept": ACCEPT}) as response:
+                doc = json.load(response)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 404:
+                raise CosbuildError(f"image {ref} does not exist",
+                                    hint="check the name; the repository may not be published "
+                                         "(yet)") from None
+            raise self._failed("read", ref, exc) from None
+        if doc.get("mediaType") in (OCI_INDEX, DOCKER_LIST) or "manifests" in doc:
+            arch = _goarch()
+            for m in doc.get("manifests", []):
+                p = m.get("platform") or {}
+                if p.get("os", "linux") == "linux" and p.get("architecture", arch) == arch:
+                    return self.manifest(ref.with_tag(m["digest"]))
+            raise CosbuildError(f"image {ref} has no linux/{arch} variant")
+        return doc
+
+    def blob(self, repository: str, digest: str, dest: Path) -> Path:
+        """Download a blob into `dest`, all or nothing, checking its digest."""
+        try:
+            response = self.request("GET", f"{repository}/blobs/{digest}", repository)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise self._failed("download", f"{repository}@{digest}", exc) from None
+        sha = hashlib.sha256()
+        with response, atomic_path(dest) as tmp, tmp.open("wb") as out:
+            try:
+                while chunk := response.read(CHUNK):
+                    sha.update(chunk)
+                    out.write(chunk)
+            except OSError as exc:
+                raise self._unreachable(exc) from None
+            if f"sha256:{sha.hexdigest()}" != digest:
+                raise CosbuildError(f"blob {digest} of {self.host}/{repository} does not match "
+                                    f"its digest (got sha256:{sha.hexdigest()})",
+                                    hint="the download was damaged or the registry is corrupt; "
+                                         "try again")
+        return dest
+
+    # ----------------------------------------------------------------- writing
+
+    def upload(self, repository: str, data: bytes | Path) -> dict:
+        """Upload a blob unless the registry has it; returns its descriptor."""
+        digest, size = _digest(data)
+        try:
+            self.request("HEAD", f"{repository}/blobs/{digest}", repository, push=True).close()
+            return {"digest": digest, "size": size}
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code != 404:
+                raise self._failed("push to", repository, exc) from None
+        try:
+            with self.request("POST", f"{repository}/blobs/uploads/", repository, push=True,
+                              ok=(202,)) as response:
+                location = urllib.parse.urljoin(self.base(), response.headers["Location"])
+            url = f"{location}{'&' if '?' in location else '?'}digest={urllib.parse.quote(digest)}"
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+            if isinstance(data, bytes):
+                self.request("PUT", url, repository, push=True, headers=headers, data=data,
+                             ok=(201,)).close()
+            else:
+                with data.open("rb") as body:
+                    self.request("PUT", url, repository, push=True, headers=headers, data=body,
+                                 ok=(201,)).close()
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise self._failed("push to", repository, exc) from None
+        return {"digest": digest, "size": size}
+
+    def put_manifest(self, ref: Reference, manifest: bytes, media_type: str) -> None:
+        try:
+            self.request("PUT", f"{ref.repository}/manifests/{ref.tag}", ref.repository,
+                         push=True, headers={"Content-Type": media_type}, data=manifest,
+                         ok=(201,)).close()
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise self._failed("push", ref, exc) from None
+
+    def _failed(self, verb: str, what, exc: urllib.error.HTTPError) -> CosbuildError:
+        return CosbuildError(f"registry {self.host}: cannot {verb} {what}: HTTP {exc.code} {exc.reason}",
+                             hint="check the registry's log and access rules")
+
+
+class Registries:
+    """The registries of one run, by host; `insecure` lists the hosts without verified TLS."""
+
+    def __init__(self, insecure=()):
+        self.insecure = frozenset(insecure)
+        self._known: dict[str, Registry] = {}
+
+    def __getitem__(self, host: str) -> Registry:
+        if host not in self._known:
+            self._known[host] = Registry(host, insecure=host in self.insecure)
+        return self._known[host]
+
+
+# --------------------------------------------------------------------------- images
+
+def push_image(registry: Registry, ref: Reference, layer: Path | bytes, media_type: str,
+               diff_id: str) -> None:
+    """Push a one-layer image; the layer blob is `layer` as it is, byte for byte."""
+    descriptor = registry.upload(ref.repository, layer)
+    config = _canonical({"architecture": _goarch(), "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
+    config_descriptor = registry.upload(ref.repository, config)
+    manifest = _canonical({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, **config_descriptor},
+        "layers": [{"mediaType": media_type, **descriptor}]})
+    registry.put_manifest(ref, manifest, OCI_MANIFEST)
+
+
+def push_file(registry: Registry, ref: Reference, path: Path) -> None:
+    """Push `path` as a one-file image: its layer holds the file at /<file name> (as luet's
+    `FROM scratch` + `COPY file /` does)."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(path.name)
+        info.size, info.mode, info.mtime = path.stat().st_size, 0o644, 0
+        with path.open("rb") as f:
+            tar.addfile(info, f)
+    data = layer.getvalue()
+    push_image(registry, ref, data, LAYER_TAR, f"sha256:{hashlib.sha256(data).hexdigest()}")
+
+
+def single_layer(registry: Registry, ref: Reference) -> dict:
+    layers = registry.manifest(ref).get("layers") or []
+    if len(layers) != 1:
+        raise CosbuildError(f"image {ref} has {len(layers)} layers, expected one",
+                            hint="it was not published as a cosbuild/luet repository file")
+    return layers[0]
+
+
+def pull_file(registry: Registry, ref: Reference, name: str, dest: Path) -> Path:
+    """The file `name` from the one-file image `ref`, into `dest` (all or nothing)."""
+    layer = single_layer(registry, ref)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
+        blob = registry.blob(ref.repository, layer["digest"], Path(tmp) / "layer")
+        try:
+            with _layer_stream(blob, layer.get("mediaType", LAYER_TAR)) as stream, \
+                    tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    if member.isreg() and member.name.lstrip("./") == name:
+                        with atomic_path(dest) as out, out.open("wb") as f:
+                            shutil.copyfileobj(tar.extractfile(member), f, CHUNK)
+                        return dest
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise CosbuildError(f"image {ref}: damaged layer ({exc})") from None
+    raise CosbuildError(f"image {ref} does not hold {name}",
+                        hint="it was not published as a cosbuild/luet repository file")
+
+
+def unpack(ref: str | Reference, dest: Path, registries: Registries | None = None) -> None:
+    """Pull an image and apply its layers (with whiteouts) to `dest`, which must not exist or
+    be empty: it appears complete or not at all."""
+    from .layers import apply_layer
+    ref = parse_reference(ref) if isinstance(ref, str) else ref
+    registry = (registries or Registries())[ref.registry]
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise CosbuildError(f"{dest} exists and is not an empty folder",
+                            hint="choose a new folder to unpack into")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.unpack-"))
+    try:
+        root = work / "rootfs"
+        root.mkdir()
+        for n, layer in enumerate(registry.manifest(ref).get("layers") or []):
+            blob = registry.blob(ref.repository, layer["digest"], work / f"layer-{n}")
+            with _layer_stream(blob, layer.get("mediaType", LAYER_TAR)) as stream:
+                apply_layer(stream, root, f"{ref} layer {n + 1}")
+            blob.unlink()
+        if dest.exists():
+            dest.rmdir()
+        os.replace(root, dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class _layer_stream:
+    """The uncompressed tar stream of a layer blob, by media type (gzip, zstd or plain)."""
+
+    def __init__(self, path: Path, media_type: str):
+        self.path, self.media_type = path, media_type
+
+    def __enter__(self):
+        import gzip
+        self._file = self.path.open("rb")
+        if self.media_type.endswith("+zstd") or self.media_type.endswith(".zstd"):
+            import zstandard
+            return zstandard.ZstdDecompressor().stream_reader(self._file)
+        if "gzip" in self.media_type:
+            return gzip.GzipFile(fileobj=self._file)
+        return self._file
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+
+def zstd_diff_id(path: Path) -> str:
+    """The digest of the uncompressed tar of a zstd layer (the image config's diff_id)."""
+    import zstandard
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        reader = zstandard.ZstdDecompressor().stream_reader(f)
+        while chunk := reader.read(CHUNK):
+            sha.update(chunk)
+    return f"sha256:{sha.hexdigest()}"
+
+
+def _digest(data: bytes | Path) -> tuple[str, int]:
+    if isinstance(data, bytes):
+        return f"sha256:{hashlib.sha256(data).hexdigest()}", len(data)
+    with data.open("rb") as f:
+        return f"sha256:{hashlib.file_digest(f, 'sha256').hexdigest()}", data.stat().st_size
+
+
+def _canonical(doc: dict) -> bytes:
+    # the same content gives the same bytes, hence the same digest: re-publishing is a no-op
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _goarch() -> str:
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
