@@ -157,9 +157,9 @@ def copy_sparse(source: Path, dest: Path, log: TaskLog) -> None:
               what=f"copy {source.name}")
 
 
-def image_folder(work: Path, images: dict[str, Path], menu: Path | None, log: TaskLog) -> Path:
+def image_folder(work: Path, images: dict[str, Path], menu: Path, log: TaskLog) -> Path:
     """A folder with cOS/<image> (labelled copies of the system image) and the GRUB menu:
-    the content of COS_STATE or COS_RECOVERY."""
+    the content of COS_STATE or COS_RECOVERY (whose menu is used when COS_STATE is gone)."""
     if work.exists():
         shutil.rmtree(work)
     (work / IMAGES_DIR).mkdir(parents=True)
@@ -167,9 +167,8 @@ def image_folder(work: Path, images: dict[str, Path], menu: Path | None, log: Ta
         dest = work / IMAGES_DIR / name
         copy_sparse(source, dest, log)
         fsimage.relabel(dest, IMAGE_LABELS[name], log)
-    if menu is not None:
-        (work / MENU).parent.mkdir(parents=True)
-        shutil.copyfile(menu, work / MENU)
+    (work / MENU).parent.mkdir(parents=True)
+    shutil.copyfile(menu, work / MENU)
     return work
 
 
@@ -249,7 +248,7 @@ class DiskBuilder:
                 "COS_STATE": image_folder(self.work / "state", {
                     "active.img": self.active, "passive.img": self.active}, menu, log),
                 "COS_RECOVERY": image_folder(self.work / "recovery", {
-                    "recovery.img": self.active}, None, log),
+                    "recovery.img": self.active}, menu, log),
             }
             script, places = partition_table(self.disk.sizes, seed=self.disk.name)
             os.truncate(tmp, disk_size(self.disk.sizes))
@@ -293,24 +292,24 @@ def install(device: Path, source: Path, image_size: int, boot_folder: str, log: 
     shutil.copyfile(efi, efi_dir / EFI_BINARY)
     fill_partitions(device, places, {"COS_GRUB": efi_dir}, seed, log)
     run(["udevadm", "settle"], "wait for the new partitions")
-    for label, images, with_menu in (("COS_STATE", ("active.img", "passive.img"), True),
-                                     ("COS_RECOVERY", ("recovery.img",), False)):
-        mnt = Path("/run/cos/installer") / label
-        mnt.mkdir(parents=True, exist_ok=True)
-        run(["mount", f"/dev/disk/by-label/{label}", str(mnt)], f"mount {label}")
-        try:
+    mounts = {label: Path("/run/cos/installer") / label for label in ("COS_STATE", "COS_RECOVERY")}
+    try:
+        for label, mnt in mounts.items():
+            mnt.mkdir(parents=True, exist_ok=True)
+            run(["mount", f"/dev/disk/by-label/{label}", str(mnt)], f"mount {label}")
             (mnt / IMAGES_DIR).mkdir(exist_ok=True)
-            first = mnt / IMAGES_DIR / images[0]
-            fsimage.make_ext(first, source, label=IMAGE_LABELS[images[0]], size_mib=image_size,
-                             log=log, fs_type="ext2", seed=seed + images[0])
-            for name in images[1:]:
-                copy_sparse(first, mnt / IMAGES_DIR / name, log)
-                fsimage.relabel(mnt / IMAGES_DIR / name, IMAGE_LABELS[name], log)
-            if with_menu:
-                (mnt / MENU).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(menu, mnt / MENU)
-        finally:
-            run(["umount", str(mnt)], f"unmount {label}")
+            (mnt / MENU).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(menu, mnt / MENU)
+        active = mounts["COS_STATE"] / IMAGES_DIR / "active.img"
+        fsimage.make_ext(active, source, label=IMAGE_LABELS["active.img"], size_mib=image_size,
+                         log=log, fs_type="ext2", seed=seed + "active")
+        for label, name in (("COS_STATE", "passive.img"), ("COS_RECOVERY", "recovery.img")):
+            copy_sparse(active, mounts[label] / IMAGES_DIR / name, log)
+            fsimage.relabel(mounts[label] / IMAGES_DIR / name, IMAGE_LABELS[name], log)
+    finally:
+        for label, mnt in mounts.items():
+            if os.path.ismount(mnt):
+                run(["umount", str(mnt)], f"unmount {label}")
 
 
 def installer_main(argv: list[str] | None = None) -> int:

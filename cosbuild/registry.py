@@ -450,9 +450,6 @@ def pull_file(registry: Registry, ref: Reference, name: str, dest: Path) -> Path
 def unpack(ref: str | Reference, dest: Path, registries: Registries | None = None) -> None:
     """Pull an image and apply its layers (with whiteouts) to `dest`, which must not exist or
     be empty: it appears complete or not at all."""
-    from .layers import apply_layer
-    ref = parse_reference(ref) if isinstance(ref, str) else ref
-    registry = (registries or Registries())[ref.registry]
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise CosbuildError(f"{dest} exists and is not an empty folder",
                             hint="choose a new folder to unpack into")
@@ -461,16 +458,25 @@ def unpack(ref: str | Reference, dest: Path, registries: Registries | None = Non
     try:
         root = work / "rootfs"
         root.mkdir()
-        for n, layer in enumerate(registry.manifest(ref).get("layers") or []):
-            blob = registry.blob(ref.repository, layer["digest"], work / f"layer-{n}")
-            with _layer_stream(blob, layer.get("mediaType", LAYER_TAR)) as stream:
-                apply_layer(stream, root, f"{ref} layer {n + 1}")
-            blob.unlink()
+        apply_image(ref, root, work, registries)
         if dest.exists():
             dest.rmdir()
         os.replace(root, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def apply_image(ref: str | Reference, root: Path, work: Path,
+                registries: Registries | None = None) -> None:
+    """Pull an image and apply its layers to `root` in place (one layer at a time in `work`)."""
+    from .layers import apply_layer
+    ref = parse_reference(ref) if isinstance(ref, str) else ref
+    registry = (registries or Registries())[ref.registry]
+    for n, layer in enumerate(registry.manifest(ref).get("layers") or []):
+        blob = registry.blob(ref.repository, layer["digest"], work / f"layer-{n}")
+        with _layer_stream(blob, layer.get("mediaType", LAYER_TAR)) as stream:
+            apply_layer(stream, root, f"{ref} layer {n + 1}")
+        blob.unlink()
 
 
 class _layer_stream:

@@ -27,7 +27,6 @@ from .tools import TaskLog
 
 CONFIG = Path("/etc/cos-upgrade-image")
 REPO_CONFIG = Path("/etc/luet/luet.yaml")
-STATE_MOUNT = Path("/run/initramfs/cos-state")   # where the initramfs left COS_STATE
 DEFAULT_IMAGE_SIZE = 2048   # MiB, when there is no current image to measure
 
 
@@ -36,11 +35,15 @@ class UpgradeConfig:
     upgrade_image: str
     channel: bool
     recovery_image: str
+    insecure_registries: tuple[str, ...] = ()
 
 
 def parse_upgrade_config(text: str, file: str) -> UpgradeConfig:
-    """KEY=VALUE lines (shell style, optionally quoted); unknown keys are refused."""
-    known = {"UPGRADE_IMAGE": "", "CHANNEL_UPGRADES": "true", "RECOVERY_IMAGE": ""}
+    """KEY=VALUE lines (shell style, optionally quoted); unknown keys are refused.
+    INSECURE_REGISTRIES (cosbuild's addition): registries HOST:PORT reached without verified
+    TLS, space-separated, for testing."""
+    known = {"UPGRADE_IMAGE": "", "CHANNEL_UPGRADES": "true", "RECOVERY_IMAGE": "",
+             "INSECURE_REGISTRIES": ""}
     values = {}
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -56,7 +59,7 @@ def parse_upgrade_config(text: str, file: str) -> UpgradeConfig:
         raise CosbuildError(f"CHANNEL_UPGRADES must be true or false, got "
                             f"{merged['CHANNEL_UPGRADES']!r}", file=file, key="CHANNEL_UPGRADES")
     return UpgradeConfig(merged["UPGRADE_IMAGE"], merged["CHANNEL_UPGRADES"].lower() == "true",
-                         merged["RECOVERY_IMAGE"])
+                         merged["RECOVERY_IMAGE"], tuple(merged["INSECURE_REGISTRIES"].split()))
 
 
 @dataclass(frozen=True)
@@ -157,10 +160,17 @@ def fill_from_channel(root: Path, ref, repos) -> None:
     client.install(root, [ref], repos, progress=sys.stderr.isatty())
 
 
-def fill_from_image(root: Path, reference: str, log: TaskLog) -> None:
-    from .registry import pull_rootfs
+def fill_from_image(root: Path, reference: str, insecure: tuple[str, ...], log: TaskLog) -> None:
+    """The image's layers, applied in place; they are downloaded onto the new image itself."""
+    import shutil
+    from .registry import Registries, apply_image
     log.write(f"unpack {reference} into {root}")
-    pull_rootfs(reference, root)
+    work = root / ".cos-upgrade-layers"
+    work.mkdir()
+    try:
+        apply_image(reference, root, work, Registries(insecure))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def upgrade(args, log: TaskLog) -> str:
@@ -201,7 +211,7 @@ def upgrade(args, log: TaskLog) -> str:
                     fill_from_channel(root, ref, repos)
                 else:
                     print(f"cos-upgrade: unpacking the image {source}", flush=True)
-                    fill_from_image(root, source, log)
+                    fill_from_image(root, source, config.insecure_registries, log)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 transition.unlink()

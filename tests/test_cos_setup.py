@@ -88,9 +88,9 @@ def test_directories_hostname_dns_environment(cos_setup):
             - directories: [{path: /var/data, permissions: 0750, owner: alice}]
               hostname: myhost
               dns: {nameservers: [1.1.1.1], search: [example.org]}
-              environment: {A: "1", B: two}
               environment_file: /etc/environment.d/test.conf
-        """)
+              environment: {A: "1", B: two}
+        """)   # the file gets the step's environment whatever the key order (00_rootfs.yaml)
     assert os.stat(root / "var/data").st_mode & 0o7777 == 0o750
     assert os.stat(root / "var/data").st_uid == 1000
     assert (root / "etc/hostname").read_text() == "myhost\n"

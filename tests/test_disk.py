@@ -89,8 +89,8 @@ def test_boot_files_missing_says_which_package_provides_them(tmp_path):
 def test_upgrade_config_parsing():
     cfg = upgrade.parse_upgrade_config(
         "# comment\nUPGRADE_IMAGE=system/sampleOS\nCHANNEL_UPGRADES='false'\n"
-        "RECOVERY_IMAGE=\"system/recovery\"\n", "f")
-    assert cfg == upgrade.UpgradeConfig("system/sampleOS", False, "system/recovery")
+        "RECOVERY_IMAGE=\"system/recovery\"\nINSECURE_REGISTRIES=a:1 b:2\n", "f")
+    assert cfg == upgrade.UpgradeConfig("system/sampleOS", False, "system/recovery", ("a:1", "b:2"))
     assert upgrade.parse_upgrade_config("", "f").channel is True
 
 

@@ -128,6 +128,18 @@ def tampered_repo(upgrade_repo, tmp_path_factory):
     return copy
 
 
+@pytest.fixture(scope="module")
+def upgrade_image(upgrade_repo, registry):
+    """The 0.1.1 system as a container image in a registry: its build image, pushed."""
+    graph = json.loads(cosbuild(upgrade_repo.parent, "graph", "--json").stdout)
+    digest = next(p["hash"] for p in graph["packages"]
+                  if p["id"] == "system/sampleOS" and p["version"] == "0.1.1")
+    ref = f"{registry}/sampleos:0.1.1"
+    subprocess.run(["buildah", "push", "--quiet", "--tls-verify=false",
+                    f"localhost/luet/cache:{digest}", f"docker://{ref}"], check=True)
+    return ref
+
+
 def _use_repo(vm: VM, url: str) -> None:
     """Point the guest's upgrade channel at `url` (the host, as QEMU's user network sees it)."""
     guest_url = url.replace("127.0.0.1", "10.0.2.2")
@@ -140,10 +152,11 @@ def _upgrade(vm: VM) -> tuple[str, str]:
 
 
 def _state(vm: VM) -> str:
-    return vm.run("ls -i /run/initramfs/cos-state/cOS/")
+    return vm.run("ls -i /run/cos/state/cOS/")
 
 
-def test_install_upgrade_reboot_fallback(disk, upgrade_repo, tampered_repo, tmp_path):
+def test_install_upgrade_reboot_fallback(disk, upgrade_repo, tampered_repo, upgrade_image,
+                                        tmp_path):
     boot = tmp_path / "boot.qcow2"   # an overlay: the built qcow2 stays as it is
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                     str(disk["qcow2"]), str(boot)], check=True)
@@ -154,7 +167,7 @@ def test_install_upgrade_reboot_fallback(disk, upgrade_repo, tampered_repo, tmp_
         # / is the read-only image; the layout's paths are writable overlays
         assert "Read-only file system" in vm.run("touch /usr/x")
         assert "rc=0" in vm.run("touch /etc/x; echo rc=$?")
-        assert "/run/initramfs/cos-state" in vm.run("grep cos-state /proc/mounts")
+        assert "/run/cos/state" in vm.run("grep cos-state /proc/mounts")
         before = _state(vm)
 
         # bad input: nothing is switched, the error says why
@@ -170,14 +183,14 @@ def test_install_upgrade_reboot_fallback(disk, upgrade_repo, tampered_repo, tmp_
         assert _state(vm) == before
         with running(make_server(upgrade_repo)) as url:
             _use_repo(vm, url)
-            vm.run("mount -o remount,rw /run/initramfs/cos-state && "
-                   "fallocate -l $(( $(df --output=avail -B1 /run/initramfs/cos-state | tail -1)"
-                   " - 1073741824 )) /run/initramfs/cos-state/fill && "
-                   "mount -o remount,ro /run/initramfs/cos-state")
+            vm.run("mount -o remount,rw /run/cos/state && "
+                   "fallocate -l $(( $(df --output=avail -B1 /run/cos/state | tail -1)"
+                   " - 1073741824 )) /run/cos/state/fill && "
+                   "mount -o remount,ro /run/cos/state")
             out, rc = _upgrade(vm)
             assert rc == "1" and "not enough space on COS_STATE" in out, out
-            vm.run("mount -o remount,rw /run/initramfs/cos-state && "
-                   "rm /run/initramfs/cos-state/fill && mount -o remount,ro /run/initramfs/cos-state")
+            vm.run("mount -o remount,rw /run/cos/state && "
+                   "rm /run/cos/state/fill && mount -o remount,ro /run/cos/state")
             assert _state(vm) == before
 
             # the upgrade: 0.1.1 becomes active, 0.1.0 passive
@@ -188,13 +201,23 @@ def test_install_upgrade_reboot_fallback(disk, upgrade_repo, tampered_repo, tmp_
         _reboot(vm)
         assert _booted(vm) == ("/cOS/active.img", "0.1.1")
         assert vm.run("cat /usr/share/sampleos-upgrade").strip().endswith("upgraded")
-        passive = "/run/initramfs/cos-state/cOS/passive.img"
+        passive = "/run/cos/state/cOS/passive.img"
         assert "COS_PASSIVE" in vm.run(f"dumpe2fs -h {passive} 2>/dev/null | grep name")
         assert 'VERSION="0.1.0"' in vm.run(f"debugfs -R 'cat /usr/lib/os-release' {passive}")
 
+        # from a container image: the recovery image becomes the 0.1.1 system
+        host = upgrade_image.split("/")[0].replace("127.0.0.1", "10.0.2.2")
+        vm.run(f"echo INSECURE_REGISTRIES={host} >> /etc/cos-upgrade-image")
+        out = vm.run(f"cos-upgrade --recovery --container --image {host}/sampleos:0.1.1; "
+                     "echo rc=$?", UPGRADE_TIMEOUT)
+        assert "rc=0" in out and "recovery.img is now" in out, out
+        recovery = vm.run("mount -o ro /dev/disk/by-label/COS_RECOVERY /mnt && debugfs -R "
+                          "'cat /usr/lib/os-release' /mnt/cOS/recovery.img; umount /mnt")
+        assert 'VERSION="0.1.1"' in recovery, recovery
+
         # a broken active image: GRUB cannot read it and boots the passive one
-        vm.run("mount -o remount,rw /run/initramfs/cos-state && dd if=/dev/zero "
-               "of=/run/initramfs/cos-state/cOS/active.img bs=1024 seek=1 count=4 conv=notrunc "
+        vm.run("mount -o remount,rw /run/cos/state && dd if=/dev/zero "
+               "of=/run/cos/state/cOS/active.img bs=1024 seek=1 count=4 conv=notrunc "
                "&& sync")
         _reboot(vm)
         assert _booted(vm) == ("/cOS/passive.img", "0.1.0")

@@ -6,7 +6,19 @@ root=${1:-/sysroot}
 RW_PATHS="/etc /var /srv"
 OVERLAY="tmpfs:25%"
 VOLUMES=""
-[ -f /run/cos/cos-layout.env ] && . /run/cos/cos-layout.env
+# read, not sourced: the values have spaces and may or may not be quoted
+if [ -f /run/cos/cos-layout.env ]; then
+    while IFS= read -r line; do
+        value=${line#*=}
+        value=${value#\"}
+        value=${value%\"}
+        case ${line%%=*} in
+            RW_PATHS) RW_PATHS=$value ;;
+            OVERLAY) OVERLAY=$value ;;
+            VOLUMES) VOLUMES=$value ;;
+        esac
+    done < /run/cos/cos-layout.env
+fi
 
 mkdir -p /run/overlay
 mount -t tmpfs -o "size=${OVERLAY#tmpfs:},mode=0755" cos-overlay /run/overlay

@@ -1,13 +1,13 @@
 #!/bin/sh
 # mount hook: the image file on the root partition becomes the (read-only) root. The
 # partition itself (root=LABEL=COS_STATE) was mounted at /sysroot and, having no root file
-# system layout, unmounted again by dracut; it is kept at /run/initramfs/cos-state, where
-# cos-upgrade finds it (and remounts it read-write).
+# system layout, unmounted again by dracut; it is mounted at /run/cos/state to reach the
+# image (the real system mounts it there again: run-cos-state.mount).
 type getarg >/dev/null 2>&1 || . /lib/dracut-lib.sh
 
 image=$(getarg cos-img/filename=)
 if [ -n "$image" ] && ! ismounted "$NEWROOT"; then
-    state=/run/initramfs/cos-state
+    state=/run/cos/state
     device=$(label_uuid_to_dev "$(getarg root=)")
     mkdir -p "$state" /run/cos
     ismounted "$state" || mount -o ro "$device" "$state" || warn "cos-immutable: cannot mount $device"
