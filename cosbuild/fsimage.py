@@ -7,11 +7,14 @@ string, and every time stamp is SOURCE_DATE_EPOCH.
 
 from __future__ import annotations
 
+import mmap
 import os
+import struct
 import uuid
 from pathlib import Path
 
 from . import artifact, tools
+from .errors import CosbuildError
 from .tools import TaskLog
 
 MIB = 1024 * 1024
@@ -58,10 +61,52 @@ def make_ext(target: Path, content: Path | None, *, label: str, size_mib: int, l
     options = [f"hash_seed={fs_uuid}", "root_owner=0:0", "nodiscard"]
     if offset:
         options.append(f"offset={offset}")
-    argv = ["mke2fs", "-q", "-F", "-t", fs_type, "-L", label, "-U", fs_uuid, "-E", ",".join(options),
+    # no metadata checksums: normalize_times rewrites inodes in place (ext2 has none anyway)
+    argv = ["mke2fs", "-q", "-F", "-t", fs_type, "-O", "^metadata_csum", "-L", label,
+            "-U", fs_uuid, "-E", ",".join(options),
             *(["-d", str(content)] if content is not None else []), str(target), f"{size_mib}M"]
     tools.run(argv, log=log, what=f"make the {label} file system",
               env=_env(artifact.source_date_epoch()))
+    if content is not None:
+        normalize_times(target, offset)
+
+
+def normalize_times(target: Path, offset: int = 0) -> None:
+    """Give every inode its modification time as access, change and creation time.
+
+    `mke2fs -d` copies all of a file's times, and reading or copying a staged file changes
+    its access and change times: without this, two builds of the same root differ."""
+    with open(target, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+        sb = offset + 1024
+        (inodes_per_group,) = struct.unpack_from("<I", m, sb + 40)
+        (log_block,) = struct.unpack_from("<I", m, sb + 24)
+        (first_data_block,) = struct.unpack_from("<I", m, sb + 20)
+        (blocks_count, ) = struct.unpack_from("<I", m, sb + 4)
+        (blocks_per_group,) = struct.unpack_from("<I", m, sb + 32)
+        (inode_size,) = struct.unpack_from("<H", m, sb + 88)
+        (incompat, ro_compat) = struct.unpack_from("<II", m, sb + 96)
+        if ro_compat & 0x400:
+            raise CosbuildError("cannot normalize an ext file system with metadata checksums")
+        block = 1024 << log_block
+        desc_size = struct.unpack_from("<H", m, sb + 254)[0] if incompat & 0x80 else 32
+        groups = -(-(blocks_count - first_data_block) // blocks_per_group)
+        descriptors = offset + (first_data_block + 1) * block
+        for group in range(groups):
+            (table,) = struct.unpack_from("<I", m, descriptors + group * desc_size + 8)
+            base = offset + table * block
+            for n in range(inodes_per_group):
+                at = base + n * inode_size
+                mode, = struct.unpack_from("<H", m, at)
+                if mode == 0:
+                    continue
+                (mtime,) = struct.unpack_from("<I", m, at + 16)
+                struct.pack_into("<II", m, at + 8, mtime, mtime)          # atime, ctime
+                if inode_size > 128:
+                    (extra,) = struct.unpack_from("<H", m, at + 128)
+                    if extra >= 24:   # ctime/mtime/atime_extra, crtime, crtime_extra
+                        (mextra,) = struct.unpack_from("<I", m, at + 0x88)
+                        struct.pack_into("<I", m, at + 0x84, mextra)
+                        struct.pack_into("<IIII", m, at + 0x88, mextra, mextra, mtime, mextra)
 
 
 def relabel(image: Path, label: str, log: TaskLog) -> None:

@@ -66,7 +66,8 @@ def run_cli(capsys):
 # ----------------------------------------------------------------------------- the sample
 
 SAMPLE_PACKAGES = {"distro/base", "build/golang", "system/cos", "app/sampleOSService",
-                   "system/sampleOS", "live/syslinux", "live/grub2-efi-image"}
+                   "system/sampleOS", "live/syslinux", "live/grub2-efi-image",
+                   "system/grub2-efi", "system/cosbuild-client"}
 
 
 def cosbuild_ok(root, *args, env=None):
@@ -78,7 +79,7 @@ def cosbuild_ok(root, *args, env=None):
 
 
 def copy_project(dest: Path) -> Path:
-    for name in ("tree", "values", "iso.yaml"):
+    for name in ("tree", "values", "iso.yaml", "disk.yaml"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, dest / name)

@@ -30,8 +30,10 @@ NAME = "sampleOS-0.disk"
 def disk(sample):
     cosbuild(sample, "run", "-n", "2", "-P", "thread", "image", "disk")
     build = sample / "build"
-    return {"active": build / "active.img", "raw": build / f"{NAME}.raw",
-            "qcow2": build / f"{NAME}.qcow2"}
+    files = {"active": build / "active.img", "raw": build / f"{NAME}.raw",
+             "qcow2": build / f"{NAME}.qcow2"}
+    assert all(p.is_file() for p in files.values())
+    return files
 
 
 def _debugfs(image: str, request: str) -> str:
