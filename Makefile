@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: iso test deps unit clean
+.PHONY: iso disk test deps unit clean
 
 deps: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml scripts/install-deps
 iso: deps
 	$(BIN)/doit -n 2 -P thread validate render build repo iso
 	@ls build/*.iso | sed 's/^/ISO: /'
+
+# The installed disk of disk.yaml: build/active.img, build/sampleOS-0.disk.raw and .qcow2.
+disk: deps
+	$(BIN)/doit -n 2 -P thread validate build repo image disk
 
 # The whole test suite: fast unit tests and the slow integration tests.
 test: deps

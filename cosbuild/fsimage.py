@@ -67,24 +67,27 @@ def make_ext(target: Path, content: Path | None, *, label: str, size_mib: int, l
             *(["-d", str(content)] if content is not None else []), str(target), f"{size_mib}M"]
     tools.run(argv, log=log, what=f"make the {label} file system",
               env=_env(artifact.source_date_epoch()))
-    if content is not None:
+    if target.is_file():   # an image file (a device is never compared with another build)
         normalize_times(target, offset)
 
 
 def normalize_times(target: Path, offset: int = 0) -> None:
-    """Give every inode its modification time as access, change and creation time.
+    """Make an ext file system's time stamps depend on its content only.
 
-    `mke2fs -d` copies all of a file's times, and reading or copying a staged file changes
-    its access and change times: without this, two builds of the same root differ."""
+    `mke2fs -d` copies all of a file's times (reading or copying a staged file changes its
+    access and change times) and stamps the superblocks, the root and lost+found with the
+    current time (E2FSPROGS_FAKE_TIME is ignored by 1.47.0). Every inode gets its
+    modification time, clamped to SOURCE_DATE_EPOCH, as all its times; every superblock
+    copy gets its times clamped too."""
+    epoch = artifact.source_date_epoch()
     with open(target, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
         sb = offset + 1024
-        (inodes_per_group,) = struct.unpack_from("<I", m, sb + 40)
-        (log_block,) = struct.unpack_from("<I", m, sb + 24)
-        (first_data_block,) = struct.unpack_from("<I", m, sb + 20)
-        (blocks_count, ) = struct.unpack_from("<I", m, sb + 4)
-        (blocks_per_group,) = struct.unpack_from("<I", m, sb + 32)
-        (inode_size,) = struct.unpack_from("<H", m, sb + 88)
-        (incompat, ro_compat) = struct.unpack_from("<II", m, sb + 96)
+        blocks_count, = struct.unpack_from("<I", m, sb + 4)
+        first_data_block, log_block = struct.unpack_from("<II", m, sb + 20)
+        blocks_per_group, = struct.unpack_from("<I", m, sb + 32)
+        inodes_per_group, = struct.unpack_from("<I", m, sb + 40)
+        inode_size, = struct.unpack_from("<H", m, sb + 88)
+        incompat, ro_compat = struct.unpack_from("<II", m, sb + 96)
         if ro_compat & 0x400:
             raise CosbuildError("cannot normalize an ext file system with metadata checksums")
         block = 1024 << log_block
@@ -92,24 +95,43 @@ def normalize_times(target: Path, offset: int = 0) -> None:
         groups = -(-(blocks_count - first_data_block) // blocks_per_group)
         descriptors = offset + (first_data_block + 1) * block
         for group in range(groups):
-            (table,) = struct.unpack_from("<I", m, descriptors + group * desc_size + 8)
+            if _has_superblock(group, ro_compat):
+                at = offset + (group * blocks_per_group + first_data_block) * block
+                at += 1024 if group == 0 and block > 1024 else 0
+                for field in (44, 48, 64, 264):   # mount, write, check and mkfs times
+                    value, = struct.unpack_from("<I", m, at + field)
+                    struct.pack_into("<I", m, at + field, min(value, epoch))
+            table, = struct.unpack_from("<I", m, descriptors + group * desc_size + 8)
             base = offset + table * block
             for n in range(inodes_per_group):
                 at = base + n * inode_size
-                mode, = struct.unpack_from("<H", m, at)
-                if mode == 0:
+                atime, ctime, mtime = struct.unpack_from("<III", m, at + 8)
+                if not (atime or ctime or mtime):
                     continue
-                (mtime,) = struct.unpack_from("<I", m, at + 16)
-                struct.pack_into("<II", m, at + 8, mtime, mtime)          # atime, ctime
-                if inode_size > 128:
-                    (extra,) = struct.unpack_from("<H", m, at + 128)
-                    if extra >= 24:   # ctime/mtime/atime_extra, crtime, crtime_extra
-                        (mextra,) = struct.unpack_from("<I", m, at + 0x88)
-                        struct.pack_into("<I", m, at + 0x84, mextra)
-                        struct.pack_into("<IIII", m, at + 0x88, mextra, mextra, mtime, mextra)
+                mextra = struct.unpack_from("<I", m, at + 0x88)[0] if inode_size > 128 else 0
+                if mtime > epoch:
+                    mtime, mextra = epoch, 0
+                struct.pack_into("<III", m, at + 8, mtime, mtime, mtime)   # atime ctime mtime
+                if inode_size > 128 and struct.unpack_from("<H", m, at + 128)[0] >= 24:
+                    # ctime, mtime and atime extra (nanoseconds), crtime, crtime extra
+                    struct.pack_into("<IIIII", m, at + 0x84, mextra, mextra, mextra, mtime, mextra)
+
+
+def _has_superblock(group: int, ro_compat: int) -> bool:
+    """sparse_super: copies in groups 0, 1 and the powers of 3, 5 and 7."""
+    if group < 2 or not ro_compat & 0x1:
+        return True
+    for base in (3, 5, 7):
+        n = base
+        while n < group:
+            n *= base
+        if n == group:
+            return True
+    return False
 
 
 def relabel(image: Path, label: str, log: TaskLog) -> None:
     """Change an ext file system's label (a passive image is the active one, renamed)."""
     tools.run(["tune2fs", "-L", label, str(image)], log=log, what=f"label {image.name} {label}",
               env=_env(artifact.source_date_epoch()))
+    normalize_times(image)   # tune2fs stamps the superblocks with the current time
