@@ -2,7 +2,8 @@
 cp -a, unmount) on the same root, in one run; then the whole raw disk step for scale.
 
 Needs a staged system root (`doit image` first): uses build/disk/rootfs. Run as root (the
-baseline needs a loop device). Usage: python bench/disk_image.py [--size 2048]
+baseline needs a loop device). Both include a final sync; ours includes the time stamp
+normalization that makes the image reproducible. Usage: python bench/disk_image.py [--size 2048]
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def ours(root: Path, out: Path, size: int, log: TaskLog) -> None:
 
 
 def baseline(root: Path, out: Path, size: int, mnt: Path) -> None:
-    subprocess.run(["mkfs.ext2", "-q", "-L", "COS_ACTIVE", str(out), f"{size}M"], check=True)
+    subprocess.run(["mkfs.ext2", "-q", "-F", "-L", "COS_ACTIVE", str(out), f"{size}M"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.run(["mount", "-o", "loop", str(out), str(mnt)], check=True)
     try:
         subprocess.run(["cp", "-a", f"{root}/.", str(mnt)], check=True)
@@ -54,9 +56,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=REPO / "build") as tmp:
         tmp = Path(tmp)
         (tmp / "mnt").mkdir()
+        t_ours, t_base = [], []
         with TaskLog(tmp / "log") as log:
-            t_ours = timed(lambda: ours(root, tmp / "ours.img", args.size, log))
-        t_base = timed(lambda: baseline(root, tmp / "base.img", args.size, tmp / "mnt"))
+            for _ in range(3):   # alternating, best of 3: both read the root from the cache
+                for image in tmp.glob("*.img"):
+                    image.unlink()
+                t_ours.append(timed(lambda: ours(root, tmp / "ours.img", args.size, log)))
+                t_base.append(timed(lambda: baseline(root, tmp / "base.img", args.size, tmp / "mnt")))
+        t_ours, t_base = min(t_ours), min(t_base)
     print(f"root: {used / 1e6:.0f} MB in {root}")
     print(f"| `mkfs.ext2` + loop mount + `cp -a` + unmount (baseline) | {t_base:.1f} s | 1 |")
     print(f"| ours: `mke2fs -d` (no mount) | {t_ours:.1f} s | {t_ours / t_base:.2f} |")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from . import spec, versions
+from . import artifact, spec, versions
 from .errors import CosbuildError
 from .fsutil import atomic_write
 from .tools import TaskLog, run
@@ -558,7 +558,7 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, dest: Pat
     member.name = name
     if member.islnk():
         member.linkname = str(PurePosixPath(member.linkname))
-    tar.extract(member, dest, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+    tar.extract(member, dest, set_attrs=True, numeric_owner=True, **artifact.EXTRACT_CHECKED)
     for key, value in member.pax_headers.items():
         if key.startswith("SCHILY.xattr."):
             os.setxattr(target, key[len("SCHILY.xattr."):],

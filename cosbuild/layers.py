@@ -15,6 +15,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from .artifact import EXTRACT_CHECKED
 from .errors import CosbuildError
 
 WHITEOUT = ".wh."
@@ -83,7 +84,7 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, root: Pat
             raise CosbuildError(f"{what}: hard link {name!r} to the root folder")
         _no_symlink_parents(root, link, what)
         member.linkname = link
-    tar.extract(member, root, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+    tar.extract(member, root, set_attrs=True, numeric_owner=True, **EXTRACT_CHECKED)
     # after the owner is set: chown drops file capabilities
     for key, value in member.pax_headers.items():
         if key.startswith(XATTR):

@@ -169,7 +169,7 @@ def test_install_upgrade_reboot_fallback(disk, upgrade_repo, tampered_repo, upgr
         # / is the read-only image; the layout's paths are writable overlays
         assert "Read-only file system" in vm.run("touch /usr/x")
         assert "rc=0" in vm.run("touch /etc/x; echo rc=$?")
-        assert "/run/cos/state" in vm.run("grep cos-state /proc/mounts")
+        assert "/run/cos/state" in vm.run("grep /run/cos/state /proc/mounts")
         before = _state(vm)
 
         # bad input: nothing is switched, the error says why
