@@ -144,15 +144,25 @@ def reserve(path: Path, size: int, label: str) -> None:
         os.close(fd)
 
 
-def newest(ref_text: str, repos, workdir: Path):
-    """The package the channel would install, and the installed version (None if not)."""
+def newest(ref_text: str, repos):
+    """The package reference and the candidate the channel would install."""
     from . import client
     from .versions import parse_ref
     ref = parse_ref(ref_text)
-    candidates = [c for r in repos for c in client.load_repository(r, workdir)]
-    chosen = client.choose(ref, candidates)
-    record = client.Installed.load(Path("/")).packages.get(chosen.id)
-    return ref, chosen, (record or {}).get("version")
+    with tempfile.TemporaryDirectory(prefix="cos-upgrade.") as work:
+        candidates = [c for r in repos for c in client.load_repository(r, Path(work))]
+    return ref, client.choose(ref, candidates)
+
+
+def installed_version(image: Path, package: str, log: TaskLog) -> str | None:
+    """The version of `package` in an image file's package database (read with debugfs: the
+    image that boots next, not the running one, is what an upgrade compares with)."""
+    from .client import DB_PATH
+    from .yamlio import loads
+    text = tools.run(["debugfs", "-R", f"cat /{DB_PATH}", str(image)], log=log, capture=True,
+                     what=f"read the package database of {image.name}")
+    record = ((loads(text, f"{image}:/{DB_PATH}") or {}).get("packages") or {}).get(package)
+    return (record or {}).get("version")
 
 
 def fill_from_channel(root: Path, ref, repos) -> None:
@@ -188,14 +198,15 @@ def upgrade(args, log: TaskLog) -> str:
     ref = chosen = None
     if channel:
         repos = [r for r in client.read_config(args.repo_config) if r.enable]
-        with tempfile.TemporaryDirectory(prefix="cos-upgrade.") as work:
-            ref, chosen, installed = newest(source, repos, Path(work))
-        if installed and not args.force and not args.recovery \
-                and versions.compare(chosen.version, installed) <= 0:
-            return f"{chosen.id} {installed} is up to date (the channel has {chosen.version})"
+        ref, chosen = newest(source, repos)
     with writable_partition(slot.label, log) as part:
         images = part / IMAGES_DIR
         current = images / slot.image
+        installed = installed_version(current, chosen.id, log) \
+            if chosen and current.exists() else None
+        if installed and not args.force and versions.compare(chosen.version, installed) <= 0:
+            return (f"{slot.image} has {chosen.id} {installed}, as new as the channel's "
+                    f"{chosen.version}: nothing to do (--force reinstalls)")
         size = args.size * MIB if args.size else (
             current.stat().st_size if current.exists() else DEFAULT_IMAGE_SIZE * MIB)
         transition = images / "transition.img"

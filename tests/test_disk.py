@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cosbuild import disk, upgrade
+from cosbuild import disk, fsimage, upgrade
 from cosbuild.errors import CosbuildError
 from cosbuild.tools import TaskLog
 from cosbuild.tree import context_files, linked_folders
@@ -140,3 +140,18 @@ def test_linked_folders_are_part_of_the_build_context(project):
     assert app_hash() == before          # byte-code caches do not count
     (root / "src" / "lib.py").write_text("x = 2\n")
     assert app_hash() != before          # the linked sources do
+
+
+def test_upgrade_reads_the_version_in_an_image_file(tmp_path):
+    root = tmp_path / "root"
+    db = root / "var/lib/cosbuild/installed.yaml"
+    db.parent.mkdir(parents=True)
+    db.write_text("packages:\n  system/x:\n    version: 1.2.3\n    files: []\n")
+    image = tmp_path / "active.img"
+    with TaskLog(tmp_path / "log") as log:
+        fsimage.make_ext(image, root, label="COS_ACTIVE", size_mib=8, log=log, fs_type="ext2")
+        assert upgrade.installed_version(image, "system/x", log) == "1.2.3"
+        assert upgrade.installed_version(image, "system/y", log) is None
+        empty = tmp_path / "empty.img"
+        fsimage.make_ext(empty, None, label="COS_ACTIVE", size_mib=8, log=log, fs_type="ext2")
+        assert upgrade.installed_version(empty, "system/x", log) is None

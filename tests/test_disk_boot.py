@@ -198,8 +198,8 @@ def test_install_upgrade_reboot_fallback(disk, upgrade_repo, tampered_repo, upgr
             # the upgrade: 0.1.1 becomes active, 0.1.0 passive
             out, rc = _upgrade(vm)
             assert rc == "0" and "active.img is now system/sampleOS 0.1.1" in out, out
-            out, rc = _upgrade(vm)   # nothing newer: nothing to do
-            assert rc == "0" and "is up to date" in out, out
+            out, rc = _upgrade(vm)   # the next boot's image is the newest: nothing to do
+            assert rc == "0" and "nothing to do" in out, out
         _reboot(vm)
         assert _booted(vm) == ("/cOS/active.img", "0.1.1")
         assert vm.run("cat /usr/share/sampleos-upgrade").strip().endswith("upgraded")
