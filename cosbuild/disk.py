@@ -83,9 +83,10 @@ class DiskSpec:
 
 def partition_sizes(image_size: int, grub: int = 64, oem: int = 64,
                     persistent: int | None = 512) -> dict[str, int | None]:
-    """MiB per partition; COS_STATE holds active, passive and an upgrade's transition image."""
+    """MiB per partition; COS_STATE holds active, passive and an upgrade's transition image,
+    COS_RECOVERY the recovery image and its upgrade's transition image."""
     return {"COS_GRUB": grub, "COS_OEM": oem, "COS_STATE": 3 * image_size + 256,
-            "COS_RECOVERY": image_size + 128, "COS_PERSISTENT": persistent}
+            "COS_RECOVERY": 2 * image_size + 128, "COS_PERSISTENT": persistent}
 
 
 def load_disk_spec(path: Path) -> DiskSpec:
@@ -118,10 +119,14 @@ def partition_table(sizes: dict[str, int | None], seed: str) -> tuple[str, dict[
         size = sizes[part.label]
         extent = f", size={size * MIB // 512}" if size else ""
         lines.append(f"start={start // 512}{extent}, type={part.gpt_type}, name=\"{part.label}\", "
-                     f"uuid={fsimage.stable_uuid(seed + part.label)}")
+                     f"uuid={partition_uuid(seed, part.label)}")
         places[part.label] = (start, size * MIB if size else None)
         start += size * MIB if size else 0
     return "\n".join(lines) + "\n", places
+
+
+def partition_uuid(seed: str, label: str) -> str:
+    return fsimage.stable_uuid(seed + label)
 
 
 def disk_size(sizes: dict[str, int]) -> int:
@@ -172,13 +177,14 @@ def image_folder(work: Path, images: dict[str, Path], menu: Path, log: TaskLog) 
     return work
 
 
-def fill_partitions(target: Path, places: dict[str, tuple[int, int | None]],
+def fill_partitions(targets: dict[str, tuple[Path, int, int | None]],
                     contents: dict[str, Path | None], seed: str, log: TaskLog) -> None:
-    """Make every LAYOUT file system on `target` (a disk image or a device) at its offset."""
+    """Make every LAYOUT file system in its (file or device, byte offset, size or None for
+    all of it) place."""
     for part in LAYOUT:
-        offset, size = places[part.label]
-        if size is None:   # the rest of a device
-            size = _device_size(target) - offset - MIB
+        target, offset, size = targets[part.label]
+        if size is None:
+            size = _device_size(target) - offset
         content = contents.get(part.label)
         if part.fs == "vfat":
             fsimage.make_fat(target, content, label=part.label, size_kib=size // 1024, log=log,
@@ -253,7 +259,8 @@ class DiskBuilder:
             script, places = partition_table(self.disk.sizes, seed=self.disk.name)
             os.truncate(tmp, disk_size(self.disk.sizes))
             write_partition_table(tmp, script, log)
-            fill_partitions(tmp, places, contents, self.disk.name, log)
+            fill_partitions({label: (tmp, offset, size) for label, (offset, size) in places.items()},
+                            contents, self.disk.name, log)
             for folder in contents.values():   # copies of the images: gigabytes
                 shutil.rmtree(folder)
         print(f"disk: {self.raw} ({self.raw.stat().st_size / 1e9:.1f} GB, "
@@ -280,23 +287,27 @@ def install(device: Path, source: Path, image_size: int, boot_folder: str, log: 
     menu, efi = boot_files(source, boot_folder)
     sizes = partition_sizes(image_size, persistent=None)
     seed = os.urandom(8).hex()   # an installed disk gets its own UUIDs
-    script, places = partition_table(sizes, seed=seed)
+    script, _ = partition_table(sizes, seed=seed)
     if _device_size(device) < disk_size({**sizes, "COS_PERSISTENT": 64}):
         raise CosbuildError(f"{device} is too small: it needs "
                             f"{disk_size({**sizes, 'COS_PERSISTENT': 64}) // MIB} MiB",
                             hint="use a bigger disk or a smaller image size (--image-size)")
     write_partition_table(device, script, log)
+    run(["udevadm", "settle"], "wait for the new partitions")
+    # the partitions' own devices (the kernel caches each block device on its own)
+    targets = {p.label: (Path("/dev/disk/by-partuuid") / partition_uuid(seed, p.label), 0, None)
+               for p in LAYOUT}
     efi_dir = Path("/run/cos/installer-efi")
     shutil.rmtree(efi_dir, ignore_errors=True)
     (efi_dir / EFI_BINARY).parent.mkdir(parents=True)
     shutil.copyfile(efi, efi_dir / EFI_BINARY)
-    fill_partitions(device, places, {"COS_GRUB": efi_dir}, seed, log)
-    run(["udevadm", "settle"], "wait for the new partitions")
+    fill_partitions(targets, {"COS_GRUB": efi_dir}, seed, log)
+    run(["udevadm", "settle"], "wait for the new file systems")
     mounts = {label: Path("/run/cos/installer") / label for label in ("COS_STATE", "COS_RECOVERY")}
     try:
         for label, mnt in mounts.items():
             mnt.mkdir(parents=True, exist_ok=True)
-            run(["mount", f"/dev/disk/by-label/{label}", str(mnt)], f"mount {label}")
+            run(["mount", str(targets[label][0]), str(mnt)], f"mount {label}")
             (mnt / IMAGES_DIR).mkdir(exist_ok=True)
             (mnt / MENU).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(menu, mnt / MENU)

@@ -19,7 +19,7 @@ from .conftest import BASIC, REPO
 
 def test_partition_sizes_fit_three_images_in_state_and_one_in_recovery():
     sizes = disk.partition_sizes(1000)
-    assert sizes == {"COS_GRUB": 64, "COS_OEM": 64, "COS_STATE": 3256, "COS_RECOVERY": 1128,
+    assert sizes == {"COS_GRUB": 64, "COS_OEM": 64, "COS_STATE": 3256, "COS_RECOVERY": 2128,
                      "COS_PERSISTENT": 512}
     assert disk.disk_size(sizes) == (sum(sizes.values()) + 2) * disk.MIB
 

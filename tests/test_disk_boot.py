@@ -1,7 +1,8 @@
 """The installed disk: `doit image` / `doit disk` (layout, incremental, reproducible), and in
 QEMU the whole cycle: boot the qcow2, upgrade from a newer repository (and fail cleanly on a
-bad one), reboot into the new system, fall back to the passive one when active.img is
-broken; and cos-installer from the live ISO. Integration: run by `make test`."""
+bad one), upgrade the recovery image from a container image, reboot into the new system,
+fall back to the passive image when active.img is broken and to recovery when both are; and
+cos-installer from the live ISO. Integration: run by `make test`."""
 
 from __future__ import annotations
 
@@ -153,6 +154,12 @@ def _upgrade(vm: VM) -> tuple[str, str]:
     return out, out.split("rc=")[-1].split()[0]
 
 
+def _break(vm: VM, image: str) -> None:
+    """Zero the superblock of one of the state partition's images."""
+    vm.run(f"mount -o remount,rw /run/cos/state && dd if=/dev/zero of=/run/cos/state/cOS/{image} "
+           "bs=1024 seek=1 count=4 conv=notrunc && sync")
+
+
 def _state(vm: VM) -> str:
     return vm.run("ls -i /run/cos/state/cOS/")
 
@@ -217,12 +224,15 @@ def test_install_upgrade_reboot_fallback(disk, upgrade_repo, tampered_repo, upgr
                           "'cat /usr/lib/os-release' /mnt/cOS/recovery.img; umount /mnt")
         assert 'VERSION="0.1.1"' in recovery, recovery
 
-        # a broken active image: GRUB cannot read it and boots the passive one
-        vm.run("mount -o remount,rw /run/cos/state && dd if=/dev/zero "
-               "of=/run/cos/state/cOS/active.img bs=1024 seek=1 count=4 conv=notrunc "
-               "&& sync")
+        # a broken active image: GRUB cannot read it and boots the passive one; with both
+        # broken, the recovery image (the 0.1.1 image unpacked above)
+        _break(vm, "active.img")
         _reboot(vm)
         assert _booted(vm) == ("/cOS/passive.img", "0.1.0")
+        _break(vm, "passive.img")
+        _reboot(vm)
+        assert _booted(vm) == ("/cOS/recovery.img", "0.1.1")
+        assert "recovery-mode" in vm.run("test -f /run/cos/recovery_mode && echo recovery-mode")
     finally:
         vm.stop()
 
