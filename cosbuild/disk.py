@@ -278,9 +278,10 @@ class DiskBuilder:
 
 def install(device: Path, source: Path, image_size: int, boot_folder: str, log: TaskLog) -> None:
     """Lay out `device` like `doit disk` from a running system whose root is `source`
-    (cos-installer). The partitions are made in place, then the state and recovery file
-    systems are mounted to write the images straight into them (a real device, unlike a
-    build, can be mounted, and the live system has no room to stage gigabytes)."""
+    (cos-installer): the same partition table, each file system made on its partition, then
+    the state and recovery file systems mounted to write the images straight into them (a
+    real device, unlike a build, can be mounted, and the live system has no room to stage
+    gigabytes)."""
     def run(argv, what):
         tools.run(argv, log=log, what=what)
 

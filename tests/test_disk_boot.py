@@ -245,7 +245,7 @@ def iso(sample):
 
 def test_installer_lays_out_a_disk_that_boots(iso, tmp_path):
     target = tmp_path / "target.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(target), "10G"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(target), "16G"], check=True)
     live = VM(iso, uefi=True, boot_disk=target, log=tmp_path / "live.log")
     try:
         _boot(live)
