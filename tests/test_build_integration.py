@@ -210,12 +210,12 @@ def test_buildah_missing(built, repo_env, tmp_path):
 def test_interrupted_build_leaves_nothing_and_resumes(built, repo_env, sig):
     root = built.parent / f"interrupt-{sig.name}"
     write_files(root, {**SMALL_TREE, "tree/app/build.yaml": SMALL_TREE["tree/app/build.yaml"]
-                       + "  - sleep 3\n", "tree/app/slow": sig.name})
+                       + "  - sleep 15\n", "tree/app/slow": sig.name})
     proc = subprocess.Popen([sys.executable, "-m", "cosbuild.cli", "run", "build:apps/app"],
                             cwd=root, env=repo_env, stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 120
-    while not any("step 5" in l or "sleep 3" in l for l in _log_lines(root)):
+    while not any("step 5" in l or "sleep 15" in l for l in _log_lines(root)):
         assert time.monotonic() < deadline and proc.poll() is None, "build never reached the step"
         time.sleep(0.2)
     os.killpg(proc.pid, sig)
