@@ -45,6 +45,7 @@ LAYOUT = (
     Partition("COS_RECOVERY", "L", "ext4", "recovery.img"),
     Partition("COS_PERSISTENT", "L", "ext4", "persistent data, mounted at /usr/local"),
 )
+DEFAULT_IMAGE_SIZE = 2048   # MiB of a system image file
 IMAGES_DIR = "cOS"     # on COS_STATE and COS_RECOVERY
 MENU = "grub2/grub.cfg"
 EFI_BINARY = "EFI/BOOT/BOOTX64.EFI"
@@ -60,7 +61,7 @@ PARTITION_KEYWORDS = (
 DISK_KEYWORDS = (
     spec.Keyword("system", spec.STRS, (), "packages installed into the system image",
                  required=True),
-    spec.Keyword("image_size", spec.MIB, 2048,
+    spec.Keyword("image_size", spec.MIB, DEFAULT_IMAGE_SIZE,
                  "MiB of each system image file (active, passive, transition, recovery)"),
     spec.Keyword("partitions", spec.nested(PARTITION_KEYWORDS, "partitions"), None,
                  "sizes of the partitions that hold no images (COS_STATE fits three images, "
@@ -333,7 +334,7 @@ def installer_main(argv: list[str] | None = None) -> int:
     parser.add_argument("device", type=Path, help="the disk to erase and install to (/dev/vda)")
     parser.add_argument("--source", type=Path, default=Path("/run/rootfsbase"),
                         help="the system to install (default: the live medium's root)")
-    parser.add_argument("--image-size", type=int, default=2048, help="MiB of each system image")
+    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="MiB of each system image")
     parser.add_argument("--boot-files", default="/usr/lib/cos/grub",
                         help="folder of the system with the GRUB menu and EFI binary")
     args = parser.parse_args(argv)

@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import fsimage, tools
-from .disk import IMAGE_LABELS, IMAGES_DIR
+from .disk import DEFAULT_IMAGE_SIZE, IMAGE_LABELS, IMAGES_DIR
 from .errors import CosbuildError
 from .fsimage import MIB
 from .tools import TaskLog
 
 CONFIG = Path("/etc/cos-upgrade-image")
 REPO_CONFIG = Path("/etc/luet/luet.yaml")
-DEFAULT_IMAGE_SIZE = 2048   # MiB, when there is no current image to measure
 
 
 @dataclass(frozen=True)
