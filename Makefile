@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 
 deps: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml scripts/install-deps
+$(VENV)/.installed: pyproject.toml scripts/install-deps cosbuild/programs.py
 	./scripts/install-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

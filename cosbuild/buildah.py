@@ -12,7 +12,6 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,7 @@ class BuildahSettings:
 
 class Buildah:
     def __init__(self, settings: BuildahSettings):
-        if shutil.which("buildah") is None:
-            raise CosbuildError("buildah is not installed",
-                                hint=f"install it: {tools.INSTALL_HINTS['buildah']}")
+        tools.require("buildah")   # fail before the first task starts, not inside it
         self.settings = settings
         self._images: set[str] | None = None
         self._lock = threading.Lock()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,13 +135,8 @@ def disk_size(sizes: dict[str, int]) -> int:
 
 
 def write_partition_table(target: Path, script: str, log: TaskLog) -> None:
-    log.write(f"$ sfdisk --quiet {target} <<EOF\n{script}EOF")
-    proc = subprocess.run(["sfdisk", "--quiet", "--wipe", "always", str(target)], input=script,
-                          text=True, capture_output=True)
-    log.write(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        raise CosbuildError(f"sfdisk failed on {target}: {proc.stderr.strip()[-300:]}",
-                            hint=f"see {log.path}")
+    tools.run(["sfdisk", "--quiet", "--wipe", "always", str(target)], input=script, log=log,
+              what=f"write the partition table of {target}")
 
 
 def boot_files(root: Path, folder: str) -> tuple[Path, Path]:

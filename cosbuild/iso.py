@@ -20,14 +20,13 @@ import contextlib
 import hashlib
 import os
 import shutil
-import subprocess
 import tarfile
 import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifact, fsimage, spec
+from . import artifact, fsimage, spec, tools
 from .errors import CosbuildError
 from .fsutil import atomic_path, atomic_write
 from .project import Project
@@ -183,25 +182,12 @@ class IsoBuilder:
         extra = _comp_extra(self.iso.compression_options)
         if extra:
             argv += ["--comp-extra", extra]
-        if shutil.which("tar2sqfs") is None:
-            raise CosbuildError("tar2sqfs is not installed",
-                                hint="install it: apt-get install squashfs-tools-ng (or `make deps`)")
-        with self.log("squashfs") as log, atomic_path(self.squashfs) as tmp:
-            log.write(f"$ {' '.join(argv)} {tmp} < (tar of {self.rootfs_dir})")
-            env = {**os.environ, "SOURCE_DATE_EPOCH": str(artifact.source_date_epoch())}
-            proc = subprocess.Popen([*argv, str(tmp)], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-            try:
-                with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                    artifact.add_entries(tar, artifact.walk(self.rootfs_dir))
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass   # tar2sqfs stopped: its exit status and output say why
-            output = proc.stdout.read().decode(errors="replace")
-            log.write(output)
-            if proc.wait() != 0:
-                raise CosbuildError(f"tar2sqfs failed with exit code {proc.returncode}: "
-                                    f"{output.strip()[-500:]}", hint=f"see {log.path}")
+        env = {**os.environ, "SOURCE_DATE_EPOCH": str(artifact.source_date_epoch())}
+        with self.log("squashfs") as log, atomic_path(self.squashfs) as tmp, \
+                tools.stream([*argv, str(tmp)], log=log, env=env,
+                             what=f"squash {self.rootfs_dir}") as pipe, \
+                tarfile.open(fileobj=pipe, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            artifact.add_entries(tar, artifact.walk(self.rootfs_dir))
 
     # ----------------------------------------------------------------- kernel and initrd
 

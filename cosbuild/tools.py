@@ -1,23 +1,22 @@
 """The one wrapper every external tool runs through: it logs the command line and all output
-to the task's log, and turns a failure into a CosbuildError with the command, the exit code,
-the last log lines and the log path."""
+to the task's log, turns a missing program into a CosbuildError naming its Debian package
+(from `programs`), and a failure into one with the command, the exit code, the last log lines
+and the log path."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import shlex
+import shutil
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
 from .errors import CosbuildError
-
-# how to get each tool on Debian, for the "not installed" message
-INSTALL_HINTS = {
-    "buildah": "apt-get install buildah (or run `make deps`)",
-    "mmdebstrap": "apt-get install mmdebstrap (or run `make deps`)",
-}
+from .programs import install_hint
 
 
 class TaskLog:
@@ -54,30 +53,71 @@ class TaskLog:
         self.close()
 
 
+def require(program: str) -> str:
+    """The path of `program`, or a CosbuildError saying which Debian package to install."""
+    found = shutil.which(program)
+    if found is None:
+        raise CosbuildError(f"{program} is not installed", hint=install_hint(program))
+    return found
+
+
+def _failed(argv: list[str], code: int, log: TaskLog, what: str) -> CosbuildError:
+    return CosbuildError(
+        f"{what + ': ' if what else ''}command failed with exit code {code}: "
+        f"{shlex.join(argv)}\n  last log lines:\n{log.tail()}\n  full log: {log.path}")
+
+
 def run(argv: list[str], *, log: TaskLog, capture: bool = False, what: str = "",
-        env: dict | None = None, quiet: bool = False) -> str:
+        env: dict | None = None, quiet: bool = False, input: str | None = None) -> str:
     """Run argv; its output goes to the log (stdout is returned instead when `capture`).
 
-    `quiet` keeps a failure from being logged as a failure, for probes that may fail."""
+    `input` is written to its standard input. `quiet` keeps a failure from being logged as a
+    failure, for probes that may fail."""
     import sh   # imported on first use: a no-op run starts no tool
 
     started = time.monotonic()
-    log.write(f"$ {shlex.join(argv)}")
-    try:
-        command = sh.Command(argv[0])
-    except sh.CommandNotFound:
-        raise CosbuildError(f"{argv[0]} is not installed",
-                            hint=f"install it: {INSTALL_HINTS.get(argv[0], 'apt-get install ' + argv[0])}") from None
-    kwargs = {"_err": log.write, "_env": env} if capture else {"_out": log.write, "_err_to_out": True, "_env": env}
-    if env is None:
-        del kwargs["_env"]
+    log.write(f"$ {shlex.join(argv)}" + (f" <<EOF\n{input}EOF" if input is not None else ""))
+    command = sh.Command(require(argv[0]))
+    kwargs = {"_err": log.write} if capture else {"_out": log.write, "_err_to_out": True}
+    if env is not None:
+        kwargs["_env"] = env
+    if input is not None:
+        kwargs["_in"] = input
     try:
         result = command(*argv[1:], **kwargs)
     except sh.ErrorReturnCode as exc:
         if quiet:
             raise
-        raise CosbuildError(
-            f"{what + ': ' if what else ''}command failed with exit code {exc.exit_code}: "
-            f"{shlex.join(argv)}\n  last log lines:\n{log.tail()}\n  full log: {log.path}") from None
+        raise _failed(argv, exc.exit_code, log, what) from None
     log.write(f"  (done in {time.monotonic() - started:.1f}s)")
     return str(result) if capture else ""
+
+
+@contextlib.contextmanager
+def stream(argv: list[str], *, log: TaskLog, what: str = "", env: dict | None = None):
+    """Run argv with a pipe to its standard input, yielded as a binary file; on leaving, its
+    output goes to the log and a non-zero exit becomes a CosbuildError."""
+    started = time.monotonic()
+    log.write(f"$ {shlex.join(argv)} < (stream)")
+    proc = subprocess.Popen([require(argv[0]), *argv[1:]], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    # read its output as it comes, so that a chatty tool never blocks on a full pipe
+    output: list[bytes] = []
+    reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        try:
+            yield proc.stdin
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass   # the tool stopped reading: its exit status and output say why
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        code = proc.wait()
+        reader.join()
+        log.write(b"".join(output).decode(errors="replace"))
+    if code != 0:
+        raise _failed(argv, code, log, what)
+    log.write(f"  (done in {time.monotonic() - started:.1f}s)")

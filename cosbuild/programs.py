@@ -1,0 +1,106 @@
+"""Every external program cosbuild and its tests run, with the Debian package that has it.
+
+Declared once: `scripts/install-deps` installs the missing packages from this table
+(`python3 -m cosbuild.programs missing`), `tools` names the package when a program is not
+installed, and a test checks that every program the code, tests and benchmarks invoke is
+listed here. Standard library only: install-deps runs it before the virtualenv exists.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str          # a command on PATH, or an absolute path for a file that must exist
+    package: str       # the Debian 12 package that provides it
+    needed_by: str     # which command (or tests) runs it, for messages and the README
+    host: bool = True  # False: runs only inside the built OS, whose own packages provide it
+
+    def resolves(self) -> bool:
+        if self.name.startswith("/"):
+            return os.path.exists(self.name)
+        return shutil.which(self.name) is not None
+
+
+PROGRAMS = (
+    # building packages
+    Program("buildah", "buildah", "doit build (container builds)"),
+    Program("mmdebstrap", "mmdebstrap", "doit build (bootstrap images)"),
+    Program("cp", "coreutils", "cosbuild unpack, doit disk"),
+    Program("chroot", "coreutils", "repository finalizers, cos-setup --root"),
+    # live ISO
+    Program("tar2sqfs", "squashfs-tools-ng", "doit iso (rootfs.squashfs)"),
+    Program("mkfs.vfat", "dosfstools", "doit iso, doit disk (EFI file systems)"),
+    Program("mcopy", "mtools", "doit iso, doit disk (EFI file systems)"),
+    # disks and upgrades
+    Program("mke2fs", "e2fsprogs", "doit image, doit disk, cos-upgrade"),
+    Program("tune2fs", "e2fsprogs", "cos-upgrade"),
+    Program("debugfs", "e2fsprogs", "cos-upgrade, disk tests"),
+    Program("sfdisk", "fdisk", "doit disk, cos-installer"),
+    Program("qemu-img", "qemu-utils", "doit disk (qcow2)"),
+    Program("mount", "mount", "cos-upgrade, cos-installer, ISO tests"),
+    Program("umount", "mount", "cos-upgrade, cos-installer, ISO tests"),
+    Program("udevadm", "udev", "cos-installer", host=False),
+    # cos-setup inside the OS
+    Program("sh", "dash", "cos-setup (step commands)"),
+    Program("modprobe", "kmod", "cos-setup (modules)", host=False),
+    Program("systemctl", "systemd", "cos-setup (systemctl)", host=False),
+    Program("systemd-firstboot", "systemd", "cos-setup (systemd_firstboot)", host=False),
+    Program("useradd", "passwd", "cos-setup (users)"),
+    Program("usermod", "passwd", "cos-setup (users)"),
+    # tests
+    Program("qemu-system-x86_64", "qemu-system-x86", "boot tests"),
+    Program("/usr/share/ovmf/OVMF.fd", "ovmf", "UEFI boot tests"),
+    Program("docker-registry", "docker-registry", "shared build cache tests"),
+    Program("sqfs2tar", "squashfs-tools-ng", "ISO tests"),
+    Program("mdir", "mtools", "ISO and disk tests"),
+    Program("dumpe2fs", "e2fsprogs", "disk tests"),
+    Program("sha256sum", "coreutils", "build tests"),
+    # benchmark baselines
+    Program("mksquashfs", "squashfs-tools", "bench/iso_tools.py"),
+    Program("xorriso", "xorriso", "bench/iso_tools.py"),
+    Program("mkfs.ext2", "e2fsprogs", "bench/disk_image.py"),
+    Program("du", "coreutils", "bench/disk_image.py"),
+    Program("sync", "coreutils", "bench/disk_image.py"),
+    Program("time", "time", "bench/iso_tools.py"),
+)
+
+BY_NAME = {os.path.basename(p.name): p for p in PROGRAMS}
+
+
+def install_hint(name: str) -> str:
+    """How to get `name` on Debian, for a "not installed" message."""
+    program = BY_NAME.get(os.path.basename(name))
+    if program is None:
+        return f"install the package that provides {name}"
+    return (f"needed by {program.needed_by}; install it: apt-get install {program.package} "
+            f"(or run `make deps`)")
+
+
+def missing_packages() -> list[str]:
+    """The Debian packages of the host programs that do not resolve here."""
+    return sorted({p.package for p in PROGRAMS if p.host and not p.resolves()})
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["missing"]:     # install-deps: the packages to install, one a line
+        for package in missing_packages():
+            print(package)
+        return 0
+    if argv == ["check"]:       # every host program resolves
+        unresolved = [p for p in PROGRAMS if p.host and not p.resolves()]
+        for p in unresolved:
+            print(f"{p.name}: not found (package {p.package}, needed by {p.needed_by})",
+                  file=sys.stderr)
+        return 1 if unresolved else 0
+    print("usage: python3 -m cosbuild.programs missing|check", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
