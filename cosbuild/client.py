@@ -221,7 +221,7 @@ class Installed:
         return {path: pkg_id for pkg_id, record in self.packages.items() for path in record["files"]}
 
 
-def choose(ref: spec.PackageRef, candidates: list[Candidate], asked_by: str = "") -> Candidate:
+def choose(ref: versions.PackageRef, candidates: list[Candidate], asked_by: str = "") -> Candidate:
     """Lower repository priority first, then the newest version that satisfies the selector."""
     named = [c for c in candidates if c.id == ref.id
              or any(p.id == ref.id for p in c.definition.provides)]
@@ -244,13 +244,13 @@ class _newest_first:
         return versions.compare(self.version, other.version) > 0
 
 
-def plan(requests: list[spec.PackageRef], candidates: list[Candidate],
+def plan(requests: list[versions.PackageRef], candidates: list[Candidate],
          installed: Installed) -> list[Candidate]:
     """What to install, dependencies first; refuses conflicts and unsatisfiable requirements."""
     chosen: dict[str, Candidate] = {}
     order: list[Candidate] = []
 
-    def visit(ref: spec.PackageRef, asked_by: str) -> None:
+    def visit(ref: versions.PackageRef, asked_by: str) -> None:
         have = installed.packages.get(ref.id)
         if have and asked_by and versions.matches(ref.version, str(have["version"])):
             return   # a dependency that is already satisfied
@@ -280,7 +280,7 @@ def plan(requests: list[spec.PackageRef], candidates: list[Candidate],
 
 # --------------------------------------------------------------------------- the transaction
 
-def install(root: Path, requests: list[spec.PackageRef], repos: list[RepoConfig],
+def install(root: Path, requests: list[versions.PackageRef], repos: list[RepoConfig],
             *, progress: bool = False, replace: bool = False) -> list[Candidate]:
     """Install `requests` and their runtime requirements into `root`; returns what was installed."""
     root.mkdir(parents=True, exist_ok=True)
@@ -300,7 +300,7 @@ def local_build(build_dir: Path) -> RepoConfig:
     return RepoConfig(name="local build", urls=(str(build_dir),), priority=-1)
 
 
-def stage_root(target: Path, refs: list[spec.PackageRef], repos: list[RepoConfig]) -> dict[str, str]:
+def stage_root(target: Path, refs: list[versions.PackageRef], repos: list[RepoConfig]) -> dict[str, str]:
     """Install `refs` into a new, empty root at `target` (the staging root of an image);
     returns what it is made of, {package: artifact sha256}."""
     if target.exists():
@@ -318,7 +318,7 @@ def upgrade(root: Path, repos: list[RepoConfig], *, progress: bool = False) -> l
         candidates = [c for r in repos for c in load_repository(r, work / "index")]
         requests = []
         for pkg_id, record in sorted(installed.packages.items()):
-            ref = spec.PackageRef(*pkg_id.split("/", 1), version=f">{record['version']}")
+            ref = versions.PackageRef(*pkg_id.split("/", 1), version=f">{record['version']}")
             with contextlib.suppress(CosbuildError):   # no newer version: nothing to do
                 choose(ref, candidates)
                 requests.append(ref)

@@ -27,6 +27,7 @@ from . import fsimage, spec, tools
 from .errors import CosbuildError
 from .fsimage import MIB
 from .tools import TaskLog
+from .versions import PackageRef, parse_ref
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ DISK_KEYWORDS = (
 @dataclass(frozen=True)
 class DiskSpec:
     file: Path
-    system: tuple[spec.PackageRef, ...]
+    system: tuple[PackageRef, ...]
     image_size: int
     sizes: dict          # partition label -> MiB
     boot_files: str
@@ -90,7 +91,6 @@ def partition_sizes(image_size: int, grub: int = 64, oem: int = 64,
 
 
 def load_disk_spec(path: Path) -> DiskSpec:
-    from .versions import parse_ref
     from .yamlio import load_mapping
     if not path.is_file():
         raise CosbuildError("disk specification not found", file=path, hint="pass --disk FILE")

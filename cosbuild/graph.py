@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 
 from . import versions
 from .errors import Collector, CosbuildError
-from .spec import PackageRef, Rendered
+from .spec import Rendered
 from .tree import PackageSource, Tree, context_files
+from .versions import PackageRef
 
 if TYPE_CHECKING:
     from .render import Renderer

@@ -31,6 +31,7 @@ from .errors import CosbuildError
 from .fsutil import atomic_path, atomic_write
 from .project import Project
 from .tools import TaskLog
+from .versions import PackageRef, parse_ref
 from .yamlio import dumps, load_mapping
 
 
@@ -78,9 +79,9 @@ ISO_KEYWORDS = (
 @dataclass(frozen=True)
 class IsoSpec:
     file: Path
-    rootfs: tuple[spec.PackageRef, ...]
-    uefi: tuple[spec.PackageRef, ...]
-    isoimage: tuple[spec.PackageRef, ...]
+    rootfs: tuple[PackageRef, ...]
+    uefi: tuple[PackageRef, ...]
+    isoimage: tuple[PackageRef, ...]
     kernel_file: str
     rootfs_file: str
     label: str
@@ -96,7 +97,6 @@ class IsoSpec:
 
 
 def load_iso_spec(path: Path) -> IsoSpec:
-    from .versions import parse_ref
     if not path.is_file():
         raise CosbuildError("ISO specification not found", file=path, hint="pass --iso FILE")
     data = load_mapping(path)

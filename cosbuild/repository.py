@@ -23,13 +23,14 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from . import artifact
 from .errors import CosbuildError
 from .fsutil import atomic_write
 from .project import Project
+from .settings import RepoInfo
 from .yamlio import dumps, load_mapping
 
 REPOSITORY_FILE = "repository.yaml"
@@ -38,14 +39,6 @@ COMPILERTREE_FILE = "compilertree.tar.zst"
 META_FILE = "repository.meta.yaml.tar.zst"
 META_MEMBER = "repository.meta.yaml"
 TYPES = ("disk", "http", "docker")
-
-
-@dataclass(frozen=True)
-class RepoInfo:
-    name: str
-    description: str = ""
-    type: str = "disk"
-    urls: tuple[str, ...] = ()
 
 
 def repository_outputs(output: Path) -> list[Path]:

@@ -54,6 +54,15 @@ SETTINGS = (
 
 
 @dataclass(frozen=True)
+class RepoInfo:
+    """What `doit repo` / `create-repo` write into repository.yaml."""
+    name: str
+    description: str = ""
+    type: str = "disk"
+    urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     trees: tuple[Path, ...]
     values: tuple[Path, ...]
@@ -81,9 +90,8 @@ class Settings:
     def logs_dir(self) -> Path:
         return self.build_dir / "logs"
 
-    def repo_info(self, **overrides):
+    def repo_info(self, **overrides) -> RepoInfo:
         """The repository `doit repo` / `create-repo` writes; None overrides keep the setting."""
-        from .repository import RepoInfo
         given = {k: v for k, v in overrides.items() if v is not None}
         return RepoInfo(name=given.get("name", self.repo_name),
                         description=given.get("description", self.repo_description),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import CosbuildError, did_you_mean
+from .versions import PackageRef, check_selector, parse_ref
 from .yamlio import LineMap
 
 log = logging.getLogger("cosbuild")
@@ -97,14 +98,12 @@ def _any(value, where: Where):
     return value
 
 
-def _ref(value, where: Where) -> "PackageRef":
+def _ref(value, where: Where) -> PackageRef:
     if isinstance(value, str):  # "category/name" or "category/name@selector" shorthand
-        from .versions import parse_ref
         return parse_ref(value, where)
     if not isinstance(value, dict):
         raise where.error(f"expected a package reference {{name, category, version}}, got {_typename(value)}")
     fields = parse(REF_KEYWORDS, value, where.file, what=f"{where.key} entry")
-    from .versions import check_selector
     line = value.line_of("version") if isinstance(value, LineMap) else where.line
     check_selector(fields["version"], Where(where.file, line, f"{where.key}.version"))
     return PackageRef(**fields)
@@ -208,20 +207,6 @@ def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str
 
 
 # --------------------------------------------------------------------------- the spec objects
-
-@dataclass(frozen=True, order=True)
-class PackageRef:
-    category: str
-    name: str
-    version: str = ">=0"   # a selector
-
-    @property
-    def id(self) -> str:
-        return f"{self.category}/{self.name}"
-
-    def __str__(self) -> str:
-        return self.id if self.version in (">=0", "") else f"{self.id}@{self.version}"
-
 
 @dataclass(frozen=True)
 class CopySpec:

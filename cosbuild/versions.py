@@ -1,14 +1,31 @@
-"""Versions and selectors: Debian ordering (so 1.0+10 > 1.0+9), newest satisfying wins."""
+"""Package references, versions and selectors: Debian ordering (so 1.0+10 > 1.0+9), newest
+satisfying wins."""
 
 from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 from typing import Iterable
 
 from debian.debian_support import NativeVersion
 
 from .errors import CosbuildError
+
+
+@dataclass(frozen=True, order=True)
+class PackageRef:
+    category: str
+    name: str
+    version: str = ">=0"   # a selector
+
+    @property
+    def id(self) -> str:
+        return f"{self.category}/{self.name}"
+
+    def __str__(self) -> str:
+        return self.id if self.version in (">=0", "") else f"{self.id}@{self.version}"
+
 
 _SELECTOR = re.compile(r"^\s*(>=|<=|>|<|=|!)?\s*([^\s<>=!]\S*)\s*$")
 
@@ -64,9 +81,8 @@ def newest(selector: str, versions: Iterable[str]) -> str | None:
     return max(ok, key=sort_key) if ok else None
 
 
-def parse_ref(text: str, where=None):
+def parse_ref(text: str, where=None) -> PackageRef:
     """'category/name' or 'category/name@selector' -> PackageRef."""
-    from .spec import PackageRef
     ident, _, selector = text.partition("@")
     category, slash, name = ident.rpartition("/")
     if not slash or not name or not category:

@@ -17,7 +17,8 @@ from cosbuild.artifact import sha256_file, walk
 from cosbuild.builder import Builder
 from cosbuild.errors import CosbuildError
 from cosbuild.project import load_project
-from cosbuild.repository import RepoInfo, create_repo
+from cosbuild.repository import create_repo
+from cosbuild.settings import RepoInfo
 from cosbuild.tools import TaskLog
 
 from .conftest import REPO

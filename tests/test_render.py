@@ -13,8 +13,9 @@ from cosbuild import render
 from cosbuild.errors import CosbuildError
 from cosbuild.render import (FILTERS, GLOBALS, Renderer, helper_reference, load_values_files,
                              merge_values)
-from cosbuild.spec import BuildSpec, Finalize, PackageRef
+from cosbuild.spec import BuildSpec, Finalize
 from cosbuild.tree import load_trees
+from cosbuild.versions import PackageRef
 
 
 DEFINITION = """\

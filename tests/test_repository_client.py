@@ -29,10 +29,11 @@ from cosbuild.builder import Builder
 from cosbuild.client import RepoConfig
 from cosbuild.errors import CosbuildError
 from cosbuild.project import load_project
-from cosbuild.repository import RepoInfo, create_repo
+from cosbuild.repository import create_repo
 from cosbuild.serve import make_server
-from cosbuild.spec import PackageRef
+from cosbuild.settings import RepoInfo
 from cosbuild.tools import TaskLog
+from cosbuild.versions import PackageRef
 from cosbuild.yamlio import dumps
 
 
