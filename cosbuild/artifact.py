@@ -23,10 +23,6 @@ from .fsutil import atomic_path
 COMPRESSION = "zstd"
 _KEEP_XATTRS = ("security.capability", "user.")   # overlayfs' own trusted.* never leak
 
-# for members the caller has checked itself: the extraction filters (Python >= 3.11.4, not in
-# Debian 12's 3.11.2, where cos-upgrade runs) would only warn
-EXTRACT_CHECKED = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
-
 
 def source_date_epoch() -> int:
     """SOURCE_DATE_EPOCH, or 0: reproducible by default."""

@@ -31,6 +31,7 @@ from typing import Iterator
 from . import artifact, spec, versions
 from .errors import CosbuildError
 from .fsutil import atomic_write
+from .layers import EXTRACT_CHECKED
 from .tools import TaskLog, run
 from .tree import parse_definition
 from .yamlio import dumps, load_mapping, loads
@@ -558,7 +559,7 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, dest: Pat
     member.name = name
     if member.islnk():
         member.linkname = str(PurePosixPath(member.linkname))
-    tar.extract(member, dest, set_attrs=True, numeric_owner=True, **artifact.EXTRACT_CHECKED)
+    tar.extract(member, dest, set_attrs=True, numeric_owner=True, **EXTRACT_CHECKED)
     for key, value in member.pax_headers.items():
         if key.startswith("SCHILY.xattr."):
             os.setxattr(target, key[len("SCHILY.xattr."):],

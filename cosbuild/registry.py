@@ -38,6 +38,7 @@ from pathlib import Path
 from . import __version__
 from .errors import CosbuildError
 from .fsutil import atomic_path
+from .layers import apply_layer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -469,7 +470,6 @@ def unpack(ref: str | Reference, dest: Path, registries: Registries | None = Non
 def apply_image(ref: str | Reference, root: Path, work: Path,
                 registries: Registries | None = None) -> None:
     """Pull an image and apply its layers to `root` in place (one layer at a time in `work`)."""
-    from .layers import apply_layer
     ref = parse_reference(ref) if isinstance(ref, str) else ref
     registry = (registries or Registries())[ref.registry]
     for n, layer in enumerate(registry.manifest(ref).get("layers") or []):

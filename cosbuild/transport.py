@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
 
-from . import __version__
+from . import __version__, registry
 from .errors import CosbuildError
 from .fsutil import atomic_path
 
@@ -193,14 +193,12 @@ class RegistryTransport(Transport):
     """A docker repository: files from one-file images, artifacts from package images."""
 
     def __init__(self, url: str, insecure: bool = False):
-        from . import registry
         self.url = url
         self.base = registry.parse_reference(url.removeprefix("docker://"))
         self.registry = registry.Registry(self.base.registry, insecure=insecure)
 
     def fetch(self, name: str, dest: Path, *, sha256: str | None = None,
               size: int | None = None, progress: str | None = None) -> Path:
-        from . import registry
         _check_name(name, self.url)
         dest = Path(dest)
         artifact = re.fullmatch(r"(.+)\.package\.tar(\.\w+)?", name)
