@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cosbuild import fsimage  # noqa: E402
+from cosbuild.images import fsimage  # noqa: E402
 from cosbuild.tools import TaskLog  # noqa: E402
 
 

@@ -21,8 +21,8 @@ OURS = """
 import json, resource, sys, time
 from pathlib import Path
 from cosbuild import settings
-from cosbuild.project import load_project
-from cosbuild.iso import IsoBuilder, load_iso_spec
+from cosbuild.images.iso import IsoBuilder, load_iso_spec
+from cosbuild.tree.project import load_project
 project = load_project(settings.resolve({}))
 b = IsoBuilder(project, load_iso_spec(Path("iso.yaml")))
 step, out = sys.argv[1], Path(sys.argv[2])

@@ -13,9 +13,9 @@ from doit.doit_cmd import DoitMain
 
 from . import __version__, settings
 from .errors import Collector, CosbuildError
-from .project import Project, load_project
 from .tasks import dodo_namespace
-from .versions import parse_ref
+from .tree.project import Project, load_project
+from .tree.versions import parse_ref
 
 DOIT_COMMANDS = ("run", "list", "info", "clean", "forget", "ignore", "dumpdb", "strace")
 
@@ -149,11 +149,11 @@ def _run(args) -> int:
     if args.command in CLIENT_COMMANDS:
         return CLIENT_COMMANDS[args.command](args) or 0
     if args.command == "keywords":
-        from .spec import keyword_reference
+        from .tree.spec import keyword_reference
         print(keyword_reference())
         return 0
     if args.command == "helpers":
-        from .render import helper_reference
+        from .tree.render import helper_reference
         print(helper_reference())
         return 0
     options = {s.name: getattr(args, s.name) for s in settings.SETTINGS}
@@ -163,7 +163,7 @@ def _run(args) -> int:
     config = settings.resolve(options)
     project = load_project(config)
     if args.command == "validate":
-        from .cloudconfig import check_project
+        from .runtime.cloudconfig import check_project
         errors = Collector()
         for error in check_project(project):
             errors.add(error)
@@ -179,11 +179,11 @@ def _run(args) -> int:
         else:
             print(graph_dot(project) if args.dot else graph_text(project))
     elif args.command == "create-repo":
-        from .repository import create_repo, publish_docker
+        from .repos.create import create_repo, publish_docker
         info = config.repo_info(name=args.name, description=args.description, type=args.type,
                                 urls=args.urls)
         if info.type == "docker":
-            from .registry import Registries
+            from .oci.registry import Registries
             if not args.output:
                 raise CosbuildError("a docker repository needs --output REGISTRY/REPOSITORY")
             output = args.output
@@ -199,7 +199,7 @@ def _run(args) -> int:
 # --------------------------------------------------------------------------- client commands
 
 def _install(args) -> None:
-    from . import client
+    from .repos import client
     repos = client.repositories(args.repo, args.config, args.root)
     done = client.install(args.root, [parse_ref(p) for p in args.packages], repos,
                           progress=True)
@@ -207,14 +207,14 @@ def _install(args) -> None:
 
 
 def _upgrade(args) -> None:
-    from . import client
+    from .repos import client
     done = client.upgrade(args.root, client.repositories(args.repo, args.config, args.root),
                           progress=True)
     print("upgraded: " + (", ".join(map(str, done)) or "nothing (up to date)"))
 
 
 def _uninstall(args) -> None:
-    from . import client
+    from .repos import client
     client.uninstall(args.root, [parse_ref(p).id for p in args.packages])
     print("uninstalled: " + ", ".join(args.packages))
 
@@ -222,20 +222,20 @@ def _uninstall(args) -> None:
 def _search(args) -> None:
     import tempfile
 
-    from . import client
+    from .repos import client
     with tempfile.TemporaryDirectory() as tmp:
         for c in client.search(client.repositories(args.repo, args.config), args.term, Path(tmp)):
             print(f"{c.id}@{c.version}  [{c.repo.name}]  {c.definition.description}")
 
 
 def _unpack(args) -> None:
-    from .unpack import unpack_image
+    from .builds.unpack import unpack_image
     unpack_image(args.image, args.dir)
     print(f"unpacked {args.image} into {args.dir}")
 
 
 def _serve_repo(args) -> None:
-    from .serve import serve
+    from .repos.serve import serve
     serve(args.dir, args.host, args.port)
 
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from doit.exceptions import TaskFailed
 from doit.tools import config_changed
 
+from . import settings
 from .errors import CosbuildError
 from .fsutil import atomic_write, remove_partial_files
-from .project import Project, load_project
-from . import settings
 from .settings import Settings
 from .tools import TaskLog
+from .tree.project import Project, load_project
 
 
 def spec_path(project: Project, key: str) -> Path:
@@ -42,7 +42,7 @@ def _user_errors_fail(action):
 
 @_user_errors_fail
 def _validate(settings: Settings) -> TaskFailed | None:
-    from .cloudconfig import check_project
+    from .runtime.cloudconfig import check_project
     project = load_project(settings)   # fresh: validation must see the files as they are now
     errors = check_project(project)
     if errors:
@@ -67,7 +67,7 @@ class LazyBuilder:
     def __call__(self):
         with self._lock:
             if self._builder is None:
-                from .builder import Builder
+                from .builds.builder import Builder
                 self._builder = Builder(self.project)
             return self._builder
 
@@ -103,7 +103,7 @@ def _say(line: str) -> None:
 
 @_user_errors_fail
 def _create_repo(project: Project, info) -> None:
-    from .repository import create_repo
+    from .repos.create import create_repo
     if info.type == "docker":
         raise CosbuildError("`doit repo` makes a folder repository, not a docker one",
                             key="repo_type", hint="publish to a registry with `cosbuild "
@@ -182,7 +182,7 @@ def task_definitions(project: Project) -> dict:
 
     def task_repo():
         """Make the build folder a package repository (repository.yaml, tree, index)."""
-        from .repository import repository_outputs
+        from .repos.create import repository_outputs
         info = project.settings.repo_info()
         return {"actions": [(_create_repo, [project, info])],
                 # the artifacts are targets of the build tasks: doit builds them first
@@ -195,7 +195,7 @@ def task_definitions(project: Project) -> dict:
         """Build the live ISO of iso.yaml: rootfs, squashfs, kernel, EFI image, ISO root, ISO."""
         if not project.settings.iso.is_file():
             return
-        from .iso import IsoBuilder, load_iso_spec
+        from .images.iso import IsoBuilder, load_iso_spec
         iso = IsoBuilder(project, load_iso_spec(project.settings.iso))
         spec_files = [str(project.settings.iso)] + sorted(
             str(p) for d in iso.iso.overlay.values() for p in d.rglob("*") if p.is_file())
@@ -222,7 +222,7 @@ def task_definitions(project: Project) -> dict:
                "targets": [str(iso.output), str(iso.output) + ".sha256"], "verbosity": 2}
 
     def disk_builder():
-        from .disk import DiskBuilder, load_disk_spec
+        from .images.disk import DiskBuilder, load_disk_spec
         return DiskBuilder(project, load_disk_spec(project.settings.disk))
 
     def task_image():

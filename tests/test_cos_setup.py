@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from cosbuild import cloudconfig
+from cosbuild.runtime import cloudconfig
 
 from .conftest import BASIC, REPO
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from cosbuild import disk, fsimage, upgrade
 from cosbuild.errors import CosbuildError
+from cosbuild.images import disk, fsimage
+from cosbuild.runtime import upgrade
 from cosbuild.tools import TaskLog
-from cosbuild.tree import context_files, linked_folders
+from cosbuild.tree.load import context_files, linked_folders
 
 from .conftest import BASIC, REPO
 
@@ -119,7 +120,7 @@ def test_installer_refuses_what_is_not_a_disk(tmp_path, capsys):
 
 def test_linked_folders_are_part_of_the_build_context(project):
     from cosbuild import settings
-    from cosbuild.project import load_project
+    from cosbuild.tree.project import load_project
     root = project(BASIC)
     (root / "src").mkdir()
     (root / "src" / "lib.py").write_text("x = 1\n")

@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-from cosbuild.artifact import sha256_file
-from cosbuild.serve import make_server
+from cosbuild.builds.artifact import sha256_file
+from cosbuild.repos.serve import make_server
 
 from .conftest import copy_project, cosbuild_ok as cosbuild, running
 from .qemu import VM

@@ -6,9 +6,9 @@ import os
 import shutil
 
 from cosbuild import settings
-from cosbuild.graph import topological_order
-from cosbuild.project import load_project
-from cosbuild.versions import parse_ref
+from cosbuild.tree.graph import topological_order
+from cosbuild.tree.project import load_project
+from cosbuild.tree.versions import parse_ref
 
 from .conftest import BASIC, REPO
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from cosbuild import iso as isomod
 from cosbuild import settings
-from cosbuild.artifact import sha256_file, walk
-from cosbuild.builder import Builder
+from cosbuild.builds.artifact import sha256_file, walk
+from cosbuild.builds.builder import Builder
 from cosbuild.errors import CosbuildError
-from cosbuild.project import load_project
-from cosbuild.repository import create_repo
+from cosbuild.images import iso as isomod
+from cosbuild.repos.create import create_repo
 from cosbuild.settings import RepoInfo
 from cosbuild.tools import TaskLog
+from cosbuild.tree.project import load_project
 
 from .conftest import REPO
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from cosbuild.artifact import sha256_file
-from cosbuild.serve import make_server
+from cosbuild.builds.artifact import sha256_file
+from cosbuild.repos.serve import make_server
 
 from .conftest import copy_project, cosbuild_ok as cosbuild, running
 from .qemu import OVMF, VM

@@ -14,12 +14,12 @@ import tarfile
 import pytest
 
 from cosbuild import settings
-from cosbuild.cache import ImageCache
+from cosbuild.builds.cache import ImageCache
 from cosbuild.cli import _command_index
 from cosbuild.errors import CosbuildError
-from cosbuild.layers import apply_layer
-from cosbuild.registry import (Reference, Registry, credentials, parse_reference,
-                               registry_of, tag_for)
+from cosbuild.oci.layers import apply_layer
+from cosbuild.oci.registry import (Reference, Registry, credentials, parse_reference,
+                                   registry_of, tag_for)
 
 from .conftest import running
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cosbuild import render
 from cosbuild.errors import CosbuildError
-from cosbuild.render import (FILTERS, GLOBALS, Renderer, helper_reference, load_values_files,
-                             merge_values)
-from cosbuild.spec import BuildSpec, Finalize
-from cosbuild.tree import load_trees
-from cosbuild.versions import PackageRef
+from cosbuild.tree import render
+from cosbuild.tree.load import load_trees
+from cosbuild.tree.render import (FILTERS, GLOBALS, Renderer, helper_reference,
+                                  load_values_files, merge_values)
+from cosbuild.tree.spec import BuildSpec, Finalize
+from cosbuild.tree.versions import PackageRef
 
 
 DEFINITION = """\

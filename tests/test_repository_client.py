@@ -24,17 +24,19 @@ from .conftest import running
 import yaml
 import zstandard
 
-from cosbuild import artifact, client, settings
-from cosbuild.builder import Builder
-from cosbuild.client import RepoConfig
+from cosbuild import settings
+from cosbuild.builds import artifact
+from cosbuild.builds.builder import Builder
 from cosbuild.errors import CosbuildError
-from cosbuild.project import load_project
-from cosbuild.repository import create_repo
-from cosbuild.serve import make_server
+from cosbuild.repos import client
+from cosbuild.repos.client import RepoConfig
+from cosbuild.repos.create import create_repo
+from cosbuild.repos.serve import make_server
 from cosbuild.settings import RepoInfo
 from cosbuild.tools import TaskLog
-from cosbuild.versions import PackageRef
-from cosbuild.yamlio import dumps
+from cosbuild.tree.project import load_project
+from cosbuild.tree.versions import PackageRef
+from cosbuild.tree.yamlio import dumps
 
 
 # --------------------------------------------------------------------------- helpers

@@ -16,7 +16,7 @@ import uuid
 import pytest
 import yaml
 
-from cosbuild import registry as oci
+from cosbuild.oci import registry as oci
 
 from .buildtree import SMALL_TREE
 from .conftest import free_port, registry_server, write_files

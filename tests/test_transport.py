@@ -14,8 +14,8 @@ import pytest
 from .conftest import running
 
 from cosbuild.errors import CosbuildError
-from cosbuild.serve import make_server
-from cosbuild.transport import DiskTransport, HttpTransport, transport_for
+from cosbuild.repos.serve import make_server
+from cosbuild.repos.transport import DiskTransport, HttpTransport, transport_for
 
 DATA = bytes(range(256)) * 400   # 100 KiB: several read chunks
 SHA = hashlib.sha256(DATA).hexdigest()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from cosbuild.errors import CosbuildError
-from cosbuild.spec import Where
-from cosbuild.versions import (PackageRef, check_selector, compare, matches, newest, parse_ref,
-                               sort_key)
+from cosbuild.tree.spec import Where
+from cosbuild.tree.versions import (PackageRef, check_selector, compare, matches, newest,
+                                    parse_ref, sort_key)
 
 
 # --------------------------------------------------------------------------- ordering

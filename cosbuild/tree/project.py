@@ -14,10 +14,10 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fsutil import atomic_write
+from ..fsutil import atomic_write
+from ..settings import Settings
 from .graph import Graph, build_graph
-from .settings import Settings
-from .tree import Tree, load_trees
+from .load import Tree, load_trees
 
 CACHE_NAME = "project.pickle"
 

@@ -7,9 +7,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..errors import CosbuildError
+from ..tools import TaskLog, run
 from .buildah import Buildah, BuildahSettings
-from .errors import CosbuildError
-from .tools import TaskLog, run
 
 
 def unpack_image(image: str, dest: Path, settings: BuildahSettings = BuildahSettings()) -> None:

@@ -26,12 +26,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from . import artifact
-from .errors import CosbuildError
-from .fsutil import atomic_write
-from .project import Project
-from .settings import RepoInfo
-from .yamlio import dumps, load_mapping
+from ..builds import artifact
+from ..errors import CosbuildError
+from ..fsutil import atomic_write
+from ..settings import RepoInfo
+from ..tree.project import Project
+from ..tree.yamlio import dumps, load_mapping
 
 REPOSITORY_FILE = "repository.yaml"
 TREE_FILE = "tree.tar.zst"
@@ -129,7 +129,7 @@ def publish_docker(project: Project, packages: Path, target: str, info: RepoInfo
 
     The revision continues from the published repository.yaml, which is pushed last: a
     client never sees an index whose files are not all there yet."""
-    from . import registry
+    from ..oci import registry
     if registry.registry_of(target) is None:
         raise CosbuildError(f"'{target}' does not name a registry", key="--output",
                             hint="a docker repository is REGISTRY[:PORT]/PATH, "

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import Collector, CosbuildError
 from . import versions
-from .errors import Collector, CosbuildError
+from .load import PackageSource, Tree, context_files
 from .spec import Rendered
-from .tree import PackageSource, Tree, context_files
 from .versions import PackageRef
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from .errors import CosbuildError
+from ..errors import CosbuildError
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"

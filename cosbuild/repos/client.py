@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from . import artifact, spec, versions
-from .errors import CosbuildError
-from .fsutil import atomic_write
-from .layers import EXTRACT_CHECKED
-from .tools import TaskLog, run
-from .tree import parse_definition
-from .yamlio import dumps, load_mapping, loads
+from ..builds import artifact
+from ..errors import CosbuildError
+from ..fsutil import atomic_write
+from ..oci.layers import EXTRACT_CHECKED
+from ..tools import TaskLog, run
+from ..tree import spec, versions
+from ..tree.load import parse_definition
+from ..tree.yamlio import dumps, load_mapping, loads
 
 DB_PATH = "var/lib/cosbuild/installed.yaml"
 TRANSACTION = ".cosbuild-transaction"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .fsutil import atomic_path
+from ..fsutil import atomic_path
 
 COMPRESSION = "zstd"
 _KEEP_XATTRS = ("security.capability", "user.")   # overlayfs' own trusted.* never leak

@@ -26,13 +26,16 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifact, fsimage, spec, tools
-from .errors import CosbuildError
-from .fsutil import atomic_path, atomic_write
-from .project import Project
-from .tools import TaskLog
-from .versions import PackageRef, parse_ref
-from .yamlio import dumps, load_mapping
+from ..builds import artifact
+from ..errors import CosbuildError
+from ..fsutil import atomic_path, atomic_write
+from .. import tools
+from ..tools import TaskLog
+from ..tree import spec
+from ..tree.project import Project
+from ..tree.versions import PackageRef, parse_ref
+from ..tree.yamlio import dumps, load_mapping
+from . import fsimage
 
 
 PACKAGES_KEYWORDS = (
@@ -149,7 +152,7 @@ class IsoBuilder:
                        verbose=self.project.settings.verbose)
 
     def repositories(self):
-        from .client import local_build, read_config_data
+        from ..repos.client import local_build, read_config_data
         return [local_build(self.project.settings.build_dir),
                 *(r for r in read_config_data(list(self.iso.repositories), self.iso.file)
                   if r.enable)]
@@ -158,7 +161,7 @@ class IsoBuilder:
 
     def install_root(self, kind: str) -> None:
         """Install the packages of `kind` into a fresh staging root, then its overlay."""
-        from . import client
+        from ..repos import client
         target = {"rootfs": self.rootfs_dir, "uefi": self.uefi_dir,
                   "isoimage": self.isoimage_dir}[kind]
         refs = getattr(self.iso, kind)
@@ -192,7 +195,7 @@ class IsoBuilder:
     # ----------------------------------------------------------------- kernel and initrd
 
     def copy_kernel(self) -> None:
-        from .client import _inside
+        from ..repos.client import _inside
         for name, dest, key in ((self.iso.kernel_file, self.kernel, "initramfs.kernel_file"),
                                 (self.iso.rootfs_file, self.initrd, "initramfs.rootfs_file")):
             source = _inside(self.rootfs_dir, f"boot/{name}", follow_last=True)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from . import tools
-from .errors import CosbuildError
-from .tools import TaskLog
+from .. import tools
+from ..errors import CosbuildError
+from ..tools import TaskLog
 
 NAME_PREFIX = "cosbuild-"
 _counter = itertools.count()

@@ -13,9 +13,10 @@ import struct
 import uuid
 from pathlib import Path
 
-from . import artifact, tools
-from .errors import CosbuildError
-from .tools import TaskLog
+from .. import tools
+from ..builds import artifact
+from ..errors import CosbuildError
+from ..tools import TaskLog
 
 MIB = 1024 * 1024
 FAT_EPOCH = 315532800 + 86400   # FAT cannot store dates before 1980

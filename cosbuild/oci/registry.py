@@ -3,8 +3,8 @@
 Used where there is no buildah: the repository client reading a `docker` repository (also
 inside a booted derivative), publishing one: repository files as one-file images and
 artifacts as one-layer package images, and `unpack()`, which pulls an image and applies its
-layers to a folder. Build cache images are pushed and pulled by buildah (cache.py); only
-their presence is checked here, which is quicker than a failing pull.
+layers to a folder. Build cache images are pushed and pulled by buildah (builds/cache.py);
+only their presence is checked here, which is quicker than a failing pull.
 
 - TLS is verified; a registry marked insecure is reached over HTTPS without verification,
   or plain HTTP when it does not speak TLS (a local test registry).
@@ -35,9 +35,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
-from .errors import CosbuildError
-from .fsutil import atomic_path
+from .. import __version__
+from ..errors import CosbuildError
+from ..fsutil import atomic_path
 from .layers import apply_layer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

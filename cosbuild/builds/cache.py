@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from sh import ErrorReturnCode
 
+from ..errors import CosbuildError
+from ..oci.registry import Registries, parse_reference, registry_of
+from ..settings import Settings
+from ..tools import TaskLog
 from .buildah import Buildah, qualify
-from .errors import CosbuildError
-from .registry import Registries, parse_reference, registry_of
-from .settings import Settings
-from .tools import TaskLog
 
 
 class ImageCache:

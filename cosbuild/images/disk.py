@@ -23,11 +23,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import fsimage, spec, tools
-from .errors import CosbuildError
+from .. import tools
+from ..errors import CosbuildError
+from ..tools import TaskLog
+from ..tree import spec
+from ..tree.versions import PackageRef, parse_ref
+from . import fsimage
 from .fsimage import MIB
-from .tools import TaskLog
-from .versions import PackageRef, parse_ref
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def partition_sizes(image_size: int, grub: int = 64, oem: int = 64,
 
 
 def load_disk_spec(path: Path) -> DiskSpec:
-    from .yamlio import load_mapping
+    from ..tree.yamlio import load_mapping
     if not path.is_file():
         raise CosbuildError("disk specification not found", file=path, hint="pass --disk FILE")
     data = load_mapping(path)
@@ -214,9 +216,9 @@ class DiskBuilder:
                        verbose=self.project.settings.verbose)
 
     def install_root(self) -> None:
-        from .client import local_build, stage_root
-        from .fsutil import atomic_write
-        from .yamlio import dumps
+        from ..repos.client import local_build, stage_root
+        from ..fsutil import atomic_write
+        from ..tree.yamlio import dumps
         packages = stage_root(self.rootfs_dir, list(self.disk.system),
                               [local_build(self.project.settings.build_dir)])
         try:
@@ -227,7 +229,7 @@ class DiskBuilder:
         atomic_write(self.manifest, dumps({"packages": packages}))
 
     def make_active(self) -> None:
-        from .fsutil import atomic_path
+        from ..fsutil import atomic_path
         with self.log("image") as log, atomic_path(self.active) as tmp:
             tmp.unlink()
             fsimage.make_ext(tmp, self.rootfs_dir, label=IMAGE_LABELS["active.img"],
@@ -237,7 +239,7 @@ class DiskBuilder:
               f"{self.active.stat().st_blocks * 512 / 1e6:.0f} MB used)")
 
     def make_raw(self) -> None:
-        from .fsutil import atomic_path
+        from ..fsutil import atomic_path
         menu, efi = boot_files(self.rootfs_dir, self.disk.boot_files)
         with self.log("raw") as log, atomic_path(self.raw) as tmp:
             efi_dir = self.work / "efi"
@@ -262,7 +264,7 @@ class DiskBuilder:
               f"{self.raw.stat().st_blocks * 512 / 1e6:.0f} MB used)")
 
     def make_qcow2(self) -> None:
-        from .fsutil import atomic_path
+        from ..fsutil import atomic_path
         with self.log("qcow2") as log, atomic_path(self.qcow2) as tmp:
             tools.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(self.raw), str(tmp)],
                       log=log, what="convert the disk to qcow2")

@@ -23,17 +23,18 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifact, tools
+from .. import tools
+from ..errors import CosbuildError
+from ..fsutil import atomic_path, atomic_write
+from ..tools import TaskLog
+from ..tree.graph import Package
+from ..tree.load import linked_folders
+from ..tree.project import Project
+from ..tree.spec import Bootstrap
+from ..tree.yamlio import dumps
+from . import artifact
 from .buildah import Buildah, BuildahSettings, Container
 from .cache import ImageCache
-from .errors import CosbuildError
-from .fsutil import atomic_path, atomic_write
-from .graph import Package
-from .project import Project
-from .spec import Bootstrap
-from .tools import TaskLog
-from .tree import linked_folders
-from .yamlio import dumps
 
 WORKDIR = "/luetbuild"
 BOOTSTRAP_REPOSITORY = "cosbuild/bootstrap"

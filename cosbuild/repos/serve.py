@@ -13,7 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .errors import CosbuildError
+from ..errors import CosbuildError
 
 log = logging.getLogger("cosbuild")
 

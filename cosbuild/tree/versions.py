@@ -10,7 +10,7 @@ from typing import Iterable
 
 from debian.debian_support import NativeVersion
 
-from .errors import CosbuildError
+from ..errors import CosbuildError
 
 
 @dataclass(frozen=True, order=True)

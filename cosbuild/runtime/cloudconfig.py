@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import CosbuildError, did_you_mean
-from .yamlio import loads
+from ..errors import CosbuildError, did_you_mean
+from ..tree.yamlio import loads
 
 # key -> (expected YAML type, what it does)
 STEP_KEYS = {
@@ -146,7 +146,7 @@ def _describe(kind) -> str:
 
 def check_project(project) -> list[CosbuildError]:
     """Every cloud-config file among the YAML files of the packages' folders."""
-    from .tree import BUILD, COLLECTION, DEFINITION, FINALIZE
+    from ..tree.load import BUILD, COLLECTION, DEFINITION, FINALIZE
     errors = []
     files = sorted({f for p in project.graph.packages.values() for f in p.files
                     if f.endswith((".yaml", ".yml"))

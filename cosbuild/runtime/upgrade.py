@@ -19,11 +19,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import fsimage, tools
-from .disk import DEFAULT_IMAGE_SIZE, IMAGE_LABELS, IMAGES_DIR
-from .errors import CosbuildError
-from .fsimage import MIB
-from .tools import TaskLog
+from .. import tools
+from ..errors import CosbuildError
+from ..images import fsimage
+from ..images.disk import DEFAULT_IMAGE_SIZE, IMAGE_LABELS, IMAGES_DIR
+from ..images.fsimage import MIB
+from ..tools import TaskLog
 
 CONFIG = Path("/etc/cos-upgrade-image")
 REPO_CONFIG = Path("/etc/luet/luet.yaml")
@@ -145,8 +146,8 @@ def reserve(path: Path, size: int, label: str) -> None:
 
 def newest(ref_text: str, repos):
     """The package reference and the candidate the channel would install."""
-    from . import client
-    from .versions import parse_ref
+    from ..repos import client
+    from ..tree.versions import parse_ref
     ref = parse_ref(ref_text)
     with tempfile.TemporaryDirectory(prefix="cos-upgrade.") as work:
         candidates = [c for r in repos for c in client.load_repository(r, Path(work))]
@@ -156,8 +157,8 @@ def newest(ref_text: str, repos):
 def installed_version(image: Path, package: str, log: TaskLog) -> str | None:
     """The version of `package` in an image file's package database (read with debugfs: the
     image that boots next, not the running one, is what an upgrade compares with)."""
-    from .client import DB_PATH
-    from .yamlio import loads
+    from ..repos.client import DB_PATH
+    from ..tree.yamlio import loads
     text = tools.run(["debugfs", "-R", f"cat /{DB_PATH}", str(image)], log=log, capture=True,
                      what=f"read the package database of {image.name}")
     record = ((loads(text, f"{image}:/{DB_PATH}") or {}).get("packages") or {}).get(package)
@@ -165,14 +166,14 @@ def installed_version(image: Path, package: str, log: TaskLog) -> str | None:
 
 
 def fill_from_channel(root: Path, ref, repos) -> None:
-    from . import client
+    from ..repos import client
     client.install(root, [ref], repos, progress=sys.stderr.isatty())
 
 
 def fill_from_image(root: Path, reference: str, insecure: tuple[str, ...], log: TaskLog) -> None:
     """The image's layers, applied in place; they are downloaded onto the new image itself."""
     import shutil
-    from .registry import Registries, apply_image
+    from ..oci.registry import Registries, apply_image
     log.write(f"unpack {reference} into {root}")
     work = root / ".cos-upgrade-layers"
     work.mkdir()
@@ -184,7 +185,8 @@ def fill_from_image(root: Path, reference: str, insecure: tuple[str, ...], log: 
 
 def upgrade(args, log: TaskLog) -> str:
     """Fill a transition image and switch to it; returns what was done."""
-    from . import client, versions
+    from ..repos import client
+    from ..tree import versions
     config = parse_upgrade_config(args.config.read_text(), str(args.config)) \
         if args.config.is_file() else UpgradeConfig("", True, "")
     slot = RECOVERY if args.recovery else SYSTEM

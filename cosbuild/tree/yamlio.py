@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from .errors import CosbuildError
+from ..errors import CosbuildError
 
 
 class LineMap(dict):

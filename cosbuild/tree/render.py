@@ -14,10 +14,10 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from ..errors import CosbuildError
 from . import spec
+from .load import PackageSource
 from .spec import Rendered
-from .errors import CosbuildError
-from .tree import PackageSource
 from .yamlio import LineMap, load_mapping, loads, plain
 
 

@@ -1,5 +1,5 @@
 """How the repository client gets repository files: from a local folder, over HTTP(S), or
-from an OCI registry (a `docker` repository, see repository.py).
+from an OCI registry (a `docker` repository, see repos/create.py).
 
 Every fetch is all-or-nothing: the destination name only appears once the whole file is
 there and its checksum (when known) matched. HTTP downloads survive flaky servers: they are
@@ -21,9 +21,10 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
 
-from . import __version__, registry
-from .errors import CosbuildError
-from .fsutil import atomic_path
+from .. import __version__
+from ..errors import CosbuildError
+from ..fsutil import atomic_path
+from ..oci import registry
 
 CHUNK = 1 << 16
 PART_SUFFIX = ".part"

@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import Collector, CosbuildError, did_you_mean
 from . import spec
-from .errors import Collector, CosbuildError, did_you_mean
 from .yamlio import LineMap, load_mapping
 
 log = logging.getLogger("cosbuild")
