@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cosbuild.errors import CosbuildError
-from cosbuild.images import disk, fsimage
-from cosbuild.runtime import upgrade
+from cosbuild.images import disk, fsimage, layout
+from cosbuild.runtime import installer, upgrade
 from cosbuild.tools import TaskLog
 from cosbuild.tree.load import context_files, linked_folders
 
@@ -19,42 +19,42 @@ from .conftest import BASIC, REPO
 
 
 def test_partition_sizes_fit_three_images_in_state_and_one_in_recovery():
-    sizes = disk.partition_sizes(1000)
+    sizes = layout.partition_sizes(1000)
     assert sizes == {"COS_GRUB": 64, "COS_OEM": 64, "COS_STATE": 3256, "COS_RECOVERY": 2128,
                      "COS_PERSISTENT": 512}
-    assert disk.disk_size(sizes) == (sum(sizes.values()) + 2) * disk.MIB
+    assert layout.disk_size(sizes) == (sum(sizes.values()) + 2) * layout.MIB
 
 
 def test_partition_table_is_aligned_deterministic_and_in_layout_order():
-    sizes = disk.partition_sizes(100)
-    script, places = disk.partition_table(sizes, seed="x")
-    assert (script, places) == disk.partition_table(sizes, seed="x")
-    assert script != disk.partition_table(sizes, seed="y")[0]   # UUIDs follow the seed
-    assert list(places) == [p.label for p in disk.LAYOUT]
-    offset = disk.MIB
-    for part in disk.LAYOUT:
-        assert places[part.label] == (offset, sizes[part.label] * disk.MIB)
-        offset += sizes[part.label] * disk.MIB
+    sizes = layout.partition_sizes(100)
+    script, places = layout.partition_table(sizes, seed="x")
+    assert (script, places) == layout.partition_table(sizes, seed="x")
+    assert script != layout.partition_table(sizes, seed="y")[0]   # UUIDs follow the seed
+    assert list(places) == [p.label for p in layout.LAYOUT]
+    offset = layout.MIB
+    for part in layout.LAYOUT:
+        assert places[part.label] == (offset, sizes[part.label] * layout.MIB)
+        offset += sizes[part.label] * layout.MIB
     assert 'type=U, name="COS_GRUB"' in script
     # on a device, the last partition takes the rest
-    _, rest = disk.partition_table(disk.partition_sizes(100, persistent=None), seed="x")
+    _, rest = layout.partition_table(layout.partition_sizes(100, persistent=None), seed="x")
     assert rest["COS_PERSISTENT"][1] is None
 
 
 def test_sfdisk_writes_the_table_into_a_file(tmp_path):
-    sizes = disk.partition_sizes(8, persistent=8)
+    sizes = layout.partition_sizes(8, persistent=8)
     target = tmp_path / "d.raw"
     target.touch()
-    os.truncate(target, disk.disk_size(sizes))
-    script, places = disk.partition_table(sizes, seed="t")
+    os.truncate(target, layout.disk_size(sizes))
+    script, places = layout.partition_table(sizes, seed="t")
     with TaskLog(tmp_path / "log") as log:
-        disk.write_partition_table(target, script, log)
+        layout.write_partition_table(target, script, log)
     dump = subprocess.run(["sfdisk", "--json", str(target)], capture_output=True, text=True,
                           check=True).stdout
     import json
     parts = json.loads(dump)["partitiontable"]["partitions"]
-    assert [p["name"] for p in parts] == [p.label for p in disk.LAYOUT]
-    assert [p["start"] * 512 for p in parts] == [places[p.label][0] for p in disk.LAYOUT]
+    assert [p["name"] for p in parts] == [p.label for p in layout.LAYOUT]
+    assert [p["start"] * 512 for p in parts] == [places[p.label][0] for p in layout.LAYOUT]
 
 
 def test_the_sample_disk_spec():
@@ -84,7 +84,7 @@ def test_disk_spec_errors_name_file_line_and_key(tmp_path, text, needle, line):
 
 def test_boot_files_missing_says_which_package_provides_them(tmp_path):
     with pytest.raises(CosbuildError, match="grub.cfg is not in the system root.*grub2-efi"):
-        disk.boot_files(tmp_path, "/usr/lib/cos/grub")
+        layout.boot_files(tmp_path, "/usr/lib/cos/grub")
 
 
 def test_upgrade_config_parsing():
@@ -114,7 +114,7 @@ def test_upgrade_without_an_image_to_upgrade_from_says_which_key(tmp_path, capsy
 
 
 def test_installer_refuses_what_is_not_a_disk(tmp_path, capsys):
-    assert disk.installer_main([str(tmp_path / "nope")]) == 1
+    assert installer.main([str(tmp_path / "nope")]) == 1
     assert "is not a block device" in capsys.readouterr().err
 
 

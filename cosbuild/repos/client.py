@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from ..builds import artifact
 from ..errors import CosbuildError
 from ..fsutil import atomic_write
 from ..oci.layers import EXTRACT_CHECKED

@@ -22,8 +22,8 @@ from pathlib import Path
 from .. import tools
 from ..errors import CosbuildError
 from ..images import fsimage
-from ..images.disk import DEFAULT_IMAGE_SIZE, IMAGE_LABELS, IMAGES_DIR
 from ..images.fsimage import MIB
+from ..images.layout import DEFAULT_IMAGE_SIZE, IMAGE_LABELS, IMAGES_DIR
 from ..tools import TaskLog
 
 CONFIG = Path("/etc/cos-upgrade-image")

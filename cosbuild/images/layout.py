@@ -1,0 +1,119 @@
+"""The installed disk's layout, one declaration for the three that write it: `doit disk`
+(images/disk.py) on a file, cos-installer (runtime/installer.py) on a device and cos-upgrade
+(runtime/upgrade.py) on the image files: the partitions, the system image files and their
+labels, the GPT partition table (sfdisk) and the file systems made in place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import tools
+from ..errors import CosbuildError
+from ..tools import TaskLog
+from . import fsimage
+from .fsimage import MIB
+
+
+@dataclass(frozen=True)
+class Partition:
+    label: str
+    gpt_type: str     # sfdisk's shortcut: U = EFI system partition, L = Linux file system
+    fs: str
+    doc: str
+
+
+LAYOUT = (
+    Partition("COS_GRUB", "U", "vfat", "EFI system partition: the GRUB EFI binary"),
+    Partition("COS_OEM", "L", "ext4", "OEM cloud-config, mounted at /oem"),
+    Partition("COS_STATE", "L", "ext4", "active.img, passive.img and the GRUB menu"),
+    Partition("COS_RECOVERY", "L", "ext4", "recovery.img"),
+    Partition("COS_PERSISTENT", "L", "ext4", "persistent data, mounted at /usr/local"),
+)
+DEFAULT_IMAGE_SIZE = 2048   # MiB of a system image file
+IMAGES_DIR = "cOS"     # on COS_STATE and COS_RECOVERY
+MENU = "grub2/grub.cfg"
+EFI_BINARY = "EFI/BOOT/BOOTX64.EFI"
+IMAGE_LABELS = {"active.img": "COS_ACTIVE", "passive.img": "COS_PASSIVE",
+                "recovery.img": "COS_SYSTEM"}
+
+
+def partition_sizes(image_size: int, grub: int = 64, oem: int = 64,
+                    persistent: int | None = 512) -> dict[str, int | None]:
+    """MiB per partition; COS_STATE holds active, passive and an upgrade's transition image,
+    COS_RECOVERY the recovery image and its upgrade's transition image."""
+    return {"COS_GRUB": grub, "COS_OEM": oem, "COS_STATE": 3 * image_size + 256,
+            "COS_RECOVERY": 2 * image_size + 128, "COS_PERSISTENT": persistent}
+
+
+def partition_table(sizes: dict[str, int | None], seed: str) -> tuple[str, dict[str, tuple[int, int]]]:
+    """The sfdisk script of LAYOUT (1 MiB aligned, fixed disk and partition UUIDs) and each
+    partition's (offset, size) in bytes. A size of None takes the rest of the device."""
+    lines = ["label: gpt", f"label-id: {fsimage.stable_uuid(seed)}", "unit: sectors",
+             "first-lba: 2048"]
+    places, start = {}, MIB
+    for part in LAYOUT:
+        size = sizes[part.label]
+        extent = f", size={size * MIB // 512}" if size else ""
+        lines.append(f"start={start // 512}{extent}, type={part.gpt_type}, name=\"{part.label}\", "
+                     f"uuid={partition_uuid(seed, part.label)}")
+        places[part.label] = (start, size * MIB if size else None)
+        start += size * MIB if size else 0
+    return "\n".join(lines) + "\n", places
+
+
+def partition_uuid(seed: str, label: str) -> str:
+    return fsimage.stable_uuid(seed + label)
+
+
+def disk_size(sizes: dict[str, int]) -> int:
+    """Bytes: the partitions plus 1 MiB before (GPT, alignment) and after (backup GPT)."""
+    return (sum(sizes.values()) + 2) * MIB
+
+
+def write_partition_table(target: Path, script: str, log: TaskLog) -> None:
+    tools.run(["sfdisk", "--quiet", "--wipe", "always", str(target)], input=script, log=log,
+              what=f"write the partition table of {target}")
+
+
+def boot_files(root: Path, folder: str) -> tuple[Path, Path]:
+    """The system's GRUB menu and EFI binary, checked."""
+    base = root / folder.lstrip("/")
+    menu, efi = base / MENU.split("/")[-1], base / EFI_BINARY
+    for path in (menu, efi):
+        if not path.is_file():
+            raise CosbuildError(f"{folder}/{path.relative_to(base)} is not in the system root",
+                                key="boot_files",
+                                hint="add the boot loader package (system/grub2-efi) to the "
+                                     "system's runtime requires, or fix boot_files")
+    return menu, efi
+
+
+def copy_sparse(source: Path, dest: Path, log: TaskLog) -> None:
+    tools.run(["cp", "--sparse=always", str(source), str(dest)], log=log,
+              what=f"copy {source.name}")
+
+
+def fill_partitions(targets: dict[str, tuple[Path, int, int | None]],
+                    contents: dict[str, Path | None], seed: str, log: TaskLog) -> None:
+    """Make every LAYOUT file system in its (file or device, byte offset, size or None for
+    all of it) place."""
+    for part in LAYOUT:
+        target, offset, size = targets[part.label]
+        if size is None:
+            size = device_size(target) - offset
+        content = contents.get(part.label)
+        if part.fs == "vfat":
+            fsimage.make_fat(target, content, label=part.label, size_kib=size // 1024, log=log,
+                             offset=offset, fat32=True)
+        else:
+            fsimage.make_ext(target, content, label=part.label, size_mib=size // MIB, log=log,
+                             fs_type=part.fs, offset=offset, seed=seed + part.label)
+
+
+def device_size(target: Path) -> int:
+    with open(target, "rb") as f:
+        return f.seek(0, os.SEEK_END)
+
