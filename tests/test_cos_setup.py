@@ -1,12 +1,10 @@
-"""The cloud-config stage runner shipped by system/cos (`cos-setup`), on temporary roots,
+"""The cloud-config stage runner (`cos-setup`, cosbuild.runtime.setup), on temporary roots,
 and the build-time checks of cloud-config files (`cosbuild validate`)."""
 
 from __future__ import annotations
 
 import base64
 import gzip
-import importlib.machinery
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,25 +13,24 @@ import textwrap
 import pytest
 
 from cosbuild.runtime import cloudconfig
+from cosbuild.runtime import setup as runner
 
 from .conftest import BASIC, REPO
 
-RUNNER = REPO / "tree/system/cos/files/cos-setup"
+LAUNCHERS = REPO / "tree/system/cos/files"
 
 
 @pytest.fixture
 def cos_setup(tmp_path, monkeypatch):
     """The runner module, set up for a temporary root with a few users and groups."""
-    loader = importlib.machinery.SourceFileLoader("cos_setup", str(RUNNER))
-    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("cos_setup", loader))
-    loader.exec_module(module)
+    module = runner
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n")
     (root / "etc/group").write_text("root:x:0:\nalice:x:1000:\nstaff:x:50:\n")
     monkeypatch.setattr(module, "ROOT", str(root))
     monkeypatch.setattr(module, "cmdline_files", lambda: [])
-    module.root = root
+    monkeypatch.setattr(module, "root", root, raising=False)
     return module
 
 
@@ -189,11 +186,22 @@ def test_command_line_interface(tmp_path):
     (root / "etc").mkdir(parents=True)
     f = tmp_path / "one.yaml"
     f.write_text("stages:\n  default: [{files: [{path: /etc/one, content: '1'}]}]\n")
-    proc = subprocess.run([sys.executable, str(RUNNER), "--root", str(root), "--file", str(f)])
+    proc = subprocess.run([sys.executable, "-m", "cosbuild.runtime.setup", "--root", str(root),
+                           "--file", str(f)])
     assert proc.returncode == 0 and (root / "etc/one").read_text() == "1"
     f.write_text("stages:\n  default: [{commands: ['exit 1']}]\n")
-    proc = subprocess.run([sys.executable, str(RUNNER), "--file", str(f)], capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "cosbuild.runtime.setup", "--file", str(f)],
+                          capture_output=True)
     assert proc.returncode == 1
+
+
+@pytest.mark.parametrize("launcher", ["cos-setup", "cos-upgrade", "cos-installer"])
+def test_the_launchers_in_the_image_run_the_package(launcher):
+    """/usr/bin/cos-setup, cos-upgrade and cos-installer only start cosbuild.runtime's code."""
+    path = LAUNCHERS / launcher
+    assert path.read_text().startswith("#!/usr/bin/python3\n") and os.access(path, os.X_OK)
+    proc = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and f"usage: {launcher}" in proc.stdout, proc.stderr
 
 
 def test_runner_and_validator_know_the_same_step_keys(cos_setup):

@@ -1,0 +1,381 @@
+"""cos-setup: run cloud-config ("yip") stages, as cOS does at boot.
+
+  cos-setup STAGE                 run STAGE.before, STAGE, STAGE.after from every file of
+                                  /system/oem, /oem, /usr/local/cloud-config (lexical order)
+                                  and the files named by cos.setup=URI on the kernel command line
+  cos-setup --file F [--stage S]  apply one file (stage "default" when none is given)
+  --root DIR                      apply to the system in DIR (files, users, units), e.g. an
+                                  image being built; commands then run chrooted into DIR
+
+A failing step is logged and the others still run; the exit status is 1 when anything failed.
+"""
+
+import argparse
+import base64
+import gzip
+import os
+import shlex
+import subprocess
+import sys
+import urllib.request
+
+import yaml
+
+DIRS = ("/system/oem", "/oem", "/usr/local/cloud-config")
+ROOT = "/"   # --root
+
+
+def at(path):
+    """`path` of the system being set up."""
+    return os.path.join(ROOT, str(path).lstrip("/"))
+
+
+def live():
+    """Setting up the running system (not a folder): kernel settings and services apply."""
+    return ROOT == "/"
+
+
+def log(message):
+    print(f"cos-setup: {message}", file=sys.stderr, flush=True)
+
+
+def sh(command, env=None):
+    argv = ["/bin/sh", "-c", command] if live() else ["chroot", ROOT, "/bin/sh", "-c", command]
+    return subprocess.run(argv, env={**os.environ, **(env or {})}).returncode
+
+
+def run(argv):
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{shlex.join(argv)}: {proc.stderr.strip() or proc.returncode}")
+
+
+# ----------------------------------------------------------------------------- step keys
+
+def _owner(value, database):
+    """A numeric id, or a name looked up in the system's /etc/passwd or /etc/group."""
+    if value in (None, ""):
+        return 0
+    if isinstance(value, int) or str(value).isdigit():
+        return int(value)
+    try:
+        with open(at(f"/etc/{database}")) as f:
+            for line in f:
+                fields = line.split(":")
+                if fields[0] == str(value):
+                    return int(fields[2])
+    except OSError:
+        pass
+    raise ValueError(f"unknown {'user' if database == 'passwd' else 'group'} {value!r}")
+
+
+def _mode(value, default):
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return int(value, 8)
+    if not isinstance(value, int) or not 0 <= value <= 0o7777:
+        raise ValueError(f"invalid permissions {value!r}")
+    return value
+
+
+def do_files(items, env):
+    for item in items:
+        path = item["path"]
+        content = item.get("content", "")
+        encoding = (item.get("encoding") or "").lower()
+        data = content.encode()
+        if "b64" in encoding or "base64" in encoding:
+            data = base64.b64decode(content)
+        if "gz" in encoding:
+            data = gzip.decompress(data)
+        elif encoding not in ("", "b64", "base64"):
+            raise ValueError(f"{path}: unknown encoding {encoding!r}")
+        uid = _owner(item.get("owner"), "passwd")
+        gid = _owner(item.get("group"), "group")
+        mode = _mode(item.get("permissions"), 0o644)
+        path = at(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.cos-setup"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chown(tmp, uid, gid)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+
+
+def do_directories(items, env):
+    for item in items:
+        mode = _mode(item.get("permissions"), 0o755)
+        uid, gid = _owner(item.get("owner"), "passwd"), _owner(item.get("group"), "group")
+        path = at(item["path"])
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, mode)
+        os.chown(path, uid, gid)
+
+
+def do_commands(items, env):
+    for command in items:
+        code = sh(command, env)
+        if code:
+            raise RuntimeError(f"command failed with exit code {code}: {command}")
+
+
+def do_environment(values, env):
+    env.update({str(k): str(v) for k, v in values.items()})
+
+
+def do_environment_file(path, env):
+    do_files([{"path": path, "content": "".join(f"{k}={v}\n" for k, v in sorted(env.items())),
+               "permissions": 0o644}], env)
+
+
+def do_hostname(name, env):
+    do_files([{"path": "/etc/hostname", "content": f"{name}\n"}], env)
+    if live() and os.path.exists("/proc/sys/kernel/hostname"):
+        with open("/proc/sys/kernel/hostname", "w") as f:
+            f.write(name)
+
+
+def do_dns(config, env):
+    lines = [f"nameserver {n}" for n in config.get("nameservers") or []]
+    if config.get("search"):
+        lines.append("search " + " ".join(config["search"]))
+    do_files([{"path": config.get("path", "/etc/resolv.conf"), "content": "\n".join(lines) + "\n"}], env)
+
+
+def do_sysctl(values, env):
+    if not live():
+        raise RuntimeError("sysctl applies to a running system only")
+    for key, value in values.items():
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(str(value))
+
+
+def do_modules(names, env):
+    if not live():
+        raise RuntimeError("modules apply to a running system only")
+    for name in names:
+        run(["modprobe", name])
+
+
+def do_systemctl(config, env):
+    for action in ("enable", "disable", "mask"):
+        for unit in config.get(action) or []:
+            run(["systemctl", f"--root={ROOT}", action, unit] if not live() else
+                ["systemctl", action, unit])
+    for unit in config.get("start") or [] if live() else []:
+        # --no-block: stages run inside the boot transaction, which must not wait on itself
+        run(["systemctl", "start", "--no-block", unit])
+
+
+def do_users(users, env):
+    root = [] if live() else ["--root", ROOT]
+    for name, user in users.items():
+        user = user or {}
+        try:
+            _owner(name, "passwd")
+        except ValueError:
+            argv = ["useradd", *root, "-m"]
+            if user.get("uid") is not None:
+                argv += ["-u", str(user["uid"])]
+            if user.get("shell"):
+                argv += ["-s", user["shell"]]
+            run(argv + [name])
+        if user.get("passwd"):
+            run(["usermod", *root, "-p", user["passwd"], name])
+        if user.get("groups"):
+            run(["usermod", *root, "-a", "-G", ",".join(user["groups"]), name])
+        if user.get("ssh_authorized_keys"):
+            do_authorized_keys({name: user["ssh_authorized_keys"]}, env)
+
+
+def do_authorized_keys(keys, env):
+    for name, lines in keys.items():
+        entry = _passwd_entry(name)
+        uid, gid, home = int(entry[2]), int(entry[3]), entry[5]
+        do_directories([{"path": os.path.join(home, ".ssh"), "permissions": 0o700,
+                         "owner": uid, "group": gid}], env)
+        do_files([{"path": os.path.join(home, ".ssh/authorized_keys"),
+                   "content": "\n".join(lines) + "\n", "permissions": 0o600,
+                   "owner": uid, "group": gid}], env)
+
+
+def _passwd_entry(name):
+    with open(at("/etc/passwd")) as f:
+        for line in f:
+            fields = line.rstrip("\n").split(":")
+            if fields[0] == name:
+                return fields
+    raise ValueError(f"unknown user {name!r}")
+
+
+def do_ensure_entities(items, env):
+    """Make sure a passwd/shadow/group line exists: `{path: /etc/passwd, entity: "name:..."}`;
+    a line with the same first field is replaced."""
+    for item in items:
+        _edit_entities(item["path"], item["entity"].strip(), keep=True)
+
+
+def do_delete_entities(items, env):
+    for item in items:
+        _edit_entities(item["path"], item["entity"].strip(), keep=False)
+
+
+def _edit_entities(path, entity, keep):
+    name = entity.split(":", 1)[0]
+    try:
+        with open(at(path)) as f:
+            lines = [l for l in f.read().splitlines() if l.split(":", 1)[0] != name]
+    except FileNotFoundError:
+        lines = []
+    if keep:
+        lines.append(entity)
+    mode = os.stat(at(path)).st_mode & 0o7777 if os.path.exists(at(path)) else 0o644
+    do_files([{"path": path, "content": "\n".join(lines) + "\n", "permissions": mode}], {})
+
+
+def do_systemd_firstboot(settings, env):
+    root = [] if live() else [f"--root={ROOT}"]
+    run(["systemd-firstboot", *root] + [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()])
+
+
+def do_downloads(items, env):
+    for item in items:
+        try:
+            with urllib.request.urlopen(item["url"], timeout=item.get("timeout", 30)) as r:
+                data = r.read()
+        except OSError as exc:
+            raise RuntimeError(f"download of {item['url']} failed: {exc}") from None
+        path = at(item["path"])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        os.chmod(path, _mode(item.get("permissions"), 0o644))
+
+
+STEP_KEYS = {   # run in this order: the environment first, the others may use it
+    "environment": do_environment, "environment_file": do_environment_file,
+    "files": do_files, "directories": do_directories, "commands": do_commands,
+    "hostname": do_hostname, "dns": do_dns, "sysctl": do_sysctl, "modules": do_modules,
+    "systemctl": do_systemctl, "users": do_users, "authorized_keys": do_authorized_keys,
+    "systemd_firstboot": do_systemd_firstboot, "downloads": do_downloads,
+    "ensure_entities": do_ensure_entities, "delete_entities": do_delete_entities,
+}
+# keys of the format that this runner accepts but leaves to other tools
+IGNORED_KEYS = {"name", "if", "timesyncd", "datasource", "layout"}
+
+
+def run_step(step, where):
+    name = step.get("name") or where
+    condition = step.get("if")
+    if condition and sh(condition) != 0:
+        log(f"{name}: skipped ('if' failed)")
+        return True
+    env = {}
+    ok = True
+    for key in step:
+        if key not in STEP_KEYS and key not in IGNORED_KEYS:
+            log(f"{name}: unknown step key {key!r}")
+            ok = False
+    # in the table's order (as yip runs its plugins), whatever the order of the step's keys
+    for key, handler in STEP_KEYS.items():
+        if key not in step:
+            continue
+        value = step[key]
+        try:
+            handler(value, env)
+        except Exception as exc:  # noqa: BLE001 - a failing step must not stop the others
+            log(f"{name}: {key}: {exc}")
+            ok = False
+    return ok
+
+
+def classic(doc):
+    """A #cloud-config file (cloud-init) as the equivalent boot-stage step."""
+    step = {"name": "cloud-config"}
+    if doc.get("hostname"):
+        step["hostname"] = doc["hostname"]
+    if doc.get("write_files"):
+        step["files"] = doc["write_files"]
+    if doc.get("runcmd"):
+        step["commands"] = [c if isinstance(c, str) else shlex.join(c) for c in doc["runcmd"]]
+    users = {}
+    for user in doc.get("users") or []:
+        if isinstance(user, dict) and user.get("name"):
+            users[user["name"]] = {"passwd": user.get("passwd"), "groups": user.get("groups") or [],
+                                   "shell": user.get("shell"),
+                                   "ssh_authorized_keys": user.get("ssh_authorized_keys") or []}
+    if users:
+        step["users"] = users
+    if doc.get("ssh_authorized_keys"):
+        step["authorized_keys"] = {"root": doc["ssh_authorized_keys"]}
+    return {"boot": [step]}
+
+
+def run_document(text, where, stage):
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        log(f"{where}: invalid YAML: {exc}")
+        return False
+    stages = classic(doc) if text.lstrip().startswith("#cloud-config") else doc.get("stages") or {}
+    ok = True
+    for n, step in enumerate(stages.get(stage) or [], 1):
+        ok = run_step(step, f"{where} {stage} step {n}") and ok
+    return ok
+
+
+def cmdline_files():
+    try:
+        words = open("/proc/cmdline").read().split()
+    except OSError:
+        return []
+    return [w.split("=", 1)[1] for w in words if w.startswith("cos.setup=")]
+
+
+def read_uri(uri):
+    if "://" in uri:
+        with urllib.request.urlopen(uri, timeout=30) as r:
+            return r.read().decode()
+    with open(uri) as f:
+        return f.read()
+
+
+def run_stage(stage):
+    ok = True
+    sources = [os.path.join(at(d), f) for d in DIRS if os.path.isdir(at(d))
+               for f in sorted(os.listdir(at(d))) if f.endswith((".yaml", ".yml"))]
+    for sub in (f"{stage}.before", stage, f"{stage}.after"):
+        for path in sources + cmdline_files():
+            try:
+                text = read_uri(path)
+            except OSError as exc:
+                log(f"{path}: {exc}")
+                ok = False
+                continue
+            ok = run_document(text, path, sub) and ok
+    return ok
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="cos-setup", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", nargs="?")
+    parser.add_argument("--file")
+    parser.add_argument("--stage", dest="file_stage", default="default")
+    parser.add_argument("--root", default="/")
+    args = parser.parse_args(argv)
+    global ROOT
+    ROOT = args.root
+    if args.file:
+        ok = run_document(read_uri(args.file), args.file, args.file_stage)
+    elif args.stage:
+        ok = run_stage(args.stage)
+    else:
+        parser.error("name a STAGE or --file")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
