@@ -204,9 +204,23 @@ def test_the_launchers_in_the_image_run_the_package(launcher):
     assert proc.returncode == 0 and f"usage: {launcher}" in proc.stdout, proc.stderr
 
 
-def test_runner_and_validator_know_the_same_step_keys(cos_setup):
-    runner = set(cos_setup.STEP_KEYS) | cos_setup.IGNORED_KEYS
-    assert runner == set(cloudconfig.STEP_KEYS)
+def test_every_declared_step_key_has_a_handler_and_every_handler_a_key():
+    assert set(cloudconfig.NOT_APPLIED) <= set(cloudconfig.STEP_KEYS)
+    assert set(runner.HANDLERS) == set(cloudconfig.APPLIED)
+    assert cloudconfig.APPLIED[:2] == ("environment", "environment_file")   # the others use it
+
+
+def test_every_declared_encoding_is_known_to_the_runner(cos_setup, capsys):
+    for n, encoding in enumerate(cloudconfig.ENCODINGS):
+        b64 = "b64" in encoding or "base64" in encoding
+        data = gzip.compress(b"hi") if "gz" in encoding else b"hi"
+        content = base64.b64encode(data).decode() if b64 else "hi"
+        ok = runner.run_step({"files": [{"path": f"/etc/e{n}", "content": content,
+                                         "encoding": encoding}]}, "test")
+        if b64 or "gz" not in encoding:
+            assert ok and (cos_setup.root / f"etc/e{n}").read_bytes() == b"hi", encoding
+        # plain gz: YAML text cannot carry the compressed bytes, but the encoding is known
+        assert "unknown encoding" not in capsys.readouterr().err, encoding
 
 
 # ----------------------------------------------------------------------------- validation

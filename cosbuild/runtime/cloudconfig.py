@@ -1,7 +1,8 @@
-"""Build-time checking of the cloud-config ("yip") files packages ship (SPEC section 5).
+"""The cloud-config ("yip") schema, and the build-time checking of the cloud-config files
+packages ship (SPEC section 5).
 
-The step keys and their shapes are declared once here; `cos-setup` (shipped by system/cos)
-implements the same keys, and a test keeps the two lists equal.
+The step keys and their shapes are declared once here: the validator checks them, and
+`cos-setup` (runtime/setup.py) applies them in this table's order.
 """
 
 from __future__ import annotations
@@ -11,33 +12,39 @@ from pathlib import Path
 from ..errors import CosbuildError, did_you_mean
 from ..tree.yamlio import loads
 
-# key -> (expected YAML type, what it does)
+# key -> (expected YAML type, what it does), in the order cos-setup applies a step's keys,
+# whatever their order in the step (as yip runs its plugins): the environment first, the
+# others may use it
 STEP_KEYS = {
     "name": (str, "step name, for the log"),
     "if": (str, "shell test; the step is skipped when it fails"),
-    "commands": (list, "shell commands"),
-    "files": (list, "files to write: path, permissions, owner, group, content, encoding"),
-    "directories": (list, "directories to create: path, permissions, owner, group"),
-    "downloads": (list, "files to download: url, path, permissions, timeout"),
     "environment": (dict, "variables for the step's commands and environment_file"),
     "environment_file": (str, "file to write the environment to"),
+    "files": (list, "files to write: path, permissions, owner, group, content, encoding"),
+    "directories": (list, "directories to create: path, permissions, owner, group"),
+    "commands": (list, "shell commands"),
     "hostname": (str, "the host name"),
     "dns": (dict, "nameservers, search, path"),
     "sysctl": (dict, "kernel parameters"),
     "modules": (list, "kernel modules to load"),
     "systemctl": (dict, "enable, disable, start, mask: lists of units"),
     "users": (dict, "name -> passwd (hash), groups, shell, uid, ssh_authorized_keys"),
-    "ensure_entities": (list, "passwd/shadow/group lines to make sure of: path, entity"),
-    "delete_entities": (list, "passwd/shadow/group entries to remove: path, entity"),
     "authorized_keys": (dict, "user -> ssh keys"),
     "systemd_firstboot": (dict, "systemd-firstboot settings (keymap, timezone, locale, ...)"),
+    "downloads": (list, "files to download: url, path, permissions, timeout"),
+    "ensure_entities": (list, "passwd/shadow/group lines to make sure of: path, entity"),
+    "delete_entities": (list, "passwd/shadow/group entries to remove: path, entity"),
     "timesyncd": (dict, "systemd-timesyncd settings"),
     "datasource": (dict, "cloud datasource (providers, path)"),
     "layout": (dict, "disk layout (handled by the installer)"),
 }
+# the keys that are no step action of cos-setup: it reads `name` and `if` around the step,
+# and accepts the others but leaves them to other tools
+NOT_APPLIED = ("name", "if", "timesyncd", "datasource", "layout")
+APPLIED = tuple(key for key in STEP_KEYS if key not in NOT_APPLIED)   # in cos-setup's order
 FILE_KEYS = {"path", "permissions", "owner", "group", "content", "encoding"}
 ENCODINGS = ("", "b64", "base64", "gz", "gzip", "gz+base64", "gzip+base64", "gz+b64", "gzip+b64")
-SYSTEMCTL_KEYS = {"enable", "disable", "start", "mask"}
+SYSTEMCTL_KEYS = ("enable", "disable", "mask", "start")   # cos-setup's order: start last
 CLASSIC_KEYS = {"users", "write_files", "runcmd", "hostname", "ssh_authorized_keys"}
 
 

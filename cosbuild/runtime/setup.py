@@ -21,6 +21,8 @@ import urllib.request
 
 import yaml
 
+from .cloudconfig import APPLIED, ENCODINGS, STEP_KEYS, SYSTEMCTL_KEYS
+
 DIRS = ("/system/oem", "/oem", "/usr/local/cloud-config")
 ROOT = "/"   # --root
 
@@ -89,7 +91,7 @@ def do_files(items, env):
             data = base64.b64decode(content)
         if "gz" in encoding:
             data = gzip.decompress(data)
-        elif encoding not in ("", "b64", "base64"):
+        elif encoding not in ENCODINGS:   # of those without gz: "", b64, base64
             raise ValueError(f"{path}: unknown encoding {encoding!r}")
         uid = _owner(item.get("owner"), "passwd")
         gid = _owner(item.get("group"), "group")
@@ -160,13 +162,14 @@ def do_modules(names, env):
 
 
 def do_systemctl(config, env):
-    for action in ("enable", "disable", "mask"):
+    for action in SYSTEMCTL_KEYS:   # start last
         for unit in config.get(action) or []:
-            run(["systemctl", f"--root={ROOT}", action, unit] if not live() else
-                ["systemctl", action, unit])
-    for unit in config.get("start") or [] if live() else []:
-        # --no-block: stages run inside the boot transaction, which must not wait on itself
-        run(["systemctl", "start", "--no-block", unit])
+            if action != "start":
+                run(["systemctl", f"--root={ROOT}", action, unit] if not live() else
+                    ["systemctl", action, unit])
+            elif live():   # units start on a running system only
+                # --no-block: stages run inside the boot transaction, which must not wait on itself
+                run(["systemctl", "start", "--no-block", unit])
 
 
 def do_users(users, env):
@@ -254,7 +257,7 @@ def do_downloads(items, env):
         os.chmod(path, _mode(item.get("permissions"), 0o644))
 
 
-STEP_KEYS = {   # run in this order: the environment first, the others may use it
+HANDLERS = {   # step key -> its action; applied in cloudconfig.APPLIED's order
     "environment": do_environment, "environment_file": do_environment_file,
     "files": do_files, "directories": do_directories, "commands": do_commands,
     "hostname": do_hostname, "dns": do_dns, "sysctl": do_sysctl, "modules": do_modules,
@@ -262,8 +265,6 @@ STEP_KEYS = {   # run in this order: the environment first, the others may use i
     "systemd_firstboot": do_systemd_firstboot, "downloads": do_downloads,
     "ensure_entities": do_ensure_entities, "delete_entities": do_delete_entities,
 }
-# keys of the format that this runner accepts but leaves to other tools
-IGNORED_KEYS = {"name", "if", "timesyncd", "datasource", "layout"}
 
 
 def run_step(step, where):
@@ -275,16 +276,16 @@ def run_step(step, where):
     env = {}
     ok = True
     for key in step:
-        if key not in STEP_KEYS and key not in IGNORED_KEYS:
+        if key not in STEP_KEYS:
             log(f"{name}: unknown step key {key!r}")
             ok = False
     # in the table's order (as yip runs its plugins), whatever the order of the step's keys
-    for key, handler in STEP_KEYS.items():
+    for key in APPLIED:
         if key not in step:
             continue
         value = step[key]
         try:
-            handler(value, env)
+            HANDLERS[key](value, env)
         except Exception as exc:  # noqa: BLE001 - a failing step must not stop the others
             log(f"{name}: {key}: {exc}")
             ok = False
