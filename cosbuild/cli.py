@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    # each command imports the modules it runs here, not at the top, for start-up speed:
+    # `cosbuild --help`, the doit commands and each client command load only what they use
     if args.command in CLIENT_COMMANDS:
         return CLIENT_COMMANDS[args.command](args) or 0
     if args.command == "keywords":
@@ -197,6 +199,7 @@ def _run(args) -> int:
 
 
 # --------------------------------------------------------------------------- client commands
+# (their modules are imported when they run, as in _run)
 
 def _install(args) -> None:
     from .repos import client

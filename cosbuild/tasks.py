@@ -2,6 +2,10 @@
 
 Every task declares real file dependencies and an `uptodate` check on the package's build
 hash, so doit redoes only what changed.
+
+The modules of the later stages (builder, repository, ISO, disk, cloud-config checks) are
+imported inside the tasks that use them, for start-up speed: a no-op run loads only what
+its tasks need (the builder not at all when no image is missing).
 """
 
 from __future__ import annotations

@@ -26,9 +26,12 @@ from pathlib import Path
 
 from .. import tools
 from ..errors import CosbuildError
+from ..fsutil import atomic_path, atomic_write
+from ..repos.client import local_build, stage_root
 from ..tools import TaskLog
 from ..tree import spec
 from ..tree.versions import PackageRef, parse_ref
+from ..tree.yamlio import dumps, load_mapping
 from . import fsimage
 from .layout import (DEFAULT_IMAGE_SIZE, EFI_BINARY, IMAGE_LABELS, IMAGES_DIR, MENU, boot_files,
                      copy_sparse, disk_size, fill_partitions, partition_sizes, partition_table,
@@ -65,7 +68,6 @@ class DiskSpec:
 
 
 def load_disk_spec(path: Path) -> DiskSpec:
-    from ..tree.yamlio import load_mapping
     if not path.is_file():
         raise CosbuildError("disk specification not found", file=path, hint="pass --disk FILE")
     data = load_mapping(path)
@@ -116,9 +118,6 @@ class DiskBuilder:
                        verbose=self.project.settings.verbose)
 
     def install_root(self) -> None:
-        from ..repos.client import local_build, stage_root
-        from ..fsutil import atomic_write
-        from ..tree.yamlio import dumps
         packages = stage_root(self.rootfs_dir, list(self.disk.system),
                               [local_build(self.project.settings.build_dir)])
         try:
@@ -129,7 +128,6 @@ class DiskBuilder:
         atomic_write(self.manifest, dumps({"packages": packages}))
 
     def make_active(self) -> None:
-        from ..fsutil import atomic_path
         with self.log("image") as log, atomic_path(self.active) as tmp:
             tmp.unlink()
             fsimage.make_ext(tmp, self.rootfs_dir, label=IMAGE_LABELS["active.img"],
@@ -139,7 +137,6 @@ class DiskBuilder:
               f"{self.active.stat().st_blocks * 512 / 1e6:.0f} MB used)")
 
     def make_raw(self) -> None:
-        from ..fsutil import atomic_path
         menu, efi = boot_files(self.rootfs_dir, self.disk.boot_files)
         with self.log("raw") as log, atomic_path(self.raw) as tmp:
             efi_dir = self.work / "efi"
@@ -164,7 +161,6 @@ class DiskBuilder:
               f"{self.raw.stat().st_blocks * 512 / 1e6:.0f} MB used)")
 
     def make_qcow2(self) -> None:
-        from ..fsutil import atomic_path
         with self.log("qcow2") as log, atomic_path(self.qcow2) as tmp:
             tools.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(self.raw), str(tmp)],
                       log=log, what="convert the disk to qcow2")

@@ -26,10 +26,11 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import tools
 from ..builds import artifact
 from ..errors import CosbuildError
 from ..fsutil import atomic_path, atomic_write
-from .. import tools
+from ..repos import client
 from ..tools import TaskLog
 from ..tree import spec
 from ..tree.project import Project
@@ -152,16 +153,14 @@ class IsoBuilder:
                        verbose=self.project.settings.verbose)
 
     def repositories(self):
-        from ..repos.client import local_build, read_config_data
-        return [local_build(self.project.settings.build_dir),
-                *(r for r in read_config_data(list(self.iso.repositories), self.iso.file)
+        return [client.local_build(self.project.settings.build_dir),
+                *(r for r in client.read_config_data(list(self.iso.repositories), self.iso.file)
                   if r.enable)]
 
     # ----------------------------------------------------------------- staged roots
 
     def install_root(self, kind: str) -> None:
         """Install the packages of `kind` into a fresh staging root, then its overlay."""
-        from ..repos import client
         target = {"rootfs": self.rootfs_dir, "uefi": self.uefi_dir,
                   "isoimage": self.isoimage_dir}[kind]
         refs = getattr(self.iso, kind)
@@ -195,10 +194,9 @@ class IsoBuilder:
     # ----------------------------------------------------------------- kernel and initrd
 
     def copy_kernel(self) -> None:
-        from ..repos.client import _inside
         for name, dest, key in ((self.iso.kernel_file, self.kernel, "initramfs.kernel_file"),
                                 (self.iso.rootfs_file, self.initrd, "initramfs.rootfs_file")):
-            source = _inside(self.rootfs_dir, f"boot/{name}", follow_last=True)
+            source = client._inside(self.rootfs_dir, f"boot/{name}", follow_last=True)
             if not source.is_file():
                 raise CosbuildError(f"/boot/{name} is not in the live root filesystem "
                                     f"(expected at {source})", file=self.iso.file, key=key,
@@ -264,7 +262,7 @@ def _comp_extra(options: str) -> str:
 
 def write_iso(out: Path, files: dict[str, Path], iso: IsoSpec, mbr: Path) -> None:
     """ISO 9660 + Rock Ridge + Joliet with El Torito BIOS and EFI entries and an isohybrid MBR."""
-    import pycdlib
+    import pycdlib   # only when the ISO is written: doit loads this module for every run
 
     names: dict[str, str] = {"": ""}   # real directory path -> ISO 9660 path
 

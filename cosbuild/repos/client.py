@@ -301,7 +301,8 @@ def local_build(build_dir: Path) -> RepoConfig:
     return RepoConfig(name="local build", urls=(str(build_dir),), priority=-1)
 
 
-def stage_root(target: Path, refs: list[versions.PackageRef], repos: list[RepoConfig]) -> dict[str, str]:
+def stage_root(target: Path, refs: list[versions.PackageRef],
+               repos: list[RepoConfig]) -> dict[str, str]:
     """Install `refs` into a new, empty root at `target` (the staging root of an image);
     returns what it is made of, {package: artifact sha256}."""
     if target.exists():

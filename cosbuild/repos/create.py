@@ -129,7 +129,7 @@ def publish_docker(project: Project, packages: Path, target: str, info: RepoInfo
 
     The revision continues from the published repository.yaml, which is pushed last: a
     client never sees an index whose files are not all there yet."""
-    from ..oci import registry
+    from ..oci import registry   # docker only: doit loads this module on every run, keep ssl off
     if registry.registry_of(target) is None:
         raise CosbuildError(f"'{target}' does not name a registry", key="--output",
                             hint="a docker repository is REGISTRY[:PORT]/PATH, "

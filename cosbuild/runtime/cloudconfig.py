@@ -153,6 +153,7 @@ def _describe(kind) -> str:
 
 def check_project(project) -> list[CosbuildError]:
     """Every cloud-config file among the YAML files of the packages' folders."""
+    # the tree side is needed at build time only: importing it here keeps cos-setup light
     from ..tree.load import BUILD, COLLECTION, DEFINITION, FINALIZE
     errors = []
     files = sorted({f for p in project.graph.packages.values() for f in p.files

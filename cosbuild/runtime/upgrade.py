@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -24,7 +25,11 @@ from ..errors import CosbuildError
 from ..images import fsimage
 from ..images.fsimage import MIB
 from ..images.layout import DEFAULT_IMAGE_SIZE, IMAGE_LABELS, IMAGES_DIR
+from ..oci.registry import Registries, apply_image
+from ..repos import client
 from ..tools import TaskLog
+from ..tree import versions
+from ..tree.yamlio import loads
 
 CONFIG = Path("/etc/cos-upgrade-image")
 REPO_CONFIG = Path("/etc/luet/luet.yaml")
@@ -146,9 +151,7 @@ def reserve(path: Path, size: int, label: str) -> None:
 
 def newest(ref_text: str, repos):
     """The package reference and the candidate the channel would install."""
-    from ..repos import client
-    from ..tree.versions import parse_ref
-    ref = parse_ref(ref_text)
+    ref = versions.parse_ref(ref_text)
     with tempfile.TemporaryDirectory(prefix="cos-upgrade.") as work:
         candidates = [c for r in repos for c in client.load_repository(r, Path(work))]
     return ref, client.choose(ref, candidates)
@@ -157,23 +160,18 @@ def newest(ref_text: str, repos):
 def installed_version(image: Path, package: str, log: TaskLog) -> str | None:
     """The version of `package` in an image file's package database (read with debugfs: the
     image that boots next, not the running one, is what an upgrade compares with)."""
-    from ..repos.client import DB_PATH
-    from ..tree.yamlio import loads
-    text = tools.run(["debugfs", "-R", f"cat /{DB_PATH}", str(image)], log=log, capture=True,
+    text = tools.run(["debugfs", "-R", f"cat /{client.DB_PATH}", str(image)], log=log, capture=True,
                      what=f"read the package database of {image.name}")
-    record = ((loads(text, f"{image}:/{DB_PATH}") or {}).get("packages") or {}).get(package)
+    record = ((loads(text, f"{image}:/{client.DB_PATH}") or {}).get("packages") or {}).get(package)
     return (record or {}).get("version")
 
 
 def fill_from_channel(root: Path, ref, repos) -> None:
-    from ..repos import client
     client.install(root, [ref], repos, progress=sys.stderr.isatty())
 
 
 def fill_from_image(root: Path, reference: str, insecure: tuple[str, ...], log: TaskLog) -> None:
     """The image's layers, applied in place; they are downloaded onto the new image itself."""
-    import shutil
-    from ..oci.registry import Registries, apply_image
     log.write(f"unpack {reference} into {root}")
     work = root / ".cos-upgrade-layers"
     work.mkdir()
@@ -185,8 +183,6 @@ def fill_from_image(root: Path, reference: str, insecure: tuple[str, ...], log: 
 
 def upgrade(args, log: TaskLog) -> str:
     """Fill a transition image and switch to it; returns what was done."""
-    from ..repos import client
-    from ..tree import versions
     config = parse_upgrade_config(args.config.read_text(), str(args.config)) \
         if args.config.is_file() else UpgradeConfig("", True, "")
     slot = RECOVERY if args.recovery else SYSTEM
