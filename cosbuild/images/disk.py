@@ -31,7 +31,7 @@ from ..repos.client import local_build, stage_root
 from ..tools import TaskLog
 from ..tree import spec
 from ..tree.versions import PackageRef, parse_ref
-from ..tree.yamlio import dumps, load_mapping
+from ..tree.yamlio import dumps
 from . import fsimage
 from .layout import (DEFAULT_IMAGE_SIZE, EFI_BINARY, IMAGE_LABELS, IMAGES_DIR, MENU, boot_files,
                      copy_sparse, disk_size, fill_partitions, partition_sizes, partition_table,
@@ -68,10 +68,8 @@ class DiskSpec:
 
 
 def load_disk_spec(path: Path) -> DiskSpec:
-    if not path.is_file():
-        raise CosbuildError("disk specification not found", file=path, hint="pass --disk FILE")
-    data = load_mapping(path)
-    f = spec.parse(DISK_KEYWORDS, data, path, what="disk.yaml")
+    data, f = spec.parse_file(DISK_KEYWORDS, path, what="disk.yaml",
+                              missing="disk specification not found", hint="pass --disk FILE")
     where = spec.Where(str(path), data.line_of("system"), "system")
     refs = tuple(parse_ref(r, where) for r in f["system"])
     if not refs:

@@ -35,7 +35,7 @@ from ..tools import TaskLog
 from ..tree import spec
 from ..tree.project import Project
 from ..tree.versions import PackageRef, parse_ref
-from ..tree.yamlio import dumps, load_mapping
+from ..tree.yamlio import dumps
 from . import fsimage
 
 
@@ -101,10 +101,8 @@ class IsoSpec:
 
 
 def load_iso_spec(path: Path) -> IsoSpec:
-    if not path.is_file():
-        raise CosbuildError("ISO specification not found", file=path, hint="pass --iso FILE")
-    data = load_mapping(path)
-    f = spec.parse(ISO_KEYWORDS, data, path, what="iso.yaml")
+    data, f = spec.parse_file(ISO_KEYWORDS, path, what="iso.yaml",
+                              missing="ISO specification not found", hint="pass --iso FILE")
     pk, ir = f["packages"], f["initramfs"] or {}
     refs = {}
     for kind in ("rootfs", "uefi", "isoimage"):

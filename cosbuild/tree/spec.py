@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ..errors import CosbuildError, did_you_mean
 from .versions import PackageRef, check_selector, parse_ref
-from .yamlio import LineMap
+from .yamlio import LineMap, load_mapping
 
 log = logging.getLogger("cosbuild")
 
@@ -205,6 +205,16 @@ def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str
             out[kw.name] = kw.default
     return out
 
+
+
+def parse_file(table: tuple[Keyword, ...], path: Path, *, what: str, missing: str,
+               hint: str) -> tuple[LineMap, dict[str, Any]]:
+    """A specification file (iso.yaml, disk.yaml) read and validated against `table`: its
+    mapping (for line numbers) and its parsed values; `missing` and `hint` say it is not there."""
+    if not path.is_file():
+        raise CosbuildError(missing, file=path, hint=hint)
+    data = load_mapping(path)
+    return data, parse(table, data, path, what=what)
 
 # --------------------------------------------------------------------------- the spec objects
 
