@@ -12,6 +12,7 @@ import textwrap
 
 import pytest
 
+from cosbuild.errors import CosbuildError
 from cosbuild.runtime import cloudconfig
 from cosbuild.runtime import setup as runner
 
@@ -303,3 +304,9 @@ def test_kernel_settings_apply_to_a_running_system_only(cos_setup, capsys):
     err = capsys.readouterr().err
     assert "sysctl applies to a running system only" in err
     assert "modules apply to a running system only" in err
+
+
+def test_a_missing_program_is_named_with_its_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(CosbuildError, match="modprobe is not installed.*apt-get install kmod"):
+        runner.run(["modprobe", "dummy"])

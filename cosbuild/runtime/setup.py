@@ -21,6 +21,7 @@ import urllib.request
 
 import yaml
 
+from ..tools import require
 from .cloudconfig import APPLIED, ENCODINGS, STEP_KEYS, SYSTEMCTL_KEYS
 
 DIRS = ("/system/oem", "/oem", "/usr/local/cloud-config")
@@ -47,7 +48,8 @@ def sh(command, env=None):
 
 
 def run(argv):
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    """Run a step's program; a missing one is reported with its Debian package."""
+    proc = subprocess.run([require(argv[0]), *argv[1:]], capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"{shlex.join(argv)}: {proc.stderr.strip() or proc.returncode}")
 
