@@ -42,6 +42,9 @@ SETTINGS = (
     Setting("isolation", "COSBUILD_ISOLATION", "chroot", "buildah --isolation (chroot works everywhere)"),
     Setting("storage_driver", "COSBUILD_STORAGE_DRIVER", "",
             "buildah --storage-driver (default: buildah's own, overlay on Debian)"),
+    Setting("template_engine", "COSBUILD_TEMPLATE_ENGINE", "auto",
+            "template engine of build.yaml/finalize.yaml/templates: auto (per file, then per "
+            "tree), helm (luet's) or jinja2"),
     Setting("verbose", "COSBUILD_VERBOSE", "", "stream container output live (1/yes)", flag=True),
     Setting("iso", "COSBUILD_ISO", "iso.yaml", "ISO specification (luet-makeiso format)"),
     Setting("disk", "COSBUILD_DISK", "disk.yaml", "disk specification (system image and disk)"),
@@ -75,6 +78,7 @@ class Settings:
     isolation: str = "chroot"
     storage_driver: str = ""
     verbose: bool = False
+    template_engine: str = "auto"
     iso: Path = Path("iso.yaml")
     disk: Path = Path("disk.yaml")
     repo_name: str = "cosbuild"
@@ -130,7 +134,17 @@ def resolve(options: dict | None = None, env: dict | None = None,
                     repo_name=raw["repo_name"],
                     repo_description=raw["repo_description"], repo_type=raw["repo_type"],
                     repo_urls=tuple(raw["repo_urls"]),
+                    template_engine=_choice(raw["template_engine"], "template_engine",
+                                            ("auto", "helm", "jinja2")),
                     verbose=_yes(raw["verbose"]))
+
+
+def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        setting = next(s for s in SETTINGS if s.name == name)
+        raise CosbuildError(f"unknown value '{value}' for --{name.replace('_', '-')} / "
+                            f"{setting.env}", hint=f"one of: {', '.join(choices)}")
+    return value
 
 
 def _yes(value) -> bool:

@@ -39,7 +39,9 @@ def load_project(settings: Settings, *, use_cache: bool = False) -> Project:
     from .render import Renderer, load_values_files   # not needed on a cache hit
     tree = load_trees(list(settings.trees))
     renderer = Renderer(tree.templates, load_values_files(list(settings.values)),
-                        cache_dir=settings.build_dir / ".cache" / "jinja")
+                        cache_dir=settings.build_dir / ".cache" / "jinja",
+                        engine=settings.template_engine, packages=tree.packages,
+                        roots=settings.trees)
     project = Project(settings, tree, build_graph(tree, renderer))
     if use_cache:
         atomic_write(cache, pickle.dumps((fingerprint, project.tree, project.graph)))

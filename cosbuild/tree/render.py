@@ -1,7 +1,13 @@
-"""Jinja2 rendering of build.yaml and finalize.yaml with merged values and shared macros.
+"""Rendering of build.yaml and finalize.yaml: Helm templates (luet's) or Jinja2 (cosbuild's).
 
 Values precedence (as luet's Helm values): the package's definition (or collection stanza)
-< each values file in order; the rightmost wins. Mappings are merged key by key.
+< each values file in order; the rightmost wins. Mappings are merged key by key. Helm sees
+them as `.Values`, Jinja2 as `values`.
+
+The engine is chosen per file: a `# cosbuild-engine: helm|jinja2` comment in its first lines,
+else what its syntax shows (`{{ .Values.x }}`, `{{ end }}`, `$x` are Helm; `{% ... %}`,
+`{{ values.x }}`, `| filter(...)` are Jinja2), else the engine most files of its tree show,
+else Helm. The `template_engine` setting forces one engine for everything.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import jinja2
 import yaml
 
 from ..errors import CosbuildError
-from . import spec
+from . import gotemplate, spec
+from .helm import Helm
 from .load import PackageSource
 from .spec import Rendered
 from .yamlio import LineMap, load_mapping, loads, plain
@@ -93,19 +100,53 @@ BUILTINS_DOC = {
 
 
 def helper_reference() -> str:
+    from . import sprig
     rows = {**{k: d for k, (_, d) in FILTERS.items()}, **{k: d for k, (_, d) in GLOBALS.items()},
             **BUILTINS_DOC}
-    return "\n".join(f"- `{k}`: {d}" for k, d in rows.items())
+    jinja = "\n".join(f"- `{k}`: {d}" for k, d in rows.items())
+    return (f"## Jinja2 (`values.x`)\n\n{jinja}\n\n"
+            f"## Helm (`.Values.x`, Go text/template with sprig, as luet 0.20)\n\n"
+            f"{sprig.reference()}")
+
+
+# --------------------------------------------------------------------------- choosing the engine
+
+HELM, JINJA2 = "helm", "jinja2"
+_MARKER = re.compile(r"^#\s*cosbuild-engine:\s*(\S+)", re.M)
+# Go actions start with a field, a variable, a comment or a keyword; Jinja2 has statements
+# and comments of its own and writes variables without the leading dot.
+_HELM_SYNTAX = re.compile(r"\{\{-?\s*(\.|\$|/\*|(if|else|end|range|with|define|template|block|"
+                          r"include|printf|index|eq|ne|not|and|or|toYaml|default|required)\s)")
+_JINJA_SYNTAX = re.compile(r"\{%|\{#|\{\{-?\s*[A-Za-z_]\w*(\.\w|\[|\s*\(|\s*\|\s*\w+\s*(\(|\}\}))")
+
+
+def detect_engine(text: str, file: str | Path = "") -> str | None:
+    """The engine a template's own text asks for, or None when it does not tell."""
+    marker = _MARKER.search(text[:2000])
+    if marker:
+        if marker.group(1) not in (HELM, JINJA2):
+            raise CosbuildError(f"unknown template engine '{marker.group(1)}'", file=file,
+                                line=text.count("\n", 0, marker.start()) + 1,
+                                hint="cosbuild-engine: helm or jinja2")
+        return marker.group(1)
+    helm, jinja = bool(_HELM_SYNTAX.search(text)), bool(_JINJA_SYNTAX.search(text))
+    return (HELM if helm else JINJA2) if helm != jinja else None
 
 
 # --------------------------------------------------------------------------- rendering
 
 class Renderer:
-    """Renders every package of a tree with one Jinja2 environment (templates compiled once)."""
+    """Renders every package of a tree: one Jinja2 environment (templates compiled once) and
+    the Helm templates parsed once."""
 
     def __init__(self, templates: tuple[Path, ...], values_layers: list[dict],
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, *, engine: str = "auto",
+                 packages: tuple[PackageSource, ...] = (), roots: tuple[Path, ...] = ()):
         self.values_layers = values_layers
+        self.forced = None if engine == "auto" else engine
+        self.packages, self.roots = packages, tuple(roots)
+        self._texts: dict[Path, str] = {}
+        self._tree_engines: dict[Path | None, str] = {}
         cache = None
         if cache_dir is not None:  # compiled templates, keyed by their source checksum
             cache_dir.mkdir(parents=True, exist_ok=True)
@@ -116,8 +157,41 @@ class Renderer:
         self.env.filters.update({k: f for k, (f, _) in FILTERS.items()})
         self.env.globals.update({k: f for k, (f, _) in GLOBALS.items()})
         self.templates = templates
-        self._macro_templates = [self._compile(p) for p in templates]
+        by_engine = {p: self.engine_of(p)[0] for p in templates}
+        self._macro_templates = [self._compile(p) for p in templates if by_engine[p] == JINJA2]
+        self._helm_templates = [p for p in templates if by_engine[p] == HELM]
+        self._prelude: Helm | None = None
 
+    # -- engines
+    def text(self, path: Path) -> str:
+        if path not in self._texts:
+            self._texts[path] = _read_template(str(path))[0]
+        return self._texts[path]
+
+    def engine_of(self, path: Path) -> tuple[str, str]:
+        """(engine, why) for one template file."""
+        if self.forced:
+            return self.forced, "set by template_engine"
+        found = detect_engine(self.text(path), path)
+        if found:
+            return found, "detected"
+        return self._tree_engine(self._root_of(path)), "the tree's engine"
+
+    def _root_of(self, path: Path) -> Path | None:
+        inside = [r for r in self.roots if path.is_relative_to(r)]
+        return max(inside, key=lambda r: len(r.parts)) if inside else None
+
+    def _tree_engine(self, root: Path | None) -> str:
+        """The engine most files of a tree show; Helm (luet's) when they do not tell."""
+        if root not in self._tree_engines:
+            files = [*self.templates, *(f for p in self.packages
+                                        for f in (p.build_file, p.finalize_file) if f)]
+            votes = [detect_engine(self.text(f), f) for f in files if self._root_of(f) == root]
+            jinja, helm = votes.count(JINJA2), votes.count(HELM)
+            self._tree_engines[root] = JINJA2 if jinja > helm else HELM
+        return self._tree_engines[root]
+
+    # -- Jinja2
     def _compile(self, path: Path) -> jinja2.Template:
         try:
             return self.env.get_template(str(path))
@@ -128,7 +202,9 @@ class Renderer:
     def values_for(self, pkg: PackageSource) -> dict:
         return merge_values(pkg.values, *self.values_layers)
 
-    def render_text(self, path: Path, values: dict) -> str:
+    def render_text(self, path: Path, values: dict, engine: str | None = None) -> str:
+        if (engine or self.engine_of(path)[0]) == HELM:
+            return self._render_helm(path, values)
         template = self._compile(path)
         context = {"values": values}
         try:
@@ -148,12 +224,26 @@ class Renderer:
             raise CosbuildError(f"template error: {detail}", file=file or path, line=line,
                                 hint=hint) from None
 
+    # -- Helm
+    def _render_helm(self, path: Path, values: dict) -> str:
+        try:
+            if self._prelude is None:
+                self._prelude = Helm([(str(p), self.text(p))
+                                                    for p in self._helm_templates])
+            return self._prelude.render(str(path), self.text(path), _go_values(values))
+        except gotemplate.TemplateError as exc:
+            raise CosbuildError(f"template error: {exc.message}", file=exc.file or path,
+                                line=exc.line) from None
+
     def render(self, pkg: PackageSource) -> Rendered:
         values = self.values_for(pkg)
         text, data = "", LineMap()
         data.lines = {}
+        engines = []
         if pkg.build_file:
-            text = self.render_text(pkg.build_file, values)
+            engine, why = self.engine_of(pkg.build_file)
+            engines.append(f"build.yaml: {engine} ({why})")
+            text = self.render_text(pkg.build_file, values, engine)
             data = loads(text, f"{pkg.build_file} (rendered)") or data
             if not isinstance(data, dict):
                 raise CosbuildError("expected a mapping at the top level",
@@ -161,14 +251,25 @@ class Renderer:
         build = spec.parse_build(data, f"{pkg.build_file} (rendered)")
         finalize_text, finalize = "", spec.Finalize()
         if pkg.finalize_file:
-            finalize_text = self.render_text(pkg.finalize_file, values)
+            engine, why = self.engine_of(pkg.finalize_file)
+            engines.append(f"finalize.yaml: {engine} ({why})")
+            finalize_text = self.render_text(pkg.finalize_file, values, engine)
             where = f"{pkg.finalize_file} (rendered)"
             fdata = loads(finalize_text, where) or {}
             if not isinstance(fdata, dict):
                 raise CosbuildError("expected a mapping at the top level", file=where, line=1)
             finalize = spec.Finalize(**spec.parse(spec.FINALIZE_KEYWORDS, fdata, where,
                                                   what="finalize.yaml"))
-        return Rendered(text, data, build, finalize, finalize_text)
+        return Rendered(text, data, build, finalize, finalize_text, "; ".join(engines))
+
+
+def _go_values(value):
+    """Values as Go templates see them: plain dicts and lists (no line maps)."""
+    if isinstance(value, dict):
+        return {k: _go_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_go_values(v) for v in value]
+    return value
 
 
 def _read_template(name: str):

@@ -296,6 +296,7 @@ class Rendered:
     build: BuildSpec
     finalize: Finalize
     finalize_text: str
+    engine: str = ""             # which template engine rendered it, and why
 
 
 # --------------------------------------------------------------------------- the tables
