@@ -20,11 +20,25 @@ class Program:
     package: str       # the Debian 12 package that provides it
     needed_by: str     # which command (or tests) runs it, for messages and the README
     host: bool = True  # False: runs only inside the built OS, whose own packages provide it
+    # Debian packages of the libraries the program needs for its job here (go builds the
+    # Helm reference renderer of the tests from Debian's Go library sources)
+    libraries: tuple[str, ...] = ()
 
     def resolves(self) -> bool:
         if self.name.startswith("/"):
             return os.path.exists(self.name)
         return shutil.which(self.name) is not None
+
+    def missing_libraries(self) -> list[str]:
+        return [package for package in self.libraries if not package_installed(package)]
+
+
+def package_installed(package: str) -> bool:
+    """Whether dpkg has the package (its file list, with or without an architecture)."""
+    info = "/var/lib/dpkg/info"
+    return (os.path.exists(f"{info}/{package}.list")
+            or any(name.startswith(f"{package}:") and name.endswith(".list")
+                   for name in (os.listdir(info) if os.path.isdir(info) else ())))
 
 
 PROGRAMS = (
@@ -61,6 +75,9 @@ PROGRAMS = (
     Program("mdir", "mtools", "ISO and disk tests"),
     Program("dumpe2fs", "e2fsprogs", "disk tests"),
     Program("sha256sum", "coreutils", "build tests"),
+    Program("go", "golang-go", "Helm differential tests (tests/helmref)",
+            libraries=("golang-github-masterminds-sprig-dev", "golang-github-imdario-mergo-dev",
+                       "golang-github-ghodss-yaml-dev", "golang-gopkg-yaml.v2-dev")),
     # benchmark baselines
     Program("mksquashfs", "squashfs-tools", "bench/iso_tools.py"),
     Program("xorriso", "xorriso", "bench/iso_tools.py"),
@@ -83,8 +100,10 @@ def install_hint(name: str) -> str:
 
 
 def missing_packages() -> list[str]:
-    """The Debian packages of the host programs that do not resolve here."""
-    return sorted({p.package for p in PROGRAMS if p.host and not p.resolves()})
+    """The Debian packages of the host programs that do not resolve here, and of the
+    libraries they need that are not installed."""
+    return sorted({p.package for p in PROGRAMS if p.host and not p.resolves()}
+                  | {lib for p in PROGRAMS if p.host for lib in p.missing_libraries()})
 
 
 def main(argv: list[str]) -> int:
@@ -97,7 +116,11 @@ def main(argv: list[str]) -> int:
         for p in unresolved:
             print(f"{p.name}: not found (package {p.package}, needed by {p.needed_by})",
                   file=sys.stderr)
-        return 1 if unresolved else 0
+        libraries = [(p, lib) for p in PROGRAMS if p.host for lib in p.missing_libraries()]
+        for p, lib in libraries:
+            print(f"{lib}: not installed (a library {p.name} needs for {p.needed_by})",
+                  file=sys.stderr)
+        return 1 if unresolved or libraries else 0
     print("usage: python3 -m cosbuild.programs missing|check", file=sys.stderr)
     return 2
 

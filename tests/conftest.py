@@ -18,6 +18,8 @@ import pytest
 
 from cosbuild import cli
 
+from . import helmref
+
 REPO = Path(__file__).resolve().parent.parent
 
 # a minimal valid tree: a base with an image, and an app built on it
@@ -164,3 +166,15 @@ def registry(tmp_path_factory):
     """One registry for the test run; tests use their own repository names in it."""
     with registry_server(tmp_path_factory.mktemp("registry"), free_port()) as host:
         yield host
+
+
+@pytest.fixture(scope="session")
+def helm_reference(request, tmp_path_factory):
+    """luet 0.20's Helm rendering (tests/helmref), built once into pytest's cache folder
+    (kept between runs; a temporary one when the cache plugin is off)."""
+    reason = helmref.unavailable()
+    if reason:
+        pytest.skip(f"the Helm reference renderer needs Go: {reason}")
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("helmref") if cache else tmp_path_factory.mktemp("helmref")
+    return helmref.HelmReference(helmref.build(folder))

@@ -103,6 +103,18 @@ def test_the_table_names_each_program_once():
     assert all(p.package and p.needed_by for p in programs.PROGRAMS)
 
 
+def test_a_missing_library_is_installed_and_checked(monkeypatch, capsys):
+    """go resolves but a library package it needs is not installed: install-deps asks for
+    that package and the final check names it."""
+    monkeypatch.setattr(programs, "package_installed",
+                        lambda package: package != "golang-github-imdario-mergo-dev")
+    assert "golang-github-imdario-mergo-dev" in programs.missing_packages()
+    assert programs.BY_NAME["go"].missing_libraries() == ["golang-github-imdario-mergo-dev"]
+    assert programs.main(["check"]) == 1
+    assert ("golang-github-imdario-mergo-dev: not installed (a library go needs"
+            in capsys.readouterr().err)
+
+
 def test_a_missing_program_names_its_package(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with tools.TaskLog(tmp_path / "log") as log:
@@ -152,7 +164,8 @@ def test_install_deps_installs_what_the_table_misses(tmp_path):
     install = [line.split() for line in asked.read_text().splitlines() if " install " in f" {line} "]
     files = {p.package for p in programs.PROGRAMS
              if p.host and p.name.startswith("/") and not os.path.exists(p.name)}
-    assert len(install) == 1 and set(install[0][4:]) == {"fdisk", *files}
+    libraries = {lib for p in programs.PROGRAMS if p.host for lib in p.missing_libraries()}
+    assert len(install) == 1 and set(install[0][4:]) == {"fdisk", *files, *libraries}
 
 
 @pytest.mark.integration
