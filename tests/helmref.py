@@ -68,7 +68,9 @@ class HelmReference:
     def render(self, sources: list[tuple[str, str]], values: dict) -> str:
         """Render like luet: the sources concatenated, `values` as the package's
         definition.yaml (so read by go-yaml v2 as luet reads it), no values files."""
-        return self.render_package(sources, yaml.safe_dump(values, sort_keys=False))
+        # as JSON (which go-yaml reads too): its strings stay strings, where a plain `y`
+        # would be go-yaml's boolean
+        return self.render_package(sources, json.dumps(values))
 
     def render_package(self, sources: list[tuple[str, str]], definition: str,
                        values_files: tuple[str, ...] = (),

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cosbuild.tree import gotemplate, helm
+
 from .helm_cases import CASES, VALUES_CASES
 from .helmref import ReferenceRenderError
 
@@ -21,15 +23,13 @@ REAL_TREES = Path(__file__).resolve().parents[2] / "shared" / "real-trees"
 
 
 def cosbuild_render(sources: list[tuple[str, str]], values: dict) -> str:
-    # imported here: the engine is written on another branch, and collection must not need it
-    from cosbuild.tree import gotemplate
-    return gotemplate.render(sources, values)
+    """`values` as the package's definition, as the reference reads them."""
+    return helm.render(sources, helm.luet_values(values, []))
 
 
 def assert_cosbuild_fails(sources: list[tuple[str, str]], values: dict):
-    from cosbuild.tree import gotemplate
     with pytest.raises(gotemplate.TemplateError):
-        gotemplate.render(sources, values)
+        cosbuild_render(sources, values)
 
 
 # ------------------------------------------------------------------------------------ the cases
@@ -60,15 +60,14 @@ def test_case(helm_reference, case):
 @pytest.mark.parametrize("case", VALUES_CASES, ids=lambda c: c.id)
 def test_values_precedence(helm_reference, case):
     """What a template sees as .Values: luet's merging of the definition (or collection
-    stanza) with the values files, against cosbuild's merge_values."""
-    from cosbuild.tree.render import merge_values
+    stanza) with the values files, against cosbuild's."""
     expected = helm_reference.values(case.definition, case.values_files, case.collection)
     definition = yaml.safe_load(case.definition)
     if case.collection is not None:
         definition = next(p for p in definition["packages"]
                           if all(p[k] == v for k, v in case.collection.items()))
     files = [yaml.safe_load(text) for text in case.values_files]
-    assert merge_values(definition, *files) == expected
+    assert helm.luet_values(definition, files, case.collection is not None) == expected
 
 
 # ------------------------------------------------------------------------------- the real trees

@@ -701,6 +701,11 @@ class Int64(int):
     """sprig's arithmetic returns int64, a type of its own in Go (not assignable to int)."""
 
 
+class IMap(dict):
+    """A nested mapping as go-yaml v2 decodes it (map[interface{}]interface{}): Go's map
+    functions and the JSON encoder refuse it, which luet's templates inherit."""
+
+
 class Missing:
     """Go's zero interface value (a missing map key under missingkey=zero): prints
     `<no value>`, is false, and cannot have fields."""
@@ -730,6 +735,8 @@ def go_type(v) -> str:
         return "string"
     if isinstance(v, (list, tuple)):
         return "[]interface {}"
+    if isinstance(v, IMap):
+        return "map[interface {}]interface {}"
     if isinstance(v, dict):
         return "map[string]interface {}"
     return type(v).__name__
@@ -1147,7 +1154,7 @@ def _convert(value, kind: str, node, pos: int):
           "int64": isinstance(value, Int64), "float64": isinstance(value, float),
           "bool": isinstance(value, bool),
           "list": isinstance(value, (list, tuple)),
-          "map": isinstance(value, dict)}[kind]
+          "map": isinstance(value, dict) and not isinstance(value, IMap)}[kind]
     if not ok:
         raise ExecError(f"wrong type for value; expected {_go_kind_name(kind)}; "
                         f"got {go_type(value)}", pos)

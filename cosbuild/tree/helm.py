@@ -9,9 +9,9 @@ empty string in the result.
 from __future__ import annotations
 
 from . import sprig
-from .gotemplate import Executor, Func, FuncError, Prelude, TemplateError, parse
+from .gotemplate import MAIN, Executor, Func, FuncError, IMap, Prelude, TemplateError, parse
 
-TPL = "\x00tpl"   # the name a tpl string is parsed under: no define can clash with it
+TEMPLATE = {"Name": MAIN, "BasePath": MAIN}   # Helm's .Template of luet's one chart file
 
 
 class Helm:
@@ -28,7 +28,7 @@ class Helm:
             trees, src = self.prelude.join(file, text)
             executor = Executor(trees, src, {})
             executor.funcs = _functions(executor)
-            return executor.execute("templates", {"Values": values}).replace("<no value>", "")
+            return executor.execute(MAIN, top_level(values)).replace("<no value>", "")
         except RecursionError:
             raise TemplateError("template nesting too deep", file) from None
 
@@ -39,6 +39,12 @@ def render(sources: list[tuple[str, str]], values: dict) -> str:
     return Helm(shared).render(file, text, values)
 
 
+def top_level(values: dict) -> dict:
+    """The dot of a Helm template: luet's chart has empty metadata and no release."""
+    return {"Values": values, "Chart": {"Name": "", "Version": ""}, "Release": None,
+            "Capabilities": None, "Template": dict(TEMPLATE)}
+
+
 def _functions(executor: Executor) -> dict[str, Func]:
     """sprig's table and Helm's `include` and `tpl`, which run templates of this executor."""
 
@@ -46,14 +52,22 @@ def _functions(executor: Executor) -> dict[str, Func]:
         return executor.call_template(name, data, executor.current_pos)
 
     def tpl(text: str, values) -> str:
+        # Helm reads the name from the values it is given and parses the text under it alone:
+        # no define (shared or local) is visible inside
+        template = values.get("Template") if values else None
+        name = template.get("Name") if isinstance(template, dict) else None
+        if not isinstance(name, str) or not isinstance(template.get("BasePath"), str):
+            raise FuncError(f"cannot retrieve Template.Name from values inside tpl function: "
+                            f"{text}: no table named \"Template\"")
         try:
-            trees, src = parse([("tpl", text)], name=TPL, trees=dict(executor.trees))
+            trees, src = parse([("tpl", text)], name=name)
         except TemplateError as exc:
             raise FuncError(f"cannot parse template {sprig.quote_go(text)}: {exc.message}") from None
-        inner = Executor(trees, src, executor.funcs)
+        inner = Executor(trees, src, {})
+        inner.funcs = _functions(inner)
         inner.depth, inner.steps, inner.size = executor.depth + 1, executor.steps, executor.size
         try:
-            out = inner.execute(TPL, values)
+            out = inner.execute(name, values)
         except TemplateError as exc:
             raise FuncError(f"error during tpl function execution for {sprig.quote_go(text)}: "
                             f"{exc.message}") from None
@@ -62,3 +76,66 @@ def _functions(executor: Executor) -> dict[str, Func]:
 
     return {**sprig.functions(), "include": Func(include, ("string", "any")),
             "tpl": Func(tpl, ("string", "map"))}
+
+
+# --------------------------------------------------------------------------- luet's .Values
+
+def luet_values(definition: dict, values_files: list[dict], collection: bool = False) -> dict:
+    """What a package's template sees as .Values in luet 0.20 (compiler.go templatePackage):
+    the values files merged right to left, each filling only what the ones to its right left
+    unset or empty (mergo without override; a null is skipped); then the definition (or
+    collection stanza) adds the top-level keys they lack. Nested maps of YAML files are
+    go-yaml's map[interface{}]interface{}, which Helm's coalescing does not merge into; a
+    collection stanza comes through JSON, so its numbers are floats and its maps plain."""
+    merged: dict = {}
+    for layer in reversed(values_files):
+        _mergo(merged, _go_yaml(layer))
+    own = _through_json(definition) if collection else _go_yaml(definition)
+    if collection:
+        filled: dict = {}
+        _mergo(filled, merged)
+        _mergo(filled, own)
+        own = filled
+    return _coalesce(merged, own)
+
+
+def _go_yaml(value, top: bool = True):
+    if isinstance(value, dict):
+        items = {k: _go_yaml(v, False) for k, v in value.items()}
+        return items if top else IMap(items)
+    if isinstance(value, list):
+        return [_go_yaml(v, False) for v in value]
+    return value
+
+
+def _through_json(value):
+    if isinstance(value, dict):
+        return {str(k): _through_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_through_json(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _mergo(dst: dict, src: dict) -> None:
+    for key, value in src.items():
+        if value is None:
+            continue
+        current = dst.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            _mergo(current, value)
+        if key not in dst or sprig.empty(current):
+            dst[key] = value
+
+
+def _coalesce(dst: dict, src: dict) -> dict:
+    """chartutil.CoalesceValues: dst wins; its null removes the key; plain maps merge."""
+    for key, value in src.items():
+        if key in dst and dst[key] is None:
+            del dst[key]
+        elif key not in dst:
+            dst[key] = value
+        elif type(value) is dict and type(dst[key]) is dict:
+            _coalesce(dst[key], value)
+    return dst

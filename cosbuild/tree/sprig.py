@@ -2,7 +2,8 @@
 
 Each is declared once in `TABLE` with its Go parameter types (so a value of the wrong type
 fails as it does in Go) and a one-line description (`cosbuild helpers` prints them).
-Left out on purpose: what reads the host or the clock or is random (`env`, `expandenv`,
+The set is luet 0.20's: sprig 3.1.0 (not 3.2's `dig`, `all`, `any`, `addf`...). Left out on
+purpose: what reads the host or the clock or is random (`env`, `expandenv`,
 `now`, `date*`, `uuidv4`, `rand*`, `getHostByName`, key and certificate generators,
 `lookup`): a build must not depend on them.
 """
@@ -22,7 +23,7 @@ import zlib
 
 import yaml
 
-from .gotemplate import MISSING, Func, FuncError, Int64, go_str, go_type, truth
+from .gotemplate import MISSING, Func, FuncError, IMap, Int64, go_str, go_type, truth
 
 
 def _int64(v) -> Int64:
@@ -726,17 +727,6 @@ def _merge_overwrite(dst: dict, *srcs) -> dict:
     return dst
 
 
-def _dig(*args):
-    if len(args) < 3:
-        raise FuncError("dig needs at least three arguments")
-    *keys, default_, d = args
-    for k in keys:
-        if not isinstance(d, dict) or strval(k) not in d:
-            return default_
-        d = d[strval(k)]
-    return d
-
-
 def _kind(v) -> str:
     if v is None:
         return "invalid"
@@ -758,9 +748,7 @@ def _kind(v) -> str:
 
 
 def _type_of(v) -> str:
-    if v is None:
-        return "<nil>"
-    return "int64" if isinstance(v, Int64) else go_type(v)
+    return "<nil>" if v is None else go_type(v)
 
 
 # --------------------------------------------------------------------------- sprig: encodings, paths
@@ -924,18 +912,62 @@ def _check(term: str, v) -> bool:
 # --------------------------------------------------------------------------- Helm's own
 
 def to_yaml(v) -> str:
-    """Helm's toYaml (sigs.k8s.io/yaml: keys sorted), without the final newline."""
+    """Helm's toYaml: sigs.k8s.io/yaml (JSON, then go-yaml v2: keys sorted, strings that would
+    read as another type double-quoted, multi-line ones literal), without the final newline;
+    "" for what JSON cannot encode."""
     try:
-        text = yaml.safe_dump(_plain_data(v), default_flow_style=False, sort_keys=True,
-                              allow_unicode=True, width=1 << 30)
-    except yaml.YAMLError:
+        text = yaml.dump(_plain_data(v), Dumper=_go_dumper(), default_flow_style=False,
+                         sort_keys=True, allow_unicode=True, width=1 << 30)
+    except (Unencodable, yaml.YAMLError):
         return ""
     return text.removesuffix("\n...\n").removesuffix("\n")
+
+
+# go-yaml v2 (YAML 1.1) also reads these as booleans; PyYAML does not know y and n
+_GO_BOOL = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|"
+                      r"on|On|ON|off|Off|OFF)$")
+
+
+@functools.cache
+def _go_dumper():
+    class Dumper(yaml.SafeDumper):
+        def choose_scalar_style(self):
+            style = super().choose_scalar_style()
+            return '"' if style == "'" else style
+
+    def represent_str(dumper, value: str):
+        style = None
+        if "\n" in value:
+            style = "|"
+        elif _GO_BOOL.match(value):
+            style = '"'
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, represent_str)
+    return Dumper
+
+
+@functools.cache
+def _go_loader():
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", _GO_BOOL, list("yYnNtTfFoO"))
+    Loader.add_constructor("tag:yaml.org,2002:bool",
+                           lambda loader, node: loader.construct_scalar(node) in
+                           ("y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"))
+    return Loader
+
+
+class Unencodable(Exception):
+    """encoding/json cannot write a map[interface{}]interface{}."""
 
 
 def _plain_data(v):
     """A value as Helm's JSON-based encoders see it: string keys, and a float that is a whole
     number written as an integer (Go's encoding/json prints 1.0 as 1)."""
+    if isinstance(v, IMap):
+        raise Unencodable()
     if isinstance(v, dict):
         return {go_str(k): _plain_data(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -964,7 +996,7 @@ def _decoded(v):
 
 def _from_yaml(s: str) -> dict:
     try:
-        data = yaml.safe_load(s)
+        data = yaml.load(s, Loader=_go_loader())
     except yaml.YAMLError as exc:
         return {"Error": str(exc)}
     if data is None:
@@ -977,7 +1009,7 @@ def _from_yaml(s: str) -> dict:
 
 def _from_yaml_array(s: str) -> list:
     try:
-        data = yaml.safe_load(s)
+        data = yaml.load(s, Loader=_go_loader())
     except yaml.YAMLError as exc:
         return [str(exc)]
     return _decoded(data) if isinstance(data, list) else [] if data is None else \
@@ -988,7 +1020,7 @@ def to_json(v, escape_html: bool = True, indent: int | None = None) -> str:
     try:
         text = json.dumps(_plain_data(v), sort_keys=True, ensure_ascii=False, allow_nan=False,
                           indent=indent, separators=(",", ": ") if indent else (",", ":"))
-    except ValueError:
+    except (Unencodable, ValueError):
         return ""
     if escape_html:
         text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -1058,8 +1090,6 @@ TABLE: dict[str, tuple[Func, str]] = {
     "default": _f(default, "any", "...any", doc="default x .Values.y: x when the value is empty"),
     "empty": _f(empty, "any", doc="true for nil, 0, false, and empty strings, lists, maps"),
     "coalesce": _f(lambda *v: next((x for x in v if not empty(x)), None), "...any", doc="the first non-empty argument"),
-    "all": _f(lambda *v: all(not empty(x) for x in v), "...any", doc="every argument non-empty"),
-    "any": _f(lambda *v: any(not empty(x) for x in v), "...any", doc="some argument non-empty"),
     "ternary": _f(lambda a, b, c: a if c else b, "any", "any", "bool", doc="ternary a b cond"),
     "fail": _f(_fail, "string", doc="stop rendering with a message"),
     "deepEqual": _f(lambda a, b: a == b, "any", "any", doc="structural equality"),
@@ -1107,7 +1137,6 @@ TABLE: dict[str, tuple[Func, str]] = {
     "regexReplaceAll": _f(_regex_replace, "string", "string", "string", doc="regexReplaceAll re s repl ($1)"),
     "regexReplaceAllLiteral": _f(lambda r, s, repl: _re(r).sub(lambda m: repl, s), "string", "string", "string", doc="without $ expansion"),
     "regexSplit": _f(_regex_split, "string", "string", "int", doc="regexSplit re s n"),
-    "regexQuoteMeta": _f(lambda s: re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", s), "string", doc="escape regexp characters"),
     # sprig: numbers
     "int": _f(lambda v: to_int64(v), "any", doc="to an integer"),
     "int64": _f(lambda v: _int64(to_int64(v)), "any", doc="to a 64-bit integer"),
@@ -1124,9 +1153,6 @@ TABLE: dict[str, tuple[Func, str]] = {
     "floor": _f(lambda a: float(math.floor(to_float64(a))), "any", doc="round down"),
     "ceil": _f(lambda a: float(math.ceil(to_float64(a))), "any", doc="round up"),
     "round": _f(_round, "any", "int", "...float64", doc="round x digits"),
-    "addf": _f(lambda *v: sum(to_float64(x) for x in v), "...any", doc="float sum"),
-    "subf": _f(lambda a, *v: to_float64(a) - sum(to_float64(x) for x in v), "any", "...any", doc="float difference"),
-    "mulf": _f(lambda a, *v: math.prod([to_float64(a)] + [to_float64(x) for x in v]), "any", "...any", doc="float product"),
     "until": _f(lambda n: _until_step(0, n, 1 if n >= 0 else -1), "int", doc="0..n-1"),
     "untilStep": _f(_until_step, "int", "int", "int", doc="start, stop, step"),
     "seq": _f(_seq, "...int", doc="like the seq command"),
@@ -1160,7 +1186,6 @@ TABLE: dict[str, tuple[Func, str]] = {
     "merge": _f(_merge, "map", "...map", doc="deep merge, the first wins"),
     "mergeOverwrite": _f(_merge_overwrite, "map", "...map", doc="deep merge, the last wins"),
     "deepCopy": _f(copy.deepcopy, "any", doc="a deep copy"),
-    "dig": _f(_dig, "...any", doc='dig "a" "b" default map'),
     # sprig: encodings, checksums, paths, versions
     "b64enc": _f(lambda s: base64.b64encode(s.encode()).decode(), "string", doc="base64"),
     "b64dec": _f(_b64dec, "string", doc="from base64"),
@@ -1177,6 +1202,8 @@ TABLE: dict[str, tuple[Func, str]] = {
     "semver": _f(_semver, "string", doc="parse a semantic version"),
     "semverCompare": _f(_semver_compare, "string", "string", doc='semverCompare ">=1.2" v'),
     "hello": _f(lambda: "Hello!", doc="Hello!"),
+    "lookup": _f(lambda *a: {}, "string", "string", "string", "string",
+                 doc="Helm's cluster lookup: always empty (there is no cluster)"),
 }
 
 
