@@ -42,6 +42,8 @@ SETTINGS = (
     Setting("isolation", "COSBUILD_ISOLATION", "chroot", "buildah --isolation (chroot works everywhere)"),
     Setting("storage_driver", "COSBUILD_STORAGE_DRIVER", "",
             "buildah --storage-driver (default: buildah's own, overlay on Debian)"),
+    Setting("strict", "COSBUILD_STRICT", "", "validate: warnings (keys that luet, luet-makeiso "
+            "or yip ignore) are errors (1/yes)", flag=True),
     Setting("verbose", "COSBUILD_VERBOSE", "", "stream container output live (1/yes)", flag=True),
     Setting("iso", "COSBUILD_ISO", "iso.yaml", "ISO specification (luet-makeiso format)"),
     Setting("disk", "COSBUILD_DISK", "disk.yaml", "disk specification (system image and disk)"),
@@ -75,6 +77,7 @@ class Settings:
     isolation: str = "chroot"
     storage_driver: str = ""
     verbose: bool = False
+    strict: bool = False
     iso: Path = Path("iso.yaml")
     disk: Path = Path("disk.yaml")
     repo_name: str = "cosbuild"
@@ -130,7 +133,7 @@ def resolve(options: dict | None = None, env: dict | None = None,
                     repo_name=raw["repo_name"],
                     repo_description=raw["repo_description"], repo_type=raw["repo_type"],
                     repo_urls=tuple(raw["repo_urls"]),
-                    verbose=_yes(raw["verbose"]))
+                    verbose=_yes(raw["verbose"]), strict=_yes(raw["strict"]))
 
 
 def _yes(value) -> bool:
