@@ -1,8 +1,10 @@
-"""The `cosbuild` command: validate, render, graph, keywords, and the doit tasks themselves."""
+"""The `cosbuild` command: validate, render, graph, build, keywords, and the doit tasks
+themselves. The global options (the settings) may come before or after the command."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -13,8 +15,9 @@ from doit.doit_cmd import DoitMain
 
 from . import __version__, settings
 from .errors import Collector, CosbuildError
-from .tasks import dodo_namespace
-from .tree.project import Project, load_project
+from .tasks import dodo_namespace, project_namespace, validate
+from .tree.graph import Graph
+from .tree.project import load_project, render_package
 from .tree.versions import parse_ref
 
 DOIT_COMMANDS = ("run", "list", "info", "clean", "forget", "ignore", "dumpdb", "strace")
@@ -32,10 +35,16 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_argument(*names, dest=s.name, action="append" if s.multiple else "store",
                             help=f"{s.doc} [env {s.env}]")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("validate", help="load, render and resolve the whole tree")
+    sub.add_parser("validate", help="check the whole project and report every mistake: "
+                   "trees, templates, dependencies, cloud-config files, iso.yaml, disk.yaml")
     render = sub.add_parser("render", help="print a package's rendered build.yaml")
     render.add_argument("package", metavar="CAT/NAME[@SELECTOR]")
-    graph = sub.add_parser("graph", help="show the resolved build graph")
+    build = sub.add_parser("build", help="build packages and what they build on (doit run "
+                           "of their build tasks)")
+    build.add_argument("packages", nargs="+", metavar="CAT/NAME[@SELECTOR]")
+    graph = sub.add_parser("graph", help="show the resolved build graph (of one package: it "
+                           "and what it builds on)")
+    graph.add_argument("package", nargs="?", metavar="CAT/NAME[@SELECTOR]")
     fmt = graph.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable JSON")
     fmt.add_argument("--dot", action="store_true", help="Graphviz dot")
@@ -78,16 +87,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def graph_json(project: Project) -> dict:
-    g = project.graph
+def graph_json(graph: Graph) -> dict:
+    g = graph
     packages = [{"id": p.id, "version": p.version, "hash": p.hash,
                  "build_deps": [g.packages[d].id for d in p.build_deps],
                  "hidden": p.definition.hidden} for p in (g.packages[k] for k in g.order)]
     return {"packages": packages, "order": [g.packages[k].id for k in g.order]}
 
 
-def graph_text(project: Project) -> str:
-    g = project.graph
+def graph_text(graph: Graph) -> str:
+    g = graph
     lines = []
 
     def show(key: str, depth: int, seen: set) -> None:
@@ -107,8 +116,8 @@ def graph_text(project: Project) -> str:
     return "\n".join(lines)
 
 
-def graph_dot(project: Project) -> str:
-    g = project.graph
+def graph_dot(graph: Graph) -> str:
+    g = graph
     out = ["digraph cosbuild {", "  rankdir=LR;"]
     for key in g.order:
         out.append(f'  "{key}";')
@@ -116,21 +125,53 @@ def graph_dot(project: Project) -> str:
     return "\n".join(out + ["}"])
 
 
-def _command_index(argv: list[str], command: str) -> int:
-    """Position of the command word, skipping the values of global options."""
-    takes_value = {f"--{s.name.replace('_', '-')}" for s in settings.SETTINGS if not s.flag}
+def _subgraph(graph: Graph, key: str) -> Graph:
+    """A package and, transitively, what it builds on."""
+    keep, todo = set(), [key]
+    while todo:
+        current = todo.pop()
+        if current not in keep:
+            keep.add(current)
+            todo += graph.packages[current].build_deps
+    return dataclasses.replace(graph, packages={k: graph.packages[k] for k in keep},
+                               order=tuple(k for k in graph.order if k in keep))
+
+
+def _hoist_global_options(argv: list[str]) -> tuple[list[str], int]:
+    """The arguments with the global options that follow the command moved before it (in
+    their order, so a repeated --values keeps rightmost-wins), and the command's position.
+    After a doit command, `-v` stays: it is doit's own --verbosity."""
+    long_names = {f"--{s.name.replace('_', '-')}": not s.flag for s in settings.SETTINGS}
+    head, tail, command = [], [], None
     i = 0
-    while argv[i] != command:
-        i += 2 if argv[i] in takes_value else 1
-    return i
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":   # the rest is the command's
+            tail += argv[i:]
+            break
+        name = arg.split("=", 1)[0]
+        size = 2 if long_names.get(name) and "=" not in arg else 1   # with its value
+        if command is None and not arg.startswith("-"):
+            command = arg
+        elif command is None or name in long_names or (
+                arg == "-v" and command not in DOIT_COMMANDS):
+            head += argv[i:i + size]
+            i += size
+            continue
+        else:
+            tail.append(arg)
+        i += 1
+    if command is None:
+        return argv, len(argv)
+    return head + [command] + tail, len(head)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv, at = _hoist_global_options(sys.argv[1:] if argv is None else argv)
     args, extra = _parser().parse_known_args(argv)
     if args.command in DOIT_COMMANDS:
         # everything after the command word belongs to doit, in its order
-        args.doit_args = argv[_command_index(argv, args.command) + 1:]
+        args.doit_args = argv[at + 1:]
     elif extra:
         _parser().error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(format="cosbuild: %(levelname)s: %(message)s", level=logging.WARNING)
@@ -163,24 +204,27 @@ def _run(args) -> int:
         loader = ModuleTaskLoader(dodo_namespace(options))
         return DoitMain(loader).run([args.command, *args.doit_args])
     config = settings.resolve(options)
-    project = load_project(config)
     if args.command == "validate":
-        from .runtime.cloudconfig import check_project
-        errors = Collector()
-        for error in check_project(project):
-            errors.add(error)
+        print(validate(config))
+        return 0
+    if args.command == "render":
+        print(render_package(config, parse_ref(args.package)).text, end="")
+        return 0
+    if args.command == "graph":
+        return _graph(args, config)
+    project = load_project(config, use_cache=args.command == "build")
+    if args.command == "build":
+        errors, names = Collector(), []
+        for text in args.packages:
+            try:
+                key = project.graph.resolve(parse_ref(text)).key
+                names.append(f"build:{project.graph.task_name(key)}")
+            except CosbuildError as exc:
+                errors.add(exc)
         errors.raise_if_any()
-        g = project.graph
-        print(f"ok: {len(g.packages)} packages, {len(project.tree.templates)} templates, "
-              f"values: {', '.join(map(str, config.values)) or 'none'}")
-    elif args.command == "render":
-        print(project.graph.resolve(parse_ref(args.package)).rendered.text, end="")
-    elif args.command == "graph":
-        if args.json:
-            print(json.dumps(graph_json(project), indent=2))
-        else:
-            print(graph_dot(project) if args.dot else graph_text(project))
-    elif args.command == "create-repo":
+        doit_args = ["run", *names]   # as `cosbuild run build:CAT/NAME ...`
+        return DoitMain(ModuleTaskLoader(project_namespace(project))).run(doit_args)
+    if args.command == "create-repo":
         from .repos.create import create_repo, publish_docker
         info = config.repo_info(name=args.name, description=args.description, type=args.type,
                                 urls=args.urls)
@@ -195,6 +239,31 @@ def _run(args) -> int:
             output = Path(args.output) if args.output else config.build_dir
             changed = create_repo(project, output, info)
         print(f"repository {output}: {'updated' if changed else 'unchanged'}")
+    return 0
+
+
+def _graph(args, config) -> int:
+    """The graph of what resolves, even when some packages fail: those are reported (and
+    fail the command) unless the one package asked for and what it builds on are fine."""
+    errors = Collector()
+    graph = load_project(config, errors=errors).graph
+    if args.package:
+        try:
+            graph = _subgraph(graph, graph.resolve(parse_ref(args.package)).key)
+        except CosbuildError as exc:
+            errors.add(exc)   # with the others: one of them is why
+            errors.raise_if_any()
+    if args.json:
+        print(json.dumps(graph_json(graph), indent=2))
+    else:
+        print(graph_dot(graph) if args.dot else graph_text(graph))
+    if args.package:
+        if errors.errors:
+            logging.getLogger("cosbuild").warning(
+                "%d errors elsewhere in the project (`cosbuild validate` lists them)",
+                len(errors.errors))
+        return 0
+    errors.raise_if_any()
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 
@@ -38,21 +40,50 @@ class ErrorList(CosbuildError):
         return "\n".join(str(e) for e in self.errors)
 
 
+class CosbuildWarning(CosbuildError):
+    """A finding that does not stop a build: a key the real tool (yip, luet-makeiso) ignores.
+    `cosbuild validate --strict` reports it as an error."""
+
+
 class Collector:
-    """Gathers errors from independent items so one run reports all of them."""
+    """Gathers errors (and warnings) from independent items so one run reports all of them."""
 
     def __init__(self) -> None:
         self.errors: list[CosbuildError] = []
+        self.warnings: list[CosbuildError] = []
 
     def add(self, error: CosbuildError) -> None:
-        if isinstance(error, ErrorList):
-            self.errors.extend(error.errors)
-        else:
-            self.errors.append(error)
+        for one in error.errors if isinstance(error, ErrorList) else [error]:
+            (self.warnings if isinstance(one, CosbuildWarning) else self.errors).append(one)
 
-    def raise_if_any(self) -> None:
-        if self.errors:
-            raise ErrorList(self.errors) if len(self.errors) > 1 else self.errors[0]
+    @contextlib.contextmanager
+    def logged_warnings(self, logger: str = "cosbuild"):
+        """Meanwhile, the warnings logged (each already "file:line: key: ...") are kept here
+        instead of printed, to be reported with the errors."""
+        keep = _KeepWarnings(self)
+        logging.getLogger(logger).addFilter(keep)
+        try:
+            yield self
+        finally:
+            logging.getLogger(logger).removeFilter(keep)
+
+    def raise_if_any(self, strict: bool = False) -> None:
+        """Fail with every error; with `strict`, the warnings count as errors."""
+        found = self.errors + (self.warnings if strict else [])
+        if found:
+            raise ErrorList(found) if len(found) > 1 else found[0]
+
+
+class _KeepWarnings(logging.Filter):
+    def __init__(self, collector: Collector):
+        super().__init__()
+        self.collector = collector
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        self.collector.warnings.append(CosbuildWarning(record.getMessage()))
+        return False
 
 
 def did_you_mean(word: str, candidates) -> str | None:

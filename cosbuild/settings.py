@@ -45,6 +45,8 @@ SETTINGS = (
     Setting("template_engine", "COSBUILD_TEMPLATE_ENGINE", "auto",
             "template engine of build.yaml/finalize.yaml/templates: auto (per file, then per "
             "tree), helm (luet's) or jinja2"),
+    Setting("strict", "COSBUILD_STRICT", "", "validate: warnings (keys that luet, luet-makeiso "
+            "or yip ignore) are errors (1/yes)", flag=True),
     Setting("verbose", "COSBUILD_VERBOSE", "", "stream container output live (1/yes)", flag=True),
     Setting("iso", "COSBUILD_ISO", "iso.yaml", "ISO specification (luet-makeiso format)"),
     Setting("disk", "COSBUILD_DISK", "disk.yaml", "disk specification (system image and disk)"),
@@ -79,6 +81,7 @@ class Settings:
     storage_driver: str = ""
     verbose: bool = False
     template_engine: str = "auto"
+    strict: bool = False
     iso: Path = Path("iso.yaml")
     disk: Path = Path("disk.yaml")
     repo_name: str = "cosbuild"
@@ -136,7 +139,7 @@ def resolve(options: dict | None = None, env: dict | None = None,
                     repo_urls=tuple(raw["repo_urls"]),
                     template_engine=_choice(raw["template_engine"], "template_engine",
                                             ("auto", "helm", "jinja2")),
-                    verbose=_yes(raw["verbose"]))
+                    verbose=_yes(raw["verbose"]), strict=_yes(raw["strict"]))
 
 
 def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:

@@ -11,6 +11,7 @@ its tasks need (the builder not at all when no image is missing).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 import sys
@@ -22,11 +23,13 @@ from doit.exceptions import TaskFailed
 from doit.tools import config_changed
 
 from . import settings
-from .errors import CosbuildError
+from .errors import Collector, CosbuildError
 from .fsutil import atomic_write, remove_partial_files
 from .settings import Settings
 from .tools import TaskLog
 from .tree.project import Project, load_project
+
+log = logging.getLogger("cosbuild")
 
 
 def spec_path(project: Project, key: str) -> Path:
@@ -44,15 +47,39 @@ def _user_errors_fail(action):
     return run
 
 
-@_user_errors_fail
-def _validate(settings: Settings) -> TaskFailed | None:
+def validate(settings: Settings) -> str:
+    """Check everything and report every finding of every stage in one run: loading,
+    rendering and resolving the trees, the cloud-config files the packages ship, iso.yaml and
+    disk.yaml (when there). The warnings are logged, the errors raised together (with
+    `settings.strict`, the warnings among them); returns the summary line."""
+    from .images.disk import load_disk_spec
+    from .images.iso import load_iso_spec
     from .runtime.cloudconfig import check_project
-    project = load_project(settings)   # fresh: validation must see the files as they are now
-    errors = check_project(project)
-    if errors:
-        return TaskFailed("\n".join(map(str, errors)))
-    print(f"{len(project.graph.packages)} packages, {len(project.tree.templates)} templates: ok")
-    return None
+    found = Collector()
+    with found.logged_warnings():
+        # fresh, not from the cache: validation must see the files as they are now
+        project = load_project(settings, errors=found)
+        for finding in check_project(project):
+            found.add(finding)
+        for path, load in ((settings.iso, load_iso_spec), (settings.disk, load_disk_spec)):
+            if path.is_file():
+                try:
+                    load(path)
+                except CosbuildError as exc:
+                    found.add(exc)
+    if not settings.strict:
+        for warning in found.warnings:
+            log.warning("%s", warning)
+    found.raise_if_any(strict=settings.strict)
+    n = len(found.warnings)
+    warned = f", {n} warning{'s' * (n != 1)}" if n else ""
+    return (f"ok: {len(project.graph.packages)} packages, {len(project.tree.templates)} "
+            f"templates, values: {', '.join(map(str, settings.values)) or 'none'}{warned}")
+
+
+@_user_errors_fail
+def _validate(settings: Settings) -> None:
+    print(validate(settings))
 
 
 def _write_spec(path: Path, text: str) -> None:
@@ -270,6 +297,12 @@ def dodo_namespace(options: dict | None = None, doit_vars: dict | None = None) -
     except CosbuildError as exc:
         print(f"cosbuild: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    return project_namespace(project)
+
+
+def project_namespace(project: Project) -> dict:
+    """The doit namespace of a loaded project, with its build folder ready."""
+    config = project.settings
     config.build_dir.mkdir(parents=True, exist_ok=True)
     remove_partial_files(config.build_dir)
     # `kill` (SIGTERM) unwinds like Ctrl-C, so containers and temporary files are cleaned up

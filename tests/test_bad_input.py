@@ -140,3 +140,41 @@ def test_no_traceback_from_the_real_command(project):
         assert proc.returncode == 1
         assert "Traceback" not in proc.stderr
         assert "tree/app/build.yaml:3" in proc.stderr
+
+
+def test_validate_reports_every_stage_in_one_run(project, run_cli):
+    # one mistake per stage: none hides another
+    project({**BASIC,
+             "tree/bad/definition.yaml": "name: bad\ncategory: x\n",                    # load
+             "tree/ugly/definition.yaml": "name: ugly\ncategory: x\nversion: '1'\n",   # render
+             "tree/ugly/build.yaml": "image: x\nsteps:\n  - echo {{ values.nosuch }}\n",
+             "tree/app/build.yaml": "requires: [{name: bsae, category: distro}]\n",    # resolve
+             "tree/base/oem/50.yaml": "stages:\n  boot:\n    - commands: echo\n",      # cloud-config
+             "iso.yaml": "packages: {rootfs: [a/b]}\nlabel: [X]\n"})                    # iso.yaml
+    code, out, err = run_cli("validate")
+    assert code == 1 and out == ""
+    for fragment in ("tree/bad/definition.yaml:1: version: missing",
+                     "tree/ugly/build.yaml:3", "undefined variable 'nosuch'",
+                     "tree/app/build.yaml", "requires distro/bsae", "did you mean 'distro/base'?",
+                     "tree/base/oem/50.yaml:3: stages.boot[1].commands: expected a list",
+                     "iso.yaml:2: label: expected a string"):
+        assert fragment in err, f"{fragment!r} not in {err!r}"
+
+
+def test_a_cycle_is_reported_with_the_other_mistakes(project, run_cli):
+    project({**BASIC, "tree/base/build.yaml": "requires: [{name: app, category: app}]\n",
+             "tree/x/definition.yaml": "name: x\n"})
+    code, _, err = run_cli("validate")
+    assert code == 1
+    assert "dependency cycle: app/app@0.1 -> distro/base@1.0 -> app/app@0.1" in err
+    assert "tree/x/definition.yaml:1: version: missing" in err
+
+
+def test_iso_yaml_unknown_keys_are_warnings_and_strict_errors(project, run_cli, caplog):
+    project({**BASIC, "iso.yaml": "packages: {rootfs: [app/app]}\noverlay: false\nlabl: X\n"})
+    code, out, _ = run_cli("validate")
+    assert code == 0 and out.endswith(", 1 warning\n")
+    assert "iso.yaml:3: labl: unknown keyword 'labl' in iso.yaml, ignored (did you mean " \
+           "'label'?)" in caplog.text
+    code, _, err = run_cli("--strict", "validate")
+    assert code == 1 and "iso.yaml:3: labl: unknown keyword 'labl'" in err

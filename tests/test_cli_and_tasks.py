@@ -98,9 +98,11 @@ def test_dodo_in_this_repository_lists_the_sample_tasks():
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "render:system/sampleOS" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "cosbuild.cli", "validate"], cwd=REPO,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0 and proc.stdout.startswith("ok: 9 packages")
+    # the sample is clean even under --strict: no key yip or luet-makeiso would ignore
+    proc = subprocess.run([sys.executable, "-m", "cosbuild.cli", "validate", "--strict"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok: 9 packages"), proc.stderr
+    assert "warning" not in proc.stdout + proc.stderr.lower()
 
 
 def test_keyword_reference_is_generated_from_the_table():
@@ -110,3 +112,86 @@ def test_keyword_reference_is_generated_from_the_table():
     assert proc.stdout == text + "\n" or proc.stdout == text, \
         "docs/keywords.md is stale: run `cosbuild keywords > docs/keywords.md`"
     assert "| `requires_final_images` |" in text and "| `bootstrap` |" in text
+
+
+# --------------------------------------------------------------------------- global options
+
+def test_global_options_before_or_after_the_command(project, run_cli):
+    project({**TWO_VERSIONS, "values/a.yaml": "v: a\n", "values/b.yaml": "v: b\n",
+             "tree/base/build.yaml": "image: 'x:{{ values.v }}'\n"})
+    code, out, _ = run_cli("graph", "--json", "--tree", "tree", "--values", "values/a.yaml")
+    assert code == 0 and json.loads(out)["order"]
+    # in their order wherever they are: the rightmost values file wins
+    assert "x:b" in run_cli("--values", "values/a.yaml", "render", "distro/base",
+                            "--values=values/b.yaml")[1]
+    assert "x:a" in run_cli("render", "--values", "values/b.yaml", "distro/base",
+                            "--values", "values/a.yaml")[1]
+    code, _, err = run_cli("validate", "--tree", "elsewhere")
+    assert code == 1 and "elsewhere: tree folder not found" in err
+
+
+def test_hoisting_leaves_the_commands_own_arguments_alone():
+    from cosbuild.cli import _hoist_global_options as hoist
+    # -v after a doit command is doit's verbosity; long global options are still ours
+    assert hoist(["run", "-v", "2", "--tree", "t", "build"]) == (["--tree", "t", "run", "-v", "2",
+                                                                    "build"], 2)
+    assert hoist(["validate", "-v", "--strict"]) == (["-v", "--strict", "validate"], 2)
+    assert hoist(["install", "--root", "r", "--repo", "x", "a/b", "--flavor", "f"]) == (
+        ["--flavor", "f", "install", "--root", "r", "--repo", "x", "a/b"], 2)
+    assert hoist(["render", "--", "--tree"]) == (["render", "--", "--tree"], 0)
+
+
+def test_doit_commands_take_global_options_after_their_own(project):
+    root = project({**BASIC, "other/x/definition.yaml": "name: x\ncategory: o\nversion: '1'\n"})
+    listing = _doit(root, "list", "--all", "--tree", "other")
+    assert "render:o/x" in listing and "render:app/app" not in listing
+
+
+# --------------------------------------------------------------------------- cosbuild build
+
+def test_build_runs_the_build_tasks_of_the_packages_and_their_deps(project, run_cli):
+    # image-less packages: no container needed; retrieve makes b build on a
+    root = project({"tree/a/definition.yaml": "name: a\ncategory: meta\nversion: '1'\n",
+                    "tree/b/definition.yaml": "name: b\ncategory: meta\nversion: '1'\n",
+                    "tree/b/build.yaml": "retrieve: [a-meta-1]\n",
+                    "tree/c/definition.yaml": "name: c\ncategory: meta\nversion: '1'\n"})
+    code, out, err = run_cli("build", "meta/b@>=1")
+    assert code == 0, err
+    built = sorted(p.name for p in (root / "build").glob("*.package.tar.zst"))
+    assert built == ["a-meta-1.package.tar.zst", "b-meta-1.package.tar.zst"]
+    code, _, err = run_cli("build", "meta/bb", "meta/c", "mta/a")
+    assert code == 1
+    assert "meta/bb" in err and "did you mean 'meta/b'?" in err
+    assert "mta/a" in err and "did you mean 'meta/a'?" in err
+
+
+# --------------------------------------------------------------------------- partial trees
+
+BROKEN_ELSEWHERE = {**BASIC,
+                    "tree/bad/definition.yaml": "name: bad\ncategory: x\n",
+                    "tree/ugly/definition.yaml": "name: ugly\ncategory: x\nversion: '1'\n",
+                    "tree/ugly/build.yaml": "image: x\nsteps:\n  - echo {{ values.nosuch }}\n",
+                    "tree/user/definition.yaml": "name: user\ncategory: x\nversion: '1'\n",
+                    "tree/user/build.yaml": "requires: [{name: ugly, category: x}]\n"}
+
+
+def test_render_and_graph_of_a_package_work_when_another_is_broken(project, run_cli, caplog):
+    project(BROKEN_ELSEWHERE)
+    code, out, err = run_cli("render", "app/app")
+    assert code == 0 and "echo app" in out, err
+    code, out, err = run_cli("graph", "app/app")
+    assert code == 0 and out.splitlines()[1].startswith("  distro/base@1.0")
+    assert "2 errors elsewhere in the project" in caplog.text
+    code, out, err = run_cli("graph", "x/user")
+    assert code == 1 and "x/user@1 is not in the graph" in err and "nosuch" in err
+
+
+def test_graph_shows_what_resolves_and_reports_the_rest(project, run_cli):
+    project(BROKEN_ELSEWHERE)
+    code, out, err = run_cli("graph", "--json")
+    assert code == 1
+    assert sorted(json.loads(out)["order"]) == ["app/app", "distro/base"]
+    assert "tree/bad/definition.yaml:1: version: missing" in err
+    assert "tree/ugly/build.yaml:3" in err and "nosuch" in err
+    # x/user builds on the broken x/ugly: left out, not reported a second time
+    assert "x/user" not in err

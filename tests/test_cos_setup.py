@@ -254,10 +254,40 @@ def test_broken_cloud_config_is_rejected(tmp_path, text, fragments):
 
 
 def test_validate_rejects_a_broken_oem_file(project, run_cli):
-    project({**BASIC, "tree/app/oem/50_app.yaml": "name: app\nstages:\n  boot:\n    - fiels: []\n"})
+    project({**BASIC, "tree/app/oem/50_app.yaml": "name: app\nstages:\n  boot:\n    - commands: echo\n"})
     code, _, err = run_cli("validate")
     assert code == 1
-    assert "tree/app/oem/50_app.yaml:4: stages.boot[1].fiels: unknown step key 'fiels'" in err
+    assert "tree/app/oem/50_app.yaml:4: stages.boot[1].commands: expected a list" in err
+
+
+def test_keys_yip_ignores_are_warnings_and_errors_when_strict(project, run_cli, monkeypatch,
+                                                              caplog):
+    # cOS's setup.yaml has a `systemd:` step key, which yip (and cos-setup) ignore
+    project({**BASIC, "tree/app/oem/50_app.yaml": """\
+        stages:
+          boot:
+            - systemd: {enable: [x]}
+              files:
+                - {path: /etc/x, permission: 0644}
+        """})
+    expected = ["tree/app/oem/50_app.yaml:3: stages.boot[1].systemd: unknown step key 'systemd', "
+                "ignored (did you mean 'systemctl'?)",
+                "50_app.yaml:5: stages.boot[1].files.permission: unknown file key 'permission', "
+                "ignored (did you mean 'permissions'?)"]
+    code, out, _ = run_cli("validate")
+    assert code == 0 and "2 warnings" in out
+    assert all(e in caplog.text for e in expected), caplog.text
+    caplog.clear()
+    code, _, err = run_cli("validate", "--strict")
+    assert code == 1 and all(e in err for e in expected) and not caplog.text, err
+    monkeypatch.setenv("COSBUILD_STRICT", "1")
+    assert run_cli("validate")[0] == 1
+
+
+def test_cos_setup_ignores_unknown_step_keys_as_yip_does(cos_setup, capsys):
+    assert step(cos_setup, "stages: {default: [{systemd: {enable: [x]}, directories: [{path: /d}]}]}")
+    assert "unknown step key 'systemd', ignored" in capsys.readouterr().err
+    assert (cos_setup.root / "d").is_dir()
 
 
 def test_users_with_password_hash_groups_shell_uid_and_keys(cos_setup):

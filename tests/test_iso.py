@@ -23,6 +23,8 @@ from cosbuild.tree.project import load_project
 
 from .conftest import REPO
 
+REAL_ISO_YAML = Path("/work/shared/real-trees/cos-toolkit-sample-repo/iso.yaml")
+
 ISO_YAML = """\
 packages:
   rootfs: [system/os]
@@ -129,7 +131,10 @@ def test_iso_steps_are_reproducible(iso_builder, tmp_path):
 
 
 @pytest.mark.parametrize("text, fragment", [
-    (ISO_YAML + "labell: X\n", "unknown keyword 'labell' in iso.yaml (did you mean 'label'?)"),
+    (ISO_YAML.replace("label: TEST_LIVE", "label: [X]"), "label: expected a string, got a list"),
+    (ISO_YAML + "image_date: 'yes'\n", "image_date: expected true or false"),
+    (ISO_YAML + "overlay: true\n", "overlay: expected a mapping, got a boolean"),
+    (ISO_YAML + "overlay: {rootfs: [a]}\n", "rootfs: expected a string, got a list"),
     (ISO_YAML.replace("  rootfs: [system/os]\n", ""), "packages.rootfs is empty"),
     ("label: X\n", "missing required keyword 'packages'"),
     (ISO_YAML + "overlay: {rootfs: nowhere}\n", "overlay folder"),
@@ -142,6 +147,50 @@ def test_bad_iso_yaml(tmp_path, text, fragment):
     with pytest.raises(CosbuildError) as info:
         isomod.load_iso_spec(path)
     assert fragment in str(info.value) and str(path) in str(info.value)
+
+
+# cOS-toolkit's manifest.yaml (v0.5/v0.6, what its Makefile gives `luet makeiso`): keys for
+# other tools, `overlay: false` from before luet-makeiso 0.3.2
+COS_MANIFEST = """\
+packages:
+  rootfs: [system/cos]
+  uefi: [live/systemd-boot, live/boot]
+  isoimage: [live/syslinux, live/boot, recovery/cos-img]
+  buidl: [x]
+build: [system/cos, recovery/cos-img]
+overlay: false
+raw_disk:
+  x86_64:
+    packages: [{name: system/grub2-efi}]
+initramfs: {kernel_file: "vmlinuz", rootfs_file: "initrd"}
+image_prefix: "cOS-0."
+imgae_name: x
+image_date: true
+label: "COS_LIVE"
+luet:
+  repositories:
+  - {name: cOS, enable: true, urls: [quay.io/costoolkit/releases-green], type: docker}
+"""
+
+
+def test_cos_manifest_loads_with_warnings(tmp_path, caplog):
+    path = tmp_path / "manifest.yaml"
+    path.write_text(COS_MANIFEST)
+    iso = isomod.load_iso_spec(path)
+    assert iso.overlay == {} and [r.id for r in iso.rootfs] == ["system/cos"]
+    assert iso.label == "COS_LIVE" and iso.file_name.startswith("cOS-0.") and iso.repositories
+    for fragment in (f"{path}:5: buidl: unknown keyword 'buidl' in packages, ignored",
+                     f"{path}:6: build: unknown keyword 'build' in iso.yaml, ignored",
+                     f"{path}:13: imgae_name: unknown keyword 'imgae_name' in iso.yaml, "
+                     "ignored (did you mean 'image_name'?)", f"{path}:8: raw_disk:"):
+        assert fragment in caplog.text, caplog.text
+
+
+@pytest.mark.skipif(not REAL_ISO_YAML.is_file(), reason="the real trees are not here")
+def test_the_sample_repositorys_iso_yaml_loads(caplog):
+    iso = isomod.load_iso_spec(REAL_ISO_YAML)
+    assert [r.id for r in iso.rootfs] == ["system/sampleOS"] and iso.label == "COS_LIVE"
+    assert not caplog.text
 
 
 def test_unknown_package_in_iso_yaml(tmp_path, monkeypatch):

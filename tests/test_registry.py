@@ -15,7 +15,7 @@ import pytest
 
 from cosbuild import settings
 from cosbuild.builds.cache import ImageCache
-from cosbuild.cli import _command_index
+from cosbuild.cli import _hoist_global_options
 from cosbuild.errors import CosbuildError
 from cosbuild.oci.layers import apply_layer
 from cosbuild.oci.registry import (Reference, Registry, credentials, parse_reference,
@@ -203,7 +203,8 @@ def test_cache_settings():
     assert s.repo_urls == ("http://a/repo", "http://b/repo")
     assert not settings.resolve({}, env={}).push
     # a flag takes no value: the next word is the command
-    assert _command_index(["--push", "--image-repository", "r.io/c", "run", "build"], "run") == 3
+    words = ["--push", "--image-repository", "r.io/c", "run", "build"]
+    assert _hoist_global_options(words) == (words, 3)
 
 
 @pytest.mark.parametrize("env, message", [

@@ -440,13 +440,24 @@ def test_macro_sees_values_files(project):
     assert out.build.steps == ("a b c",)
 
 
-def test_macros_from_several_template_folders(project):
-    write(project / "apps" / "templates" / "more.yaml", """\
-        {%- macro shout(x) -%}
-        {{ x | upper }}!
-        {%- endmacro %}
-        """)
-    _, out = render_build(project, "image: busybox\nsteps:\n  - {{ shout(values.name) }} {{ greet('a') }}\n")
+def test_only_the_templates_folder_at_the_top_of_a_tree_holds_templates(project, tmp_path):
+    # luet 0.20 reads <tree>/templates only: deeper, `templates` is package content
+    write(project / "apps" / "templates" / "more.yaml", "{% macro shout(x) %}{{ x }}!{% endmacro %}\n")
+    write(project / "apps" / "templates" / "tpl" / "definition.yaml",
+          "name: tpl\ncategory: apps\nversion: '1'\n")
+    loaded, pkgs = load(project)
+    assert loaded.templates == (project / "templates" / "macros.yaml",) and "apps/tpl" in pkgs
+    with pytest.raises(CosbuildError, match="undefined variable 'shout'"):
+        render_build(project, "image: busybox\nsteps:\n  - {{ shout(values.name) }}\n")
+    # a second tree's templates/ is used too; a tree folder named `templates` is a tree
+    other = tmp_path / "templates"
+    write(other / "templates" / "more.yaml", "{% macro shout(x) %}{{ x | upper }}!{% endmacro %}\n")
+    write(other / "pkg" / "definition.yaml", "name: other\ncategory: apps\nversion: '1'\n")
+    set_build(project, "image: busybox\nsteps:\n  - {{ shout(values.name) }} {{ greet('a') }}\n")
+    loaded = load_trees([project, other])
+    assert "apps/other" in {p.id for p in loaded.packages}
+    hello = next(p for p in loaded.packages if p.id == "apps/hello")
+    out = Renderer(loaded.templates, []).render(hello)
     assert out.build.steps == ("HELLO! echo hello a from hello-1.0+1",)
 
 

@@ -60,23 +60,34 @@ SQUASHFS_KEYWORDS = (
 LUET_KEYWORDS = (
     spec.Keyword("repositories", spec.ANY, (), "client repositories (as in a luet config)"),
 )
+
+
+def _nested(table: tuple, what: str) -> spec.Type:
+    """luet-makeiso ignores the keys it does not know, at every level: warnings here."""
+    return spec.nested(table, what, warn_unknown=True)
+
+
+_OVERLAY = _nested(OVERLAY_KEYWORDS, "overlay")
+# luet-makeiso before 0.3.2 had no overlay map, and the files of its time say `overlay: false`
+OVERLAY = spec.Type(f"{_OVERLAY.describe} or false",
+                    lambda value, where: None if value is False else _OVERLAY.parse(value, where))
 ISO_KEYWORDS = (
-    spec.Keyword("packages", spec.nested(PACKAGES_KEYWORDS, "packages"), None, "what goes where",
+    spec.Keyword("packages", _nested(PACKAGES_KEYWORDS, "packages"), None, "what goes where",
                  required=True),
-    spec.Keyword("initramfs", spec.nested(INITRAMFS_KEYWORDS, "initramfs"), None, "kernel and initrd"),
+    spec.Keyword("initramfs", _nested(INITRAMFS_KEYWORDS, "initramfs"), None, "kernel and initrd"),
     spec.Keyword("label", spec.STR, "COS_LIVE", "ISO volume id (the kernel finds the ISO by it)"),
     spec.Keyword("image_prefix", spec.STR, "", "ISO file name prefix"),
     spec.Keyword("image_date", spec.BOOL, False, "add YYYYMMDD (of SOURCE_DATE_EPOCH) to the name"),
     spec.Keyword("image_name", spec.STR, "", "ISO file name after the prefix"),
     spec.Keyword("arch", spec.STR, "x86_64", "target architecture"),
-    spec.Keyword("overlay", spec.nested(OVERLAY_KEYWORDS, "overlay"), None, "extra files"),
-    spec.Keyword("squashfs_options", spec.nested(SQUASHFS_KEYWORDS, "squashfs_options"), None,
+    spec.Keyword("overlay", OVERLAY, None, "extra files (false: none)"),
+    spec.Keyword("squashfs_options", _nested(SQUASHFS_KEYWORDS, "squashfs_options"), None,
                  "rootfs.squashfs compression"),
     spec.Keyword("boot_file", spec.STR, "boot/syslinux/isolinux.bin", "BIOS El Torito boot file"),
     spec.Keyword("boot_catalog", spec.STR, "boot/syslinux/boot.cat", "El Torito boot catalog"),
     spec.Keyword("isohybrid_mbr", spec.STR, "boot/syslinux/isohdpfx.bin",
                  "MBR boot code for USB sticks (first 432 bytes are used)"),
-    spec.Keyword("luet", spec.nested(LUET_KEYWORDS, "luet"), None, "where packages come from"),
+    spec.Keyword("luet", _nested(LUET_KEYWORDS, "luet"), None, "where packages come from"),
 )
 
 
@@ -102,7 +113,8 @@ class IsoSpec:
 
 def load_iso_spec(path: Path) -> IsoSpec:
     data, f = spec.parse_file(ISO_KEYWORDS, path, what="iso.yaml",
-                              missing="ISO specification not found", hint="pass --iso FILE")
+                              missing="ISO specification not found", hint="pass --iso FILE",
+                              warn_unknown=True)
     pk, ir = f["packages"], f["initramfs"] or {}
     refs = {}
     for kind in ("rootfs", "uefi", "isoimage"):

@@ -3,13 +3,18 @@ packages ship (SPEC section 5).
 
 The step keys and their shapes are declared once here: the validator checks them, and
 `cos-setup` (runtime/setup.py) applies them in this table's order.
+
+A finding is an error where cos-setup (or yip) would fail on the file: a wrong type, a
+missing path, an invalid mode or encoding. A key yip does not know it ignores (go-yaml
+drops unknown fields), and so does cos-setup: that is a warning (real trees have them, such
+as cOS's `systemd:` step key), an error under `cosbuild validate --strict`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import CosbuildError, did_you_mean
+from ..errors import CosbuildError, CosbuildWarning, did_you_mean
 from ..tree.yamlio import loads
 
 # key -> (expected YAML type, what it does), in the order cos-setup applies a step's keys,
@@ -53,7 +58,8 @@ def looks_like_cloud_config(text: str) -> bool:
 
 
 def check(text: str, file: str | Path) -> list[CosbuildError]:
-    """Every mistake of one cloud-config file, each with file:line and key."""
+    """Every mistake of one cloud-config file, each with file:line and key; the ignored keys
+    are CosbuildWarnings."""
     file = str(file)
     try:
         doc = loads(text, file) or {}
@@ -64,18 +70,22 @@ def check(text: str, file: str | Path) -> list[CosbuildError]:
     def err(message, line, key, hint=None):
         errors.append(CosbuildError(message, file=file, line=line, key=key, hint=hint))
 
+    def ignored(message, line, key, hint=None):
+        errors.append(CosbuildWarning(f"{message}, ignored", file=file, line=line, key=key,
+                                      hint=hint))
+
     if not isinstance(doc, dict):
         err("expected a mapping at the top level", 1, None)
         return errors
     if text.lstrip().startswith("#cloud-config"):
         for key in doc:
             if key not in CLASSIC_KEYS:
-                err(f"unknown #cloud-config key '{key}'", doc.line_of(key), key,
+                ignored(f"unknown #cloud-config key '{key}'", doc.line_of(key), key,
                     did_you_mean(str(key), CLASSIC_KEYS) or f"supported: {', '.join(sorted(CLASSIC_KEYS))}")
         return errors
     for key in doc:
         if key not in ("name", "stages"):
-            err(f"unknown top-level key '{key}'", doc.line_of(key), key,
+            ignored(f"unknown top-level key '{key}'", doc.line_of(key), key,
                 did_you_mean(str(key), ("name", "stages")) or "use name and stages")
     stages = doc.get("stages") or {}
     if not isinstance(stages, dict):
@@ -91,15 +101,15 @@ def check(text: str, file: str | Path) -> list[CosbuildError]:
             if not isinstance(step, dict):
                 err("a step must be a mapping", line, where)
                 continue
-            _check_step(step, where, err)
+            _check_step(step, where, err, ignored)
     return errors
 
 
-def _check_step(step: dict, where: str, err) -> None:
+def _check_step(step: dict, where: str, err, ignored) -> None:
     for key, value in step.items():
         line = step.line_of(key)
         if key not in STEP_KEYS:
-            err(f"unknown step key '{key}'", line, f"{where}.{key}",
+            ignored(f"unknown step key '{key}'", line, f"{where}.{key}",
                 did_you_mean(str(key), STEP_KEYS) or "see SPEC section 5 for the step keys")
             continue
         expected = STEP_KEYS[key][0]
@@ -108,11 +118,11 @@ def _check_step(step: dict, where: str, err) -> None:
             continue
         if key in ("files", "directories", "downloads"):
             for item in value:
-                _check_file_entry(item, key, line, f"{where}.{key}", err)
+                _check_file_entry(item, key, line, f"{where}.{key}", err, ignored)
         elif key == "systemctl":
             for action, units in value.items():
                 if action not in SYSTEMCTL_KEYS:
-                    err(f"unknown systemctl action '{action}'", value.line_of(action),
+                    ignored(f"unknown systemctl action '{action}'", value.line_of(action),
                         f"{where}.systemctl.{action}", did_you_mean(str(action), SYSTEMCTL_KEYS))
                 elif not isinstance(units, list):
                     err("expected a list of units", value.line_of(action), f"{where}.systemctl.{action}")
@@ -120,7 +130,7 @@ def _check_step(step: dict, where: str, err) -> None:
             err("every command must be a string", line, f"{where}.commands")
 
 
-def _check_file_entry(item, kind: str, line: int, where: str, err) -> None:
+def _check_file_entry(item, kind: str, line: int, where: str, err, ignored) -> None:
     if not isinstance(item, dict):
         err("expected a mapping", line, where)
         return
@@ -139,7 +149,7 @@ def _check_file_entry(item, kind: str, line: int, where: str, err) -> None:
     if kind == "files":
         for key in item:
             if key not in FILE_KEYS:
-                err(f"unknown file key '{key}'", item.line_of(key), f"{where}.{key}",
+                ignored(f"unknown file key '{key}'", item.line_of(key), f"{where}.{key}",
                     did_you_mean(str(key), FILE_KEYS))
         encoding = str(item.get("encoding") or "").lower()
         if encoding not in ENCODINGS:
@@ -152,11 +162,12 @@ def _describe(kind) -> str:
 
 
 def check_project(project) -> list[CosbuildError]:
-    """Every cloud-config file among the YAML files of the packages' folders."""
+    """The findings of every cloud-config file among the YAML files of the packages'
+    folders (of every loaded package: one that failed to render still ships its files)."""
     # the tree side is needed at build time only: importing it here keeps cos-setup light
-    from ..tree.load import BUILD, COLLECTION, DEFINITION, FINALIZE
+    from ..tree.load import BUILD, COLLECTION, DEFINITION, FINALIZE, context_files
     errors = []
-    files = sorted({f for p in project.graph.packages.values() for f in p.files
+    files = sorted({f for p in project.tree.packages for f in context_files(p.folder)
                     if f.endswith((".yaml", ".yml"))
                     and Path(f).name not in (BUILD, COLLECTION, DEFINITION, FINALIZE)})
     for name in files:

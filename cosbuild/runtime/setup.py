@@ -278,9 +278,8 @@ def run_step(step, where):
     env = {}
     ok = True
     for key in step:
-        if key not in STEP_KEYS:
-            log(f"{name}: unknown step key {key!r}")
-            ok = False
+        if key not in STEP_KEYS:   # as yip does: real trees have such keys (cOS's `systemd:`)
+            log(f"{name}: unknown step key {key!r}, ignored")
     # in the table's order (as yip runs its plugins), whatever the order of the step's keys
     for key in APPLIED:
         if key not in step:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import Collector, CosbuildError
+from ..errors import Collector, CosbuildError, did_you_mean
 from . import versions
 from .load import PackageSource, Tree, context_files
 from .spec import Rendered
@@ -84,7 +84,11 @@ class Graph:
     resolver: "Resolver" = field(repr=False, compare=False, default=None)
 
     def resolve(self, ref: PackageRef, asked_by: str = "") -> Package:
-        return self.packages[self.resolver.key(ref, asked_by)]
+        key = self.resolver.key(ref, asked_by)
+        if key not in self.packages:   # loaded, but left out of a graph built with errors
+            raise CosbuildError(f"{key} is not in the graph: it or a package it builds on "
+                                "failed (see the errors)")
+        return self.packages[key]
 
     def task_name(self, key: str) -> str:
         """`category/name` for the newest version, `category/name@version` for older ones."""
@@ -119,7 +123,8 @@ class Resolver:
             available = ", ".join(sorted(candidates, key=versions.sort_key)) or "none"
             raise CosbuildError(f"{who}{ref}, but no version satisfies it "
                                 f"(available versions of {ref.id}: {available})",
-                                hint="fix the selector or add the package to a tree")
+                                hint=(None if candidates else did_you_mean(ref.id, self.versions))
+                                or "fix the selector or add the package to a tree")
         return candidates[chosen]
 
     def runtime_closure(self, refs, asked_by: str = "") -> list[str]:
@@ -135,20 +140,26 @@ class Resolver:
         return out
 
 
-def build_graph(tree: Tree, renderer: "Renderer") -> Graph:
-    errors = Collector()
+def build_graph(tree: Tree, renderer: "Renderer", errors: Collector | None = None) -> Graph:
+    """Render and resolve every package. Without `errors`, any mistake fails; with it, the
+    mistakes go there and the graph holds the packages that rendered and resolved together
+    with everything they build on (`cosbuild graph` shows what works while reporting the rest)."""
+    own = errors is None
+    errors = Collector() if own else errors
     rendered: dict[str, tuple[PackageSource, Rendered]] = {}
     for src in tree.packages:
         try:
             rendered[src.key] = (src, renderer.render(src))
         except CosbuildError as exc:
             errors.add(exc)
-    errors.raise_if_any()
+    if own:
+        errors.raise_if_any()
 
-    sources = [s for s, _ in rendered.values()]
-    resolver = Resolver(sources)
+    # selectors resolve against every loaded package: one that failed to render is reported
+    # once, above, not again by each package that builds on it
+    resolver = Resolver(tree.packages)
     artifact_names = [(f"{s.definition.name}-{s.definition.category}-{s.version}{ARTIFACT_SUFFIX}",
-                       s.key) for s in sources]
+                       s.key) for s in tree.packages]
     deps: dict[str, tuple[str, ...]] = {}
     for key, (src, r) in rendered.items():
         try:
@@ -157,9 +168,20 @@ def build_graph(tree: Tree, renderer: "Renderer") -> Graph:
             if not exc.file:
                 exc = CosbuildError(exc.message, file=src.build_file, hint=exc.hint)
             errors.add(exc)
-    errors.raise_if_any()
+    if own:
+        errors.raise_if_any()
 
-    order = topological_order(deps)
+    while True:
+        _drop_broken(deps)
+        try:
+            order = topological_order(deps)
+            break
+        except CycleError as exc:
+            if own:
+                raise
+            errors.add(exc)
+            for key in exc.cycle:
+                deps.pop(key, None)
     packages: dict[str, Package] = {}
     for key in order:
         src, r = rendered[key]
@@ -189,6 +211,20 @@ def _build_deps(src: PackageSource, r: Rendered, resolver: Resolver,
     return tuple(dict.fromkeys(k for k in keys if k != src.key))
 
 
+def _drop_broken(deps: dict[str, tuple[str, ...]]) -> None:
+    """Leave out, transitively, the packages that build on one not in `deps` (it failed)."""
+    while broken := [key for key, needs in deps.items() if any(d not in deps for d in needs)]:
+        for key in broken:
+            del deps[key]
+
+
+class CycleError(CosbuildError):
+    def __init__(self, cycle: list[str]):
+        self.cycle = cycle
+        super().__init__("dependency cycle: " + " -> ".join(cycle),
+                         hint="remove one of these build requirements")
+
+
 def topological_order(deps: dict[str, tuple[str, ...]]) -> list[str]:
     """Deps first, ties broken by key; a cycle is reported with its full path."""
     order: list[str] = []
@@ -199,9 +235,7 @@ def topological_order(deps: dict[str, tuple[str, ...]]) -> list[str]:
         if state.get(key) == "done":
             return
         if state.get(key) == "active":
-            cycle = stack[stack.index(key):] + [key]
-            raise CosbuildError("dependency cycle: " + " -> ".join(cycle),
-                                hint="remove one of these build requirements")
+            raise CycleError(stack[stack.index(key):] + [key])
         state[key] = "active"
         stack.append(key)
         for dep in sorted(deps[key]):

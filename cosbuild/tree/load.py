@@ -49,9 +49,12 @@ class Tree:
     templates: tuple[Path, ...]      # every templates/*.yaml, in a stable order
 
 
-def load_trees(roots: list[Path]) -> Tree:
-    """Walk every tree root; collect all mistakes before failing."""
-    errors = Collector()
+def load_trees(roots: list[Path], errors: Collector | None = None) -> Tree:
+    """Walk every tree root and collect all mistakes. Without `errors`, any mistake fails the
+    load; with it, the mistakes go there and the tree holds the packages that did load (so
+    `cosbuild render PKG` works while an unrelated package is broken)."""
+    own = errors is None
+    errors = Collector() if own else errors
     packages: list[PackageSource] = []
     templates: list[Path] = []
     for root in roots:
@@ -59,20 +62,25 @@ def load_trees(roots: list[Path]) -> Tree:
             errors.add(CosbuildError("tree folder not found", file=root,
                                      hint="pass an existing folder with --tree"))
             continue
+        # luet 0.20 reads <tree>/templates only: a deeper `templates` folder is package content,
+        # and a tree root that is itself named `templates` is a tree like any other
+        top = root / TEMPLATES
+        if top.is_dir():
+            templates += sorted(p for p in top.iterdir()
+                                if p.suffix in (".yaml", ".yml") and p.is_file())
         for folder, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             here = Path(folder)
-            if here.name == TEMPLATES:
-                templates += sorted(here / f for f in files if f.endswith((".yaml", ".yml")))
-                continue
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                             and not (here == root and d == TEMPLATES))
             for kind in (DEFINITION, COLLECTION):
                 if kind in files:
                     try:
                         packages += _load_folder(here, here / kind)
                     except CosbuildError as exc:
                         errors.add(exc)
-    _check_duplicates(packages, errors)
-    errors.raise_if_any()
+    packages = _without_duplicates(packages, errors)
+    if own:
+        errors.raise_if_any()
     return Tree(tuple(packages), tuple(templates))
 
 
@@ -114,7 +122,8 @@ def parse_definition(data: LineMap, file: Path) -> spec.Definition:
     return spec.Definition(**fields)
 
 
-def _check_duplicates(packages: list[PackageSource], errors: Collector) -> None:
+def _without_duplicates(packages: list[PackageSource], errors: Collector) -> list[PackageSource]:
+    """The packages with each key once (the first); every further declaration is an error."""
     seen: dict[str, PackageSource] = {}
     for pkg in packages:
         first = seen.setdefault(pkg.key, pkg)
@@ -122,6 +131,7 @@ def _check_duplicates(packages: list[PackageSource], errors: Collector) -> None:
             errors.add(CosbuildError(
                 f"duplicate package {pkg.key}, also declared in {first.declared_in}",
                 file=pkg.declared_in, hint="bump the version or remove one of them"))
+    return list(seen.values())
 
 
 def context_files(folder: Path) -> list[str]:

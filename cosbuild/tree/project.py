@@ -4,6 +4,9 @@ Loading renders every package, which is most of the cost of a no-op `doit build`
 result is therefore cached in build/.cache/, keyed by the stat data (size, mtime, inode,
 mode) of every tree file, values file and cosbuild module, like make and doit decide
 up-to-dateness; `cosbuild validate` always loads afresh.
+
+A load with an error Collector does not stop at the first broken package: the project then
+holds what loaded, rendered and resolved, and the collector the rest (never cached).
 """
 
 from __future__ import annotations
@@ -14,10 +17,18 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
+from ..errors import Collector, CosbuildError
 from ..fsutil import atomic_write
 from ..settings import Settings
-from .graph import Graph, build_graph
+from .graph import Graph, Resolver, build_graph
 from .load import Tree, load_trees
+from .versions import PackageRef
+
+if TYPE_CHECKING:
+    from .render import Renderer
+    from .spec import Rendered
 
 CACHE_NAME = "project.pickle"
 
@@ -29,23 +40,54 @@ class Project:
     graph: Graph
 
 
-def load_project(settings: Settings, *, use_cache: bool = False) -> Project:
+def load_project(settings: Settings, *, use_cache: bool = False,
+                 errors: Collector | None = None) -> Project:
+    """The whole project; with `errors`, as much of it as works (see the module doc)."""
+    use_cache = use_cache and errors is None
     cache = settings.build_dir / ".cache" / CACHE_NAME
     fingerprint = _fingerprint(settings) if use_cache else ""
     if use_cache:
         cached = _read_cache(cache, fingerprint)
         if cached is not None:
             return Project(settings, *cached)
-    from .render import Renderer, load_values_files   # not needed on a cache hit
-    tree = load_trees(list(settings.trees))
-    renderer = Renderer(tree.templates, load_values_files(list(settings.values)),
-                        cache_dir=settings.build_dir / ".cache" / "jinja",
-                        engine=settings.template_engine, packages=tree.packages,
-                        roots=settings.trees)
-    project = Project(settings, tree, build_graph(tree, renderer))
+    tree = load_trees(list(settings.trees), errors)
+    renderer = _renderer(settings, tree, errors)
+    # without a renderer (its mistake is collected) nothing renders: an empty graph
+    graph = build_graph(tree if renderer else Tree((), ()), renderer, errors)
+    project = Project(settings, tree, graph)
     if use_cache:
         atomic_write(cache, pickle.dumps((fingerprint, project.tree, project.graph)))
     return project
+
+
+def render_package(settings: Settings, ref: PackageRef) -> "Rendered":
+    """One package rendered: it needs only its own files (and the templates and values),
+    so an unrelated broken package does not stop it."""
+    errors = Collector()
+    tree = load_trees(list(settings.trees), errors)
+    try:
+        key = Resolver(tree.packages).key(ref)
+    except CosbuildError as exc:
+        errors.add(exc)   # with the load errors: one of them may be why it is missing
+        errors.raise_if_any()
+    renderer = _renderer(settings, tree, None)
+    return renderer.render(next(s for s in tree.packages if s.key == key))
+
+
+def _renderer(settings: Settings, tree: Tree, errors: Collector | None) -> "Renderer | None":
+    """The renderer of the tree's templates and the values files; a mistake in those fails
+    every package, so with `errors` it is collected and there is no renderer."""
+    from .render import Renderer, load_values_files   # not needed on a cache hit
+    try:
+        return Renderer(tree.templates, load_values_files(list(settings.values)),
+                        cache_dir=settings.build_dir / ".cache" / "jinja",
+                        engine=settings.template_engine, packages=tree.packages,
+                        roots=settings.trees)
+    except CosbuildError as exc:
+        if errors is None:
+            raise
+        errors.add(exc)
+        return None
 
 
 def _read_cache(path: Path, fingerprint: str):

@@ -162,12 +162,14 @@ def _mib(value, where: Where) -> int:
 MIB = Type("size in MiB", _mib)
 
 
-def nested(table: tuple, what: str) -> Type:
-    """A mapping validated by its own keyword table (iso.yaml's `packages:`, ...)."""
+def nested(table: tuple, what: str, *, warn_unknown: bool = False) -> Type:
+    """A mapping validated by its own keyword table (iso.yaml's `packages:`, ...);
+    `warn_unknown` as in parse()."""
     def parse_nested(value, where):
         if not isinstance(value, dict):
             raise where.error(f"expected a mapping, got {_typename(value)}")
-        return types.MappingProxyType(parse(table, value, where.file, what=what))
+        return types.MappingProxyType(parse(table, value, where.file, what=what,
+                                            warn_unknown=warn_unknown))
     return Type(f"mapping ({what})", parse_nested)
 
 
@@ -181,19 +183,25 @@ class Keyword:
 
 
 def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str,
-          strict: bool = True) -> dict[str, Any]:
-    """Validate `data` against `table`; return {keyword: parsed value} with defaults filled in."""
+          strict: bool = True, warn_unknown: bool = False) -> dict[str, Any]:
+    """Validate `data` against `table`; return {keyword: parsed value} with defaults filled in.
+    An unknown key is an error when `strict`, else ignored; `warn_unknown` makes it a
+    warning instead, for a format whose reader ignores unknown keys (luet-makeiso's)."""
     file = str(file)
     known = {k.name: k for k in table}
     lines = getattr(data, "lines", {})
     line_of = lambda key: lines.get(key, getattr(data, "line", None))  # noqa: E731
-    if strict:
+    if strict or warn_unknown:
         for key in data:
             if key not in known:
-                raise CosbuildError(f"unknown keyword '{key}' in {what}", file=file,
-                                    line=line_of(key), key=str(key),
-                                    hint=did_you_mean(str(key), known)
-                                    or f"known keywords: {', '.join(sorted(known))}")
+                error = CosbuildError(f"unknown keyword '{key}' in {what}"
+                                      + (", ignored" if warn_unknown else ""), file=file,
+                                      line=line_of(key), key=str(key),
+                                      hint=did_you_mean(str(key), known)
+                                      or f"known keywords: {', '.join(sorted(known))}")
+                if not warn_unknown:
+                    raise error
+                log.warning("%s", error)
     out = {}
     for kw in table:
         if kw.name in data and data[kw.name] is not None:
@@ -208,13 +216,14 @@ def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str
 
 
 def parse_file(table: tuple[Keyword, ...], path: Path, *, what: str, missing: str,
-               hint: str) -> tuple[LineMap, dict[str, Any]]:
+               hint: str, warn_unknown: bool = False) -> tuple[LineMap, dict[str, Any]]:
     """A specification file (iso.yaml, disk.yaml) read and validated against `table`: its
-    mapping (for line numbers) and its parsed values; `missing` and `hint` say it is not there."""
+    mapping (for line numbers) and its parsed values; `missing` and `hint` say it is not
+    there; `warn_unknown` as in parse()."""
     if not path.is_file():
         raise CosbuildError(missing, file=path, hint=hint)
     data = load_mapping(path)
-    return data, parse(table, data, path, what=what)
+    return data, parse(table, data, path, what=what, warn_unknown=warn_unknown)
 
 # --------------------------------------------------------------------------- the spec objects
 
