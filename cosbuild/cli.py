@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     fmt = graph.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable JSON")
     fmt.add_argument("--dot", action="store_true", help="Graphviz dot")
+    migrate = sub.add_parser("migrate", help="rewrite a Helm-templated tree (--tree) as Jinja2")
+    migrate.add_argument("--output", type=Path, required=True, help="the new tree's folder")
     sub.add_parser("keywords", help="print the spec keyword reference (Markdown)")
     sub.add_parser("helpers", help="list the template helpers")
     repo = sub.add_parser("create-repo", help="make build/ (or --output) a package repository")
@@ -208,7 +210,16 @@ def _run(args) -> int:
         print(validate(config))
         return 0
     if args.command == "render":
-        print(render_package(config, parse_ref(args.package)).text, end="")
+        rendered = render_package(config, parse_ref(args.package))
+        logging.getLogger("cosbuild").info("%s rendered with %s", args.package, rendered.engine)
+        print(rendered.text, end="")
+        return 0
+    if args.command == "migrate":
+        from .tree.migrate import migrate_tree
+        if len(config.trees) != 1:
+            raise CosbuildError("migrate takes one --tree", hint="migrate each tree on its own")
+        report = migrate_tree(config.trees[0], args.output)
+        print(report.text())
         return 0
     if args.command == "graph":
         return _graph(args, config)
