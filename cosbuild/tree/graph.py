@@ -202,7 +202,7 @@ def build_graph(tree: Tree, renderer: "Renderer") -> Graph:
             pkg, luet_order(key, requires, resolver.by_key), packages)
         base = chain[-1].tag if chain else None
         packages[key] = replace(
-            pkg, chain=chain, hash=image_hash(pkg, [packages[d].hash for d in deps[key]], base))
+            pkg, chain=chain, hash=image_hash(pkg, packages, base))
     latest: dict[str, str] = {}
     for pkg in packages.values():
         best = latest.get(pkg.id)
@@ -296,15 +296,16 @@ def chain_steps(pkg: Package, order: tuple[str, ...],
             steps = [ChainStep(k, None, dep.hash)]
         elif dep.needs_images:
             base = top(dep)
-            steps.append(ChainStep(k, base, image_hash(
-                dep, [packages[d].hash for d in dep.build_deps], base)))
+            steps.append(ChainStep(k, base, image_hash(dep, packages, base)))
     top(pkg)
     return tuple(steps)
 
 
-def image_hash(pkg: Package, dep_hashes: list[str], base: str | None) -> str:
-    """The tag of the package's images when built on the image tagged `base`."""
-    return hashlib.sha256(json.dumps([HASH_SCHEMA, pkg.content, dep_hashes, base]).encode()).hexdigest()
+def image_hash(pkg: Package, packages: dict[str, Package], base: str | None) -> str:
+    """The tag of the package's images when built on the image tagged `base` (None: on its
+    own image source): its content, its build deps' hashes and that base."""
+    deps = [packages[d].hash for d in pkg.build_deps]
+    return hashlib.sha256(json.dumps([HASH_SCHEMA, pkg.content, deps, base]).encode()).hexdigest()
 
 
 def content_digest(rendered: Rendered, folder: Path, files: tuple[str, ...]) -> str:
