@@ -40,9 +40,9 @@ CASES = {
     "dependency cycle": (
         {"tree/base/build.yaml": "requires:\n  - {name: app, category: app}\nsteps: ['true']\n"},
         ["dependency cycle: ", "app/app@0.1 -> distro/base@1.0 -> app/app@0.1"]),
-    "image with requires": (
-        {"tree/app/build.yaml": "image: debian\nrequires:\n  - {name: base, category: distro}\n"},
-        ["tree/app/build.yaml (rendered):1", "'image' cannot be used together with 'requires'"]),
+    "seed is no image source": (
+        {"tree/app/build.yaml": "seed: debian\nsteps:\n  - make\n"},
+        ["tree/app/build.yaml (rendered):2", "no image source", "'seed' is not one in luet 0.20"]),
     "steps without image source": (
         {"tree/app/build.yaml": "steps:\n  - make\n"},
         ["tree/app/build.yaml (rendered):1", "steps", "no image source"]),

@@ -23,6 +23,18 @@ from .conftest import write_files
 
 pytestmark = pytest.mark.integration
 
+# luet's chain: base, app, pd (by fingerprint); pd is built again on app's image, both on that
+CHAINED = {
+    "tree/both/definition.yaml": "name: both\ncategory: apps\nversion: '1'\n",
+    "tree/both/build.yaml": """\
+requires:
+  - {name: pd, category: apps}
+  - {name: app, category: apps}
+steps:
+  - test -x /usr/bin/hello && cat /out/etc/pd /etc/base-marker > /both
+""",
+}
+
 
 def cosbuild(root, *args, env=None, check=True):
     proc = subprocess.run([sys.executable, "-m", "cosbuild.cli", *args], cwd=root,
@@ -74,10 +86,10 @@ def repo_env():
 def built(tmp_path_factory, repo_env):
     """The small tree, built once (in parallel) for the module."""
     root = tmp_path_factory.mktemp("small")
-    write_files(root, SMALL_TREE)
+    write_files(root, {**SMALL_TREE, **CHAINED})
     proc = cosbuild(root, "run", "-n", "2", "-P", "thread", "build", env=repo_env)
     assert ran(proc) == {"build:distro/base", "build:apps/app", "build:apps/pd",
-                         "build:system/fin", "build:virtual/meta"}
+                         "build:system/fin", "build:virtual/meta", "build:apps/both"}
     return root
 
 
@@ -110,6 +122,15 @@ def test_final_images_includes_and_package_dir_with_copy(built):
     assert set(pd) == {"etc", "etc/pd", "info"}
 
 
+def test_requires_chain_each_package_on_the_one_before(built):
+    both = built / "build/both-apps-1.package.tar.zst"
+    assert set(members(both)) == {"both"}
+    # pd's steps ran on app's image (which changed base's marker): all three are below `both`
+    assert read_member(both, "both") == b"pd\nbase\nchanged\n"
+    log = (built / "build/logs/both-apps-1.log").read_text()
+    assert "chain image " in log and "apps/pd@1 on " in log
+
+
 def test_metadata_and_empty_artifact(built):
     meta = yaml.safe_load((built / "build/app-apps-1.0.metadata.yaml").read_text())
     assert meta["package"]["name"] == "app" and meta["compressiontype"] == "zstd"
@@ -126,12 +147,12 @@ def test_no_op_then_incremental_rebuilds(built, repo_env):
     assert ran(cosbuild(built, "run", "build", env=repo_env)) == set()
     (built / "tree/app/hello.sh").write_text("#!/bin/sh\necho hello again\n")
     assert ran(cosbuild(built, "run", "build", env=repo_env)) == {
-        "build:apps/app", "build:apps/pd", "build:system/fin"}
+        "build:apps/app", "build:apps/pd", "build:system/fin", "build:apps/both"}
     # a values key only app uses
     (built / "values").mkdir(exist_ok=True)
     (built / "values/bookworm.yaml").write_text("flag: on\nunused: 1\n")
     assert ran(cosbuild(built, "run", "build", env=repo_env)) == {
-        "build:apps/app", "build:apps/pd", "build:system/fin"}
+        "build:apps/app", "build:apps/pd", "build:system/fin", "build:apps/both"}
     (built / "values/bookworm.yaml").write_text("flag: on\nunused: 2\n")
     assert ran(cosbuild(built, "run", "build", env=repo_env)) == set()
     # a deleted artifact: rewritten from the existing images, nothing else

@@ -139,7 +139,8 @@ def test_iso_steps_are_reproducible(iso_builder, tmp_path):
     ("label: X\n", "missing required keyword 'packages'"),
     (ISO_YAML + "overlay: {rootfs: nowhere}\n", "overlay folder"),
     (ISO_YAML.replace("[system/os]", "[system]"), "invalid package reference 'system'"),
-    (ISO_YAML + "squashfs_options: {compresion: xz}\n", "duplicate key"),
+    # a duplicated key keeps its last value, as in luet-makeiso (go-yaml v2)
+    (ISO_YAML + "squashfs_options: {compresion: xz}\n", "iso.yaml:10: compresion: unknown keyword"),
 ])
 def test_bad_iso_yaml(tmp_path, text, fragment):
     path = tmp_path / "iso.yaml"

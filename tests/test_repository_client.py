@@ -176,7 +176,8 @@ class Workspace:
 
     def add(self, name: str, version: str = "1.0", files: dict | None = None, *,
             category: str = "test", requires: list[str] = (), conflicts: list[str] = (),
-            description: str = "", hidden: bool = False, finalize: list[str] | None = None) -> None:
+            description: str = "", hidden: bool = False, finalize: list[str] | None = None,
+            shell: list[str] | None = None) -> None:
         definition = {"name": name, "category": category, "version": version}
         if requires:
             definition["requires"] = [self._ref(r) for r in requires]
@@ -190,7 +191,8 @@ class Workspace:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "definition.yaml").write_text(yaml.safe_dump(definition))
         if finalize is not None:
-            (folder / "finalize.yaml").write_text(yaml.safe_dump({"install": finalize}))
+            (folder / "finalize.yaml").write_text(
+                yaml.safe_dump({"install": finalize, **({"shell": shell} if shell else {})}))
         self.contents[(category, name, version)] = dict(files or {})
 
     @staticmethod
@@ -410,6 +412,19 @@ def test_install_over_http_gives_the_same_root(ws):
     assert [str(c) for c in done] == ["test/lib@1.0", "test/app@1.0"]
     assert snapshot(by_http) == snapshot(by_disk)
     assert os.stat(by_http / "usr/bin/app").st_ino == os.stat(by_http / "usr/bin/app-link").st_ino
+
+
+def test_finalizer_shell_travels_through_the_repository(ws, root):
+    ws.add("fin", files={"etc/fin": "x\n"}, finalize=["echo done"], shell=["/bin/bash", "-e", "-c"])
+    repo = ws.publish()
+    tree = read_tar_zst(repo / "tree.tar.zst")
+    assert yaml.safe_load(tree["test/fin/1.0/finalize.yaml"]) == {
+        "install": ["echo done"], "shell": ["/bin/bash", "-e", "-c"]}
+    [candidate] = client.load_repository(disk(repo), ws.base / "work")
+    assert candidate.finalize.commands() == [["/bin/bash", "-e", "-c", "echo done"]]
+    # the root has no /bin/bash: the error names the package and the shell, before any chroot
+    with pytest.raises(CosbuildError, match=r"test/fin@1.0 in .*: it has no /bin/bash"):
+        client.install(root, [ref("test/fin")], [disk(repo)])
 
 
 def test_install_falls_back_to_the_next_url(ws, root):

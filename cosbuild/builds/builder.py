@@ -5,11 +5,12 @@ env + retrieve + copy + prelude; package image = builder image + steps. Both are
 `<image_repository>:<build hash>[-builder]`, so an existing pair is reused (no container
 work) and only the artifact is written again when it is missing.
 
-Source images: `image:` (local storage first, then pull), `bootstrap:` (mmdebstrap, cached
-by its inputs), `requires` (the first required package's image; further requires' artifacts
-are unpacked on top, in build order: cosbuild's take on luet's chained build containers),
+Source images: `image:` (local storage first, then pull; any `requires` only order the
+build, as in luet 0.20), `bootstrap:` (mmdebstrap, cached by its inputs),
 `requires_final_images`/`join` (the artifacts of the requires' runtime closure unpacked
-into an empty container).
+into an empty container), else `requires`: luet's chain (graph.py), the top image of
+`Package.chain`. A chain image that no package's own build makes (a package built on
+another base than its own) is built here, into local storage, before the package.
 """
 
 from __future__ import annotations
@@ -77,8 +78,11 @@ class Builder:
     # ----------------------------------------------------------------- names
 
     def tags(self, pkg: Package) -> Tags:
+        return self._tags(pkg.hash)
+
+    def _tags(self, digest: str) -> Tags:
         repo = self.settings.image_repository
-        return Tags(f"{repo}:{pkg.hash}", f"{repo}:{pkg.hash}-builder")
+        return Tags(f"{repo}:{digest}", f"{repo}:{digest}-builder")
 
     def artifact_path(self, pkg: Package) -> Path:
         return self.settings.build_dir / pkg.artifact_file
@@ -126,8 +130,23 @@ class Builder:
         self.buildah.remove_stale_containers(log)
 
     def _build_images(self, pkg: Package, tags: Tags, log: TaskLog) -> None:
+        graph = self.project.graph
+        for step in pkg.chain:
+            if step.base is None or step.tag == graph.packages[step.key].hash:
+                continue   # made by that package's own build (a build dep, done already)
+            step_tags = self._tags(step.tag)
+            if self.buildah.image_exists(step_tags.package):
+                log.write(f"chain image {step_tags.package} ({step.key}) exists: reusing it")
+                continue
+            log.write(f"chain image {step_tags.package}: {step.key} on {self._tags(step.base).package}")
+            self._build_on(graph.packages[step.key], self._tags(step.base).package, [],
+                           step_tags, log)
+        self._build_on(pkg, *self._source(pkg, log), tags, log)
+
+    def _build_on(self, pkg: Package, base: str, overlays: list[Path], tags: Tags,
+                  log: TaskLog) -> None:
+        """The builder and package images of `pkg` on the image `base` (+ artifacts on top)."""
         b = pkg.rendered.build
-        base, overlays = self._source(pkg, log)
         d = pkg.definition
         with self.buildah.container(base, log) as c:
             for archive in overlays:
@@ -162,16 +181,14 @@ class Builder:
         graph = self.project.graph
         if b.bootstrap:
             return self._bootstrap(b.bootstrap, log), []
-        if b.image:
-            self.buildah.ensure_image(b.image, log)
-            return b.image, []
-        if b.final_image_deps:
+        if b.final_image_deps:   # before `image`: luet replaces the image by this one
             closure = set(graph.resolver.runtime_closure(b.final_image_deps, pkg.key))
             return "scratch", [self.artifact_path(graph.packages[k]) for k in graph.order
                                if k in closure]
-        keys = {graph.resolve(ref, pkg.key).key for ref in b.requires}
-        chain = [graph.packages[k] for k in graph.order if k in keys]
-        return self.tags(chain[0]).package, [self.artifact_path(p) for p in chain[1:]]
+        if b.image:
+            self.buildah.ensure_image(b.image, log)
+            return b.image, []
+        return self._tags(pkg.chain[-1].tag).package, []
 
     def _bootstrap(self, spec: Bootstrap, log: TaskLog) -> str:
         """A Debian rootfs from mmdebstrap as an image, cached by its inputs."""

@@ -122,7 +122,7 @@ def repositories(repo_args: list[str], config: Path | None, root: Path | None = 
 class Candidate:
     """A package a repository offers."""
     definition: spec.Definition
-    finalize: tuple[str, ...]
+    finalize: spec.Finalize
     artifact: str               # file name in the repository
     sha256: str
     files: tuple[str, ...]
@@ -180,9 +180,12 @@ def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
         entry = by_id.get((definition.category, definition.name, definition.version))
         if entry is None:
             continue   # in the tree but not built: nothing to install
-        finalize = loads(blobs["tree"].get(path.replace("definition.yaml", "finalize.yaml"),
-                                           b"").decode(), where) or {}
-        out.append(Candidate(definition, tuple(finalize.get("install") or ()), entry["path"],
+        fwhere = where.replace("definition.yaml", "finalize.yaml")
+        fdata = loads(blobs["tree"].get(path.replace("definition.yaml", "finalize.yaml"),
+                                        b"").decode(), fwhere) or {}
+        finalize = spec.Finalize(**spec.parse(spec.FINALIZE_KEYWORDS, fdata, fwhere,
+                                              what="finalize.yaml", strict=False))
+        out.append(Candidate(definition, finalize, entry["path"],
                              entry["checksums"]["sha256"], tuple(entry.get("files") or ()), repo,
                              transport.url))
     return out
@@ -405,7 +408,7 @@ def _apply(root: Path, work: Path, installed: Installed, todo: list[Candidate], 
             remove |= set(old["files"]) - set(files)
         db.packages[c.id] = {"version": c.version, "repository": c.repo.name, "files": files,
                              "requires": [r.id for r in c.definition.requires],
-                             "finalize": list(c.finalize)}
+                             "finalize": list(c.finalize.install)}
     remove -= set(new_owner)
     _check_against_root(root, staging, remove)
     _commit(root, work, db, sorted(remove, reverse=True))
@@ -600,17 +603,26 @@ def _check_member(member: tarfile.TarInfo, symlinks: set, regular: set, what: st
 # --------------------------------------------------------------------------- finalizers
 
 def _finalize(root: Path, installed: list[Candidate]) -> None:
-    todo = [c for c in installed if c.finalize]
+    todo = [c for c in installed if c.finalize.install]
     if not todo:
         return
-    if not (root / "bin/sh").exists():
-        raise CosbuildError(f"cannot run finalizers in {root}: it has no /bin/sh")
     log = TaskLog(root / "var/log/cosbuild-finalize.log")
     with log:
         for c in todo:
-            for n, command in enumerate(c.finalize, 1):
-                run(["chroot", str(root), "/bin/sh", "-c", command], log=log,
-                    what=f"{c}: finalizer {n}")
+            for n, argv in enumerate(c.finalize.commands(), 1):
+                if not _in_root_path(root, argv[0]):
+                    raise CosbuildError(f"cannot run the finalizers of {c} in {root}: it has no "
+                                        f"{argv[0]}", key="shell",
+                                        hint="install a package that provides it first")
+                run(["chroot", str(root), *argv], log=log, what=f"{c}: finalizer {n}")
+
+
+def _in_root_path(root: Path, program: str) -> bool:
+    """Whether `program` (a path or a name looked up in PATH, as chroot does) is in the root."""
+    if "/" in program:
+        return (root / program.lstrip("/")).exists()
+    return any((root / d.lstrip("/") / program).exists()
+               for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if d)
 
 
 def search(repos: list[RepoConfig], term: str, workdir: Path) -> list[Candidate]:

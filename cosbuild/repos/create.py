@@ -80,9 +80,11 @@ def create_repo(project: Project, output: Path, info: RepoInfo, packages: Path |
         pkg = graph.packages[f"{p['category']}/{p['name']}@{p['version']}"]
         folder = f"{p['category']}/{p['name']}/{p['version']}"
         runtime[f"{folder}/definition.yaml"] = dumps(p).encode()
-        if pkg.rendered.finalize.install:
+        finalize = pkg.rendered.finalize
+        if finalize.install:
             runtime[f"{folder}/finalize.yaml"] = dumps(
-                {"install": list(pkg.rendered.finalize.install)}).encode()
+                {"install": list(finalize.install), **({"shell": list(finalize.shell)}
+                                                        if finalize.shell else {})}).encode()
     files = {
         "tree": (TREE_FILE, artifact.write_tar_blobs(runtime, output / TREE_FILE)),
         "meta": (META_FILE, artifact.write_tar_blobs(

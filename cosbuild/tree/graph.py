@@ -3,8 +3,15 @@
 Build deps come from `requires`, `requires_final_images`/`join`, `copy.package` and
 `retrieve` (artifact names matched against other packages' artifact files). The build hash
 covers the rendered spec, the bytes and normalized modes of every file of the package
-folder (relative paths) and the deps' build hashes, so it is the same on every machine
-and checkout and changes exactly when the package or something it builds on changes.
+folder (relative paths), the deps' build hashes and the image the build starts from, so it
+is the same on every machine and checkout and changes exactly when the package or
+something it builds on changes.
+
+A build with `requires` and no image source of its own starts from luet 0.20's chain
+(compiler.go, `compile`): every package of its transitive build requires, in luet's order
+(`luet_order`), is built again on the package image of the one before it, unless it has an
+image source of its own (then it starts from that and the packages before it only order the
+build). Each image of the chain is tagged by the hash of its package and of the image below.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,8 +35,17 @@ from .versions import PackageRef
 if TYPE_CHECKING:
     from .render import Renderer
 
-HASH_SCHEMA = "cosbuild-build-hash-1"   # bump when the hash recipe changes
+HASH_SCHEMA = "cosbuild-build-hash-2"   # bump when the hash recipe changes
 ARTIFACT_SUFFIX = ".package.tar.zst"
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    """One image of a build chain: package `key` built on the image tagged `base` (None: on
+    its own image source, as by its own build) into the image tagged `tag`."""
+    key: str
+    base: str | None
+    tag: str
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,8 @@ class Package:
     build_deps: tuple[str, ...] = ()     # keys (category/name@version) of resolved build deps
     files: tuple[str, ...] = ()          # the build context, sorted
     hash: str = ""
+    content: str = ""                    # digest of the spec and the files alone
+    chain: tuple[ChainStep, ...] = ()    # the images below this build (requires, no image source)
 
     @property
     def id(self) -> str:
@@ -74,6 +92,19 @@ class Package:
         """A package with no image source (and so no steps) needs no container at all."""
         b = self.rendered.build
         return bool(b.image or b.bootstrap or b.requires or b.join)
+
+    @property
+    def own_source(self) -> bool:
+        """Whether the build starts from an image of its own rather than from a chain."""
+        b = self.rendered.build
+        return bool(b.image or b.bootstrap or b.final_image_deps)
+
+    @property
+    def chain_requires(self) -> tuple:
+        """The requires luet chains: none for a final-images build (luet 0.20.12 and later
+        take its requires out of every dependency tree: they make its image, not a chain)."""
+        b = self.rendered.build
+        return () if b.final_image_deps else b.requires
 
 
 @dataclass(frozen=True)
@@ -183,11 +214,17 @@ def build_graph(tree: Tree, renderer: "Renderer", errors: Collector | None = Non
             for key in exc.cycle:
                 deps.pop(key, None)
     packages: dict[str, Package] = {}
+    requires: dict[str, tuple[str, ...]] = {}
     for key in order:
         src, r = rendered[key]
         files = tuple(context_files(src.folder))
-        digest = build_hash(r, src.folder, files, [packages[d].hash for d in deps[key]])
-        packages[key] = Package(src, r, deps[key], files, digest)
+        pkg = Package(src, r, deps[key], files, content=content_digest(r, src.folder, files))
+        requires[key] = tuple(resolver.key(ref, key) for ref in pkg.chain_requires)
+        chain = () if pkg.own_source or not pkg.needs_images else chain_steps(
+            pkg, luet_order(key, requires, resolver.by_key), packages)
+        base = chain[-1].tag if chain else None
+        packages[key] = replace(
+            pkg, chain=chain, hash=image_hash(pkg, packages, base))
     latest: dict[str, str] = {}
     for pkg in packages.values():
         best = latest.get(pkg.id)
@@ -249,11 +286,65 @@ def topological_order(deps: dict[str, tuple[str, ...]]) -> list[str]:
     return order
 
 
-def build_hash(rendered: Rendered, folder: Path, files: tuple[str, ...],
-               dep_hashes: list[str]) -> str:
+def luet_order(key: str, requires: dict[str, tuple[str, ...]], sources) -> tuple[str, ...]:
+    """The transitive build requires of `key` (without it) in luet's build order
+    (solver/decoder.go `Order`, mudler/topsort): depth first from the package, the requires
+    of each visited in the order of their fingerprints `name-category-version`, a package
+    after its requires."""
+    def fingerprint(k: str) -> str:
+        d = sources[k].definition
+        return f"{d.name}-{d.category}-{d.version}"
+
+    order: list[str] = []
+
+    def visit(k: str) -> None:
+        for dep in sorted(requires[k], key=fingerprint):
+            if dep not in order:   # no cycles: topological_order has rejected them
+                visit(dep)
+        order.append(k)
+
+    visit(key)
+    return tuple(order[:-1])
+
+
+def chain_steps(pkg: Package, order: tuple[str, ...],
+                packages: dict[str, Package]) -> tuple[ChainStep, ...]:
+    """The images `pkg` builds on, bottom first: each package of `order` built on the image
+    of the one before it, restarting at each one with an image source of its own (the ones
+    before it only order the build, so they are left out). A package with no image source
+    at all is passed over: luet builds no image for it, so something must come before."""
+    steps: list[ChainStep] = []
+
+    def top(who: Package) -> str:
+        if not steps:
+            raise CosbuildError(
+                f"{who.key} builds on the package image of the package before it in luet's "
+                f"build order of {pkg.key} ({', '.join(order)}), but none of them has an image",
+                file=who.source.build_file, key="requires",
+                hint="give one of the requires (or a package they require) an 'image'")
+        return steps[-1].tag
+
+    for k in order:
+        dep = packages[k]
+        if dep.own_source:
+            steps = [ChainStep(k, None, dep.hash)]
+        elif dep.needs_images:
+            base = top(dep)
+            steps.append(ChainStep(k, base, image_hash(dep, packages, base)))
+    top(pkg)
+    return tuple(steps)
+
+
+def image_hash(pkg: Package, packages: dict[str, Package], base: str | None) -> str:
+    """The tag of the package's images when built on the image tagged `base` (None: on its
+    own image source): its content, its build deps' hashes and that base."""
+    deps = [packages[d].hash for d in pkg.build_deps]
+    return hashlib.sha256(json.dumps([HASH_SCHEMA, pkg.content, deps, base]).encode()).hexdigest()
+
+
+def content_digest(rendered: Rendered, folder: Path, files: tuple[str, ...]) -> str:
     h = hashlib.sha256()
-    h.update(HASH_SCHEMA.encode())
-    h.update(json.dumps([rendered.data, rendered.finalize_text, dep_hashes],
+    h.update(json.dumps([rendered.data, rendered.finalize_text],
                         sort_keys=True, default=str).encode())
     for path in files:
         rel = Path(os.path.relpath(path, folder)).as_posix()

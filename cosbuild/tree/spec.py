@@ -270,6 +270,7 @@ class Definition:
 class BuildSpec:
     """The compilation spec from a rendered build.yaml."""
     image: str | None = None
+    seed: str | None = None
     bootstrap: Bootstrap | None = None
     requires: tuple[PackageRef, ...] = ()
     conflicts: tuple[PackageRef, ...] = ()
@@ -292,9 +293,18 @@ class BuildSpec:
         return self.join or (self.requires if self.requires_final_images else ())
 
 
+DEFAULT_FINALIZER_SHELL = ("sh", "-c")   # luet's, when finalize.yaml names none
+
+
 @dataclass(frozen=True)
 class Finalize:
     install: tuple[str, ...] = ()
+    shell: tuple[str, ...] = ()
+
+    def commands(self) -> list[list[str]]:
+        """The argument lists to run, as luet does: each install command appended to the shell."""
+        shell = list(self.shell or DEFAULT_FINALIZER_SHELL)
+        return [[*shell, command] for command in self.install]
 
 
 @dataclass(frozen=True)
@@ -348,10 +358,14 @@ DEFINITION_KEYWORDS = (
 )
 
 BUILD_KEYWORDS = (
-    Keyword("image", OPT_STR, None, "base container image (local storage first, then pulled)"),
+    Keyword("image", OPT_STR, None, "base container image (local storage first, then pulled); "
+            "with 'requires', the build starts from it and the requires only order the build"),
+    Keyword("seed", OPT_STR, None, "recorded and hashed only: luet 0.20 replaces it by the "
+            "image the build starts from, so it is not an image source"),
     Keyword("bootstrap", BOOTSTRAP, None,
             "cosbuild: make the base image from a Debian rootfs bootstrapped with mmdebstrap"),
-    Keyword("requires", REFS, (), "build-time dependencies; the build starts from their chained build containers"),
+    Keyword("requires", REFS, (), "build-time dependencies; the build starts from the chain of their "
+            "package images (transitively, in luet's order), unless there is another image source"),
     Keyword("conflicts", REFS, (), "build-time override of the definition's conflicts"),
     Keyword("provides", REFS, (), "build-time override of the definition's provides"),
     Keyword("requires_final_images", BOOL, False,
@@ -370,6 +384,8 @@ BUILD_KEYWORDS = (
 
 FINALIZE_KEYWORDS = (
     Keyword("install", STRS, (), "shell commands run in the target root after installation"),
+    Keyword("shell", STRS, (), "the program and arguments each install command is appended to; "
+            "default sh -c"),
 )
 
 TABLES = {
@@ -404,18 +420,18 @@ def parse_build(data: LineMap, file: str) -> BuildSpec:
     def fail(key: str, message: str, hint: str) -> CosbuildError:
         return CosbuildError(message, file=file, line=lines(key), key=key, hint=hint)
 
-    if build.image and build.requires:
-        raise fail("image", "'image' cannot be used together with 'requires' (as in luet)",
-                   "drop 'image': the build starts from the required packages' build containers")
-    if build.bootstrap and (build.image or build.requires or build.join):
+    if build.bootstrap and (build.image or build.join or build.requires_final_images):
         raise fail("bootstrap", "'bootstrap' is an image source of its own",
-                   "use either bootstrap, image, or requires")
+                   "use either bootstrap, image, or requires_final_images")
     if build.join:
         if build.requires or build.requires_final_images:
             raise fail("join", "'join' cannot be combined with 'requires'/'requires_final_images'",
                        "move the join list to 'requires' and set requires_final_images: true")
         log.warning("%s:%s: join: deprecated (removed in luet 0.18); use 'requires' with "
                     "'requires_final_images: true'", file, lines("join"))
+    if build.image and build.final_image_deps:
+        log.warning("%s:%s: image: unused: with final images the build starts from the "
+                    "requires' artifacts (luet replaces 'image' by that image)", file, lines("image"))
     if build.requires_final_images and not build.requires:
         raise fail("requires_final_images", "requires_final_images needs a 'requires' list",
                    "list the packages whose final artifacts make the base image")
@@ -425,5 +441,6 @@ def parse_build(data: LineMap, file: str) -> BuildSpec:
     has_source = build.image or build.bootstrap or build.requires or build.join
     if (build.steps or build.prelude) and not has_source:
         raise fail("steps" if build.steps else "prelude", "commands given but no image source",
-                   "add 'image', 'bootstrap' or 'requires' to say what the build starts from")
+                   "add 'image', 'bootstrap' or 'requires' to say what the build starts from"
+                   + ("; 'seed' is not one in luet 0.20" if build.seed else ""))
     return build

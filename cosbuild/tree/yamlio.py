@@ -1,11 +1,15 @@
-"""YAML reading that remembers line numbers, so errors can point at file:line."""
+"""YAML reading as luet does it (go-yaml v2), remembering line numbers so errors can point at
+file:line."""
 
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 from ..errors import CosbuildError
+
+log = logging.getLogger("cosbuild")
 
 
 class LineMap(dict):
@@ -24,35 +28,65 @@ def _loader():
     import yaml
 
     class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):   # libyaml when available
-        pass
+        file = ""
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
     return Loader
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _construct_mapping(loader, node) -> LineMap:
+    """A mapping read as luet reads it (go-yaml v2): keys are applied in the order written, so
+    a duplicated key keeps its last value (with a warning) and a `<<:` merge sets the merged
+    keys at the point where it is written: a key after it overrides a merged one."""
     import yaml
 
-    loader.flatten_mapping(node)
     result = LineMap()
     result.line = node.start_mark.line + 1
     result.lines = {}
+    written: dict = {}   # key -> line, for the keys written here (not merged)
     for key_node, value_node in node.value:
+        if key_node.tag == MERGE_TAG:
+            for merged in reversed(_merged_mappings(loader, value_node)):  # earlier ones win
+                result.update(merged)
+                result.lines.update(merged.lines)
+            continue
         key = loader.construct_object(key_node, deep=True)
-        if key in result:
+        try:
+            hash(key)
+        except TypeError:   # a mapping or list as a key
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key '{key}'", key_node.start_mark)
+                None, None, "a mapping or list cannot be a key", key_node.start_mark) from None
+        line = key_node.start_mark.line + 1
+        if key in written:
+            log.warning("%s:%s: duplicate key '%s' (first at line %s): the last value is used, "
+                        "as luet does", loader.file, line, key, written[key])
         result[key] = loader.construct_object(value_node, deep=True)
-        result.lines[key] = key_node.start_mark.line + 1
+        result.lines[key] = written[key] = line
     return result
+
+
+def _merged_mappings(loader, node) -> list[LineMap]:
+    """The mappings a `<<:` value names: one mapping (or alias) or a list of them."""
+    import yaml
+
+    nodes = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    if not all(isinstance(n, yaml.MappingNode) for n in nodes):
+        raise yaml.constructor.ConstructorError(
+            None, None, "a '<<' merge needs a mapping or a list of mappings", node.start_mark)
+    return [loader.construct_object(n, deep=True) for n in nodes]
 
 
 def loads(text: str, file: str | Path):
     """Parse YAML text; a syntax error becomes a CosbuildError at file:line."""
     import yaml
 
+    loader = _loader()(text)
+    loader.file = str(file)
     try:
-        return yaml.load(text, Loader=_loader())
+        return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(filter(None, [exc.context, exc.problem]))
@@ -61,6 +95,8 @@ def loads(text: str, file: str | Path):
                             hint="fix the YAML syntax") from None
     except yaml.YAMLError as exc:
         raise CosbuildError(f"invalid YAML: {exc}", file=file) from None
+    finally:
+        loader.dispose()
 
 
 def load(path: Path):
