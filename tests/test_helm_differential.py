@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cosbuild.tree import gotemplate, helm
+from cosbuild.tree import gotemplate, helm, yamlio
 
 from .helm_cases import CASES, VALUES_CASES
 from .helmref import ReferenceRenderError
@@ -57,16 +57,23 @@ def test_case(helm_reference, case):
     assert cosbuild_render(case.sources(), case.data()) == expected
 
 
-@pytest.mark.parametrize("case", VALUES_CASES, ids=lambda c: c.id)
+# Where cosbuild deliberately reads like luet's definitions, not like its JSON detour:
+# a plain `n` key of a collection stanza stays the key "n" (luet: "false").
+DEVIATIONS = {"luet-key-n-of-a-stanza-is-false"}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="documented deviation"))
+    if c.id in DEVIATIONS else c for c in VALUES_CASES], ids=lambda c: c.id)
 def test_values_precedence(helm_reference, case):
     """What a template sees as .Values: luet's merging of the definition (or collection
     stanza) with the values files, against cosbuild's."""
     expected = helm_reference.values(case.definition, case.values_files, case.collection)
-    definition = yaml.safe_load(case.definition)
+    definition = yamlio.loads(case.definition, "definition.yaml")
     if case.collection is not None:
         definition = next(p for p in definition["packages"]
                           if all(p[k] == v for k, v in case.collection.items()))
-    files = [yaml.safe_load(text) for text in case.values_files]
+    files = [yamlio.loads(text, "values.yaml") for text in case.values_files]
     assert helm.luet_values(definition, files, case.collection is not None) == expected
 
 

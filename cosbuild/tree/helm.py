@@ -9,7 +9,8 @@ empty string in the result.
 from __future__ import annotations
 
 from . import sprig
-from .gotemplate import MAIN, Executor, Func, FuncError, IMap, Prelude, TemplateError, parse
+from .gotemplate import (MAIN, Executor, Func, FuncError, IMap, Prelude, TemplateError, go_str,
+                         parse)
 
 TEMPLATE = {"Name": MAIN, "BasePath": MAIN}   # Helm's .Template of luet's one chart file
 
@@ -110,7 +111,7 @@ def _go_yaml(value, top: bool = True):
 
 def _through_json(value):
     if isinstance(value, dict):
-        return {str(k): _through_json(v) for k, v in value.items()}
+        return {go_str(k): _through_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_through_json(v) for v in value]
     if isinstance(value, int) and not isinstance(value, bool):

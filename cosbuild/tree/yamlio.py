@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from pathlib import Path
 
 from ..errors import CosbuildError
@@ -29,8 +30,12 @@ def _loader():
 
     class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):   # libyaml when available
         file = ""
+        # go-yaml v2 also reads a plain y or n as a boolean
+        bool_values = {**yaml.constructor.SafeConstructor.bool_values, "y": True, "n": False}
 
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"),
+                                 list("yYnN"))
     return Loader
 
 
@@ -54,6 +59,8 @@ def _construct_mapping(loader, node) -> LineMap:
                 result.lines.update(merged.lines)
             continue
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, bool) and key_node.value in ("y", "Y", "n", "N"):
+            key = key_node.value   # a key luet reads into a string-keyed map stays text
         try:
             hash(key)
         except TypeError:   # a mapping or list as a key
