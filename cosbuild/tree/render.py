@@ -22,8 +22,8 @@ import yaml
 
 from ..errors import CosbuildError
 from . import gotemplate, spec
-from .helm import Helm
-from .load import PackageSource
+from .helm import Helm, luet_values
+from .load import COLLECTION, PackageSource
 from .spec import Rendered
 from .yamlio import LineMap, load_mapping, loads, plain
 
@@ -199,8 +199,18 @@ class Renderer:
             raise CosbuildError(f"template syntax error: {exc.message}", file=path,
                                 line=exc.lineno) from None
 
-    def values_for(self, pkg: PackageSource) -> dict:
+    def values_for(self, pkg: PackageSource, engine: str = JINJA2) -> dict:
+        """The values a package's template sees: for Helm as luet 0.20 computes them (top-level
+        keys merged; see helm.luet_values), for Jinja2 deep-merged."""
+        if engine == HELM:
+            return luet_values(pkg.values, self.values_layers,
+                               collection=pkg.declared_in.name == COLLECTION)
         return merge_values(pkg.values, *self.values_layers)
+
+    def render_file(self, pkg: PackageSource, path: Path) -> tuple[str, str]:
+        """A template file of the package rendered, and which engine did it (and why)."""
+        engine, why = self.engine_of(path)
+        return self.render_text(path, self.values_for(pkg, engine), engine), f"{engine} ({why})"
 
     def render_text(self, path: Path, values: dict, engine: str | None = None) -> str:
         if (engine or self.engine_of(path)[0]) == HELM:
@@ -230,20 +240,18 @@ class Renderer:
             if self._prelude is None:
                 self._prelude = Helm([(str(p), self.text(p))
                                                     for p in self._helm_templates])
-            return self._prelude.render(str(path), self.text(path), _go_values(values))
+            return self._prelude.render(str(path), self.text(path), values)
         except gotemplate.TemplateError as exc:
             raise CosbuildError(f"template error: {exc.message}", file=exc.file or path,
                                 line=exc.line) from None
 
     def render(self, pkg: PackageSource) -> Rendered:
-        values = self.values_for(pkg)
         text, data = "", LineMap()
         data.lines = {}
         engines = []
         if pkg.build_file:
-            engine, why = self.engine_of(pkg.build_file)
-            engines.append(f"build.yaml: {engine} ({why})")
-            text = self.render_text(pkg.build_file, values, engine)
+            text, engine = self.render_file(pkg, pkg.build_file)
+            engines.append(f"build.yaml: {engine}")
             data = loads(text, f"{pkg.build_file} (rendered)") or data
             if not isinstance(data, dict):
                 raise CosbuildError("expected a mapping at the top level",
@@ -251,9 +259,8 @@ class Renderer:
         build = spec.parse_build(data, f"{pkg.build_file} (rendered)")
         finalize_text, finalize = "", spec.Finalize()
         if pkg.finalize_file:
-            engine, why = self.engine_of(pkg.finalize_file)
-            engines.append(f"finalize.yaml: {engine} ({why})")
-            finalize_text = self.render_text(pkg.finalize_file, values, engine)
+            finalize_text, engine = self.render_file(pkg, pkg.finalize_file)
+            engines.append(f"finalize.yaml: {engine}")
             where = f"{pkg.finalize_file} (rendered)"
             fdata = loads(finalize_text, where) or {}
             if not isinstance(fdata, dict):
@@ -261,15 +268,6 @@ class Renderer:
             finalize = spec.Finalize(**spec.parse(spec.FINALIZE_KEYWORDS, fdata, where,
                                                   what="finalize.yaml"))
         return Rendered(text, data, build, finalize, finalize_text, "; ".join(engines))
-
-
-def _go_values(value):
-    """Values as Go templates see them: plain dicts and lists (no line maps)."""
-    if isinstance(value, dict):
-        return {k: _go_values(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_go_values(v) for v in value]
-    return value
 
 
 def _read_template(name: str):
