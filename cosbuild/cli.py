@@ -211,7 +211,7 @@ def _run(args) -> int:
         return 0
     if args.command == "render":
         rendered = render_package(config, parse_ref(args.package))
-        logging.getLogger("cosbuild").info("%s rendered with %s", args.package, rendered.engine)
+        print(f"cosbuild: {args.package} rendered with {rendered.engine}", file=sys.stderr)
         print(rendered.text, end="")
         return 0
     if args.command == "migrate":

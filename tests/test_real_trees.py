@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cosbuild import cli, settings
+from cosbuild import settings
 from cosbuild.errors import Collector
 from cosbuild.tree.load import COLLECTION
 from cosbuild.tree.migrate import migrate_tree
@@ -80,12 +80,12 @@ def test_real_tree_loads_renders_and_resolves(build, tmp_path, helm_reference):
 
 
 @pytest.mark.parametrize("build", BUILDS, ids=lambda b: b.id)
-def test_cosbuild_graph_resolves_the_real_tree(build, tmp_path, capsys):
-    argv = ["graph", "--json", "--build-dir", str(tmp_path), "--values", str(build.values)]
-    for tree in build.trees:
-        argv += ["--tree", str(tree)]
-    assert cli.main(argv) == 0
-    out = yaml.safe_load(capsys.readouterr().out)
+def test_cosbuild_graph_resolves_the_real_tree(build, tmp_path, run_cli):
+    trees = [arg for tree in build.trees for arg in ("--tree", str(tree))]
+    code, out, err = run_cli("graph", "--json", "--build-dir", str(tmp_path),
+                             "--values", str(build.values), *trees)
+    assert code == 0, err
+    out = yaml.safe_load(out)
     assert len(out["packages"]) >= 20
 
 

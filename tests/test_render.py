@@ -466,7 +466,9 @@ def test_only_the_templates_folder_at_the_top_of_a_tree_holds_templates(project,
 def test_helper_set_is_the_documented_one():
     # if this fails, a helper was added or removed: cover it below and in the docs
     assert set(FILTERS) == {"toyaml", "quote", "shquote", "required"}
-    assert set(GLOBALS) == {"get", "has"}
+    assert set(GLOBALS) == {"get", "has", "items"}
+    items = GLOBALS["items"][0]
+    assert items({"b": 2, "a": 1}) == [("a", 1), ("b", 2)] and items(["x"]) == [(0, "x")]
     reference = helper_reference()
     for name in [*FILTERS, *GLOBALS, "default", "indent", "in", "dict", "tojson", "macros"]:
         assert f"- `{name}`: " in reference

@@ -58,43 +58,66 @@ def migrate_tree(old: Path, new: Path) -> Report:
                             hint="pick a new folder for --output")
     if new.resolve().is_relative_to(old.resolve()):
         raise CosbuildError("the output folder is inside the tree", file=new)
-    report = Report()
     work = new.with_name(f".{new.name}.migrating")
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(old, work, symlinks=True)
-    macros = _macro_names(old)
+    report = Report()
+    shared = [p for p in sorted((work / TEMPLATES).glob("*.y*ml")) if not p.is_symlink()] \
+        if (work / TEMPLATES).is_dir() else []
+    macros: dict[str, str] = {}
+    # the shared templates first: only the defines that translate can be called as macros
+    for path in shared:
+        original = old / path.relative_to(work)
+        out = _migrate_file(original, frozenset(), {}, report)
+        if out is not None and out.startswith(MARK_JINJA):
+            for name in re.findall(r'\{\{-?\s*define\s+"([^"]+)"', original.read_text()):
+                macros[name] = _identifier(name)
+        if out is not None:
+            atomic_write(path, out.encode())
     for here, dirs, files in os.walk(work):
         dirs.sort()
         folder = Path(here)
         keys = _definition_keys(old / folder.relative_to(work))
         for name in sorted(files):
             path = folder / name
-            original = old / path.relative_to(work)
-            is_template = folder == work / TEMPLATES and name.endswith((".yaml", ".yml"))
-            if path.is_symlink() or not (name in (BUILD, FINALIZE) or is_template):
-                report.copied += 1
+            if path.is_symlink() or name not in (BUILD, FINALIZE) or path in shared:
+                report.copied += path not in shared
                 continue
-            text = original.read_text(encoding="utf-8")
-            if detect_engine(text, original) not in (HELM, None) or "{{" not in text:
+            out = _migrate_file(old / path.relative_to(work), keys, macros, report)
+            if out is None:
                 report.copied += 1
-                continue
-            try:
-                out = translate(text, str(original), keys if not is_template else frozenset(),
-                                macros)
-            except Untranslatable as exc:
-                _, line = gt.Sources([(str(original), text)]).where(exc.pos)
-                report.kept.append((original, line, exc.message))
-                out = text if text.startswith(MARK_HELM) else MARK_HELM + text
-            except gt.TemplateError as exc:
-                report.kept.append((original, exc.line, f"not a valid Helm template: {exc.message}"))
-                out = text
             else:
-                report.translated.append(original)
-            atomic_write(path, out.encode())
+                atomic_write(path, out.encode())
+    if any(f.parent.name != TEMPLATES for f, _, _ in report.kept):
+        # the files kept as Helm still need the shared Helm templates: keep them beside
+        for path in shared:
+            original = old / path.relative_to(work)
+            if original in report.translated:
+                atomic_write(path.with_suffix(".helm" + path.suffix),
+                             (MARK_HELM + original.read_text(encoding="utf-8")).encode())
     if new.exists():
         new.rmdir()
     work.rename(new)
     return report
+
+
+def _migrate_file(original: Path, keys: frozenset[str], macros: dict[str, str],
+                  report: Report) -> str | None:
+    """The new text of one template file, or None when it is not a Helm template."""
+    text = original.read_text(encoding="utf-8")
+    if detect_engine(text, original) not in (HELM, None) or "{{" not in text:
+        return None
+    try:
+        out = translate(text, str(original), keys, macros)
+    except Untranslatable as exc:
+        _, line = gt.Sources([(str(original), text)]).where(exc.pos)
+        report.kept.append((original, line, exc.message))
+        return text if text.startswith(MARK_HELM) else MARK_HELM + text
+    except gt.TemplateError as exc:
+        report.kept.append((original, exc.line, f"not a valid Helm template: {exc.message}"))
+        return None
+    report.translated.append(original)
+    return out
 
 
 def _definition_keys(folder: Path) -> frozenset[str]:
@@ -106,16 +129,6 @@ def _definition_keys(folder: Path) -> frozenset[str]:
             sets = [set(s) for s in stanzas if isinstance(s, dict)]
             return frozenset(set.intersection(*sets)) if sets else frozenset()
     return frozenset()
-
-
-def _macro_names(tree: Path) -> dict[str, str]:
-    """Every define of the tree's shared templates, and its Jinja2 macro name."""
-    names: dict[str, str] = {}
-    folder = tree / TEMPLATES
-    for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
-        for name in re.findall(r'\{\{-?\s*define\s+"([^"]+)"', path.read_text(encoding="utf-8")):
-            names[name] = _identifier(name)
-    return names
 
 
 def _identifier(name: str) -> str:
@@ -206,15 +219,15 @@ class _Translator:
             if node.otherwise:
                 out += f"{{% else %}}{self.nodes(node.otherwise, dot)}"
             return out + "{% endif %}"
-        # range: over a list (a map would need its keys sorted: dictsort)
-        if len(node.pipe.decl) > 1:
-            raise Untranslatable("range with an index variable", node.pos)
+        # range: items() gives Go's order, a list's (index, element), a map's sorted (key, value)
         value = self.pipe(node.pipe, dot)
-        elem = self.var(node.pipe.decl[0], declare=True) if node.pipe.decl else self.fresh("item")
+        decl = node.pipe.decl
+        elem = self.var(decl[-1], declare=True) if decl else self.fresh("item")
+        key = self.var(decl[0], declare=True) if len(decl) > 1 else "_"
         self.loop_depth += 1
         body = self.nodes(node.body, elem)
         self.loop_depth -= 1
-        out = f"{{% for {elem} in {value} %}}{body}"
+        out = f"{{% for {key}, {elem} in items({value}) %}}{body}"
         if node.otherwise:
             out += f"{{% else %}}{self.nodes(node.otherwise, dot)}"
         return out + "{% endfor %}"

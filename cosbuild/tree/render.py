@@ -85,9 +85,18 @@ FILTERS = {
     "shquote": (shlex.quote, "quoted for a POSIX shell"),
     "required": (_required, "fail with a message when the value is missing or empty"),
 }
+def _items(value):
+    """items(x): Go's range order: (index, element) of a list, (key, value) of a mapping by
+    sorted key (what `cosbuild migrate` writes for range)."""
+    if isinstance(value, dict):
+        return sorted(value.items(), key=lambda kv: str(kv[0]))
+    return list(enumerate(value or ()))
+
+
 GLOBALS = {
     "get": (_get, 'get(values, "a.b", default): nested lookup with a default'),
     "has": (lambda seq, item: item in (seq or ()), "has(list, item): membership (also: item in list)"),
+    "items": (_items, "items(x): (index, element) of a list or (key, value) of a mapping by key"),
 }
 BUILTINS_DOC = {
     "default": "value | default(x): x when the value is undefined",
