@@ -409,6 +409,13 @@ def keyword_reference() -> str:
             default = "required" if kw.required else ("" if kw.default in (None, ()) else repr(kw.default))
             out.append(f"| `{kw.name}` | {kw.type.describe} | {default} | {kw.doc} |")
         out.append("")
+    out += ["## Templates", "",
+            "build.yaml, finalize.yaml and `<tree>/templates/*.yaml` are Helm templates (Go "
+            "text/template with sprig, `.Values.x`, as luet 0.20 renders them) or Jinja2 "
+            "(`values.x`), chosen per file: a `# cosbuild-engine: helm|jinja2` comment, else "
+            "the file's syntax, else its tree's, else Helm; `--template-engine` forces one. "
+            "`cosbuild helpers` lists the functions of both; the README explains the values "
+            "each one sees.", ""]
     return "\n".join(out)
 
 
