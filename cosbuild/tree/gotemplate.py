@@ -119,6 +119,20 @@ def _skip_space(text: str, pos: int) -> int:
     return pos
 
 
+def _quoted_end(text: str, i: int, fail) -> int:
+    """Where the "..." or '...' starting at i ends (backslash escapes; not across lines)."""
+    quote, j = text[i], i + 1
+    while j < len(text) and text[j] != quote:
+        if text[j] == "\\":
+            j += 1
+        if j < len(text) and text[j] == "\n":
+            fail()
+        j += 1
+    if j >= len(text):
+        fail()
+    return j + 1
+
+
 def _lex_action(text: str, i: int, out: list[Token], fail) -> int:
     depth = 0
     n = len(text)
@@ -168,35 +182,16 @@ def _lex_action(text: str, i: int, out: list[Token], fail) -> int:
         elif c == ",":
             out.append(Token("comma", c, i))
             i += 1
-        elif c == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                if text[j] == "\\":
-                    j += 1
-                if j < n and text[j] == "\n":
-                    fail("unterminated quoted string", i)
-                j += 1
-            if j >= n:
-                fail("unterminated quoted string", i)
-            out.append(Token("string", text[i:j + 1], i))
-            i = j + 1
+        elif c in "\"'":
+            kind, what = ("string", "quoted string") if c == '"' else ("char", "character constant")
+            j = _quoted_end(text, i, lambda: fail(f"unterminated {what}", i))
+            out.append(Token(kind, text[i:j], i))
+            i = j
         elif c == "`":
             j = text.find("`", i + 1)
             if j < 0:
                 fail("unterminated raw quoted string", i)
             out.append(Token("rawstring", text[i:j + 1], i))
-            i = j + 1
-        elif c == "'":
-            j = i + 1
-            while j < n and text[j] != "'":
-                if text[j] == "\\":
-                    j += 1
-                if j < n and text[j] == "\n":
-                    fail("unterminated character constant", i)
-                j += 1
-            if j >= n:
-                fail("unterminated character constant", i)
-            out.append(Token("char", text[i:j + 1], i))
             i = j + 1
         elif c == "$":
             m = _IDENT.match(text, i + 1)
@@ -720,26 +715,30 @@ class Missing:
 MISSING = Missing()
 
 
+# (Python type, Go type, Go kind), in match order: bool and Int64 before int, IMap before dict
+GO_TYPES = ((bool, "bool", "bool"), (Int64, "int64", "int64"), (int, "int", "int"),
+            (float, "float64", "float64"), (str, "string", "string"),
+            ((list, tuple), "[]interface {}", "slice"),
+            (IMap, "map[interface {}]interface {}", "map"), (dict, "map[string]interface {}", "map"))
+
+
+def _go_row(v):
+    return next((row for row in GO_TYPES if isinstance(v, row[0])), None)
+
+
 def go_type(v) -> str:
     if v is None or v is MISSING:
         return "interface {}"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, Int64):
-        return "int64"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float64"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, (list, tuple)):
-        return "[]interface {}"
-    if isinstance(v, IMap):
-        return "map[interface {}]interface {}"
-    if isinstance(v, dict):
-        return "map[string]interface {}"
-    return type(v).__name__
+    row = _go_row(v)
+    return row[1] if row else type(v).__name__
+
+
+def go_kind(v) -> str:
+    """reflect's Kind name: invalid for nil."""
+    if v is None or v is MISSING:
+        return "invalid"
+    row = _go_row(v)
+    return row[2] if row else "struct"
 
 
 def truth(v) -> bool:

@@ -9,8 +9,7 @@ empty string in the result.
 from __future__ import annotations
 
 from . import sprig
-from .gotemplate import (MAIN, Executor, Func, FuncError, IMap, Prelude, TemplateError, go_str,
-                         parse)
+from .gotemplate import MAIN, Executor, Func, FuncError, IMap, Prelude, TemplateError, parse
 
 TEMPLATE = {"Name": MAIN, "BasePath": MAIN}   # Helm's .Template of luet's one chart file
 
@@ -91,7 +90,7 @@ def luet_values(definition: dict, values_files: list[dict], collection: bool = F
     merged: dict = {}
     for layer in reversed(values_files):
         _mergo(merged, _go_yaml(layer))
-    own = _through_json(definition) if collection else _go_yaml(definition)
+    own = sprig.through_json(definition) if collection else _go_yaml(definition)
     if collection:
         filled: dict = {}
         _mergo(filled, merged)
@@ -106,16 +105,6 @@ def _go_yaml(value, top: bool = True):
         return items if top else IMap(items)
     if isinstance(value, list):
         return [_go_yaml(v, False) for v in value]
-    return value
-
-
-def _through_json(value):
-    if isinstance(value, dict):
-        return {go_str(k): _through_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_through_json(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
     return value
 
 

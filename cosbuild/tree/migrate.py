@@ -304,22 +304,15 @@ class _Translator:
 
     def function(self, name: str, a: list[str], nodes: list[gt.Node], pos: int) -> str:
         n = len(a)
-
-        def need(count: int) -> None:
+        if name in FORMS:
+            count, form = FORMS[name]
             if n != count:
                 raise Untranslatable(f"{name} with {n} argument(s)", pos)
-
-        binary = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
-                  "add": "+", "sub": "-", "mul": "*"}
-        if name in binary and n == 2:
-            return f"({a[0]} {binary[name]} {a[1]})"
+            return form.format(*a)
         if name == "eq" and n > 2:
             return f"({a[0]} in [{', '.join(a[1:])}])"
         if name in ("and", "or") and n >= 2:
             return "(" + f" {name} ".join(a) + ")"
-        if name == "not":
-            need(1)
-            return f"(not {a[0]})"
         if name == "index" and n >= 2:
             return a[0] + "".join(f"[{k}]" for k in a[1:])
         if name == "printf" and n >= 1 and nodes and isinstance(nodes[0], gt.Const) \
@@ -329,49 +322,39 @@ class _Translator:
                 raise Untranslatable(f"printf verb other than %s, %d, %v in {fmt!r}", pos)
             fmt = fmt.replace("%v", "%s")
             return f"({json.dumps(fmt)} | format({', '.join(a[1:])}))" if n > 1 else json.dumps(fmt)
-        simple = {"upper": "upper", "lower": "lower", "title": "title", "trim": "trim",
-                  "toYaml": "toyaml", "quote": "quote", "len": "length", "toString": "string",
-                  "int": "int", "toJson": "tojson"}
-        if name in simple:
-            need(1)
-            return f"({a[0]} | {simple[name]})"
-        if name == "default":
-            need(2)
-            return f"({a[1]} | default({a[0]}, true))"
-        if name in ("indent", "nindent"):
-            need(2)
-            text = f"({a[1]} | indent({a[0]}, first=True))"
-            return f'("\\n" ~ {text})' if name == "nindent" else text
-        if name == "replace":
-            need(3)
-            return f"({a[2]} | replace({a[0]}, {a[1]}))"
-        if name in ("trimSuffix", "trimPrefix", "hasPrefix", "hasSuffix"):
-            need(2)
-            method = {"trimSuffix": "removesuffix", "trimPrefix": "removeprefix",
-                      "hasPrefix": "startswith", "hasSuffix": "endswith"}[name]
-            return f"{a[1]}.{method}({a[0]})"
-        if name == "contains":
-            need(2)
-            return f"({a[0]} in {a[1]})"
-        if name == "has":
-            need(2)
-            return f"({a[0]} in {a[1]})"
-        if name == "hasKey":
-            need(2)
-            return f"({a[1]} in {a[0]})"
-        if name == "join":
-            need(2)
-            return f"({a[1]} | join({a[0]}))"
         if name == "list":
             return "[" + ", ".join(a) + "]"
         if name == "dict" and n % 2 == 0:
             return "{" + ", ".join(f"{a[i]}: {a[i + 1]}" for i in range(0, n, 2)) + "}"
-        if name == "required":
-            need(2)
-            return f"({a[1]} | required({a[0]}))"
         if name == "include" and n == 2 and nodes and isinstance(nodes[0], gt.Const):
             target = nodes[0].value
             if target not in self.macros:
                 raise Untranslatable(f"template {target!r} is not defined in this tree", pos)
             return f"{self.macros[target]}({a[1]})"
         raise Untranslatable(f"function {name} has no Jinja2 translation", pos)
+
+
+# Go function -> (its arguments, the Jinja2 expression of the translated arguments {0}, {1}...)
+FORMS = {
+    **{go: (2, f"({{0}} {op} {{1}})") for go, op in (
+        ("eq", "=="), ("ne", "!="), ("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="),
+        ("add", "+"), ("sub", "-"), ("mul", "*"))},
+    **{go: (1, f"({{0}} | {jinja})") for go, jinja in (
+        ("upper", "upper"), ("lower", "lower"), ("title", "title"), ("trim", "trim"),
+        ("toYaml", "toyaml"), ("quote", "quote"), ("len", "length"), ("toString", "string"),
+        ("int", "int"), ("toJson", "tojson"))},
+    "not": (1, "(not {0})"),
+    "default": (2, "({1} | default({0}, true))"),
+    "indent": (2, "({1} | indent({0}, first=True))"),
+    "nindent": (2, '("\\n" ~ ({1} | indent({0}, first=True)))'),
+    "replace": (3, "({2} | replace({0}, {1}))"),
+    "trimSuffix": (2, "{1}.removesuffix({0})"),
+    "trimPrefix": (2, "{1}.removeprefix({0})"),
+    "hasPrefix": (2, "{1}.startswith({0})"),
+    "hasSuffix": (2, "{1}.endswith({0})"),
+    "contains": (2, "({0} in {1})"),
+    "has": (2, "({0} in {1})"),
+    "hasKey": (2, "({1} in {0})"),
+    "join": (2, "({1} | join({0}))"),
+    "required": (2, "({1} | required({0}))"),
+}

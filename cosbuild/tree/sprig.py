@@ -23,7 +23,7 @@ import zlib
 
 import yaml
 
-from .gotemplate import MISSING, Func, FuncError, IMap, Int64, go_str, go_type, truth
+from .gotemplate import MISSING, Func, FuncError, IMap, Int64, go_kind, go_str, go_type, truth
 
 
 def _int64(v) -> Int64:
@@ -174,17 +174,10 @@ def sprintln(*args) -> str:
 # --------------------------------------------------------------------------- Go's builtins
 
 def _basic_kind(v) -> str:
-    if v is None:
-        return "invalid"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float"
-    if isinstance(v, str):
-        return "string"
-    return "other"
+    """text/template's comparison classes: every integer is one, lists and maps are none."""
+    kind = go_kind(v)
+    return {"int64": "int", "float64": "float", "slice": "other", "map": "other",
+            "struct": "other"}.get(kind, kind)
 
 
 def eq(a, *rest) -> bool:
@@ -590,7 +583,7 @@ def _regex_split(regex: str, s: str, n: int) -> list[str]:
 def _as_list(v, what: str) -> list:
     if isinstance(v, (list, tuple)):
         return list(v)
-    raise FuncError(f"Cannot {what} on type {_kind(v)}")
+    raise FuncError(f"Cannot {what} on type {go_kind(v)}")
 
 
 def _first(v):
@@ -725,26 +718,6 @@ def _merge_overwrite(dst: dict, *srcs) -> dict:
     for src in srcs:
         _merge_into(dst, src, overwrite=True)
     return dst
-
-
-def _kind(v) -> str:
-    if v is None:
-        return "invalid"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, Int64):
-        return "int64"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, float):
-        return "float64"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, (list, tuple)):
-        return "slice"
-    if isinstance(v, dict):
-        return "map"
-    return "struct"
 
 
 def _type_of(v) -> str:
@@ -981,12 +954,13 @@ def _plain_data(v):
     return go_str(v)
 
 
-def _decoded(v):
-    """What Helm's fromYaml/fromJson give: through JSON, every number is a float64."""
+def through_json(v):
+    """A value as it comes back through JSON (Helm's fromYaml/fromJson, luet's collection
+    stanzas): every number a float64, every key a string."""
     if isinstance(v, dict):
-        return {str(k): _decoded(x) for k, x in v.items()}
+        return {go_str(k): through_json(x) for k, x in v.items()}
     if isinstance(v, list):
-        return [_decoded(x) for x in v]
+        return [through_json(x) for x in v]
     if isinstance(v, int) and not isinstance(v, bool):
         return float(v)
     if v is None or isinstance(v, (bool, str, float)):
@@ -1004,7 +978,7 @@ def _from_yaml(s: str) -> dict:
     if not isinstance(data, dict):
         return {"Error": f"error unmarshaling JSON: cannot unmarshal {type(data).__name__} "
                          f"into map[string]interface {{}}"}
-    return _decoded(data)
+    return through_json(data)
 
 
 def _from_yaml_array(s: str) -> list:
@@ -1012,7 +986,7 @@ def _from_yaml_array(s: str) -> list:
         data = yaml.load(s, Loader=_go_loader())
     except yaml.YAMLError as exc:
         return [str(exc)]
-    return _decoded(data) if isinstance(data, list) else [] if data is None else \
+    return through_json(data) if isinstance(data, list) else [] if data is None else \
         ["error unmarshaling JSON: not an array"]
 
 
@@ -1093,8 +1067,8 @@ TABLE: dict[str, tuple[Func, str]] = {
     "ternary": _f(lambda a, b, c: a if c else b, "any", "any", "bool", doc="ternary a b cond"),
     "fail": _f(_fail, "string", doc="stop rendering with a message"),
     "deepEqual": _f(lambda a, b: a == b, "any", "any", doc="structural equality"),
-    "kindOf": _f(_kind, "any", doc="the Go kind: string, int, map, slice..."),
-    "kindIs": _f(lambda k, v: _kind(v) == k, "string", "any", doc="kindIs \"map\" x"),
+    "kindOf": _f(go_kind, "any", doc="the Go kind: string, int, map, slice..."),
+    "kindIs": _f(lambda k, v: go_kind(v) == k, "string", "any", doc="kindIs \"map\" x"),
     "typeOf": _f(_type_of, "any", doc="the Go type"),
     "typeIs": _f(lambda t, v: _type_of(v) == t, "string", "any", doc="typeIs \"string\" x"),
     "typeIsLike": _f(lambda t, v: _type_of(v) in (t, t.lstrip("*")), "string", "any", doc="typeIs, pointers too"),
