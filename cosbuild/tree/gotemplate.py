@@ -489,7 +489,7 @@ class Parser:
                     if nxt.kind == "comma":
                         second = self.next_nonspace()
                         if second.kind != "var":
-                            self.fail(f"range can only initialize variables", second.pos)
+                            self.fail("range can only initialize variables", second.pos)
                         op = self.next_nonspace()
                         if op.kind not in ("declare", "assign"):
                             self.fail("expected := or = after range variables", op.pos)
@@ -507,7 +507,7 @@ class Parser:
         while True:
             tok = self.peek_nonspace()
             if tok.kind in ("right", "rparen"):
-                end = self.next_nonspace()
+                self.next_nonspace()
                 if tok.kind == "rparen" and context != "parenthesized pipeline":
                     self.fail("unexpected right paren", tok.pos)
                 if tok.kind == "right" and context == "parenthesized pipeline":

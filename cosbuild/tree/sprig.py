@@ -16,7 +16,6 @@ import functools
 import hashlib
 import json
 import math
-import posixpath
 import re
 import urllib.parse
 import zlib
