@@ -15,9 +15,9 @@ from doit.doit_cmd import DoitMain
 
 from . import __version__, settings
 from .errors import Collector, CosbuildError
-from .tasks import dodo_namespace, project_namespace, validate
+from .tasks import dodo_namespace, load, project_namespace, validate
 from .tree.graph import Graph
-from .tree.project import load_project, render_package
+from .tree.project import render_package
 from .tree.versions import parse_ref
 
 DOIT_COMMANDS = ("run", "list", "info", "clean", "forget", "ignore", "dumpdb", "strace")
@@ -93,7 +93,8 @@ def graph_json(graph: Graph) -> dict:
     g = graph
     packages = [{"id": p.id, "version": p.version, "hash": p.hash,
                  "build_deps": [g.packages[d].id for d in p.build_deps],
-                 "hidden": p.definition.hidden} for p in (g.packages[k] for k in g.order)]
+                 "hidden": p.definition.hidden, "remote": p.remote.repo if p.remote else None}
+                for p in (g.packages[k] for k in g.order)]
     return {"packages": packages, "order": [g.packages[k].id for k in g.order]}
 
 
@@ -103,7 +104,8 @@ def graph_text(graph: Graph) -> str:
 
     def show(key: str, depth: int, seen: set) -> None:
         pkg = g.packages[key]
-        mark = " (hidden)" if pkg.definition.hidden else ""
+        mark = (" (hidden)" if pkg.definition.hidden else "") + \
+            (f" (remote: {pkg.remote.repo})" if pkg.remote else "")
         again = " ..." if key in seen and pkg.build_deps else ""
         lines.append(f"{'  ' * depth}{key}{mark}  {pkg.hash[:12]}{again}")
         if key not in seen:
@@ -223,7 +225,7 @@ def _run(args) -> int:
         return 0
     if args.command == "graph":
         return _graph(args, config)
-    project = load_project(config, use_cache=args.command == "build")
+    project = load(config, use_cache=args.command == "build")
     if args.command == "build":
         errors, names = Collector(), []
         for text in args.packages:
@@ -257,7 +259,7 @@ def _graph(args, config) -> int:
     """The graph of what resolves, even when some packages fail: those are reported (and
     fail the command) unless the one package asked for and what it builds on are fine."""
     errors = Collector()
-    graph = load_project(config, errors=errors).graph
+    graph = load(config, errors=errors).graph
     if args.package:
         try:
             graph = _subgraph(graph, graph.resolve(parse_ref(args.package)).key)

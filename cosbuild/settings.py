@@ -39,6 +39,10 @@ SETTINGS = (
     Setting("insecure_registries", "COSBUILD_INSECURE_REGISTRIES", "",
             "registries (HOST[:PORT]) reached without TLS verification, for local testing "
             "(repeatable; ','-separated)", multiple=True, separator=","),
+    Setting("build_repo", "COSBUILD_BUILD_REPO", "",
+            "a repository (URL or folder) that build deps no local tree provides come from, "
+            "before those of the project's .luet.yaml or luet.yaml (repeatable; ','-separated)",
+            multiple=True, separator=","),
     Setting("isolation", "COSBUILD_ISOLATION", "chroot", "buildah --isolation (chroot works everywhere)"),
     Setting("storage_driver", "COSBUILD_STORAGE_DRIVER", "",
             "buildah --storage-driver (default: buildah's own, overlay on Debian)"),
@@ -77,6 +81,7 @@ class Settings:
     pull_repositories: tuple[str, ...] = ()
     push: bool = False
     insecure_registries: tuple[str, ...] = ()
+    build_repo: tuple[str, ...] = ()
     isolation: str = "chroot"
     storage_driver: str = ""
     verbose: bool = False
@@ -132,6 +137,7 @@ def resolve(options: dict | None = None, env: dict | None = None,
                     image_repository=raw["image_repository"],
                     pull_repositories=tuple(raw["pull_repositories"]), push=_yes(raw["push"]),
                     insecure_registries=tuple(raw["insecure_registries"]),
+                    build_repo=tuple(raw["build_repo"]),
                     isolation=raw["isolation"],
                     storage_driver=raw["storage_driver"], iso=Path(raw["iso"]), disk=Path(raw["disk"]),
                     repo_name=raw["repo_name"],

@@ -32,6 +32,12 @@ from .tree.project import Project, load_project
 log = logging.getLogger("cosbuild")
 
 
+def load(config: Settings, **options) -> Project:
+    """The project with its build repositories (the remote packages it builds on)."""
+    from .repos.remote import build_repositories
+    return load_project(config, remote=build_repositories(config), **options)
+
+
 def spec_path(project: Project, key: str) -> Path:
     return project.settings.specs_dir / f"{project.graph.packages[key].artifact_stem}.yaml"
 
@@ -58,13 +64,13 @@ def validate(settings: Settings) -> str:
     found = Collector()
     with found.logged_warnings():
         # fresh, not from the cache: validation must see the files as they are now
-        project = load_project(settings, errors=found)
+        project = load(settings, errors=found)
         for finding in check_project(project):
             found.add(finding)
-        for path, load in ((settings.iso, load_iso_spec), (settings.disk, load_disk_spec)):
+        for path, read in ((settings.iso, load_iso_spec), (settings.disk, load_disk_spec)):
             if path.is_file():
                 try:
-                    load(path)
+                    read(path)
                 except CosbuildError as exc:
                     found.add(exc)
     if not settings.strict:
@@ -107,16 +113,27 @@ def _images_present(get_builder: LazyBuilder, pkg, **_) -> bool:
     return get_builder().images_present(pkg)
 
 
+def _image_present(get_builder: LazyBuilder, pkg, **_) -> bool:
+    """A remote package's image, when a package builds on it, is where a build puts it."""
+    builder = get_builder()
+    return builder.buildah.image_exists(builder.tags(pkg).package)
+
+
 @_user_errors_fail
 def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
     builder = get_builder()
-    pkg = builder.project.graph.packages[key]
+    graph = builder.project.graph
+    pkg = graph.packages[key]
     started = time.monotonic()
     _say(f"[{n}/{total}] {key}: started (hash {pkg.hash[:12]}, log {builder.log_path(pkg)})")
     with TaskLog(builder.log_path(pkg), verbose=builder.settings.verbose,
                  prefix=f"[{pkg.id}] ") as log:
         try:
-            how = builder.build(key, log)
+            if pkg.remote:
+                from .repos.remote import fetch
+                how = fetch(pkg, builder, graph.image_used(key), log)
+            else:
+                how = builder.build(key, log)
         except CosbuildError as exc:
             log.write(f"error: {exc}")   # the full log says how it ended too
             raise
@@ -207,7 +224,9 @@ def task_definitions(project: Project) -> dict:
                    "targets": outputs([key]),
                    # turning push on (or to another repository) pushes what was built before
                    "uptodate": [config_changed(pkg.hash + pushed_to)]
-                   + ([(_images_present, [get_builder, pkg])] if pkg.needs_images else []),
+                   + ([(_images_present, [get_builder, pkg])] if pkg.needs_images else [])
+                   + ([(_image_present, [get_builder, pkg])]
+                      if pkg.remote and graph.image_used(key) else []),
                    "verbosity": 2,
                    "clean": True}
 
@@ -293,7 +312,7 @@ def dodo_namespace(options: dict | None = None, doit_vars: dict | None = None) -
     """Load the project for a dodo file; a user mistake ends the run with its message."""
     try:
         config = settings.resolve(options, doit_vars=doit_vars)
-        project = load_project(config, use_cache=True)
+        project = load(config, use_cache=True)
     except CosbuildError as exc:
         print(f"cosbuild: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -128,6 +128,7 @@ class Candidate:
     files: tuple[str, ...]
     repo: RepoConfig = field(compare=False)
     url: str = ""               # the repository URL that answered
+    cache_image: str = ""       # the image it was built into (luet's package_cacheimage)
 
     @property
     def id(self) -> str:
@@ -187,7 +188,8 @@ def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
                                               what="finalize.yaml", strict=False))
         out.append(Candidate(definition, finalize, entry["path"],
                              entry["checksums"]["sha256"], tuple(entry.get("files") or ()), repo,
-                             transport.url))
+                             transport.url,
+                             entry.get("package_cacheimage") or entry.get("cache_image") or ""))
     return out
 
 

@@ -51,8 +51,8 @@ def index_entries(project: Project, output: Path) -> list[dict]:
     for key in project.graph.order:
         pkg = project.graph.packages[key]
         meta_path = output / pkg.metadata_file
-        if not meta_path.is_file():
-            continue
+        if pkg.remote or not meta_path.is_file():
+            continue   # a remote package stays in the repository it came from
         meta = load_mapping(meta_path)
         if meta.get("build_hash") != pkg.hash:
             raise CosbuildError(f"{meta_path.name} is from another build of {key}",

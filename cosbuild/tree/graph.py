@@ -24,12 +24,12 @@ import re
 import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import Collector, CosbuildError, did_you_mean
 from . import versions
 from .load import PackageSource, Tree, context_files
-from .spec import Rendered
+from .spec import BuildSpec, Finalize, Rendered
 from .versions import PackageRef
 
 if TYPE_CHECKING:
@@ -37,6 +37,17 @@ if TYPE_CHECKING:
 
 HASH_SCHEMA = "cosbuild-build-hash-2"   # bump when the hash recipe changes
 ARTIFACT_SUFFIX = ".package.tar.zst"
+REMOTE_RENDERED = Rendered("", {}, BuildSpec(), Finalize(), "", "remote")
+
+
+class RemoteSource(Protocol):
+    """The build repositories (made by repos.remote: this wing only reads what they offer)."""
+
+    def names(self) -> tuple[str, ...]: ...
+
+    def fingerprint(self) -> str: ...
+
+    def packages(self) -> list[tuple[PackageSource, Remote]]: ...
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,18 @@ class ChainStep:
 
 
 @dataclass(frozen=True)
+class Remote:
+    """A package no local tree provides, taken from a build repository: its built artifact
+    (and the image it was built into, luet's `package_cacheimage`), nothing to build."""
+    repo: str
+    url: str
+    artifact: str        # its file name in the repository
+    sha256: str
+    cache_image: str = ""
+    files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Package:
     source: PackageSource
     rendered: Rendered = field(repr=False)
@@ -57,6 +80,7 @@ class Package:
     hash: str = ""
     content: str = ""                    # digest of the spec and the files alone
     chain: tuple[ChainStep, ...] = ()    # the images below this build (requires, no image source)
+    remote: Remote | None = None         # taken from a build repository, not built here
 
     @property
     def id(self) -> str:
@@ -95,9 +119,10 @@ class Package:
 
     @property
     def own_source(self) -> bool:
-        """Whether the build starts from an image of its own rather than from a chain."""
+        """Whether the build starts from an image of its own rather than from a chain (a
+        remote package's image is the one it was built into)."""
         b = self.rendered.build
-        return bool(b.image or b.bootstrap or b.final_image_deps)
+        return bool(self.remote or b.image or b.bootstrap or b.final_image_deps)
 
     @property
     def chain_requires(self) -> tuple:
@@ -126,6 +151,12 @@ class Graph:
         pkg = self.packages[key]
         return pkg.id if self.latest[pkg.id] == key else key
 
+    def image_used(self, key: str) -> bool:
+        """Whether a package builds on this one's image (a chain, or a copy from it)."""
+        return any(step.key == key for p in self.packages.values() for step in p.chain) or any(
+            c.package and self.resolver.key(c.package) == key
+            for p in self.packages.values() for c in p.rendered.build.copy)
+
     def reverse_deps(self, key: str) -> set[str]:
         out, todo = set(), [key]
         while todo:
@@ -140,7 +171,8 @@ class Graph:
 class Resolver:
     """Selector resolution over a set of packages: the newest satisfying version wins."""
 
-    def __init__(self, sources):
+    def __init__(self, sources, repositories: tuple[str, ...] = ()):
+        self.repositories = repositories   # the build repositories also searched (for errors)
         self.by_key = {s.key: s for s in sources}
         self.versions: dict[str, dict[str, str]] = {}   # id -> version -> key
         for s in sources:
@@ -152,8 +184,10 @@ class Resolver:
         if chosen is None:
             who = f"{asked_by} requires " if asked_by else ""
             available = ", ".join(sorted(candidates, key=versions.sort_key)) or "none"
+            searched = (f"; searched the trees and the build repositories "
+                        f"{', '.join(self.repositories)}" if self.repositories else "")
             raise CosbuildError(f"{who}{ref}, but no version satisfies it "
-                                f"(available versions of {ref.id}: {available})",
+                                f"(available versions of {ref.id}: {available}{searched})",
                                 hint=(None if candidates else did_you_mean(ref.id, self.versions))
                                 or "fix the selector or add the package to a tree")
         return candidates[chosen]
@@ -171,10 +205,13 @@ class Resolver:
         return out
 
 
-def build_graph(tree: Tree, renderer: "Renderer", errors: Collector | None = None) -> Graph:
+def build_graph(tree: Tree, renderer: "Renderer", errors: Collector | None = None,
+                remote: "RemoteSource | None" = None) -> Graph:
     """Render and resolve every package. Without `errors`, any mistake fails; with it, the
     mistakes go there and the graph holds the packages that rendered and resolved together
-    with everything they build on (`cosbuild graph` shows what works while reporting the rest)."""
+    with everything they build on (`cosbuild graph` shows what works while reporting the rest).
+    A build dep no local tree provides comes from the `remote` repositories: a graph node
+    with no build, hashed by its artifact's checksum."""
     own = errors is None
     errors = Collector() if own else errors
     rendered: dict[str, tuple[PackageSource, Rendered]] = {}
@@ -188,9 +225,12 @@ def build_graph(tree: Tree, renderer: "Renderer", errors: Collector | None = Non
 
     # selectors resolve against every loaded package: one that failed to render is reported
     # once, above, not again by each package that builds on it
-    resolver = Resolver(tree.packages)
+    local = {s.id for s in tree.packages}
+    offered = {s.key: (s, r) for s, r in (remote.packages() if remote else ()) if s.id not in local}
+    sources = [*tree.packages, *(s for s, _ in offered.values())]
+    resolver = Resolver(sources, remote.names() if remote else ())
     artifact_names = [(f"{s.definition.name}-{s.definition.category}-{s.version}{ARTIFACT_SUFFIX}",
-                       s.key) for s in tree.packages]
+                       s.key) for s in sources]
     deps: dict[str, tuple[str, ...]] = {}
     for key, (src, r) in rendered.items():
         try:
@@ -201,6 +241,8 @@ def build_graph(tree: Tree, renderer: "Renderer", errors: Collector | None = Non
             errors.add(exc)
     if own:
         errors.raise_if_any()
+    used = {d for needs in deps.values() for d in needs}
+    deps.update({key: () for key in offered if key in used})   # only what is built on
 
     while True:
         _drop_broken(deps)
@@ -216,6 +258,12 @@ def build_graph(tree: Tree, renderer: "Renderer", errors: Collector | None = Non
     packages: dict[str, Package] = {}
     requires: dict[str, tuple[str, ...]] = {}
     for key in order:
+        if key in offered:
+            src, where = offered[key]
+            packages[key] = Package(src, REMOTE_RENDERED, remote=where,
+                                    hash=_digest(["remote", key, where.sha256, where.cache_image]))
+            requires[key] = ()
+            continue
         src, r = rendered[key]
         files = tuple(context_files(src.folder))
         pkg = Package(src, r, deps[key], files, content=content_digest(r, src.folder, files))
@@ -338,8 +386,11 @@ def chain_steps(pkg: Package, order: tuple[str, ...],
 def image_hash(pkg: Package, packages: dict[str, Package], base: str | None) -> str:
     """The tag of the package's images when built on the image tagged `base` (None: on its
     own image source): its content, its build deps' hashes and that base."""
-    deps = [packages[d].hash for d in pkg.build_deps]
-    return hashlib.sha256(json.dumps([HASH_SCHEMA, pkg.content, deps, base]).encode()).hexdigest()
+    return _digest([pkg.content, [packages[d].hash for d in pkg.build_deps], base])
+
+
+def _digest(parts: list) -> str:
+    return hashlib.sha256(json.dumps([HASH_SCHEMA, *parts]).encode()).hexdigest()
 
 
 def content_digest(rendered: Rendered, folder: Path, files: tuple[str, ...]) -> str:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from ..errors import Collector, CosbuildError
 from ..fsutil import atomic_write
 from ..settings import Settings
-from .graph import Graph, Resolver, build_graph
+from .graph import Graph, RemoteSource, Resolver, build_graph
 from .load import Tree, load_trees
 from .versions import PackageRef
 
@@ -41,11 +41,14 @@ class Project:
 
 
 def load_project(settings: Settings, *, use_cache: bool = False,
-                 errors: Collector | None = None) -> Project:
-    """The whole project; with `errors`, as much of it as works (see the module doc)."""
+                 errors: Collector | None = None, remote: RemoteSource | None = None) -> Project:
+    """The whole project; with `errors`, as much of it as works (see the module doc).
+    `remote`: the build repositories missing build deps come from (their index is part of
+    the cache key, so a new upstream release is seen)."""
     use_cache = use_cache and errors is None
     cache = settings.build_dir / ".cache" / CACHE_NAME
-    fingerprint = _fingerprint(settings) if use_cache else ""
+    fingerprint = _fingerprint(settings) + (remote.fingerprint() if remote else "") \
+        if use_cache else ""
     if use_cache:
         cached = _read_cache(cache, fingerprint)
         if cached is not None:
@@ -53,7 +56,7 @@ def load_project(settings: Settings, *, use_cache: bool = False,
     tree = load_trees(list(settings.trees), errors)
     renderer = _renderer(settings, tree, errors)
     # without a renderer (its mistake is collected) nothing renders: an empty graph
-    graph = build_graph(tree if renderer else Tree((), ()), renderer, errors)
+    graph = build_graph(tree if renderer else Tree((), ()), renderer, errors, remote)
     project = Project(settings, tree, graph)
     if use_cache:
         atomic_write(cache, pickle.dumps((fingerprint, project.tree, project.graph)))

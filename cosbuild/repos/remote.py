@@ -1,0 +1,133 @@
+"""Build repositories: where the build deps no local tree provides come from.
+
+A derivative tree holds only its own packages; `system/cos` and the rest come from cOS's
+repository, named in the project's `.luet.yaml` (or `luet.yaml`) or by the `build_repo`
+setting. Each package taken from there is a graph node that is fetched, not built: its
+artifact downloaded into the build folder (checked against the index) for final-image
+builds and images, and the image it was built into pulled when a package builds on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ..errors import CosbuildError
+from ..fsutil import atomic_write
+from ..settings import Settings
+from ..tools import TaskLog
+from ..tree.graph import Package, Remote
+from ..tree.load import PackageSource
+from ..tree.yamlio import dumps
+from . import client
+
+CONFIG_FILES = (".luet.yaml", "luet.yaml")   # the project's luet client config, as luet reads it
+
+
+class BuildRepositories:
+    """The build repositories of a project, read when the graph needs them (tree.graph's
+    RemoteSource)."""
+
+    def __init__(self, repos: list[client.RepoConfig], workdir: Path):
+        self.repos = sorted(repos, key=lambda r: r.priority)   # lower priority wins, as in luet
+        self.workdir = workdir
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.repos)
+
+    def fingerprint(self) -> str:
+        """Each repository's index as it is now: a new upstream release changes it."""
+        h = hashlib.sha256()
+        for repo in self.repos:
+            h.update(_index(repo, self.workdir).read_bytes())
+        return h.hexdigest()
+
+    def packages(self) -> list[tuple[PackageSource, Remote]]:
+        out, seen = [], set()
+        for repo in self.repos:
+            offered = client.load_repository(repo, self.workdir / _safe(repo.name))
+            for c in offered:
+                if c.id in seen:
+                    continue   # a repository before this one offers the package
+                where = Remote(repo.name, c.url, c.artifact, c.sha256, c.cache_image, c.files)
+                out.append((PackageSource(c.definition, {}, declared_in=Path(c.url, c.artifact)),
+                            where))
+            seen |= {c.id for c in offered}
+        return out
+
+
+def build_repositories(settings: Settings) -> BuildRepositories | None:
+    """The build_repo setting's repositories, then those of .luet.yaml / luet.yaml."""
+    repos = [client.RepoConfig(name=url, urls=(url,), type=_kind(url), priority=n - 100)
+             for n, url in enumerate(settings.build_repo)]
+    config = next((Path(f) for f in CONFIG_FILES if Path(f).is_file()), None)
+    if config is not None:
+        repos += [r for r in client.read_config(config) if r.enable]
+    if not repos:
+        return None
+    return BuildRepositories(repos, settings.build_dir / ".cache" / "build-repos")
+
+
+def fetch(pkg: Package, builder, needs_image: bool, log: TaskLog) -> str:
+    """Put a remote package where a local build would have: its artifact in the build folder
+    (verified) and, when a package builds on its image, that image under the package's tag."""
+    where = pkg.remote
+    repo = next((r for r in _repos_of(builder) if r.name == where.repo), None)
+    if repo is None:
+        raise CosbuildError(f"{pkg.key}: its repository {where.repo} is no longer configured")
+    artifact = builder.artifact_path(pkg)
+    if not where.artifact.endswith(artifact.name.removeprefix(pkg.artifact_stem)):
+        raise CosbuildError(f"{pkg.key} from {where.repo}: artifact {where.artifact} is not "
+                            f"zstd-compressed, which builds on it need",
+                            hint="publish the repository with zstd artifacts")
+    try:
+        repo.transport(where.url).fetch(where.artifact, artifact, sha256=where.sha256,
+                                        progress=f"{pkg.key} from {where.repo}")
+    except CosbuildError as exc:
+        raise CosbuildError(f"{pkg.key} from repository {where.repo} ({where.url}): "
+                            f"{exc.message}", hint=exc.hint) from None
+    atomic_write(builder.metadata_path(pkg),
+                 dumps(builder.metadata(pkg, where.sha256, list(where.files))))
+    how = f"fetched from {where.repo}"
+    if needs_image:
+        if not where.cache_image:
+            raise CosbuildError(f"{pkg.key} from {where.repo}: a package builds on its image, "
+                                "but the repository names none (package_cacheimage)",
+                                hint="build on its final artifact instead "
+                                     "(requires_final_images: true)")
+        try:
+            builder.buildah.ensure_image(where.cache_image, log)
+        except CosbuildError as exc:
+            raise CosbuildError(f"{pkg.key} from {where.repo}: cannot pull its image "
+                                f"{where.cache_image}: {exc.message}",
+                                hint="a registry must be reachable to build on a remote "
+                                     "package's image") from None
+        builder.buildah.tag(where.cache_image, builder.tags(pkg).package, log)
+        how += f", image {where.cache_image}"
+    return how
+
+
+def _repos_of(builder) -> list[client.RepoConfig]:
+    found = build_repositories(builder.settings)
+    return found.repos if found else []
+
+
+def _index(repo: client.RepoConfig, workdir: Path) -> Path:
+    errors = []
+    for url in repo.urls:
+        try:
+            return repo.transport(url).fetch("repository.yaml",
+                                             workdir / f"{_safe(repo.name)}.repository.yaml")
+        except CosbuildError as exc:
+            errors.append(f"{url}: {exc.message}")
+    raise CosbuildError(f"build repository {repo.name} is unreachable: {'; '.join(errors)}",
+                        hint="check the build_repo setting / .luet.yaml, or the network")
+
+
+def _kind(url: str) -> str:
+    return ("http" if url.startswith(("http://", "https://"))
+            else "docker" if url.startswith("docker://") else "disk")
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in name)
