@@ -209,6 +209,15 @@ def test_registry_repository_reads_as_luet_reads_it(ws, target, tmp_path):
                                                             ("plus", "1.0+2"))
     assert publish(ws, build, target) is False   # same content: nothing to publish
 
+    # reproducible: published again elsewhere, every image but repository.yaml (which names
+    # its URL) is the same, byte for byte
+    again = target.replace("/repo", "/again")
+    assert publish(ws, build, again) is True
+    tags = [repo["repo_files"][k]["filename"] for k in ("tree", "meta", "compilertree")] + [
+        f"{e['package']['name']}-{e['package']['category']}-{e['package']['version']}{end}"
+        .replace("+", "-") for e in index for end in ("", ".metadata.yaml")]
+    assert [manifest_digest(again, t) for t in tags] == [manifest_digest(target, t) for t in tags]
+
 
 def test_registry_repository_published_as_luet_does_installs(ws, target, tmp_path):
     """luet's package images are its artifacts' files in a layer of its own making: the
@@ -238,14 +247,19 @@ def test_registry_repository_published_as_luet_does_installs(ws, target, tmp_pat
     assert yaml.safe_load(luet.file("repository.yaml"))["revision"] == repo["revision"] + 1
 
 
+def manifest_digest(target: str, tag: str) -> str:
+    host, _, path = target.partition("/")
+    head = urllib.request.Request(f"http://{host}/v2/{path}/manifests/{tag}", method="HEAD",
+                                  headers={"Accept": MANIFEST})
+    with urllib.request.urlopen(head, timeout=30) as response:
+        return response.headers["Docker-Content-Digest"]
+
+
 def delete_tag(target: str, tag: str) -> None:
     host, _, path = target.partition("/")
-    api = f"http://{host}/v2/{path}/manifests"
-    head = urllib.request.Request(f"{api}/{tag}", method="HEAD", headers={"Accept": MANIFEST})
-    with urllib.request.urlopen(head, timeout=30) as response:
-        digest = response.headers["Docker-Content-Digest"]
-    urllib.request.urlopen(urllib.request.Request(f"{api}/{digest}", method="DELETE"),
-                           timeout=30).close()
+    urllib.request.urlopen(urllib.request.Request(
+        f"http://{host}/v2/{path}/manifests/{manifest_digest(target, tag)}", method="DELETE"),
+        timeout=30).close()
 
 
 def corrupt_layer(target: str, tag: str, folder: Path) -> None:
