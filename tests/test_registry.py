@@ -1,6 +1,6 @@
-"""The registry client without a registry: names, credentials, the token flow (against a
-scripted server), layers with whiteouts, and the cache settings. The real registry is in
-test_shared_cache.py."""
+"""The registry client without a registry: names, credentials, the token flow and download
+bounds (against scripted servers), layers with whiteouts, and the cache settings. The real
+registry is in test_shared_cache.py and test_registry_repository.py."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import os
+import re
 import tarfile
 
 import pytest
@@ -18,8 +19,8 @@ from cosbuild.builds.cache import ImageCache
 from cosbuild.cli import _hoist_global_options
 from cosbuild.errors import CosbuildError
 from cosbuild.oci.layers import apply_layer
-from cosbuild.oci.registry import (Reference, Registry, credentials, parse_reference,
-                                   registry_of, tag_for)
+from cosbuild.oci.registry import (Reference, Registries, Registry, credentials,
+                                   parse_reference, registry_of, tag_for, unpack)
 
 from .conftest import running
 
@@ -129,6 +130,43 @@ def test_unreachable_registry_says_what_to_do():
         Registry("127.0.0.1:1").exists(parse_reference("127.0.0.1:1/x:y"))
     assert "cannot reach registry 127.0.0.1:1" in str(err.value)
     assert "mark it insecure" in str(err.value)
+
+
+class HostileRegistry(http.server.BaseHTTPRequestHandler):
+    """A registry whose answers are out of bounds: `server.manifest` and `server.blob`."""
+
+    def do_GET(self):
+        body = (b"{}" if self.path == "/v2/" else self.server.manifest
+                if "/manifests/" in self.path else self.server.blob)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def _manifest(digest: str, size) -> bytes:
+    return json.dumps({"schemaVersion": 2, "layers": [{"digest": digest, "size": size}]}).encode()
+
+
+@pytest.mark.parametrize("manifest, blob, message", [
+    (b"[" * (5 << 20), b"", "manifest is not valid (larger than 4194304 bytes)"),
+    (b"not json", b"", "manifest is not valid"),
+    (_manifest("sha256:../../../etc/passwd", 1), b"", "a layer without a valid sha256 digest"),
+    (_manifest("sha256:" + "0" * 64, True), b"", "a layer without a valid sha256 digest"),
+    (_manifest("sha256:" + "0" * 64, 10), b"x" * 100, "more than the 10 bytes its descriptor"),
+    (_manifest("sha256:" + "0" * 64, 10), b"x" * 4, "4 bytes of the 10 bytes its descriptor"),
+])
+def test_downloads_are_bounded_by_what_the_manifest_announces(tmp_path, manifest, blob, message):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HostileRegistry)
+    server.manifest, server.blob = manifest, blob
+    with running(server) as url:
+        host = url.removeprefix("http://")
+        with pytest.raises(CosbuildError, match=re.escape(message)):
+            unpack(f"{host}/x/y:z", tmp_path / "out", Registries([host]))
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------- layers

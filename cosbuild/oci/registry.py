@@ -1,10 +1,11 @@
 """OCI registries, in pure Python (the distribution API v2 over urllib).
 
 Used where there is no buildah: the repository client reading a `docker` repository (also
-inside a booted derivative), publishing one: repository files as one-file images and
-artifacts as one-layer package images, and `unpack()`, which pulls an image and applies its
-layers to a folder. Build cache images are pushed and pulled by buildah (builds/cache.py);
-only their presence is checked here, which is quicker than a failing pull.
+inside a booted derivative), publishing one in luet 0.20's layout (repository files as
+one-file images, each package as a one-layer image of its files; see `push_tar`), and
+`unpack()`, which pulls an image and applies its layers to a folder. Build cache images are
+pushed and pulled by buildah (builds/cache.py); only their presence is checked here, which
+is quicker than a failing pull.
 
 - TLS is verified; a registry marked insecure is reached over HTTPS without verification,
   or plain HTTP when it does not speak TLS (a local test registry).
@@ -19,8 +20,9 @@ Importable with the standard library, PyYAML and zstandard only.
 from __future__ import annotations
 
 import base64
+import contextlib
+import gzip
 import hashlib
-import io
 import json
 import os
 import platform
@@ -33,7 +35,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Callable, Iterator
 
 from .. import __version__
 from ..errors import CosbuildError
@@ -45,11 +48,17 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
-LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 ACCEPT = ", ".join((OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST))
 USER_AGENT = f"cosbuild/{__version__}"
 CHUNK = 1 << 20
+# the distribution registry refuses to store larger manifests: anything bigger is not one
+MAX_MANIFEST = 4 << 20
+# the compressions container tools recognize layers by (containerd's DecompressStream)
+GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+# go-containerregistry's zero time, as in luet's images: a config without a clock in it
+ZERO_TIME = "0001-01-01T00:00:00Z"
 DOCKER_HUB = "docker.io"
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _INSECURE_HINT = ("for a registry without TLS, mark it insecure (`--insecure-registries HOST` "
@@ -296,7 +305,7 @@ class Registry:
         try:
             with self.request("GET", f"{ref.repository}/manifests/{ref.tag}", ref.repository,
                               headers={"Accept": ACCEPT}) as response:
-                doc = json.load(response)
+                raw = response.read(MAX_MANIFEST + 1)
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 404:
@@ -304,6 +313,18 @@ class Registry:
                                     hint="check the name; the repository may not be published "
                                          "(yet)") from None
             raise self._failed("read", ref, exc) from None
+        except OSError as exc:   # a connection dropped mid-answer
+            raise self._unreachable(exc) from None
+        try:
+            if len(raw) > MAX_MANIFEST:
+                raise ValueError(f"larger than {MAX_MANIFEST} bytes")
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise CosbuildError(f"image {ref}: the registry's manifest is not valid ({exc})",
+                                hint="the registry is corrupt or not a container "
+                                     "registry") from None
         if doc.get("mediaType") in (OCI_INDEX, DOCKER_LIST) or "manifests" in doc:
             arch = _goarch()
             for m in doc.get("manifests", []):
@@ -313,21 +334,29 @@ class Registry:
             raise CosbuildError(f"image {ref} has no linux/{arch} variant")
         return doc
 
-    def blob(self, repository: str, digest: str, dest: Path) -> Path:
-        """Download a blob into `dest`, all or nothing, checking its digest."""
+    def blob(self, repository: str, digest: str, dest: Path, size: int | None = None) -> Path:
+        """Download a blob into `dest`, all or nothing, checking its digest and (as the
+        descriptor says) its size: never more than `size` bytes are read."""
         try:
             response = self.request("GET", f"{repository}/blobs/{digest}", repository)
         except urllib.error.HTTPError as exc:
             exc.close()
             raise self._failed("download", f"{repository}@{digest}", exc) from None
-        sha = hashlib.sha256()
+        sha, got = hashlib.sha256(), 0
         with response, atomic_path(dest) as tmp, tmp.open("wb") as out:
             try:
-                while chunk := response.read(CHUNK):
+                while chunk := response.read(CHUNK if size is None else min(CHUNK, size + 1 - got)):
                     sha.update(chunk)
                     out.write(chunk)
+                    got += len(chunk)
             except OSError as exc:
                 raise self._unreachable(exc) from None
+            if size is not None and got != size:
+                raise CosbuildError(f"blob {digest} of {self.host}/{repository}: "
+                                    f"{'more than' if got > size else f'{got} bytes of'} the "
+                                    f"{size} bytes its descriptor announces",
+                                    hint="the download was damaged or the registry is corrupt; "
+                                         "try again")
             if f"sha256:{sha.hexdigest()}" != digest:
                 raise CosbuildError(f"blob {digest} of {self.host}/{repository} does not match "
                                     f"its digest (got sha256:{sha.hexdigest()})",
@@ -393,56 +422,85 @@ class Registries:
 
 
 # --------------------------------------------------------------------------- images
+#
+# Images as luet 0.20 makes them for a docker repository (installer/repository_docker.go):
+# artifact.GenerateFinalImage -> image.CreateTar turns a tar into a one-layer image, which
+# docker pushes: Docker media types, a gzip layer, no labels or annotations. luet reads no
+# other layers: its go-containerregistry (0.6) gunzips every layer it extracts.
 
-def push_image(registry: Registry, ref: Reference, layer: Path | bytes, media_type: str,
-               diff_id: str) -> None:
-    """Push a one-layer image; the layer blob is `layer` as it is, byte for byte."""
-    descriptor = registry.upload(ref.repository, layer)
-    config = _canonical({"architecture": _goarch(), "os": "linux", "config": {},
-                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
-    config_descriptor = registry.upload(ref.repository, config)
+def push_tar(registry: Registry, ref: Reference, write_tar: Callable[[BinaryIO], None],
+             work: Path) -> None:
+    """Push a one-layer image whose layer is the uncompressed tar `write_tar(out)` writes;
+    the layer is compressed into `work` first: its digest goes into the manifest."""
+    with tempfile.TemporaryDirectory(dir=work, prefix=".layer-") as tmp:
+        blob = Path(tmp) / "layer.tar.gz"
+        # no time or file name in the gzip header: the same tar gives the same blob
+        with blob.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                   mtime=0, compresslevel=6) as gz:
+            out = _Hashing(gz)
+            write_tar(out)
+        layer = registry.upload(ref.repository, blob)
+    config = _canonical({
+        "architecture": _goarch(), "os": "linux", "created": ZERO_TIME, "config": {},
+        "history": [{"created": ZERO_TIME, "created_by": "cosbuild",
+                     "comment": "luet repository image"}],
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{out.sha.hexdigest()}"]}})
     manifest = _canonical({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, **config_descriptor},
-        "layers": [{"mediaType": media_type, **descriptor}]})
-    registry.put_manifest(ref, manifest, OCI_MANIFEST)
+        "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG, **registry.upload(ref.repository, config)},
+        "layers": [{"mediaType": DOCKER_LAYER, **layer}]})
+    registry.put_manifest(ref, manifest, DOCKER_MANIFEST)
 
 
-def push_file(registry: Registry, ref: Reference, path: Path) -> None:
-    """Push `path` as a one-file image: its layer holds the file at /<file name> (as luet's
-    `FROM scratch` + `COPY file /` does)."""
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(path.name)
-        info.size, info.mode, info.mtime = path.stat().st_size, 0o644, 0
-        with path.open("rb") as f:
+def push_package(registry: Registry, ref: Reference, artifact: Path, work: Path) -> None:
+    """Push a package image: its layer is the artifact's tar, byte for byte, recompressed
+    (luet's CreateTar decompresses the artifact), so unpacked it is the package's files."""
+    def write(out: BinaryIO) -> None:
+        with decompressed(artifact, f"artifact {artifact}") as stream:
+            shutil.copyfileobj(stream, out, CHUNK)
+    push_tar(registry, ref, write, work)
+
+
+def push_file(registry: Registry, ref: Reference, path: Path, work: Path) -> None:
+    """Push `path` as a one-file image holding it at /<file name> (luet's
+    CreateArtifactForFile tars a folder with the file alone in it)."""
+    def write(out: BinaryIO) -> None:
+        with path.open("rb") as f, tarfile.open(fileobj=out, mode="w|",
+                                                format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo(path.name)
+            info.size, info.mode, info.mtime = os.fstat(f.fileno()).st_size, 0o644, 0
             tar.addfile(info, f)
-    data = layer.getvalue()
-    push_image(registry, ref, data, LAYER_TAR, f"sha256:{hashlib.sha256(data).hexdigest()}")
+    push_tar(registry, ref, write, work)
 
 
-def single_layer(registry: Registry, ref: Reference) -> dict:
+@contextlib.contextmanager
+def layer_tar(registry: Registry, ref: Reference, work: Path) -> Iterator[BinaryIO]:
+    """The uncompressed tar of the one-layer image `ref`; its blob is downloaded into `work`
+    and checked against the manifest's digest and size, as luet does (go-containerregistry's
+    verify.ReadCloser)."""
     layers = registry.manifest(ref).get("layers") or []
     if len(layers) != 1:
         raise CosbuildError(f"image {ref} has {len(layers)} layers, expected one",
-                            hint="it was not published as a cosbuild/luet repository file")
-    return layers[0]
+                            hint="luet and cosbuild publish repository files and packages as "
+                                 "one-layer images")
+    digest, size = _descriptor(layers[0], ref)
+    with tempfile.TemporaryDirectory(dir=work, prefix=".layer-") as tmp:
+        blob = registry.blob(ref.repository, digest, Path(tmp) / "layer", size)
+        with decompressed(blob, f"image {ref}") as stream:
+            yield stream
 
 
 def pull_file(registry: Registry, ref: Reference, name: str, dest: Path) -> Path:
     """The file `name` from the one-file image `ref`, into `dest` (all or nothing)."""
-    layer = single_layer(registry, ref)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}.") as tmp:
-        blob = registry.blob(ref.repository, layer["digest"], Path(tmp) / "layer")
+    with layer_tar(registry, ref, dest.parent) as stream:
         try:
-            with _layer_stream(blob, layer.get("mediaType", LAYER_TAR)) as stream, \
-                    tarfile.open(fileobj=stream, mode="r|") as tar:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
-                    if member.isreg() and member.name.lstrip("./") == name:
+                    if member.isreg() and str(PurePosixPath(member.name.lstrip("/"))) == name:
                         with atomic_path(dest) as out, out.open("wb") as f:
                             shutil.copyfileobj(tar.extractfile(member), f, CHUNK)
                         return dest
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except (tarfile.TarError, EOFError) as exc:
             raise CosbuildError(f"image {ref}: damaged layer ({exc})") from None
     raise CosbuildError(f"image {ref} does not hold {name}",
                         hint="it was not published as a cosbuild/luet repository file")
@@ -473,41 +531,67 @@ def apply_image(ref: str | Reference, root: Path, work: Path,
     ref = parse_reference(ref) if isinstance(ref, str) else ref
     registry = (registries or Registries())[ref.registry]
     for n, layer in enumerate(registry.manifest(ref).get("layers") or []):
-        blob = registry.blob(ref.repository, layer["digest"], work / f"layer-{n}")
-        with _layer_stream(blob, layer.get("mediaType", LAYER_TAR)) as stream:
-            apply_layer(stream, root, f"{ref} layer {n + 1}")
+        digest, size = _descriptor(layer, ref)
+        blob = registry.blob(ref.repository, digest, work / f"layer-{n}", size)
+        what = f"{ref} layer {n + 1}"
+        with decompressed(blob, what) as stream:
+            apply_layer(stream, root, what)
         blob.unlink()
 
 
-class _layer_stream:
-    """The uncompressed tar stream of a layer blob, by media type (gzip, zstd or plain)."""
-
-    def __init__(self, path: Path, media_type: str):
-        self.path, self.media_type = path, media_type
-
-    def __enter__(self):
-        import gzip
-        self._file = self.path.open("rb")
-        if self.media_type.endswith("+zstd") or self.media_type.endswith(".zstd"):
-            import zstandard
-            return zstandard.ZstdDecompressor().stream_reader(self._file)
-        if "gzip" in self.media_type:
-            return gzip.GzipFile(fileobj=self._file)
-        return self._file
-
-    def __exit__(self, *exc):
-        self._file.close()
+def _descriptor(layer, ref: Reference) -> tuple[str, int]:
+    # from the registry: the digest becomes part of a URL, the size bounds the download
+    digest, size = (layer.get("digest"), layer.get("size")) if isinstance(layer, dict) \
+        else (None, None)
+    if not (isinstance(digest, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
+            and isinstance(size, int) and not isinstance(size, bool) and size >= 0):
+        raise CosbuildError(f"image {ref}: the manifest has a layer without a valid sha256 "
+                            f"digest and size ({layer!r:.120})",
+                            hint="the image is corrupt or was not made by a container tool")
+    return digest, size
 
 
-def zstd_diff_id(path: Path) -> str:
-    """The digest of the uncompressed tar of a zstd layer (the image config's diff_id)."""
-    import zstandard
-    sha = hashlib.sha256()
+@contextlib.contextmanager
+def decompressed(path: Path, what: str) -> Iterator[BinaryIO]:
+    """The uncompressed stream of a tar file: gzip, zstd or plain, told apart by their first
+    bytes as container tools do (luet: containerd's DecompressStream)."""
+    import zlib
     with path.open("rb") as f:
-        reader = zstandard.ZstdDecompressor().stream_reader(f)
-        while chunk := reader.read(CHUNK):
-            sha.update(chunk)
-    return f"sha256:{sha.hexdigest()}"
+        magic = f.read(4)
+        f.seek(0)
+        if magic.startswith(GZIP_MAGIC):
+            yield _Checked(gzip.GzipFile(fileobj=f), what, (OSError, EOFError, zlib.error))
+        elif magic == ZSTD_MAGIC:
+            import zstandard
+            yield _Checked(zstandard.ZstdDecompressor().stream_reader(f), what,
+                           (zstandard.ZstdError, OSError))
+        else:
+            yield f
+
+
+class _Checked:
+    """A decompressing reader whose decoding errors say which file is damaged."""
+
+    def __init__(self, stream, what: str, errors: tuple):
+        self.stream, self.what, self.errors = stream, what, errors
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.stream.read(size)
+        except self.errors as exc:
+            raise CosbuildError(f"{self.what}: damaged compressed data ({exc})",
+                                hint="download or build it again") from None
+
+
+class _Hashing:
+    """A write-only file that hashes what it passes on (a layer's diff_id)."""
+
+    def __init__(self, out: BinaryIO):
+        self.out, self.sha = out, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        return self.out.write(data)
 
 
 def _digest(data: bytes | Path) -> tuple[str, int]:

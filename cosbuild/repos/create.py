@@ -11,11 +11,13 @@ A repository is a folder: the package artifacts, their metadata, and
 The revision is bumped, and repository.yaml rewritten, only when the content changed, so the
 same inputs give the same files.
 
-A `docker` repository is the same files in an OCI registry (SPEC section 3): each repository
-file and package metadata as a one-file image tagged with the file name, each package as
-`<repo>:<name>-<category>-<version>` (`+` -> `-`), whose one layer is the artifact itself
-(a zstd tar layer): unpacked, the image is the package's files, and the client downloads
-the layer blob, whose digest is the artifact's sha256.
+A `docker` repository is the same files in an OCI registry, in luet 0.20's layout (SPEC
+section 3, luet's installer/repository_docker.go): each repository file and package metadata
+as a one-file image tagged with the file name (the file at /<file name>), each package as
+`<repo>:<name>-<category>-<version>` (`+` -> `-`), whose one layer is the artifact's tar:
+unpacked, the image is the package's files. Clients take the files from the layer, as luet
+does; the artifact's sha256 in the index is of a file the registry does not have, so what
+is checked is the layer's digest (oci/registry.py: layer_tar).
 """
 
 from __future__ import annotations
@@ -156,9 +158,9 @@ def publish_docker(project: Project, packages: Path, target: str, info: RepoInfo
             artifact_path = packages / pkg.artifact_file
             if not (packages / pkg.metadata_file).is_file():
                 continue   # not built: create_repo left it out of the index too
-            registry.push_image(remote, ref(pkg.artifact_stem), artifact_path,
-                                registry.LAYER_ZSTD, registry.zstd_diff_id(artifact_path))
-            registry.push_file(remote, ref(pkg.metadata_file), packages / pkg.metadata_file)
+            registry.push_package(remote, ref(pkg.artifact_stem), artifact_path, staging)
+            registry.push_file(remote, ref(pkg.metadata_file), packages / pkg.metadata_file,
+                               staging)
         for path in repository_outputs(staging)[1:] + repository_outputs(staging)[:1]:
-            registry.push_file(remote, ref(path.name), path)
+            registry.push_file(remote, ref(path.name), path, staging)
     return True

@@ -9,10 +9,12 @@ retried with exponential backoff and resumed where they broke off (Range request
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import http.client
 import os
 import re
+import shutil
 import sys
 import time
 import urllib.error
@@ -191,7 +193,8 @@ class HttpTransport(Transport):
 
 
 class RegistryTransport(Transport):
-    """A docker repository: files from one-file images, artifacts from package images."""
+    """A docker repository (luet 0.20's layout, see repos/create.py): files from one-file
+    images, artifacts made from the files of package images."""
 
     def __init__(self, url: str, insecure: bool = False):
         self.url = url
@@ -203,20 +206,42 @@ class RegistryTransport(Transport):
         _check_name(name, self.url)
         dest = Path(dest)
         artifact = re.fullmatch(r"(.+)\.package\.tar(\.\w+)?", name)
-        if artifact:
-            # the package image's layer is the artifact: its digest is the artifact's sha256
-            ref = self.base.with_tag(registry.tag_for(artifact.group(1)))
-            layer = registry.single_layer(self.registry, ref)
-            if sha256 and layer["digest"] != f"sha256:{sha256.lower()}":
-                raise CosbuildError(f"package image {ref} does not hold {name} of the index "
-                                    f"(layer {layer['digest']}, index sha256:{sha256})",
-                                    hint="the repository is being republished or is "
-                                         "inconsistent; try again or tell its maintainer")
-            return self.registry.blob(ref.repository, layer["digest"], dest)
+        what = f"package {artifact.group(1)}" if artifact else name
         with atomic_path(dest) as tmp:
-            registry.pull_file(self.registry, self.base.with_tag(registry.tag_for(name)), name, tmp)
-            _check_sha256(name, self.url, tmp, sha256)
+            try:
+                if artifact:
+                    self._package(artifact.group(1), artifact.group(2) or "", tmp)
+                else:
+                    registry.pull_file(self.registry, self.base.with_tag(registry.tag_for(name)),
+                                       name, tmp)
+            except CosbuildError as exc:
+                raise CosbuildError(f"cannot get {what} from docker repository {self.url}: "
+                                    f"{exc.message}", hint=exc.hint) from None
+            if not artifact:
+                _check_sha256(name, self.url, tmp, sha256)
         return dest
+
+    def _package(self, stem: str, suffix: str, dest: Path) -> None:
+        """As luet's DockerClient.DownloadArtifact: the files of the package image are packed
+        into an artifact again, and the index's sha256 (of the publisher's artifact, which
+        the registry does not hold) is not checked: the layer's digest is."""
+        ref = self.base.with_tag(registry.tag_for(stem))
+        with dest.open("wb") as raw, _compressor(suffix, raw) as out, \
+                registry.layer_tar(self.registry, ref, dest.parent) as layer:
+            shutil.copyfileobj(layer, out, CHUNK)
+
+
+def _compressor(suffix: str, raw: BinaryIO):
+    """A writer compressing into `raw` as an artifact named `*.package.tar<suffix>` is."""
+    if suffix == ".zst":
+        import zstandard
+        return zstandard.ZstdCompressor(write_checksum=True).stream_writer(raw, closefd=False)
+    if suffix == ".gz":
+        return gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+    if suffix == "":
+        return contextlib.nullcontext(raw)
+    raise CosbuildError(f"unknown artifact compression '{suffix}'",
+                        hint="artifacts are .package.tar, .tar.gz or .tar.zst")
 
 
 class _Retry(Exception):
