@@ -22,7 +22,7 @@ from pathlib import Path
 from doit.exceptions import TaskFailed
 from doit.tools import config_changed
 
-from . import settings
+from . import luetformat, settings
 from .errors import Collector, CosbuildError
 from .fsutil import atomic_write, remove_partial_files
 from .settings import Settings
@@ -223,7 +223,7 @@ def task_definitions(project: Project) -> dict:
                    "file_dep": list(pkg.files),
                    "targets": outputs([key]),
                    # turning push on (or to another repository) pushes what was built before
-                   "uptodate": [config_changed(pkg.hash + pushed_to)]
+                   "uptodate": [config_changed(pkg.hash + pushed_to + luetformat.RECORD_FORMAT)]
                    + ([(_images_present, [get_builder, pkg])] if pkg.needs_images else [])
                    + ([(_image_present, [get_builder, pkg])]
                       if pkg.remote and graph.image_used(key) else []),

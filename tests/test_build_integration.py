@@ -133,13 +133,15 @@ def test_requires_chain_each_package_on_the_one_before(built):
 
 def test_metadata_and_empty_artifact(built):
     meta = yaml.safe_load((built / "build/app-apps-1.0.metadata.yaml").read_text())
-    assert meta["package"]["name"] == "app" and meta["compressiontype"] == "zstd"
-    assert meta["files"] == ["/usr/bin/hello", "/usr/bin/hello-link", "/usr/share/app/info"]
+    assert meta["compilationspec"]["package"]["name"] == "app" and meta["compressiontype"] == "zstd"
+    assert meta["files"] == ["usr/bin/hello", "usr/bin/hello-link", "usr/share/app/info"]
     digest = subprocess.run(["sha256sum", built / "build/app-apps-1.0.package.tar.zst"],
                             capture_output=True, text=True).stdout.split()[0]
     assert meta["checksums"]["sha256"] == digest
-    assert meta["dependencies"] == [{"name": "base", "category": "distro", "version": "1"}]
-    assert meta["cache_image"].endswith(":" + meta["build_hash"])
+    assert meta["dependencies"] == [{"path": "base-distro-1.package.tar.zst", "compilationspec": {
+        "package": {"name": "base", "category": "distro", "version": "1"}}}]
+    assert meta["runtime"]["name"] == "app" and "steps" in meta["compilationspec"]
+    assert meta["package_cacheimage"].endswith(":" + meta["build_hash"])
     assert members(built / "build/meta-virtual-1.package.tar.zst") == {}
 
 
@@ -166,7 +168,7 @@ def test_no_op_then_incremental_rebuilds(built, repo_env):
 def test_removed_image_is_rebuilt_byte_identical(built, repo_env):
     meta = yaml.safe_load((built / "build/app-apps-1.0.metadata.yaml").read_text())
     before = (built / "build/app-apps-1.0.package.tar.zst").read_bytes()
-    subprocess.run(["buildah", "rmi", "-f", meta["cache_image"]], check=True, capture_output=True)
+    subprocess.run(["buildah", "rmi", "-f", meta["package_cacheimage"]], check=True, capture_output=True)
     proc = cosbuild(built, "run", "build", env=repo_env)
     assert ran(proc) == {"build:apps/app"}
     assert "(built;" in proc.stdout
@@ -277,8 +279,8 @@ def test_repository_install_with_requirements_and_finalizer(built, repo_env, tmp
 def test_unpack_image(built, repo_env, tmp_path):
     meta = yaml.safe_load((built / "build/base-distro-1.metadata.yaml").read_text())
     dest = tmp_path / "unpacked"
-    cosbuild(built, "unpack", meta["cache_image"], str(dest), env=repo_env)
+    cosbuild(built, "unpack", meta["package_cacheimage"], str(dest), env=repo_env)
     assert (dest / "etc/base-marker").read_text() == "base\n"
     assert (dest / "usr/bin/bash").is_file()
-    proc = cosbuild(built, "unpack", meta["cache_image"], str(dest), env=repo_env, check=False)
+    proc = cosbuild(built, "unpack", meta["package_cacheimage"], str(dest), env=repo_env, check=False)
     assert proc.returncode == 1 and "exists and is not an empty folder" in proc.stderr

@@ -4,13 +4,16 @@ tests/test_remote_integration.py builds the sample that way)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
+import tarfile
 import sys
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from cosbuild.repos.serve import make_server
 
@@ -123,3 +126,20 @@ def test_remote_mistakes_name_the_package_and_the_repository(projects):
                     check=False)
     assert proc.returncode == 1 and "http://127.0.0.1:9/repo" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("comp", ["none", "gzip"])
+def test_build_deps_from_a_luet_made_repository(tmp_path, comp):
+    """luet's own repository (its field names, plain or gzip artifacts): the fetched
+    artifact is the same files, kept as the zstd archive the builds here read."""
+    from .test_luet_format import PACKAGES, write_luet_repo
+    repo = write_luet_repo(tmp_path / "luet", PACKAGES, artifacts=comp)
+    derivative = write_files(tmp_path / "derivative", {
+        "tree/mine/definition.yaml": "name: mine\ncategory: apps\nversion: '1'\n",
+        "tree/mine/build.yaml": "retrieve: [app-test-*]\n"})
+    out = cosbuild(derivative, "run", "build", "--build-repo", str(repo)).stdout
+    assert "test/app@2.1: done" in out and f"fetched from {repo}" in out
+    fetched = derivative / "build/app-test-2.1.package.tar.zst"
+    data = zstandard.ZstdDecompressor().stream_reader(fetched.open("rb")).read()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert {m.name for m in tar if m.isfile()} == {"usr/bin/app"}

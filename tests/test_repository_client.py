@@ -24,7 +24,7 @@ from .conftest import running
 import yaml
 import zstandard
 
-from cosbuild import settings
+from cosbuild import luetformat, settings
 from cosbuild.builds import artifact
 from cosbuild.builds.builder import Builder
 from cosbuild.errors import CosbuildError
@@ -322,13 +322,16 @@ def test_create_repo_writes_index_tree_and_meta(ws, monkeypatch):
 
     meta = read_tar_zst(repo / index["repo_files"]["meta"]["filename"])
     entries = yaml.safe_load(meta["repository.meta.yaml"])["index"]
-    by_name = {e["package"]["name"]: e for e in entries}
+    by_name = {e["compilationspec"]["package"]["name"]: e for e in entries}
     assert set(by_name) == {"lib", "app", "fin"}
     app = by_name["app"]
     assert app["path"] == "app-test-1.0.package.tar.zst"
+    assert app["compressiontype"] == "zstd"
     assert app["checksums"]["sha256"] == sha256(repo / app["path"])
-    assert app["files"] == ["/usr/bin/abs", "/usr/bin/app", "/usr/bin/app-link",
-                            "/usr/share/app/data.txt"]
+    # luet lists tar member names: no leading /
+    assert app["files"] == ["usr/bin/abs", "usr/bin/app", "usr/bin/app-link",
+                            "usr/share/app/data.txt"]
+    assert app["runtime"]["requires"] == [{"name": "lib", "category": "test", "version": ">=1.0"}]
 
 
 def test_create_repo_revision_only_changes_with_content(ws):
@@ -802,7 +805,8 @@ def test_extract_safely_reports_the_files(tmp_path):
                             member("usr/c", tarfile.SYMTYPE, linkname="a")])
     dest = tmp_path / "dest"
     dest.mkdir()
-    assert client.extract_safely(archive, dest, "x") == ["/usr/a", "/usr/b", "/usr/c"]
+    assert client.extract_safely(archive, dest, "x", compression=luetformat.ZSTD) == [
+        "/usr/a", "/usr/b", "/usr/c"]
     assert os.stat(dest / "usr/a").st_ino == os.stat(dest / "usr/b").st_ino
     assert os.readlink(dest / "usr/c") == "a"
 

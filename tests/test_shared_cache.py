@@ -122,7 +122,7 @@ def test_pull_repository_feeds_another_image_repository(machine_a, registry, tmp
         for name in ("base-distro-1.package.tar.zst", "app-apps-1.0.package.tar.zst"):
             assert (root_c / "build" / name).read_bytes() == (root_a / "build" / name).read_bytes()
         meta = yaml.safe_load((root_c / "build/app-apps-1.0.metadata.yaml").read_text())
-        assert meta["cache_image"] == f"luet/cache:{meta['build_hash']}"
+        assert meta["package_cacheimage"] == f"luet/cache:{meta['build_hash']}"
         listed = subprocess.run(["buildah", "images", "--format", "{{.Name}}:{{.Tag}}"], env=env,
                                 capture_output=True, text=True).stdout
         assert f"localhost/luet/cache:{meta['build_hash']}" in listed

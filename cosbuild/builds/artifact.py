@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .. import luetformat
 from ..fsutil import atomic_path
 
-COMPRESSION = "zstd"
+COMPRESSION = luetformat.ZSTD   # cOS publishes zstd artifacts and repositories
 _KEEP_XATTRS = ("security.capability", "user.")   # overlayfs' own trusted.* never leak
 
 
@@ -95,19 +96,17 @@ def _under_excluded(path: str, entries: dict, exc: list) -> bool:
 
 @contextlib.contextmanager
 def _tar_writer(out: Path) -> Iterator[tuple[tarfile.TarFile, "_HashingWriter"]]:
-    """A streaming PAX tar, zstd-compressed, hashed on the way, renamed into place on success."""
-    import zstandard   # imported on first use: a no-op run writes no artifact
-
+    """A streaming PAX tar, compressed as COMPRESSION, hashed on the way, renamed into place
+    on success."""
     with atomic_path(out) as tmp, open(tmp, "wb") as raw:
         hasher = _HashingWriter(raw)
-        cctx = zstandard.ZstdCompressor(level=3, threads=-1, write_checksum=True)
-        with cctx.stream_writer(hasher, closefd=False) as zst, \
-                tarfile.open(fileobj=zst, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        with COMPRESSION.writer(hasher) as stream, \
+                tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             yield tar, hasher
 
 
 def write_tar(entries: list[Entry], out: Path, *, checkout: bool = False) -> tuple[str, list[str]]:
-    """Write a reproducible .tar.zst; returns (sha256 hex, sorted list of non-directory paths).
+    """Write a reproducible compressed tar; returns (sha256 hex, sorted list of non-directory paths).
 
     `checkout`: the files come from a source checkout, whose owners and umask differ between
     machines: store root ownership and only the executable bit of modes."""
@@ -139,7 +138,7 @@ def add_entries(tar: tarfile.TarFile, entries: Iterable[Entry], *, checkout: boo
 
 
 def write_tar_blobs(blobs: dict[str, bytes], out: Path) -> str:
-    """A reproducible .tar.zst of generated files (path -> content); returns its sha256.
+    """A reproducible compressed tar of generated files (path -> content); returns its sha256.
 
     Parent directories are added, so the archive unpacks with sane modes."""
     epoch = source_date_epoch()

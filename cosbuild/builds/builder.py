@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import tools
+from .. import luetformat, tools
 from ..errors import CosbuildError
 from ..fsutil import atomic_path, atomic_write
 from ..tools import TaskLog
@@ -265,20 +265,35 @@ class Builder:
         atomic_write(self.metadata_path(pkg), dumps(self.metadata(pkg, sha, files)))
 
     def metadata(self, pkg: Package, sha: str, files: list[str]) -> dict:
+        """luet's PackageArtifact record, plus the build hash (which build made it: what
+        create-repo checks before indexing it)."""
         graph = self.project.graph
-        deps = [graph.packages[k].definition for k in pkg.build_deps]
         return {
-            "package": definition_dict(pkg.definition),
-            "compilespec": pkg.rendered.data,
+            **luetformat.artifact_record(
+                path=self.artifact_path(pkg).name, sha256=sha, comp=artifact.COMPRESSION,
+                files=files, compile_spec=luetformat.compile_spec(pkg.rendered.data),
+                package=compile_package(pkg), runtime=definition_dict(pkg.definition),
+                cache_image=self.tags(pkg).package if pkg.needs_images else "",
+                dependencies=[luetformat.dependency_record(graph.packages[k].artifact_file,
+                                                           _identity(graph.packages[k].definition))
+                              for k in pkg.build_deps]),
             "build_hash": pkg.hash,
-            "dependencies": [{"name": d.name, "category": d.category, "version": d.version}
-                             for d in deps],
-            "path": self.artifact_path(pkg).name,
-            "checksums": {"sha256": sha},
-            "compressiontype": artifact.COMPRESSION,
-            "files": files,
-            "cache_image": self.tags(pkg).package if pkg.needs_images else "",
         }
+
+
+def _identity(d) -> dict:
+    return {"name": d.name, "category": d.category, "version": d.version}
+
+
+def compile_package(pkg: Package) -> dict:
+    """The package of luet's compile spec: the definition, whose requires and conflicts a
+    build.yaml replaces (luet's CompilerRecipe.Load)."""
+    out = definition_dict(pkg.definition)
+    if pkg.source.build_file is not None:
+        b = pkg.rendered.build
+        out["requires"] = [dataclasses.asdict(r) for r in b.requires]
+        out["conflicts"] = [dataclasses.asdict(r) for r in b.conflicts]
+    return out
 
 
 def definition_dict(d) -> dict:

@@ -18,7 +18,6 @@ before or fully installed.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import signal
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
+from .. import luetformat
 from ..errors import CosbuildError
 from ..fsutil import atomic_write
 from ..oci.layers import EXTRACT_CHECKED
@@ -125,7 +125,8 @@ class Candidate:
     finalize: spec.Finalize
     artifact: str               # file name in the repository
     sha256: str
-    files: tuple[str, ...]
+    files: tuple[str, ...]      # absolute paths
+    compression: luetformat.Compression
     repo: RepoConfig = field(compare=False)
     url: str = ""               # the repository URL that answered
     cache_image: str = ""       # the image it was built into (luet's package_cacheimage)
@@ -142,6 +143,10 @@ class Candidate:
         return f"{self.id}@{self.version}"
 
 
+# a tree or an index is read into memory: far above cOS's (a few MiB), far below a machine's
+MAX_INDEX_BYTES = 256 * luetformat.MiB
+
+
 def load_repository(repo: RepoConfig, workdir: Path) -> list[Candidate]:
     errors = []
     for url in repo.urls:
@@ -153,56 +158,85 @@ def load_repository(repo: RepoConfig, workdir: Path) -> list[Candidate]:
 
 
 def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
+    """A repository as luet 0.20 writes it (LuetSystemRepository.Sync): repository.yaml,
+    then its `tree` and `meta` files, each checked and decompressed as it declares."""
     workdir.mkdir(parents=True, exist_ok=True)
     prefix = repo.name.replace("/", "_")   # names may be URLs
-    index_path = transport.fetch("repository.yaml", workdir / f"{prefix}.yaml")
-    index = load_mapping(index_path)
-    blobs = {}
-    for kind in ("tree", "meta"):
-        try:
-            entry = index["repo_files"][kind]
-            name, sha = entry["filename"], entry["checksums"]["sha256"]
-        except (KeyError, TypeError):
-            raise CosbuildError(f"repository.yaml of {transport.url} has no repo_files.{kind}",
-                                hint="regenerate the repository with `doit repo`") from None
-        blobs[kind] = _read_tar(transport.fetch(name, workdir / f"{prefix}-{name}", sha256=sha))
-    meta = loads(blobs["meta"].get("repository.meta.yaml", b"").decode(), "repository.meta.yaml") or {}
-    by_id = {}
-    for entry in meta.get("index") or []:
-        p = entry["package"]
-        by_id[(p["category"], p["name"], str(p["version"]))] = entry
+    spec_file = luetformat.REPOSITORY_FILE
+    where = f"{transport.url}: {spec_file}"
+    index = loads(_text(transport.fetch(spec_file, workdir / f"{prefix}.yaml"), where), where)
+    repo_files = index.get("repo_files") if isinstance(index, dict) else None
+    blobs = {kind: _repo_file(transport, repo_files, kind, where, workdir / prefix)
+             for kind in ("tree", "meta")}
+    meta_where = f"{transport.url}: {luetformat.META_MEMBER}"
+    if luetformat.META_MEMBER not in blobs["meta"]:
+        raise CosbuildError(f"the meta archive of {transport.url} has no {luetformat.META_MEMBER}",
+                            hint="the repository is incomplete; regenerate it")
+    meta = loads(_text(blobs["meta"][luetformat.META_MEMBER], meta_where), meta_where) or {}
+    # luet omits an empty index (`index,omitempty`)
+    records = (meta.get("index") or []) if isinstance(meta, dict) else None
+    if not isinstance(records, list):
+        raise CosbuildError("no 'index' list", file=meta_where, key="index",
+                            hint="the repository index is not luet's format")
+    entries = [luetformat.ArtifactEntry.parse(r, f"{meta_where}: index[{n}]")
+               for n, r in enumerate(records)]
+    by_id = {(e.category, e.name, e.version): e for e in entries}
     out = []
-    for path, data in sorted(blobs["tree"].items()):
-        parts = path.split("/")
-        if len(parts) != 4 or parts[3] != "definition.yaml":
+    tree = blobs["tree"]
+    # luet loads every definition.yaml of the tree, wherever it is (InstallerRecipe.Load)
+    for path, data in sorted(tree.items()):
+        if PurePosixPath(path).name != "definition.yaml":
             continue
-        where = f"{transport.url}: tree/{path}"
-        definition = parse_definition(loads(data.decode(), where), where)
+        dwhere = f"{transport.url}: tree/{path}"
+        definition = parse_definition(luetformat.tree_definition(_mapping(data, dwhere)), dwhere)
         entry = by_id.get((definition.category, definition.name, definition.version))
         if entry is None:
             continue   # in the tree but not built: nothing to install
-        fwhere = where.replace("definition.yaml", "finalize.yaml")
-        fdata = loads(blobs["tree"].get(path.replace("definition.yaml", "finalize.yaml"),
-                                        b"").decode(), fwhere) or {}
+        fpath = str(PurePosixPath(path).with_name("finalize.yaml"))
+        fwhere = f"{transport.url}: tree/{fpath}"
+        fdata = _mapping(tree.get(fpath, b""), fwhere)
         finalize = spec.Finalize(**spec.parse(spec.FINALIZE_KEYWORDS, fdata, fwhere,
                                               what="finalize.yaml", strict=False))
-        out.append(Candidate(definition, finalize, entry["path"],
-                             entry["checksums"]["sha256"], tuple(entry.get("files") or ()), repo,
-                             transport.url,
-                             entry.get("package_cacheimage") or entry.get("cache_image") or ""))
+        out.append(Candidate(definition, finalize, entry.path, entry.sha256, entry.files,
+                             entry.compression, repo, transport.url, entry.cache_image))
     return out
 
 
-def _read_tar(path: Path) -> dict[str, bytes]:
-    import zstandard
-    with open(path, "rb") as f:
-        data = zstandard.ZstdDecompressor().stream_reader(f).read()
-    out = {}
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for member in tar:
-            if member.isreg():
-                out[member.name] = tar.extractfile(member).read()
-    return out
+def _repo_file(transport, repo_files, kind: str, where: str, stem: Path) -> dict[str, bytes]:
+    """The files of the archive `repo_files.<kind>` of repository.yaml, verified."""
+    entry = repo_files.get(kind) if isinstance(repo_files, dict) else None
+    name = entry.get("filename") if isinstance(entry, dict) else None
+    checksums = entry.get("checksums") if isinstance(entry, dict) else None
+    sha = checksums.get("sha256") if isinstance(checksums, dict) else None
+    if not (isinstance(name, str) and name and isinstance(sha, str) and sha):
+        raise CosbuildError(f"no repo_files.{kind} with a filename and checksums.sha256",
+                            file=where, key=f"repo_files.{kind}",
+                            hint="regenerate the repository (`doit repo`, `luet create-repo`)")
+    comp = luetformat.compression(entry.get("compressiontype"), where,
+                                  f"repo_files.{kind}.compressiontype")
+    local = transport.fetch(name, stem.with_name(f"{stem.name}-{name}"), sha256=sha)
+    try:
+        return luetformat.read_members(local, comp, MAX_INDEX_BYTES)
+    except luetformat.Damaged as exc:
+        raise CosbuildError(f"{name} from {transport.url}: {exc}", key=f"repo_files.{kind}",
+                            hint="the repository is corrupt or its repository.yaml is wrong") from None
+
+
+def _text(data: bytes | Path, where: str) -> str:
+    try:
+        return (data.read_bytes() if isinstance(data, Path) else data).decode()
+    except UnicodeDecodeError as exc:
+        raise CosbuildError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=where,
+                            hint="the repository is corrupt") from None
+
+
+def _mapping(data: bytes, where: str):
+    value = loads(_text(data, where), where)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CosbuildError(f"expected a mapping, got {type(value).__name__}", file=where)
+    return value
 
 
 # --------------------------------------------------------------------------- solving
@@ -401,7 +435,7 @@ def _apply(root: Path, work: Path, installed: Installed, todo: list[Candidate], 
         archive = c.repo.transport(c.url).fetch(
             c.artifact, work / c.artifact, sha256=c.sha256,
             progress=f"[{n}/{len(todo)}] {c}" if progress else None)
-        files = extract_safely(archive, staging, str(c), symlinks)
+        files = extract_safely(archive, staging, str(c), symlinks, compression=c.compression)
         if set(files) != set(c.files):
             raise CosbuildError(f"refusing to install {c}: its archive does not hold the files "
                                 "its index entry lists", hint="the repository is inconsistent")
@@ -526,18 +560,17 @@ def _inside(root: Path, rel: str, *, follow_last: bool = False) -> Path:
 
 # --------------------------------------------------------------------------- archives
 
-def extract_safely(archive: Path, dest: Path, what: str, symlinks: set[str] | None = None) -> list[str]:
+def extract_safely(archive: Path, dest: Path, what: str, symlinks: set[str] | None = None, *,
+                   compression: luetformat.Compression) -> list[str]:
     """Unpack an artifact into `dest`, refusing anything that could write outside it.
 
     `symlinks` are the links already in `dest` (updated): no entry may be written through
     one. Returns the package's file list (absolute paths of non-directories)."""
-    import zstandard
     files: list[str] = []
     symlinks = set() if symlinks is None else symlinks
     regular: set[str] = set()
     try:
-        with open(archive, "rb") as f, tarfile.open(
-                fileobj=zstandard.ZstdDecompressor().stream_reader(f), mode="r|") as tar:
+        with luetformat.open_tar(archive, compression) as tar:
             for member in tar:
                 name = _check_member(member, symlinks, regular, what)
                 if name is not None:
@@ -548,7 +581,7 @@ def extract_safely(archive: Path, dest: Path, what: str, symlinks: set[str] | No
                         regular.add(name)
                     if not member.isdir():
                         files.append("/" + name)
-    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+    except luetformat.Damaged as exc:
         raise CosbuildError(f"refusing to install {what}: the archive is damaged ({exc})",
                             hint="the repository is corrupt; nothing was installed") from None
     return sorted(files)

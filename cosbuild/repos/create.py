@@ -1,12 +1,14 @@
 """Repositories, server side (`luet create-repo`, SPEC section 3).
 
-A repository is a folder: the package artifacts, their metadata, and
+A repository is a folder: the package artifacts, their metadata, and, as luet 0.20 writes
+them (its installer/repository.go, repository_local.go) but zstd-compressed as cOS publishes:
 
 - `tree.tar.zst`: the runtime tree, `<category>/<name>/<version>/definition.yaml` (+ `finalize.yaml`);
 - `compilertree.tar.zst`: the package trees as they were;
-- `repository.meta.yaml.tar.zst`: `repository.meta.yaml` = `{index: [artifact metadata]}`;
+- `repository.meta.yaml.tar.zst`: `repository.meta.yaml` = `{index: [artifact metadata]}`
+  (luet's PackageArtifact records, see luetformat.py);
 - `repository.yaml`: name, description, type, urls, revision, last_update and `repo_files`
-  with the sha256 of the three files above.
+  {tree, meta, compilertree}, each `{filename, compressiontype, checksums: {sha256}}`.
 
 The revision is bumped, and repository.yaml rewritten, only when the content changed, so the
 same inputs give the same files.
@@ -28,6 +30,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from .. import luetformat
 from ..builds import artifact
 from ..errors import CosbuildError
 from ..fsutil import atomic_write
@@ -35,11 +38,11 @@ from ..settings import RepoInfo
 from ..tree.project import Project
 from ..tree.yamlio import dumps, load_mapping
 
-REPOSITORY_FILE = "repository.yaml"
-TREE_FILE = "tree.tar.zst"
-COMPILERTREE_FILE = "compilertree.tar.zst"
-META_FILE = "repository.meta.yaml.tar.zst"
-META_MEMBER = "repository.meta.yaml"
+REPOSITORY_FILE = luetformat.REPOSITORY_FILE
+# luet's names (TREE_TARBALL, ...) with the suffix of the compression (getCompressedName)
+TREE_FILE = "tree.tar" + artifact.COMPRESSION.suffix
+COMPILERTREE_FILE = "compilertree.tar" + artifact.COMPRESSION.suffix
+META_FILE = luetformat.META_MEMBER + ".tar" + artifact.COMPRESSION.suffix
 TYPES = ("disk", "http", "docker")
 
 
@@ -59,6 +62,10 @@ def index_entries(project: Project, output: Path) -> list[dict]:
         if meta.get("build_hash") != pkg.hash:
             raise CosbuildError(f"{meta_path.name} is from another build of {key}",
                                 file=meta_path, hint="run `doit build` first")
+        if not isinstance(meta.get("runtime"), dict):   # before luet's field names
+            raise CosbuildError(f"{meta_path.name} is not in luet's format (no 'runtime')",
+                                file=meta_path, hint="run `doit build` again")
+        luetformat.ArtifactEntry.parse(meta, str(meta_path))   # what a client will need
         if not (output / pkg.artifact_file).is_file():
             raise CosbuildError(f"artifact {pkg.artifact_file} is missing", file=meta_path,
                                 hint="run `doit build` again")
@@ -78,7 +85,7 @@ def create_repo(project: Project, output: Path, info: RepoInfo, packages: Path |
     graph = project.graph
     runtime: dict[str, bytes] = {}
     for meta in entries:
-        p = meta["package"]
+        p = meta["runtime"]   # the tree holds the runtime definitions, as luet's does
         pkg = graph.packages[f"{p['category']}/{p['name']}@{p['version']}"]
         folder = f"{p['category']}/{p['name']}/{p['version']}"
         runtime[f"{folder}/definition.yaml"] = dumps(p).encode()
@@ -90,10 +97,10 @@ def create_repo(project: Project, output: Path, info: RepoInfo, packages: Path |
     files = {
         "tree": (TREE_FILE, artifact.write_tar_blobs(runtime, output / TREE_FILE)),
         "meta": (META_FILE, artifact.write_tar_blobs(
-            {META_MEMBER: dumps({"index": entries}).encode()}, output / META_FILE)),
+            {luetformat.META_MEMBER: dumps({"index": entries}).encode()}, output / META_FILE)),
         "compilertree": (COMPILERTREE_FILE, _write_compilertree(project, output / COMPILERTREE_FILE)),
     }
-    repo_files = {kind: {"filename": name, "compressiontype": artifact.COMPRESSION,
+    repo_files = {kind: {"filename": name, "compressiontype": artifact.COMPRESSION.name,
                          "checksums": {"sha256": sha}} for kind, (name, sha) in files.items()}
     content = {"name": info.name, "description": info.description, "type": info.type,
                "urls": list(info.urls), "repo_files": repo_files}

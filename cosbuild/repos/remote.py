@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from .. import luetformat
+from ..builds.artifact import COMPRESSION, sha256_file
 from ..errors import CosbuildError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_path, atomic_write
 from ..settings import Settings
 from ..tools import TaskLog
 from ..tree.graph import Package, Remote
@@ -49,7 +51,8 @@ class BuildRepositories:
             for c in offered:
                 if c.id in seen:
                     continue   # a repository before this one offers the package
-                where = Remote(repo.name, c.url, c.artifact, c.sha256, c.cache_image, c.files)
+                where = Remote(repo.name, c.url, c.artifact, c.sha256, c.cache_image, c.files,
+                               c.compression.name)
                 out.append((PackageSource(c.definition, {}, declared_in=Path(c.url, c.artifact)),
                             where))
             seen |= {c.id for c in offered}
@@ -76,18 +79,21 @@ def fetch(pkg: Package, builder, needs_image: bool, log: TaskLog) -> str:
     if repo is None:
         raise CosbuildError(f"{pkg.key}: its repository {where.repo} is no longer configured")
     artifact = builder.artifact_path(pkg)
-    if not where.artifact.endswith(artifact.name.removeprefix(pkg.artifact_stem)):
-        raise CosbuildError(f"{pkg.key} from {where.repo}: artifact {where.artifact} is not "
-                            f"zstd-compressed, which builds on it need",
-                            hint="publish the repository with zstd artifacts")
+    same = where.compression == COMPRESSION.name
+    download = artifact if same else artifact.with_name(f"{artifact.name}.{where.compression}")
     try:
-        repo.transport(where.url).fetch(where.artifact, artifact, sha256=where.sha256,
+        repo.transport(where.url).fetch(where.artifact, download, sha256=where.sha256,
                                         progress=f"{pkg.key} from {where.repo}")
+        if not same:   # luet's gzip or plain artifacts: the builds here read zstd
+            _transcode(download, luetformat.COMPRESSIONS[where.compression], artifact)
     except CosbuildError as exc:
         raise CosbuildError(f"{pkg.key} from repository {where.repo} ({where.url}): "
                             f"{exc.message}", hint=exc.hint) from None
+    finally:
+        if not same:
+            download.unlink(missing_ok=True)
     atomic_write(builder.metadata_path(pkg),
-                 dumps(builder.metadata(pkg, where.sha256, list(where.files))))
+                 dumps(builder.metadata(pkg, sha256_file(artifact), list(where.files))))
     how = f"fetched from {where.repo}"
     if needs_image:
         if not where.cache_image:
@@ -105,6 +111,24 @@ def fetch(pkg: Package, builder, needs_image: bool, log: TaskLog) -> str:
         builder.buildah.tag(where.cache_image, builder.tags(pkg).package, log)
         how += f", image {where.cache_image}"
     return how
+
+
+MAX_ARTIFACT_BYTES = 64 << 30   # decompressed: a remote archive cannot fill the disk
+
+
+def _transcode(source: Path, comp, out: Path) -> None:
+    with source.open("rb") as raw, atomic_path(out) as tmp, tmp.open("wb") as sink, \
+            COMPRESSION.writer(sink) as stream:
+        reader, total = comp.reader(raw), 0
+        try:
+            while chunk := reader.read(1 << 20):
+                total += len(chunk)
+                if total > MAX_ARTIFACT_BYTES:
+                    raise CosbuildError(f"{source.name} expands beyond "
+                                        f"{MAX_ARTIFACT_BYTES >> 30} GiB")
+                stream.write(chunk)
+        except comp.errors() as exc:
+            raise CosbuildError(f"{source.name} is not {comp.name}-compressed: {exc}") from None
 
 
 def _repos_of(builder) -> list[client.RepoConfig]:

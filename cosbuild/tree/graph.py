@@ -69,6 +69,7 @@ class Remote:
     sha256: str
     cache_image: str = ""
     files: tuple[str, ...] = ()
+    compression: str = "zstd"   # of its artifact in the repository (luet's compressiontype)
 
 
 @dataclass(frozen=True)

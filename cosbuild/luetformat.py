@@ -1,0 +1,239 @@
+"""luet 0.20's package and repository formats, declared once (SPEC sections 2 and 3).
+
+- Compression types (`compressiontype`, luet's pkg/compiler/types/compression): each with
+  the suffix luet appends to `.tar` (PackageArtifact.getCompressedName), its leading bytes,
+  a streaming reader and writer. An empty or missing value is `none`: luet omits it then
+  (`compressiontype,omitempty`) and its Compress writes a plain tar.
+- Artifact records (luet's PackageArtifact as repository.meta.yaml spells it, JSON field
+  names): written by `artifact_record`, read back by `ArtifactEntry.parse`.
+- Repository files: `repository.yaml` with `repo_files` {tree, meta, compilertree}, and
+  `repository.meta.yaml` inside the meta archive.
+
+Reading is streamed and bounded: repository archives come from other machines, and an
+index is read into memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gzip
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Callable, ContextManager, Iterator
+
+from .errors import CosbuildError
+
+# which records cosbuild writes: part of a build's up-to-date check, so that a change of
+# format rewrites the metadata of finished builds (from their images: no rebuild)
+RECORD_FORMAT = "luet-0.20"
+REPOSITORY_FILE = "repository.yaml"
+META_MEMBER = "repository.meta.yaml"
+REPO_FILE_KINDS = ("tree", "meta", "compilertree")
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Compression:
+    name: str                                    # luet's compressiontype
+    suffix: str                                  # after `.tar` in file names
+    magic: bytes                                 # how the content starts ("" for none)
+    reader: Callable[[BinaryIO], BinaryIO]       # decompressing view of a file
+    writer: Callable[[BinaryIO], ContextManager[BinaryIO]]   # leaves the file open
+    errors: Callable[[], tuple[type[BaseException], ...]]    # what a damaged stream raises
+
+
+def _zstd():
+    import zstandard   # imported on first use: most runs neither read nor write archives
+    return zstandard
+
+
+NONE = Compression("none", "", b"", lambda raw: raw, contextlib.nullcontext, lambda: ())
+GZIP = Compression(
+    "gzip", ".gz", b"\x1f\x8b",
+    lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    # no file name and mtime 0 in the header: the same content gives the same bytes
+    lambda raw: gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0),
+    lambda: (OSError, EOFError, zlib.error))
+ZSTD = Compression(
+    "zstd", ".zst", b"\x28\xb5\x2f\xfd",
+    # luet's encoder writes one frame, other tools may write several: read them all
+    lambda raw: _zstd().ZstdDecompressor().stream_reader(raw, read_across_frames=True,
+                                                          closefd=False),
+    # level and framing do not depend on the machine's core count: reproducible
+    lambda raw: _zstd().ZstdCompressor(level=3, threads=-1, write_checksum=True)
+    .stream_writer(raw, closefd=False),
+    lambda: (_zstd().ZstdError,))
+COMPRESSIONS = {c.name: c for c in (NONE, GZIP, ZSTD)}
+
+
+def compression(value, where: str, key: str = "compressiontype") -> Compression:
+    """The compression a record declares; `where` names the file (and record) for errors."""
+    if value in (None, ""):
+        return NONE
+    found = COMPRESSIONS.get(value) if isinstance(value, str) else None
+    if found is None:
+        raise CosbuildError(f"unknown compressiontype {value!r}", file=where, key=key,
+                            hint=f"luet 0.20 knows {', '.join(COMPRESSIONS)}")
+    return found
+
+
+class Damaged(Exception):
+    """An archive that cannot be read as declared; the message says why."""
+
+
+class _Checked:
+    """A decompressing reader whose failures become Damaged, and that stops at `limit` bytes."""
+
+    def __init__(self, stream: BinaryIO, errors: tuple, limit: int | None):
+        self.stream, self.errors, self.limit, self.total = stream, errors, limit, 0
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self.stream.read(size)
+        except self.errors as exc:
+            raise Damaged(str(exc) or type(exc).__name__) from None
+        self.total += len(data)
+        if self.limit is not None and self.total > self.limit:
+            size = f"{self.limit // MiB} MiB" if self.limit % MiB == 0 else f"{self.limit} bytes"
+            raise Damaged(f"more than {size} once decompressed")
+        return data
+
+
+@contextlib.contextmanager
+def open_tar(path: Path, comp: Compression, limit: int | None = None) -> Iterator[tarfile.TarFile]:
+    """The tar archive at `path`, compressed as `comp` says, as a stream of members.
+
+    A damaged archive (bad compression, bad tar, too large) raises Damaged with the reason,
+    also when found while the caller reads the members."""
+    with open(path, "rb") as raw:
+        try:
+            stream = _Checked(comp.reader(raw), comp.errors(), limit)
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                yield tar
+        except (tarfile.TarError, EOFError, Damaged) as exc:
+            raise Damaged(_reason(path, comp, exc)) from None
+
+
+def _reason(path: Path, comp: Compression, exc: BaseException) -> str:
+    reason = f"not a {comp.name} tar archive ({exc})" if comp is not NONE \
+        else f"not a tar archive ({exc})"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    actual = next((c for c in COMPRESSIONS.values() if c.magic and head.startswith(c.magic)), None)
+    if actual is not None and actual is not comp:
+        reason += f"; its content is {actual.name}-compressed"
+    return reason
+
+
+def read_members(path: Path, comp: Compression, limit: int) -> dict[str, bytes]:
+    """The regular files of a small archive (a tree, an index), by normalized name."""
+    out = {}
+    with open_tar(path, comp, limit) as tar:
+        for member in tar:
+            if member.isreg():
+                out[member_name(member.name)] = tar.extractfile(member).read()
+    return out
+
+
+def member_name(name: str) -> str:
+    """`./a/b`, `/a/b` and `a/b` are the same entry (luet's tars have no prefix)."""
+    return str(PurePosixPath("/", name)).lstrip("/")
+
+
+# --------------------------------------------------------------------------- tree definitions
+
+# a package reference in luet's files is a whole DefaultPackage (ghodss/yaml writes its `id`,
+# `requires: null`, ...); luet matches references by these fields only
+REF_FIELDS = ("name", "category", "version")
+REF_LISTS = ("requires", "conflicts", "provides")
+
+
+def tree_definition(data):
+    """A definition.yaml of a repository tree with its references reduced to REF_FIELDS
+    (a copy: line numbers kept for messages)."""
+    if not isinstance(data, dict):
+        return data
+    out = copy.copy(data)
+    for key in REF_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [{f: r[f] for f in REF_FIELDS if f in r} if isinstance(r, dict) else r
+                        for r in out[key]]
+    return out
+
+
+# --------------------------------------------------------------------------- artifact records
+
+@dataclass(frozen=True)
+class ArtifactEntry:
+    """What a client needs of one PackageArtifact record of an index."""
+    category: str
+    name: str
+    version: str
+    path: str                    # the artifact's file name in the repository
+    sha256: str
+    compression: Compression
+    files: tuple[str, ...]       # absolute paths ("/usr/bin/x"); luet lists tar member names
+    cache_image: str = ""        # package_cacheimage: the image the package was built into
+
+    @classmethod
+    def parse(cls, data, where: str) -> "ArtifactEntry":
+        def need(value, key: str, kind: type = str):
+            if not isinstance(value, kind) or (kind is str and not value):
+                raise CosbuildError(f"missing or not a {kind.__name__}", file=where, key=key,
+                                    hint="the repository index is not luet's format")
+            return value
+
+        need(data, "(record)", dict)
+        package = need(need(data.get("compilationspec"), "compilationspec", dict).get("package"),
+                       "compilationspec.package", dict)
+        files = data.get("files") or []
+        need(files, "files", list)
+        return cls(
+            category=str(package.get("category") or ""),
+            name=need(package.get("name"), "compilationspec.package.name"),
+            version=need(str(package.get("version") or ""), "compilationspec.package.version"),
+            path=need(data.get("path"), "path"),
+            sha256=need((need(data.get("checksums"), "checksums", dict)).get("sha256"),
+                        "checksums.sha256"),
+            compression=compression(data.get("compressiontype"), where),
+            files=tuple(str(PurePosixPath("/", need(f, "files", str))) for f in files),
+            cache_image=str(data.get("package_cacheimage") or ""))
+
+
+# luet's LuetCompilationSpec fields (pkg/compiler/types/spec), besides `package`
+COMPILE_SPEC_KEYS = ("steps", "env", "prelude", "image", "seed", "package_dir", "retrieve",
+                     "unpack", "includes", "excludes", "build_options", "copy",
+                     "requires_final_images")
+
+
+def compile_spec(build: dict) -> dict:
+    """The compile spec luet records, from a rendered build.yaml (other keys are cosbuild's)."""
+    return {k: build[k] for k in COMPILE_SPEC_KEYS if k in build}
+
+
+def dependency_record(path: str, package: dict) -> dict:
+    """A build dependency in `dependencies`: luet nests whole records; its readers use the
+    package and the file."""
+    return {"path": path, "compilationspec": {"package": package}}
+
+
+def artifact_record(*, path: str, sha256: str, comp: Compression, files: list[str],
+                    compile_spec: dict, package: dict, runtime: dict, cache_image: str,
+                    dependencies: list[dict]) -> dict:
+    """A PackageArtifact record with luet's field names (metadata.yaml, index entries).
+
+    `files` are absolute paths; luet lists tar member names (no leading `/`), which its
+    installer compares with the archives' names to find file conflicts."""
+    return {
+        "path": path,
+        "dependencies": dependencies,
+        "compilationspec": {**compile_spec, "package": package},
+        "checksums": {"sha256": sha256},
+        "compressiontype": comp.name,
+        "files": [f.lstrip("/") for f in files],
+        "package_cacheimage": cache_image,
+        "runtime": runtime,
+    }
