@@ -16,6 +16,7 @@ from .conftest import copy_project, cosbuild_ok as cosbuild, running
 from .qemu import VM
 from .test_build_integration import ran
 from .test_iso_boot import _check_booted
+from .test_luet_format import luet_read
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +77,12 @@ def test_a_new_upstream_release_rebuilds_exactly_the_dependants(projects):
     assert "build:system/cos" in ran(cosbuild(upstream, "run", "build", "repo"))
     assert ran(cosbuild(derivative, "run", "build")) == {"build:system/cos",
                                                          "build:system/sampleOS"}
+
+
+def test_luet_reads_the_repository_of_the_sample(sample):
+    """The sample's whole repository, read by the independent luet-side reader: every index
+    entry, checksum and file list, against the artifacts themselves."""
+    cosbuild(sample, "run", "repo")
+    by_name = luet_read(sample / "build")
+    assert {"base", "cos", "sampleOS", "sampleOSService", "golang"} <= set(by_name)
+    assert by_name["sampleOS"]["package_cacheimage"].startswith("luet/cache:")
