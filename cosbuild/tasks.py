@@ -183,8 +183,10 @@ def task_definitions(project: Project) -> dict:
                 for name in (graph.packages[k].artifact_file, graph.packages[k].metadata_file)]
 
     def inputs(refs):
-        """The local artifacts a staged root is made of (its runtime closure)."""
-        return outputs(graph.resolver.runtime_closure(refs) if refs else [])
+        """The local artifacts a staged root is made of (its runtime closure; a package of
+        a build repository that nothing here builds on is installed from there)."""
+        closure = graph.resolver.runtime_closure(refs) if refs else []
+        return outputs([k for k in closure if k in graph.packages])
 
     def task_validate():
         """Load, render and resolve the whole tree (cosbuild validate)."""
