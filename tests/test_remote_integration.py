@@ -29,6 +29,8 @@ def projects(sample, tmp_path_factory):
     upstream = copy_project(root / "a")
     for folder in OWN:
         shutil.rmtree(upstream / "tree" / folder)
+    for spec in ("iso.yaml", "disk.yaml"):   # the images are the derivative's
+        (upstream / spec).unlink()
     # every image is there already (the sample built them): A's builds reuse them
     cosbuild(upstream, "run", "-n", "2", "-P", "thread", "build", "repo")
     derivative = root / "b"
