@@ -188,17 +188,17 @@ def test_registry_repository_reads_as_luet_reads_it(ws, target, tmp_path):
         assert hashlib.sha256(data).hexdigest() == entry["checksums"]["sha256"]
         files[kind] = untar(decompress(data))
     index = yaml.safe_load(files["meta"]["repository.meta.yaml"][1])["index"]
-    assert sorted(e["package"]["name"] for e in index) == ["app", "lib", "plus"]
+    assert sorted(e["compilationspec"]["package"]["name"] for e in index) == ["app", "lib", "plus"]
     for entry in index:
-        p = entry["package"]
+        p = entry["compilationspec"]["package"]
         assert f"{p['category']}/{p['name']}/{p['version']}/definition.yaml" in files["tree"]
         stem = f"{p['name']}-{p['category']}-{p['version']}"
         # DownloadArtifact: image <repo>:<ImageID>, its files are the package
         layer = untar(luet.layer(stem.replace("+", "-")))
         artifact = untar(decompress((build / Path(entry["path"]).name).read_bytes()))
         assert entry_view(layer) == entry_view(artifact)
-        assert sorted("/" + n for n, (m, _) in layer.items() if not m.isdir()) \
-            == sorted(entry["files"])
+        # luet's `files` are the tar member names
+        assert sorted(n for n, (m, _) in layer.items() if not m.isdir()) == sorted(entry["files"])
         # the metadata beside it (luet's build --pull-repository reads it)
         assert luet.file(f"{stem}.metadata.yaml") == (build / f"{stem}.metadata.yaml").read_bytes()
 
@@ -213,9 +213,10 @@ def test_registry_repository_reads_as_luet_reads_it(ws, target, tmp_path):
     # its URL) is the same, byte for byte
     again = target.replace("/repo", "/again")
     assert publish(ws, build, again) is True
+    packages_ = [e["compilationspec"]["package"] for e in index]
     tags = [repo["repo_files"][k]["filename"] for k in ("tree", "meta", "compilertree")] + [
-        f"{e['package']['name']}-{e['package']['category']}-{e['package']['version']}{end}"
-        .replace("+", "-") for e in index for end in ("", ".metadata.yaml")]
+        f"{p['name']}-{p['category']}-{p['version']}{end}".replace("+", "-")
+        for p in packages_ for end in ("", ".metadata.yaml")]
     assert [manifest_digest(again, t) for t in tags] == [manifest_digest(target, t) for t in tags]
 
 
@@ -227,7 +228,7 @@ def test_registry_repository_published_as_luet_does_installs(ws, target, tmp_pat
     repo = yaml.safe_load((build / "repository.yaml").read_text())
     index = untar(decompress((build / repo["repo_files"]["meta"]["filename"]).read_bytes()))
     for entry in yaml.safe_load(index["repository.meta.yaml"][1])["index"]:
-        p = entry["package"]
+        p = entry["compilationspec"]["package"]
         stem = f"{p['name']}-{p['category']}-{p['version']}"
         luet.push(stem.replace("+", "-"),
                   decompress((build / Path(entry["path"]).name).read_bytes()))
