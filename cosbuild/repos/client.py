@@ -102,15 +102,20 @@ def read_config_data(entries: list, path: Path) -> list[RepoConfig]:
     return out
 
 
+def repo_kind(url: str) -> str:
+    """The repository type a bare URL or folder stands for."""
+    return ("http" if url.startswith(("http://", "https://"))
+            else "docker" if url.startswith("docker://") else "disk")
+
+
 def repositories(repo_args: list[str], config: Path | None, root: Path | None = None) -> list[RepoConfig]:
     """--repo arguments (in order of priority) and the config file (default: the root's)."""
     if config is None and root is not None and (root / DEFAULT_CONFIG).is_file():
         config = root / DEFAULT_CONFIG
     repos = [r for r in read_config(config) if r.enable] if config else []
     for n, url in enumerate(repo_args):
-        kind = ("http" if url.startswith(("http://", "https://"))
-                else "docker" if url.startswith("docker://") else "disk")
-        repos.append(RepoConfig(name=url, urls=(url,), type=kind, priority=n - len(repo_args)))
+        repos.append(RepoConfig(name=url, urls=(url,), type=repo_kind(url),
+                                priority=n - len(repo_args)))
     if not repos:
         raise CosbuildError("no repository given", hint="pass --repo URL_OR_DIR or --config FILE")
     return repos

@@ -61,7 +61,7 @@ class BuildRepositories:
 
 def build_repositories(settings: Settings) -> BuildRepositories | None:
     """The build_repo setting's repositories, then those of .luet.yaml / luet.yaml."""
-    repos = [client.RepoConfig(name=url, urls=(url,), type=_kind(url), priority=n - 100)
+    repos = [client.RepoConfig(name=url, urls=(url,), type=client.repo_kind(url), priority=n - 100)
              for n, url in enumerate(settings.build_repo)]
     config = next((Path(f) for f in CONFIG_FILES if Path(f).is_file()), None)
     if config is not None:
@@ -146,11 +146,6 @@ def _index(repo: client.RepoConfig, workdir: Path) -> Path:
             errors.append(f"{url}: {exc.message}")
     raise CosbuildError(f"build repository {repo.name} is unreachable: {'; '.join(errors)}",
                         hint="check the build_repo setting / .luet.yaml, or the network")
-
-
-def _kind(url: str) -> str:
-    return ("http" if url.startswith(("http://", "https://"))
-            else "docker" if url.startswith("docker://") else "disk")
 
 
 def _safe(name: str) -> str:
