@@ -9,8 +9,8 @@
 - Repository files: `repository.yaml` with `repo_files` {tree, meta, compilertree}, and
   `repository.meta.yaml` inside the meta archive.
 
-Reading is streamed and bounded: repository archives come from other machines, and an
-index is read into memory.
+Reading is streamed and bounded (`Bounds`): repository files come from other machines,
+and an index is read into memory.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gzip
+import shutil
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -28,11 +29,55 @@ from .errors import CosbuildError
 
 # which records cosbuild writes: part of a build's up-to-date check, so that a change of
 # format rewrites the metadata of finished builds (from their images: no rebuild)
-RECORD_FORMAT = "luet-0.20"
+RECORD_FORMAT = "luet-0.20+cosbuild-sizes"
 REPOSITORY_FILE = "repository.yaml"
 META_MEMBER = "repository.meta.yaml"
 REPO_FILE_KINDS = ("tree", "meta", "compilertree")
 MiB = 1 << 20
+GiB = 1 << 30
+# cosbuild's own fields of an artifact record (luet's readers ignore unknown fields): the
+# artifact's size, its tar's size once decompressed, and whether its build may carry device
+# nodes and FIFOs (a bootstrapped base image's /dev); only the build folder's own index is
+# believed about the last one (repos/client.py)
+SIZE_KEY, UNPACKED_KEY, DEVICES_KEY = "size", "unpacked_size", "device_nodes"
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How much a repository may make a client download, decompress, hold and wait for.
+
+    The defaults are far above cOS's (its tree and index are a few MiB, its largest
+    artifacts a few hundred MiB) and far below what fills a machine; tests pass small ones."""
+    metadata: int = 64 * MiB            # repository.yaml, a tree/meta archive, one file in one
+    metadata_unpacked: int = 256 * MiB  # a tree/meta archive once decompressed
+    artifact: int = 64 * GiB            # an artifact whose index records no size, and unpacked
+    ratio: int = 100                    # unpacked/compressed, when no unpacked size is recorded
+    ratio_floor: int = 64 * MiB         # ... but small archives may always unpack to this
+    timeout: float = 30                 # to connect, and for each read
+    deadline: float = 3600              # a whole download, retries included (seconds)
+    metadata_deadline: float = 300      # ... of a metadata file
+
+    def unpacked_limit(self, compressed: int, recorded: int | None) -> int:
+        """The most an artifact may decompress to: as its index records, else by ratio."""
+        if recorded is not None:
+            return recorded
+        return min(self.artifact, max(compressed * self.ratio, self.ratio_floor))
+
+
+DEFAULT_BOUNDS = Bounds()
+
+
+def check_space(folder, need: int, what: str) -> None:
+    """Refuse to write `need` bytes into `folder` that do not fit: fail before, not halfway."""
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise CosbuildError(f"not enough space in {folder} for {what}: it needs "
+                            f"{_amount(need)}, {_amount(free)} are free",
+                            hint="free some space; nothing was installed")
+
+
+def _amount(n: int) -> str:
+    return f"{n / MiB:.1f} MiB" if n >= MiB else f"{n} bytes"
 
 
 @dataclass(frozen=True)
@@ -84,6 +129,14 @@ class Damaged(Exception):
     """An archive that cannot be read as declared; the message says why."""
 
 
+class TooLarge(Damaged):
+    """An archive (or a file in it) beyond its bound: a decompression bomb, or a wrong index."""
+
+
+def bound_text(limit: int) -> str:
+    return f"{limit // MiB} MiB" if limit % MiB == 0 and limit else f"{limit} bytes"
+
+
 class _Checked:
     """A decompressing reader whose failures become Damaged, and that stops at `limit` bytes."""
 
@@ -91,14 +144,16 @@ class _Checked:
         self.stream, self.errors, self.limit, self.total = stream, errors, limit, 0
 
     def read(self, size: int = -1) -> bytes:
+        if self.limit is not None:   # never decompress far beyond the bound
+            room = self.limit + 1 - self.total
+            size = room if size is None or size < 0 else min(size, room)
         try:
             data = self.stream.read(size)
         except self.errors as exc:
             raise Damaged(str(exc) or type(exc).__name__) from None
         self.total += len(data)
         if self.limit is not None and self.total > self.limit:
-            size = f"{self.limit // MiB} MiB" if self.limit % MiB == 0 else f"{self.limit} bytes"
-            raise Damaged(f"more than {size} once decompressed")
+            raise TooLarge(f"larger than {bound_text(self.limit)} once decompressed")
         return data
 
 
@@ -113,6 +168,8 @@ def open_tar(path: Path, comp: Compression, limit: int | None = None) -> Iterato
             stream = _Checked(comp.reader(raw), comp.errors(), limit)
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 yield tar
+        except TooLarge:
+            raise
         except (tarfile.TarError, EOFError, Damaged) as exc:
             raise Damaged(_reason(path, comp, exc)) from None
 
@@ -128,13 +185,22 @@ def _reason(path: Path, comp: Compression, exc: BaseException) -> str:
     return reason
 
 
-def read_members(path: Path, comp: Compression, limit: int) -> dict[str, bytes]:
-    """The regular files of a small archive (a tree, an index), by normalized name."""
+def read_members(path: Path, comp: Compression, wanted: Callable[[str], bool],
+                 bounds: Bounds = DEFAULT_BOUNDS) -> dict[str, bytes]:
+    """The `wanted` regular files of a metadata archive (a tree, an index), by normalized
+    name; the archive is read as a stream, and only those files are kept in memory."""
     out = {}
-    with open_tar(path, comp, limit) as tar:
+    kept = 0
+    with open_tar(path, comp, bounds.metadata_unpacked) as tar:
         for member in tar:
-            if member.isreg():
-                out[member_name(member.name)] = tar.extractfile(member).read()
+            name = member_name(member.name)
+            if not (member.isreg() and wanted(name)):
+                continue
+            kept += member.size
+            if member.size > bounds.metadata or kept > bounds.metadata_unpacked:
+                raise TooLarge(f"{name} is {member.size} bytes, more than the "
+                               f"{bound_text(bounds.metadata)} a repository file may be")
+            out[name] = tar.extractfile(member).read()
     return out
 
 
@@ -177,6 +243,9 @@ class ArtifactEntry:
     compression: Compression
     files: tuple[str, ...]       # absolute paths ("/usr/bin/x"); luet lists tar member names
     cache_image: str = ""        # package_cacheimage: the image the package was built into
+    size: int | None = None      # cosbuild's SIZE_KEY, UNPACKED_KEY and DEVICES_KEY
+    unpacked_size: int | None = None
+    device_nodes: bool = False
 
     @classmethod
     def parse(cls, data, where: str) -> "ArtifactEntry":
@@ -184,6 +253,14 @@ class ArtifactEntry:
             if not isinstance(value, kind) or (kind is str and not value):
                 raise CosbuildError(f"missing or not a {kind.__name__}", file=where, key=key,
                                     hint="the repository index is not luet's format")
+            return value
+
+        def count(key: str) -> int | None:
+            value = data.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 0):
+                raise CosbuildError(f"expected a size in bytes, got {value!r:.40}", file=where,
+                                    key=key, hint="the repository index is damaged")
             return value
 
         need(data, "(record)", dict)
@@ -200,7 +277,9 @@ class ArtifactEntry:
                         "checksums.sha256"),
             compression=compression(data.get("compressiontype"), where),
             files=tuple(str(PurePosixPath("/", need(f, "files", str))) for f in files),
-            cache_image=str(data.get("package_cacheimage") or ""))
+            cache_image=str(data.get("package_cacheimage") or ""),
+            size=count(SIZE_KEY), unpacked_size=count(UNPACKED_KEY),
+            device_nodes=data.get(DEVICES_KEY) is True)
 
 
 # luet's LuetCompilationSpec fields (pkg/compiler/types/spec), besides `package`
@@ -220,14 +299,28 @@ def dependency_record(path: str, package: dict) -> dict:
     return {"path": path, "compilationspec": {"package": package}}
 
 
+def artifact_sizes(path: Path, comp: Compression) -> dict:
+    """cosbuild's size fields of an artifact record: the file's size and its tar's, which
+    a client bounds its download and decompression by."""
+    with open(path, "rb") as raw:
+        stream, unpacked = comp.reader(raw), 0
+        while chunk := stream.read(MiB):
+            unpacked += len(chunk)
+        return {SIZE_KEY: raw.seek(0, 2), UNPACKED_KEY: unpacked}
+
+
 def artifact_record(*, path: str, sha256: str, comp: Compression, files: list[str],
                     compile_spec: dict, package: dict, runtime: dict, cache_image: str,
-                    dependencies: list[dict]) -> dict:
-    """A PackageArtifact record with luet's field names (metadata.yaml, index entries).
+                    dependencies: list[dict], sizes: dict | None = None,
+                    device_nodes: bool = False) -> dict:
+    """A PackageArtifact record with luet's field names (metadata.yaml, index entries),
+    plus cosbuild's own: `sizes` (artifact_sizes) and DEVICES_KEY.
 
     `files` are absolute paths; luet lists tar member names (no leading `/`), which its
     installer compares with the archives' names to find file conflicts."""
     return {
+        **(sizes or {}),
+        DEVICES_KEY: device_nodes,
         "path": path,
         "dependencies": dependencies,
         "compilationspec": {**compile_spec, "package": package},

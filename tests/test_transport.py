@@ -14,6 +14,7 @@ import pytest
 from .conftest import running
 
 from cosbuild.errors import CosbuildError
+from cosbuild.luetformat import Bounds
 from cosbuild.repos.serve import make_server
 from cosbuild.repos.transport import DiskTransport, HttpTransport, transport_for
 
@@ -66,8 +67,9 @@ def scripted(*script):
         yield url, server.requests
 
 
-def http_transport(url, **kw):
-    return HttpTransport(url, **{"retries": 4, "backoff": 0.01, "timeout": 5, **kw})
+def http_transport(url, timeout=5, **kw):
+    return HttpTransport(url, **{"retries": 4, "backoff": 0.01,
+                                 "bounds": Bounds(timeout=timeout), **kw})
 
 
 def leftovers(folder):

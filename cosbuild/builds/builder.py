@@ -276,7 +276,10 @@ class Builder:
                 cache_image=self.tags(pkg).package if pkg.needs_images else "",
                 dependencies=[luetformat.dependency_record(graph.packages[k].artifact_file,
                                                            _identity(graph.packages[k].definition))
-                              for k in pkg.build_deps]),
+                              for k in pkg.build_deps],
+                sizes=luetformat.artifact_sizes(self.artifact_path(pkg), artifact.COMPRESSION),
+                # a bootstrapped rootfs has its /dev: the one kind of package built here that may
+                device_nodes=bool(pkg.rendered.build.bootstrap)),
             "build_hash": pkg.hash,
         }
 

@@ -31,6 +31,7 @@ import shutil
 import ssl
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -334,9 +335,12 @@ class Registry:
             raise CosbuildError(f"image {ref} has no linux/{arch} variant")
         return doc
 
-    def blob(self, repository: str, digest: str, dest: Path, size: int | None = None) -> Path:
+    def blob(self, repository: str, digest: str, dest: Path, size: int | None = None,
+             deadline: float | None = None) -> Path:
         """Download a blob into `dest`, all or nothing, checking its digest and (as the
-        descriptor says) its size: never more than `size` bytes are read."""
+        descriptor says) its size: never more than `size` bytes are read, and reading stops
+        after `deadline` seconds."""
+        end = None if deadline is None else time.monotonic() + deadline
         try:
             response = self.request("GET", f"{repository}/blobs/{digest}", repository)
         except urllib.error.HTTPError as exc:
@@ -345,10 +349,15 @@ class Registry:
         sha, got = hashlib.sha256(), 0
         with response, atomic_path(dest) as tmp, tmp.open("wb") as out:
             try:
-                while chunk := response.read(CHUNK if size is None else min(CHUNK, size + 1 - got)):
+                # read1: what has come, so that a dripping server meets the deadline
+                while chunk := response.read1(CHUNK if size is None else min(CHUNK, size + 1 - got)):
                     sha.update(chunk)
                     out.write(chunk)
                     got += len(chunk)
+                    if end is not None and time.monotonic() > end:
+                        raise CosbuildError(f"download of blob {digest} from {self.host}/"
+                                            f"{repository} did not finish within {deadline:g} s",
+                                            hint="the registry is too slow or stalls; try again")
             except OSError as exc:
                 raise self._unreachable(exc) from None
             if size is not None and got != size:
@@ -474,7 +483,8 @@ def push_file(registry: Registry, ref: Reference, path: Path, work: Path) -> Non
 
 
 @contextlib.contextmanager
-def layer_tar(registry: Registry, ref: Reference, work: Path) -> Iterator[BinaryIO]:
+def layer_tar(registry: Registry, ref: Reference, work: Path, deadline: float | None = None,
+              limit: int | None = None) -> Iterator[BinaryIO]:
     """The uncompressed tar of the one-layer image `ref`; its blob is downloaded into `work`
     and checked against the manifest's digest and size, as luet does (go-containerregistry's
     verify.ReadCloser)."""
@@ -484,19 +494,28 @@ def layer_tar(registry: Registry, ref: Reference, work: Path) -> Iterator[Binary
                             hint="luet and cosbuild publish repository files and packages as "
                                  "one-layer images")
     digest, size = _descriptor(layers[0], ref)
+    if limit is not None and size > limit:
+        raise CosbuildError(f"image {ref}: its layer is {size} bytes, more than the {limit} "
+                            "it may be", hint="the repository is damaged or hostile")
     with tempfile.TemporaryDirectory(dir=work, prefix=".layer-") as tmp:
-        blob = registry.blob(ref.repository, digest, Path(tmp) / "layer", size)
+        blob = registry.blob(ref.repository, digest, Path(tmp) / "layer", size, deadline)
         with decompressed(blob, f"image {ref}") as stream:
             yield stream
 
 
-def pull_file(registry: Registry, ref: Reference, name: str, dest: Path) -> Path:
-    """The file `name` from the one-file image `ref`, into `dest` (all or nothing)."""
-    with layer_tar(registry, ref, dest.parent) as stream:
+def pull_file(registry: Registry, ref: Reference, name: str, dest: Path,
+              limit: int | None = None, deadline: float | None = None) -> Path:
+    """The file `name` from the one-file image `ref`, into `dest` (all or nothing), if it
+    is at most `limit` bytes."""
+    with layer_tar(registry, ref, dest.parent, deadline, limit) as stream:
         try:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
                     if member.isreg() and str(PurePosixPath(member.name.lstrip("/"))) == name:
+                        if limit is not None and member.size > limit:
+                            raise CosbuildError(f"image {ref}: {name} is {member.size} bytes, "
+                                                f"more than the {limit} it may be",
+                                                hint="the repository is damaged or hostile")
                         with atomic_path(dest) as out, out.open("wb") as f:
                             shutil.copyfileobj(tar.extractfile(member), f, CHUNK)
                         return dest

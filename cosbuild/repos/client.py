@@ -50,6 +50,9 @@ REPOSITORY_KEYWORDS = (
     spec.Keyword("priority", spec.Type("integer", lambda v, w: _int(v, w)), 1,
                  "lower wins when several repositories have a package"),
     spec.Keyword("enable", spec.BOOL, True, "use this repository"),
+    spec.Keyword("allow_devices", spec.STRS, (),
+                 "cosbuild: packages (category/name) of this repository whose artifacts may "
+                 "create device nodes and FIFOs; any other that has one is refused"),
 )
 
 
@@ -68,10 +71,19 @@ class RepoConfig:
     enable: bool = True
     description: str = ""
     insecure: bool = False
+    allow_devices: tuple[str, ...] = ()
+    # the project's own build folder: its index says itself which packages may carry device
+    # nodes (bootstrapped base images); no configured repository is believed about that
+    own_build: bool = False
+    bounds: luetformat.Bounds = field(default=luetformat.DEFAULT_BOUNDS, compare=False)
 
     def transport(self, url: str):
         from .transport import transport_for   # only the client needs HTTP
-        return transport_for(url, self.type, self.insecure)
+        return transport_for(url, self.type, self.insecure, self.bounds)
+
+    def may_carry_devices(self, entry: luetformat.ArtifactEntry) -> bool:
+        return (self.own_build and entry.device_nodes) or \
+            f"{entry.category}/{entry.name}" in self.allow_devices
 
 
 def read_config(path: Path) -> list[RepoConfig]:
@@ -98,7 +110,8 @@ def read_config_data(entries: list, path: Path) -> list[RepoConfig]:
                                 key=f"repositories.{fields['name']}.urls")
         out.append(RepoConfig(name=fields["name"], urls=fields["urls"], type=fields["type"],
                               priority=fields["priority"], enable=fields["enable"],
-                              description=fields["description"], insecure=fields["insecure"]))
+                              description=fields["description"], insecure=fields["insecure"],
+                              allow_devices=fields["allow_devices"]))
     return out
 
 
@@ -135,6 +148,9 @@ class Candidate:
     repo: RepoConfig = field(compare=False)
     url: str = ""               # the repository URL that answered
     cache_image: str = ""       # the image it was built into (luet's package_cacheimage)
+    size: int | None = None     # as the index records (cosbuild's own field), if it does
+    unpacked_size: int | None = None
+    devices: bool = False       # its artifact may create device nodes and FIFOs
 
     @property
     def id(self) -> str:
@@ -148,8 +164,7 @@ class Candidate:
         return f"{self.id}@{self.version}"
 
 
-# a tree or an index is read into memory: far above cOS's (a few MiB), far below a machine's
-MAX_INDEX_BYTES = 256 * luetformat.MiB
+TREE_FILES = ("definition.yaml", "finalize.yaml")   # what the client reads of a tree
 
 
 def load_repository(repo: RepoConfig, workdir: Path) -> list[Candidate]:
@@ -169,32 +184,49 @@ def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
     prefix = repo.name.replace("/", "_")   # names may be URLs
     spec_file = luetformat.REPOSITORY_FILE
     where = f"{transport.url}: {spec_file}"
-    index = loads(_text(transport.fetch(spec_file, workdir / f"{prefix}.yaml"), where), where)
-    repo_files = index.get("repo_files") if isinstance(index, dict) else None
-    blobs = {kind: _repo_file(transport, repo_files, kind, where, workdir / prefix)
-             for kind in ("tree", "meta")}
+    index = _mapping(transport.fetch(spec_file, workdir / f"{prefix}.yaml", metadata=True), where)
+    repo_files = index.get("repo_files")
+    if not isinstance(repo_files, dict):
+        raise CosbuildError("no 'repo_files' mapping", file=where, key="repo_files",
+                            hint="this is not a luet repository (or not its repository.yaml)")
+    tree = _repo_file(transport, repo_files, "tree", where, workdir / prefix,
+                      lambda name: PurePosixPath(name).name in TREE_FILES)
+    meta_files = _repo_file(transport, repo_files, "meta", where, workdir / prefix,
+                            lambda name: name == luetformat.META_MEMBER)
     meta_where = f"{transport.url}: {luetformat.META_MEMBER}"
-    if luetformat.META_MEMBER not in blobs["meta"]:
+    if luetformat.META_MEMBER not in meta_files:
         raise CosbuildError(f"the meta archive of {transport.url} has no {luetformat.META_MEMBER}",
                             hint="the repository is incomplete; regenerate it")
-    meta = loads(_text(blobs["meta"][luetformat.META_MEMBER], meta_where), meta_where) or {}
+    meta = _mapping(meta_files.pop(luetformat.META_MEMBER), meta_where)
     # luet omits an empty index (`index,omitempty`)
-    records = (meta.get("index") or []) if isinstance(meta, dict) else None
+    records = meta.get("index") or []
     if not isinstance(records, list):
         raise CosbuildError("no 'index' list", file=meta_where, key="index",
                             hint="the repository index is not luet's format")
-    entries = [luetformat.ArtifactEntry.parse(r, f"{meta_where}: index[{n}]")
-               for n, r in enumerate(records)]
-    by_id = {(e.category, e.name, e.version): e for e in entries}
+    by_id: dict[tuple, luetformat.ArtifactEntry] = {}
+    for n, record in enumerate(records):
+        entry = luetformat.ArtifactEntry.parse(record, f"{meta_where}: index[{n}]")
+        ident = (entry.category, entry.name, entry.version)
+        if ident in by_id:
+            raise CosbuildError(f"{entry.category}/{entry.name}@{entry.version} is in the "
+                                "index twice", file=f"{meta_where}: index[{n}]",
+                                hint="the repository is damaged; regenerate it")
+        by_id[ident] = entry
     out = []
-    tree = blobs["tree"]
+    declared: dict[tuple, str] = {}
     # luet loads every definition.yaml of the tree, wherever it is (InstallerRecipe.Load)
     for path, data in sorted(tree.items()):
         if PurePosixPath(path).name != "definition.yaml":
             continue
         dwhere = f"{transport.url}: tree/{path}"
         definition = parse_definition(luetformat.tree_definition(_mapping(data, dwhere)), dwhere)
-        entry = by_id.get((definition.category, definition.name, definition.version))
+        ident = (definition.category, definition.name, definition.version)
+        if ident in declared:
+            raise CosbuildError(f"{definition.id}@{definition.version} is in the tree twice, "
+                                f"also in tree/{declared[ident]}", file=dwhere,
+                                hint="the repository is damaged; regenerate it")
+        declared[ident] = path
+        entry = by_id.get(ident)
         if entry is None:
             continue   # in the tree but not built: nothing to install
         fpath = str(PurePosixPath(path).with_name("finalize.yaml"))
@@ -203,13 +235,15 @@ def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
         finalize = spec.Finalize(**spec.parse(spec.FINALIZE_KEYWORDS, fdata, fwhere,
                                               what="finalize.yaml", strict=False))
         out.append(Candidate(definition, finalize, entry.path, entry.sha256, entry.files,
-                             entry.compression, repo, transport.url, entry.cache_image))
+                             entry.compression, repo, transport.url, entry.cache_image,
+                             entry.size, entry.unpacked_size, repo.may_carry_devices(entry)))
     return out
 
 
-def _repo_file(transport, repo_files, kind: str, where: str, stem: Path) -> dict[str, bytes]:
-    """The files of the archive `repo_files.<kind>` of repository.yaml, verified."""
-    entry = repo_files.get(kind) if isinstance(repo_files, dict) else None
+def _repo_file(transport, repo_files: dict, kind: str, where: str, stem: Path,
+               wanted) -> dict[str, bytes]:
+    """The `wanted` files of the archive `repo_files.<kind>` of repository.yaml, verified."""
+    entry = repo_files.get(kind)
     name = entry.get("filename") if isinstance(entry, dict) else None
     checksums = entry.get("checksums") if isinstance(entry, dict) else None
     sha = checksums.get("sha256") if isinstance(checksums, dict) else None
@@ -219,9 +253,10 @@ def _repo_file(transport, repo_files, kind: str, where: str, stem: Path) -> dict
                             hint="regenerate the repository (`doit repo`, `luet create-repo`)")
     comp = luetformat.compression(entry.get("compressiontype"), where,
                                   f"repo_files.{kind}.compressiontype")
-    local = transport.fetch(name, stem.with_name(f"{stem.name}-{name}"), sha256=sha)
+    local = transport.fetch(name, stem.with_name(f"{stem.name}-{name.replace('/', '_')}"),
+                            sha256=sha, metadata=True)
     try:
-        return luetformat.read_members(local, comp, MAX_INDEX_BYTES)
+        return luetformat.read_members(local, comp, wanted, transport.bounds)
     except luetformat.Damaged as exc:
         raise CosbuildError(f"{name} from {transport.url}: {exc}", key=f"repo_files.{kind}",
                             hint="the repository is corrupt or its repository.yaml is wrong") from None
@@ -235,13 +270,20 @@ def _text(data: bytes | Path, where: str) -> str:
                             hint="the repository is corrupt") from None
 
 
-def _mapping(data: bytes, where: str):
+def _mapping(data: bytes | Path, where: str):
     value = loads(_text(data, where), where)
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise CosbuildError(f"expected a mapping, got {type(value).__name__}", file=where)
+        raise CosbuildError(f"expected a mapping, got {_kind(value)}", file=where,
+                            hint="the repository is damaged, or the URL is not a repository's "
+                                 "(a web page?)")
     return value
+
+
+def _kind(value) -> str:
+    return {list: "a list", str: "text", int: "a number", float: "a number",
+            bool: "a boolean"}.get(type(value), type(value).__name__)
 
 
 # --------------------------------------------------------------------------- solving
@@ -342,7 +384,7 @@ def install(root: Path, requests: list[versions.PackageRef], repos: list[RepoCon
 
 def local_build(build_dir: Path) -> RepoConfig:
     """The build folder as a repository, preferred over every configured one."""
-    return RepoConfig(name="local build", urls=(str(build_dir),), priority=-1)
+    return RepoConfig(name="local build", urls=(str(build_dir),), priority=-1, own_build=True)
 
 
 def stage_root(target: Path, refs: list[versions.PackageRef],
@@ -438,9 +480,11 @@ def _apply(root: Path, work: Path, installed: Installed, todo: list[Candidate], 
             new_owner[path] = c.id
     for n, c in enumerate(todo, 1):
         archive = c.repo.transport(c.url).fetch(
-            c.artifact, work / c.artifact, sha256=c.sha256,
+            c.artifact, work / c.artifact, sha256=c.sha256, size=c.size,
             progress=f"[{n}/{len(todo)}] {c}" if progress else None)
-        files = extract_safely(archive, staging, str(c), symlinks, compression=c.compression)
+        files = extract_safely(archive, staging, str(c), symlinks, compression=c.compression,
+                               unpacked_size=c.unpacked_size, devices=c.devices,
+                               bounds=c.repo.bounds)
         if set(files) != set(c.files):
             raise CosbuildError(f"refusing to install {c}: its archive does not hold the files "
                                 "its index entry lists", hint="the repository is inconsistent")
@@ -566,18 +610,27 @@ def _inside(root: Path, rel: str, *, follow_last: bool = False) -> Path:
 # --------------------------------------------------------------------------- archives
 
 def extract_safely(archive: Path, dest: Path, what: str, symlinks: set[str] | None = None, *,
-                   compression: luetformat.Compression) -> list[str]:
-    """Unpack an artifact into `dest`, refusing anything that could write outside it.
+                   compression: luetformat.Compression, unpacked_size: int | None = None,
+                   devices: bool = False,
+                   bounds: luetformat.Bounds = luetformat.DEFAULT_BOUNDS) -> list[str]:
+    """Unpack an artifact into `dest`, refusing anything that could write outside it, and
+    device nodes and FIFOs unless it may carry them (`devices`).
 
-    `symlinks` are the links already in `dest` (updated): no entry may be written through
-    one. Returns the package's file list (absolute paths of non-directories)."""
+    It may decompress to `unpacked_size` (as the index records), else as `bounds` allow;
+    that much must be free. `symlinks` are the links already in `dest` (updated): no entry
+    may be written through one. Returns the package's file list (absolute paths of
+    non-directories)."""
     files: list[str] = []
     symlinks = set() if symlinks is None else symlinks
     regular: set[str] = set()
+    compressed = archive.stat().st_size
+    luetformat.check_space(dest, compressed if unpacked_size is None else unpacked_size,
+                           f"unpacking {what}")
     try:
-        with luetformat.open_tar(archive, compression) as tar:
+        with luetformat.open_tar(archive, compression,
+                                 bounds.unpacked_limit(compressed, unpacked_size)) as tar:
             for member in tar:
-                name = _check_member(member, symlinks, regular, what)
+                name = _check_member(member, symlinks, regular, what, devices)
                 if name is not None:
                     _extract(tar, member, name, dest, what)
                     if member.issym():
@@ -586,6 +639,11 @@ def extract_safely(archive: Path, dest: Path, what: str, symlinks: set[str] | No
                         regular.add(name)
                     if not member.isdir():
                         files.append("/" + name)
+    except luetformat.TooLarge as exc:
+        recorded = "its index records" if unpacked_size is not None else "it may be"
+        raise CosbuildError(f"refusing to install {what}: the archive is {exc}, more than "
+                            f"{recorded}", hint="the artifact is damaged or hostile (a "
+                                                "decompression bomb); nothing was installed") from None
     except luetformat.Damaged as exc:
         raise CosbuildError(f"refusing to install {what}: the archive is damaged ({exc})",
                             hint="the repository is corrupt; nothing was installed") from None
@@ -603,14 +661,19 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, dest: Pat
     member.name = name
     if member.islnk():
         member.linkname = str(PurePosixPath(member.linkname))
-    tar.extract(member, dest, set_attrs=True, numeric_owner=True, **EXTRACT_CHECKED)
-    for key, value in member.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
-            os.setxattr(target, key[len("SCHILY.xattr."):],
-                        value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+    try:
+        tar.extract(member, dest, set_attrs=True, numeric_owner=True, **EXTRACT_CHECKED)
+        for key, value in member.pax_headers.items():
+            if key.startswith("SCHILY.xattr."):
+                os.setxattr(target, key[len("SCHILY.xattr."):],
+                            value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+    except OSError as exc:   # a full disk, an xattr the filesystem refuses, ...
+        raise CosbuildError(f"cannot install {what}: {name!r}: {exc.strerror or exc}",
+                            hint="nothing was installed") from None
 
 
-def _check_member(member: tarfile.TarInfo, symlinks: set, regular: set, what: str) -> str | None:
+def _check_member(member: tarfile.TarInfo, symlinks: set, regular: set, what: str,
+                  devices: bool = False) -> str | None:
     raw = member.name
     path = PurePosixPath(raw)
 
@@ -634,8 +697,12 @@ def _check_member(member: tarfile.TarInfo, symlinks: set, regular: set, what: st
                 or target not in regular:
             raise refuse(f"hard link {raw!r} points to {member.linkname!r}, "
                          "which is not a file of this archive")
-    if not (member.isreg() or member.isdir() or member.issym() or member.islnk()
-            or member.ischr() or member.isblk() or member.isfifo()):
+    if member.ischr() or member.isblk() or member.isfifo():
+        if not devices:   # a node of the host's disk or memory, made by root in the root
+            kind = "FIFO" if member.isfifo() else "device node"
+            raise refuse(f"{raw!r} is a {kind}, and the package may not carry one "
+                         "(allow_devices of its repository)")
+    elif not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
         raise refuse(f"unsupported entry type for {raw!r}")
     return name
 

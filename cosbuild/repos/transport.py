@@ -4,6 +4,11 @@ from an OCI registry (a `docker` repository, see repos/create.py).
 Every fetch is all-or-nothing: the destination name only appears once the whole file is
 there and its checksum (when known) matched. HTTP downloads survive flaky servers: they are
 retried with exponential backoff and resumed where they broke off (Range requests).
+
+Every fetch is bounded (luetformat.Bounds): never more bytes than the index records (or
+than a metadata file or an artifact may be), a timeout for each connect and read and a
+deadline for the whole download, however slowly a server drips its answer; redirects only
+lead to http(s) URLs.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import http.client
 import os
 import re
 import shutil
+import socket
+import stat
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -26,6 +34,7 @@ from typing import BinaryIO, Iterator
 from .. import __version__
 from ..errors import CosbuildError
 from ..fsutil import atomic_path
+from ..luetformat import DEFAULT_BOUNDS, Bounds, bound_text, check_space
 from ..oci import registry
 
 CHUNK = 1 << 16
@@ -39,45 +48,71 @@ class Transport:
     """Where a repository's files come from."""
 
     url: str
+    bounds: Bounds
 
     def fetch(self, name: str, dest: Path, *, sha256: str | None = None,
-              size: int | None = None, progress: str | None = None) -> Path:
-        """Get the repository file `name` into `dest` (complete and verified, or not at all)."""
+              size: int | None = None, metadata: bool = False,
+              progress: str | None = None) -> Path:
+        """Get the repository file `name` into `dest` (complete and verified, or not at all).
+
+        `size`: what the index records, exactly; without it, at most the bound of a
+        `metadata` file (repository.yaml, the tree, the index) or of an artifact."""
         raise NotImplementedError
+
+    def _limit(self, size: int | None, metadata: bool) -> int:
+        return size if size is not None else (
+            self.bounds.metadata if metadata else self.bounds.artifact)
+
+    def _too_large(self, name: str, got: int, size: int | None, metadata: bool) -> CosbuildError:
+        if size is not None:
+            return CosbuildError(f"{name} from {self.url}: {_size_problem(got, size)}",
+                                 hint="the repository index does not match its files")
+        what = "a repository metadata file" if metadata else "an artifact"
+        return CosbuildError(f"{name} from {self.url} is larger than the "
+                             f"{bound_text(self._limit(None, metadata))} {what} may be",
+                             hint="the repository is damaged or hostile; nothing was kept")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
 
-def transport_for(url: str, kind: str = "", insecure: bool = False) -> Transport:
+def transport_for(url: str, kind: str = "", insecure: bool = False,
+                  bounds: Bounds = DEFAULT_BOUNDS) -> Transport:
     """The transport for a repository URL: http(s)://, file://PATH or a plain path; for a
     repository of type `docker` (or a docker:// URL), REGISTRY/REPOSITORY."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if kind == "docker" or scheme == "docker":
-        return RegistryTransport(url, insecure)
+        return RegistryTransport(url, insecure, bounds)
     if scheme in ("http", "https"):
-        return HttpTransport(url)
+        return HttpTransport(url, bounds=bounds)
     if scheme == "file":
-        return DiskTransport(url)
+        return DiskTransport(url, bounds)
     if re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
         raise CosbuildError(f"unsupported repository URL '{url}'",
                             hint="use http://, https://, file:// or a local folder")
-    return DiskTransport(url)
+    return DiskTransport(url, bounds)
 
 
 class DiskTransport(Transport):
     """A repository in a local (or mounted) folder."""
 
-    def __init__(self, url: str | Path):
+    def __init__(self, url: str | Path, bounds: Bounds = DEFAULT_BOUNDS):
         self.url = str(url)
+        self.bounds = bounds
         path = self.url[len("file://"):] if self.url.lower().startswith("file://") else self.url
         self.root = Path(path)
 
     def fetch(self, name: str, dest: Path, *, sha256: str | None = None,
-              size: int | None = None, progress: str | None = None) -> Path:
+              size: int | None = None, metadata: bool = False,
+              progress: str | None = None) -> Path:
         _check_name(name, self.url)
         src = self.root / name
         try:
+            # not opened before it is known to be a file: a FIFO would block, a device
+            # (a link to /dev/zero) never end
+            if not stat.S_ISREG(os.stat(src).st_mode):
+                raise CosbuildError(f"repository file {src} is not a regular file",
+                                    hint="the repository is damaged or hostile")
             source = src.open("rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise CosbuildError(f"repository file {src} does not exist",
@@ -85,29 +120,37 @@ class DiskTransport(Transport):
         except OSError as exc:
             raise CosbuildError(f"cannot read repository file {src}: {exc.strerror}") from None
         dest = Path(dest)
-        with source, _progress_bar(progress, os.fstat(source.fileno()).st_size) as bar, \
-                atomic_path(dest) as tmp:
-            with tmp.open("wb") as out:
-                got = _copy(source, out, bar)
-            # raising here leaves `dest` untouched: atomic_path drops the temporary file
-            if size is not None and got != size:
-                raise CosbuildError(f"repository file {src}: {_size_problem(got, size)}",
-                                    hint="the repository index does not match its files")
-            _check_sha256(name, self.url, tmp, sha256)
+        limit = self._limit(size, metadata)
+        with source:
+            length = os.fstat(source.fileno()).st_size
+            if length > limit:
+                raise self._too_large(name, length, size, metadata)
+            check_space(_existing(dest.parent), length, f"{name} from {self.url}")
+            with _progress_bar(progress, length) as bar, atomic_path(dest) as tmp:
+                with tmp.open("wb") as out:
+                    got = _copy(source, out, bar, limit)
+                # raising here leaves `dest` untouched: atomic_path drops the temporary file
+                if got > limit or (size is not None and got != size):
+                    raise self._too_large(name, got, size, metadata) if got > limit else \
+                        CosbuildError(f"repository file {src}: {_size_problem(got, size)}",
+                                      hint="the repository index does not match its files")
+                _check_sha256(name, self.url, tmp, sha256)
         return dest
 
 
 class HttpTransport(Transport):
     """A repository on a web server; `retries` more attempts after the first one."""
 
-    def __init__(self, url: str, retries: int = 4, backoff: float = 0.5, timeout: float = 30):
+    def __init__(self, url: str, retries: int = 4, backoff: float = 0.5,
+                 bounds: Bounds = DEFAULT_BOUNDS):
         self.url = url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
-        self.timeout = timeout
+        self.bounds = bounds
 
     def fetch(self, name: str, dest: Path, *, sha256: str | None = None,
-              size: int | None = None, progress: str | None = None) -> Path:
+              size: int | None = None, metadata: bool = False,
+              progress: str | None = None) -> Path:
         _check_name(name, self.url)
         file_url = f"{self.url}/{urllib.parse.quote(name)}"
         dest = Path(dest)
@@ -116,20 +159,30 @@ class HttpTransport(Transport):
         # a leftover from an earlier run may belong to another version of the file
         part.unlink(missing_ok=True)
         attempts = self.retries + 1
+        deadline = _Deadline(self.bounds.metadata_deadline if metadata else self.bounds.deadline)
+        limit = self._limit(size, metadata)
+        if size is not None:
+            check_space(dest.parent, size, f"{name} from {self.url}")
         try:
-            with _progress_bar(progress, size) as bar:
+            with _progress_bar(progress, size) as bar, deadline:
+                opener = deadline.opener()
                 for attempt in range(1, attempts + 1):
                     try:
-                        self._attempt(name, file_url, part, size, bar)
+                        self._attempt(opener, name, file_url, part, limit, size, metadata, bar)
+                        if deadline.expired:   # its connection was cut: not the whole file
+                            raise deadline.error(name, file_url)
                         break
                     except _Retry as exc:
+                        if deadline.expired:
+                            raise deadline.error(name, file_url) from None
                         if attempt == attempts:
                             raise CosbuildError(
                                 f"download of {name} from {self.url} failed after {attempts} "
                                 f"attempts: {exc}",
                                 hint=f"check that the server is up and the repository URL is right "
                                      f"({file_url})") from None
-                        time.sleep(self.backoff * 2 ** (attempt - 1))
+                        time.sleep(max(0.0, min(self.backoff * 2 ** (attempt - 1),
+                                                deadline.left())))
             _check_sha256(name, self.url, part, sha256)
             os.chmod(part, 0o644)
             os.replace(part, dest)
@@ -139,14 +192,15 @@ class HttpTransport(Transport):
             raise
         return dest
 
-    def _attempt(self, name: str, file_url: str, part: Path, size: int | None, bar) -> None:
+    def _attempt(self, opener, name: str, file_url: str, part: Path, limit: int,
+                 size: int | None, metadata: bool, bar) -> None:
         """One request, appending to `part`; raises _Retry for trouble worth another try."""
         offset = part.stat().st_size if part.exists() else 0
         request = urllib.request.Request(file_url, headers={"User-Agent": USER_AGENT})
         if offset:
             request.add_header("Range", f"bytes={offset}-")
         try:
-            response = urllib.request.urlopen(request, timeout=self.timeout)
+            response = opener.open(request, timeout=self.bounds.timeout)
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 404:
@@ -172,37 +226,42 @@ class HttpTransport(Transport):
                 offset, mode = 0, "wb"   # a 200 is the whole file: the server ignored our Range
             length = response.headers.get("Content-Length", "")
             announced = int(length) if length.isdigit() else None
+            if announced is not None and offset + announced > limit:
+                raise self._too_large(name, offset + announced, size, metadata)
+            if announced is not None and size is None:
+                check_space(part.parent, announced, f"{name} from {self.url}")
             if bar is not None:
                 bar.reset(total=offset + announced if announced is not None else size)
                 bar.update(offset)
             with part.open(mode) as out:
                 try:
-                    got = _copy(response, out, bar)
+                    got = _copy(response, out, bar, limit - offset)
                 except (OSError, http.client.HTTPException) as exc:
                     raise _Retry(_reason(exc)) from None
+        have = offset + got
+        if have > limit:   # an endless body stops here, not when the disk is full
+            raise self._too_large(name, have, size, metadata)
         # urllib does not notice a connection closed early: compare with what was announced
         if announced is not None and got < announced:
             raise _Retry(f"truncated: got {offset + got} of {offset + announced} bytes")
-        have = offset + got
-        if size is not None and have != size:
-            problem = _size_problem(have, size)
-            if have < size:
-                raise _Retry(problem)
-            raise CosbuildError(f"download of {name} from {file_url}: {problem}",
-                                hint="the repository index does not match its files")
+        if size is not None and have < size:
+            raise _Retry(_size_problem(have, size))
 
 
 class RegistryTransport(Transport):
     """A docker repository (luet 0.20's layout, see repos/create.py): files from one-file
     images, artifacts made from the files of package images."""
 
-    def __init__(self, url: str, insecure: bool = False):
+    def __init__(self, url: str, insecure: bool = False, bounds: Bounds = DEFAULT_BOUNDS):
         self.url = url
+        self.bounds = bounds
         self.base = registry.parse_reference(url.removeprefix("docker://"))
-        self.registry = registry.Registry(self.base.registry, insecure=insecure)
+        self.registry = registry.Registry(self.base.registry, insecure=insecure,
+                                          timeout=bounds.timeout)
 
     def fetch(self, name: str, dest: Path, *, sha256: str | None = None,
-              size: int | None = None, progress: str | None = None) -> Path:
+              size: int | None = None, metadata: bool = False,
+              progress: str | None = None) -> Path:
         _check_name(name, self.url)
         dest = Path(dest)
         artifact = re.fullmatch(r"(.+)\.package\.tar(\.\w+)?", name)
@@ -213,7 +272,8 @@ class RegistryTransport(Transport):
                     self._package(artifact.group(1), artifact.group(2) or "", tmp)
                 else:
                     registry.pull_file(self.registry, self.base.with_tag(registry.tag_for(name)),
-                                       name, tmp)
+                                       name, tmp, limit=self._limit(size, metadata),
+                                       deadline=self.bounds.metadata_deadline)
             except CosbuildError as exc:
                 raise CosbuildError(f"cannot get {what} from docker repository {self.url}: "
                                     f"{exc.message}", hint=exc.hint) from None
@@ -227,8 +287,11 @@ class RegistryTransport(Transport):
         the registry does not hold) is not checked: the layer's digest is."""
         ref = self.base.with_tag(registry.tag_for(stem))
         with dest.open("wb") as raw, _compressor(suffix, raw) as out, \
-                registry.layer_tar(self.registry, ref, dest.parent) as layer:
-            shutil.copyfileobj(layer, out, CHUNK)
+                registry.layer_tar(self.registry, ref, dest.parent,
+                                   deadline=self.bounds.deadline) as layer:
+            if _copy(layer, out, None, self.bounds.artifact) > self.bounds.artifact:
+                raise CosbuildError(f"image {ref} is larger than "
+                                    f"{bound_text(self.bounds.artifact)} once decompressed")
 
 
 def _compressor(suffix: str, raw: BinaryIO):
@@ -289,14 +352,102 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _copy(source: BinaryIO, out: BinaryIO, bar) -> int:
+def _copy(source: BinaryIO, out: BinaryIO, bar, limit: int) -> int:
+    """Copy until the end, or one byte past `limit` (the caller tells it is too much)."""
     copied = 0
-    while chunk := source.read(CHUNK):
+    while copied <= limit and (chunk := source.read(min(CHUNK, limit + 1 - copied))):
         out.write(chunk)
         copied += len(chunk)
         if bar is not None:
             bar.update(len(chunk))
     return copied
+
+
+def _existing(folder: Path) -> Path:
+    while not folder.exists():
+        folder = folder.parent
+    return folder
+
+
+class _Deadline:
+    """The end of one download. Each connection it opens is shut down then, so that no wait
+    outlives it (a read's timeout alone lets a server dripping a byte at a time go on)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Deadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                sock.shutdown(socket.SHUT_RDWR)
+        return sock
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):   # already closed
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def error(self, name: str, url: str) -> CosbuildError:
+        return CosbuildError(f"download of {name} from {url} did not finish within "
+                             f"{self.seconds:g} s", hint="the server is too slow or stalls; "
+                                                         "try again later or another mirror")
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """urllib with this deadline on its connections, following http(s) redirects only."""
+        handlers = [_WatchedHTTP(), _WatchedHTTPS(), _Redirects()]
+        for h in handlers[:2]:
+            h.deadline = self
+        return urllib.request.build_opener(*handlers)
+
+
+class _Watched:
+    deadline: _Deadline
+
+    def do_open(self, http_class, req, **kwargs):
+        def connection(*args, **kw):
+            conn = http_class(*args, **kw)
+            create = conn._create_connection   # the raw socket: TLS handshakes included
+            conn._create_connection = lambda *a, **k: self.deadline.watch(create(*a, **k))
+            return conn
+        return super().do_open(connection, req, **kwargs)
+
+
+class _WatchedHTTP(_Watched, urllib.request.HTTPHandler):
+    pass
+
+
+class _WatchedHTTPS(_Watched, urllib.request.HTTPSHandler):
+    pass
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """urllib follows redirects to ftp:// too: a repository is on http(s) only."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl)).scheme
+        if scheme.lower() not in ("http", "https"):
+            raise urllib.error.HTTPError(newurl, code, f"{msg} - redirection to {newurl} is "
+                                                       "not followed", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 @contextlib.contextmanager
