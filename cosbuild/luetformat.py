@@ -54,6 +54,7 @@ class Bounds:
     ratio: int = 100                    # unpacked/compressed, when no unpacked size is recorded
     ratio_floor: int = 64 * MiB         # ... but small archives may always unpack to this
     timeout: float = 30                 # to connect, and for each read
+    retries: int = 4                    # more attempts of a download that broke off
     deadline: float = 3600              # a whole download, retries included (seconds)
     metadata_deadline: float = 300      # ... of a metadata file
 

@@ -272,6 +272,7 @@ def _text(data: bytes | Path, where: str) -> str:
 
 def _mapping(data: bytes | Path, where: str):
     value = loads(_text(data, where), where)
+    _unshared(value, where)
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -279,6 +280,22 @@ def _mapping(data: bytes | Path, where: str):
                             hint="the repository is damaged, or the URL is not a repository's "
                                  "(a web page?)")
     return value
+
+
+def _unshared(value, where: str) -> None:
+    """Refuse YAML aliases of lists and mappings: a few bytes can stand for a billion
+    entries once the records are read (neither luet nor cosbuild writes any)."""
+    seen: set[int] = set()
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, (dict, list)):
+            if id(item) in seen:
+                raise CosbuildError("a YAML alias repeats a list or mapping", file=where,
+                                    hint="repository metadata is written without anchors; "
+                                         "this one is hostile or hand-made")
+            seen.add(id(item))
+            todo.extend(item.values() if isinstance(item, dict) else item)
 
 
 def _kind(value) -> str:

@@ -5,6 +5,10 @@ repository, named in the project's `.luet.yaml` (or `luet.yaml`) or by the `buil
 setting. Each package taken from there is a graph node that is fetched, not built: its
 artifact downloaded into the build folder (checked against the index) for final-image
 builds and images, and the image it was built into pulled when a package builds on it.
+
+A fetched artifact with a device node or FIFO is refused unless its repository's entry in
+.luet.yaml lists the package in `allow_devices`; only then may the build's own index (and
+so the images installed from it) let it create them.
 """
 
 from __future__ import annotations
@@ -81,19 +85,25 @@ def fetch(pkg: Package, builder, needs_image: bool, log: TaskLog) -> str:
     artifact = builder.artifact_path(pkg)
     same = where.compression == COMPRESSION.name
     download = artifact if same else artifact.with_name(f"{artifact.name}.{where.compression}")
+    devices = f"{pkg.definition.category}/{pkg.definition.name}" in repo.allow_devices
     try:
         repo.transport(where.url).fetch(where.artifact, download, sha256=where.sha256,
                                         progress=f"{pkg.key} from {where.repo}")
         if not same:   # luet's gzip or plain artifacts: the builds here read zstd
-            _transcode(download, luetformat.COMPRESSIONS[where.compression], artifact)
+            _transcode(download, luetformat.COMPRESSIONS[where.compression], artifact,
+                       repo.bounds)
+        if not devices:
+            _refuse_devices(artifact, repo.bounds)
     except CosbuildError as exc:
+        artifact.unlink(missing_ok=True)   # a refused artifact is not left for a build to use
         raise CosbuildError(f"{pkg.key} from repository {where.repo} ({where.url}): "
                             f"{exc.message}", hint=exc.hint) from None
     finally:
         if not same:
             download.unlink(missing_ok=True)
-    atomic_write(builder.metadata_path(pkg),
-                 dumps(builder.metadata(pkg, sha256_file(artifact), list(where.files))))
+    record = builder.metadata(pkg, sha256_file(artifact), list(where.files))
+    record[luetformat.DEVICES_KEY] = devices
+    atomic_write(builder.metadata_path(pkg), dumps(record))
     how = f"fetched from {where.repo}"
     if needs_image:
         if not where.cache_image:
@@ -113,22 +123,37 @@ def fetch(pkg: Package, builder, needs_image: bool, log: TaskLog) -> str:
     return how
 
 
-MAX_ARTIFACT_BYTES = 64 << 30   # decompressed: a remote archive cannot fill the disk
-
-
-def _transcode(source: Path, comp, out: Path) -> None:
+def _transcode(source: Path, comp, out: Path, bounds: luetformat.Bounds) -> None:
+    # decompressed, a remote archive may not fill the disk
+    limit = bounds.unpacked_limit(source.stat().st_size, None)
     with source.open("rb") as raw, atomic_path(out) as tmp, tmp.open("wb") as sink, \
             COMPRESSION.writer(sink) as stream:
         reader, total = comp.reader(raw), 0
         try:
             while chunk := reader.read(1 << 20):
                 total += len(chunk)
-                if total > MAX_ARTIFACT_BYTES:
-                    raise CosbuildError(f"{source.name} expands beyond "
-                                        f"{MAX_ARTIFACT_BYTES >> 30} GiB")
+                if total > limit:
+                    raise CosbuildError(f"{source.name} is larger than "
+                                        f"{luetformat.bound_text(limit)} once decompressed",
+                                        hint="the artifact is damaged or hostile")
                 stream.write(chunk)
         except comp.errors() as exc:
             raise CosbuildError(f"{source.name} is not {comp.name}-compressed: {exc}") from None
+
+
+def _refuse_devices(artifact: Path, bounds: luetformat.Bounds) -> None:
+    """A remote package may not bring device nodes or FIFOs (into builds, into images)."""
+    limit = bounds.unpacked_limit(artifact.stat().st_size, None)
+    try:
+        with luetformat.open_tar(artifact, COMPRESSION, limit) as tar:
+            for member in tar:
+                if member.ischr() or member.isblk() or member.isfifo():
+                    raise CosbuildError(
+                        f"its artifact holds {'a FIFO' if member.isfifo() else 'a device node'}"
+                        f" ({member.name})", hint="list the package in its repository's "
+                                                  "allow_devices (.luet.yaml) if it may")
+    except luetformat.Damaged as exc:
+        raise CosbuildError(f"its artifact is damaged ({exc})") from None
 
 
 def _repos_of(builder) -> list[client.RepoConfig]:

@@ -84,7 +84,7 @@ def transport_for(url: str, kind: str = "", insecure: bool = False,
     if kind == "docker" or scheme == "docker":
         return RegistryTransport(url, insecure, bounds)
     if scheme in ("http", "https"):
-        return HttpTransport(url, bounds=bounds)
+        return HttpTransport(url, retries=bounds.retries, bounds=bounds)
     if scheme == "file":
         return DiskTransport(url, bounds)
     if re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme):
@@ -445,8 +445,9 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         scheme = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl)).scheme
         if scheme.lower() not in ("http", "https"):
-            raise urllib.error.HTTPError(newurl, code, f"{msg} - redirection to {newurl} is "
-                                                       "not followed", headers, fp)
+            # as urllib words it for file:// and the like
+            raise urllib.error.HTTPError(newurl, code, f"{msg} - Redirection to url '{newurl}' "
+                                                       "is not allowed", headers, fp)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
