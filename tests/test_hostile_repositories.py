@@ -33,7 +33,7 @@ from cosbuild.tools import TaskLog
 from cosbuild.tree.project import load_project
 from cosbuild.tree.versions import PackageRef
 
-from .hostile_repo import (APP_ARTIFACT, Repo, entry, files_tar, hostile_server,
+from .hostile_repo import (APP_ARTIFACT, Repo, definition, entry, files_tar, hostile_server,
                            redirecting, snapshot, status, tar_of)
 
 
@@ -67,6 +67,13 @@ def spec_with(**changes):
 
 
 DEF = "test/app/1.0/definition.yaml"
+
+
+def versioned(repo: Repo, version: str) -> None:
+    """The package at `version` in the tree and the index alike."""
+    repo.tree = {f"test/app/{version}/definition.yaml":
+                 yaml.safe_dump(definition(version=version)).encode()}
+    repo.index[0]["compilationspec"]["package"]["version"] = version
 
 # case -> (how the repository is spoiled, what the error says (regex), its file's end)
 MALFORMED = {
@@ -147,6 +154,19 @@ MALFORMED = {
         tree_with("elsewhere/definition.yaml", yaml.safe_dump(
             {"name": "app", "category": "test", "version": "1.0"}).encode()),
         r"test/app@1\.0 is in the tree twice", "definition.yaml"),
+    "version invalid": (lambda r: versioned(r, "1.0!!"), r"version: invalid version '1\.0!!'",
+                        "tree/test/app/1.0!!/definition.yaml"),
+    "version with a shell command": (lambda r: versioned(r, "1.0 && rm -rf /"),
+                                     r"version: invalid version '1\.0 && rm -rf /'",
+                                     "definition.yaml"),
+    "version a list": (tree_with(DEF, b"name: app\ncategory: test\nversion: [1]\n"),
+                       r"version: expected a string, got a list", "tree/" + DEF),
+    "index version empty": (lambda r: r.index[0]["compilationspec"]["package"].update(version=""),
+                            r"compilationspec\.package\.version: missing", "index[0]"),
+    "requires selector invalid": (
+        tree_with(DEF, yaml.safe_dump({**definition(), "requires": [
+            {"name": "lib", "category": "test", "version": ">>>1"}]}).encode()),
+        r"requires\.version: invalid version selector '>>>1'", "tree/" + DEF),
     "finalize a list": (tree_with("test/app/1.0/finalize.yaml", b"- rm -rf /\n"),
                         r"expected a mapping, got a list", "finalize.yaml"),
     "finalize install a number": (tree_with("test/app/1.0/finalize.yaml", b"install: 5\n"),
