@@ -53,6 +53,7 @@ class Bounds:
     artifact: int = 64 * GiB            # an artifact whose index records no size, and unpacked
     ratio: int = 100                    # unpacked/compressed, when no unpacked size is recorded
     ratio_floor: int = 64 * MiB         # ... but small archives may always unpack to this
+    yaml_nodes: int = 10_000_000        # values of a repository's YAML, its aliases expanded
     timeout: float = 30                 # to connect, and for each read
     retries: int = 4                    # more attempts of a download that broke off
     deadline: float = 3600              # a whole download, retries included (seconds)

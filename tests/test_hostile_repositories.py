@@ -67,6 +67,10 @@ def spec_with(**changes):
 
 
 DEF = "test/app/1.0/definition.yaml"
+# 300 bytes standing for a billion values (the "billion laughs")
+ALIAS_BOMB = b"a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
+    f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]\n".encode() for n in range(1, 9)) + \
+    b"requires: [*a8]\nindex: [*a8]\n"
 
 
 def versioned(repo: Repo, version: str) -> None:
@@ -117,10 +121,15 @@ MALFORMED = {
                                      r"test/app@1\.0 is in the index twice", "index[1]"),
     "index not UTF-8": (setattr_("index", b"index: [\xff\xfe]\n"), r"not UTF-8 text",
                         "repository.meta.yaml"),
-    "index YAML alias bomb": (
-        setattr_("index", b"a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a]\n"
-                          b"index: [*b, *b, *b, *b, *b, *b]\n"),
-        r"a YAML alias repeats a list or mapping", "repository.meta.yaml"),
+    "index YAML alias bomb": (setattr_("index", ALIAS_BOMB),
+                              r"more YAML values than a repository may have, once its aliases "
+                              r"are expanded", "repository.meta.yaml"),
+    "index YAML alias loop": (setattr_("index", b"&a [*a]\n"),
+                              r"a YAML alias refers to a list or mapping it is in",
+                              "repository.meta.yaml"),
+    "definition YAML alias bomb": (tree_with(DEF, b"name: app\ncategory: test\n"
+                                                  b"version: '1.0'\n" + ALIAS_BOMB),
+                                   r"once its aliases are expanded", "tree/" + DEF),
     "repository.yaml a list": (setattr_("spec_raw", b"- name: x\n- urls: []\n"),
                                r"expected a mapping, got a list", "repository.yaml"),
     "repository.yaml an HTML page": (

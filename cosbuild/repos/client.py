@@ -184,7 +184,9 @@ def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
     prefix = repo.name.replace("/", "_")   # names may be URLs
     spec_file = luetformat.REPOSITORY_FILE
     where = f"{transport.url}: {spec_file}"
-    index = _mapping(transport.fetch(spec_file, workdir / f"{prefix}.yaml", metadata=True), where)
+    budget = [transport.bounds.yaml_nodes]   # for every YAML file of the repository
+    index = _mapping(transport.fetch(spec_file, workdir / f"{prefix}.yaml", metadata=True), where,
+                     budget)
     repo_files = index.get("repo_files")
     if not isinstance(repo_files, dict):
         raise CosbuildError("no 'repo_files' mapping", file=where, key="repo_files",
@@ -197,7 +199,7 @@ def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
     if luetformat.META_MEMBER not in meta_files:
         raise CosbuildError(f"the meta archive of {transport.url} has no {luetformat.META_MEMBER}",
                             hint="the repository is incomplete; regenerate it")
-    meta = _mapping(meta_files.pop(luetformat.META_MEMBER), meta_where)
+    meta = _mapping(meta_files.pop(luetformat.META_MEMBER), meta_where, budget)
     # luet omits an empty index (`index,omitempty`)
     records = meta.get("index") or []
     if not isinstance(records, list):
@@ -219,7 +221,8 @@ def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
         if PurePosixPath(path).name != "definition.yaml":
             continue
         dwhere = f"{transport.url}: tree/{path}"
-        definition = parse_definition(luetformat.tree_definition(_mapping(data, dwhere)), dwhere)
+        definition = parse_definition(luetformat.tree_definition(_mapping(data, dwhere, budget)),
+                                      dwhere)
         try:   # the index is solved with these: a bad one is an error here, not there
             versions.sort_key(definition.version)
         except ValueError:
@@ -237,7 +240,7 @@ def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
             continue   # in the tree but not built: nothing to install
         fpath = str(PurePosixPath(path).with_name("finalize.yaml"))
         fwhere = f"{transport.url}: tree/{fpath}"
-        fdata = _mapping(tree.get(fpath, b""), fwhere)
+        fdata = _mapping(tree.get(fpath, b""), fwhere, budget)
         finalize = spec.Finalize(**spec.parse(spec.FINALIZE_KEYWORDS, fdata, fwhere,
                                               what="finalize.yaml", strict=False))
         out.append(Candidate(definition, finalize, entry.path, entry.sha256, entry.files,
@@ -276,9 +279,14 @@ def _text(data: bytes | Path, where: str) -> str:
                             hint="the repository is corrupt") from None
 
 
-def _mapping(data: bytes | Path, where: str):
+def _mapping(data: bytes | Path, where: str, budget: list[int]):
     value = loads(_text(data, where), where)
-    _unshared(value, where)
+    budget[0] -= _expanded_size(value, where)
+    if budget[0] < 0:
+        raise CosbuildError("more YAML values than a repository may have, once its aliases "
+                            "are expanded", file=where,
+                            hint="a few bytes of YAML aliases can stand for a billion values; "
+                                 "the repository is hostile or damaged")
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -288,20 +296,33 @@ def _mapping(data: bytes | Path, where: str):
     return value
 
 
-def _unshared(value, where: str) -> None:
-    """Refuse YAML aliases of lists and mappings: a few bytes can stand for a billion
-    entries once the records are read (neither luet nor cosbuild writes any)."""
-    seen: set[int] = set()
-    todo = [value]
+def _expanded_size(value, where: str) -> int:
+    """How many values `value` holds with its YAML aliases expanded, as reading its records
+    will make them; counted once per distinct list or mapping (never expanding them here)."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    todo = [(value, False)]
     while todo:
-        item = todo.pop()
-        if isinstance(item, (dict, list)):
-            if id(item) in seen:
-                raise CosbuildError("a YAML alias repeats a list or mapping", file=where,
-                                    hint="repository metadata is written without anchors; "
-                                         "this one is hostile or hand-made")
-            seen.add(id(item))
-            todo.extend(item.values() if isinstance(item, dict) else item)
+        item, children_done = todo.pop()
+        if not isinstance(item, (dict, list)) or (id(item) in sizes and not children_done):
+            continue
+        children = [c for c in (item.values() if isinstance(item, dict) else item)
+                    if isinstance(c, (dict, list))]
+        if children_done:
+            open_.discard(id(item))
+            sizes[id(item)] = len(item) + 1 + sum(sizes[id(c)] for c in children)
+            continue
+        if id(item) in open_:
+            raise CosbuildError("a YAML alias refers to a list or mapping it is in", file=where,
+                                hint="the repository is hostile or damaged")
+        open_.add(id(item))
+        todo.append((item, True))
+        for child in children:
+            if id(child) in open_:
+                raise CosbuildError("a YAML alias refers to a list or mapping it is in",
+                                    file=where, hint="the repository is hostile or damaged")
+            todo.append((child, False))
+    return sizes.get(id(value), 1)
 
 
 def _kind(value) -> str:
