@@ -75,7 +75,7 @@ def check_space(folder, need: int, what: str) -> None:
     if need > free:
         raise CosbuildError(f"not enough space in {folder} for {what}: it needs "
                             f"{_amount(need)}, {_amount(free)} are free",
-                            hint="free some space; nothing was installed")
+                            hint="free some space; nothing was written")
 
 
 def _amount(n: int) -> str:
@@ -192,14 +192,13 @@ def read_members(path: Path, comp: Compression, wanted: Callable[[str], bool],
     """The `wanted` regular files of a metadata archive (a tree, an index), by normalized
     name; the archive is read as a stream, and only those files are kept in memory."""
     out = {}
-    kept = 0
+    # what is kept is part of the stream: the archive's bound bounds it too
     with open_tar(path, comp, bounds.metadata_unpacked) as tar:
         for member in tar:
             name = member_name(member.name)
             if not (member.isreg() and wanted(name)):
                 continue
-            kept += member.size
-            if member.size > bounds.metadata or kept > bounds.metadata_unpacked:
+            if member.size > bounds.metadata:
                 raise TooLarge(f"{name} is {member.size} bytes, more than the "
                                f"{bound_text(bounds.metadata)} a repository file may be")
             out[name] = tar.extractfile(member).read()

@@ -81,6 +81,16 @@ def test_endless_body_stops_at_a_small_bound(root):
     assert t.seconds < 5 and leftovers(root) == []
 
 
+def test_endless_body_leaves_nothing_in_the_download_folder(tmp_path):
+    downloads = tmp_path / "downloads"
+    with hostile_server(endless) as (url, _):
+        transport = HttpTransport(url, retries=0, bounds=Bounds(metadata=MiB))
+        with pytest.raises(CosbuildError, match=r"is larger than the 1 MiB a repository "
+                                                r"metadata file may be"):
+            transport.fetch("repository.yaml", downloads / "repository.yaml", metadata=True)
+    assert leftovers(downloads) == []   # neither the file nor its .part
+
+
 def test_announced_length_beyond_the_bound_is_refused_before_reading(root):
     with hostile_server(lambda h: endless(h, announce=str(1 << 40))) as (url, _), Timer() as t:
         with pytest.raises(CosbuildError, match=r"repository\.yaml .* is larger than the 1 MiB"):
