@@ -19,7 +19,6 @@ import hashlib
 import http.client
 import os
 import re
-import shutil
 import socket
 import stat
 import sys
