@@ -46,7 +46,8 @@ PROGRAMS = (
     Program("buildah", "buildah", "doit build (container builds)"),
     Program("mmdebstrap", "mmdebstrap", "doit build (bootstrap images)"),
     Program("cp", "coreutils", "cosbuild unpack, doit disk"),
-    Program("chroot", "coreutils", "repository finalizers, cos-setup --root"),
+    # also inside the OS: cos-upgrade installs packages with the repository client
+    Program("bwrap", "bubblewrap", "repository finalizers, cos-setup --root (commands)"),
     # live ISO
     Program("tar2sqfs", "squashfs-tools-ng", "doit iso (rootfs.squashfs)"),
     Program("mkfs.vfat", "dosfstools", "doit iso, doit disk (EFI file systems)"),
