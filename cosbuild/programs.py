@@ -76,7 +76,10 @@ PROGRAMS = (
     Program("mdir", "mtools", "ISO and disk tests"),
     Program("dumpe2fs", "e2fsprogs", "disk tests"),
     Program("sha256sum", "coreutils", "build tests"),
-    Program("go", "golang-go", "Helm differential tests (tests/helmref)",
+    Program("ldd", "libc-bin", "finalizer tests (a small root of the host's programs)"),
+    Program("chroot", "coreutils", "finalizer tests (the escape a bare chroot allows)"),
+    Program("sleep", "coreutils", "finalizer tests (a host process)"),
+    Program("go", "golang-go", "Helm differential tests (tests/helmref), finalizer tests",
             libraries=("golang-github-masterminds-sprig-dev", "golang-github-imdario-mergo-dev",
                        "golang-github-ghodss-yaml-dev", "golang-gopkg-yaml.v2-dev")),
     # benchmark baselines
