@@ -59,10 +59,10 @@ def apply_layer(stream: BinaryIO, root: Path, what: str, keep: str = "") -> None
     except (tarfile.TarError, EOFError) as exc:
         raise CosbuildError(f"{what}: damaged layer ({exc})",
                             hint="pull again; the registry may be corrupt") from None
-    kept = written | {str(p) for name in {*written, keep} for p in PurePosixPath(name).parents} \
-        | {keep}
+    # `keep` and its parents stay, and nothing in it is looked at
+    kept = written | {str(p) for name in {*written, keep} for p in PurePosixPath(name).parents}
     for folder in opaque:
-        _clear_lower(root, folder, kept)
+        _clear_lower(root, folder, kept, keep)
     # a folder's time changes whenever something is written into it: set it last
     for path, mtime in reversed(folders):
         os.utime(path, (mtime, mtime), follow_symlinks=False)
@@ -117,14 +117,16 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _clear_lower(root: Path, folder: str, kept: set[str]) -> None:
+def _clear_lower(root: Path, folder: str, kept: set[str], keep: str) -> None:
     """Remove from `folder` whatever the current layer did not write."""
     base = root / folder
     if not base.is_dir() or base.is_symlink():
         return
     for entry in os.scandir(base):
         rel = f"{folder}/{entry.name}" if folder else entry.name
+        if rel == keep:
+            continue
         if rel not in kept:
             _remove(Path(entry.path))
         elif entry.is_dir(follow_symlinks=False):
-            _clear_lower(root, rel, kept)
+            _clear_lower(root, rel, kept, keep)

@@ -396,32 +396,35 @@ def cmdline_files():
     return [w.split("=", 1)[1] for w in words if w.startswith("cos.setup=")]
 
 
-def read_uri(uri):
-    """The text of a cloud-config file (a regular file: a FIFO would block the boot)."""
+def read_uri(uri, root="/"):
+    """The text of a cloud-config file, a path of `root` or a URL (a regular file: a FIFO
+    would block the boot)."""
     if "://" in uri:
         with urllib.request.urlopen(uri, timeout=30) as r:
             return r.read().decode()
-    return rootpath.read_bytes(Path("/"), os.path.abspath(uri)).decode()
+    return rootpath.read_bytes(Path(root), os.path.abspath(uri) if root == "/" else uri).decode()
 
 
-def read_source(path):
-    """read_uri, or None when it cannot be read (reported)."""
+def read_source(path, root="/", where=None):
+    """read_uri, or None when it cannot be read (reported as `where`)."""
     try:
-        return read_uri(path)
+        return read_uri(path, root)
     except (OSError, ValueError, CosbuildError) as exc:   # ValueError: not UTF-8
-        log(f"{path}: cannot read: {exc}")
+        log(f"{where or path}: cannot read: {exc}")
         return None
 
 
 def run_stage(stage):
     ok = True
-    folders = [rootpath.resolve(ROOT, d, follow_last=True) for d in DIRS]
-    sources = [str(d / f) for d in folders if d.is_dir()
-               for f in sorted(os.listdir(d)) if f.endswith((".yaml", ".yml"))]
+    # (path, the root it is read in, where it is): the folders' files are read inside ROOT
+    sources = [(f"{d}/{f}", ROOT, str(real / f)) for d in DIRS
+               for real in [rootpath.resolve(ROOT, d, follow_last=True)] if real.is_dir()
+               for f in sorted(os.listdir(real)) if f.endswith((".yaml", ".yml"))]
+    sources += [(uri, "/", uri) for uri in cmdline_files()]
     for sub in (f"{stage}.before", stage, f"{stage}.after"):
-        for path in sources + cmdline_files():
-            text = read_source(path)
-            ok = text is not None and run_document(text, path, sub) and ok
+        for path, root, where in sources:
+            text = read_source(path, root, where)
+            ok = text is not None and run_document(text, where, sub) and ok
     return ok
 
 
