@@ -21,7 +21,7 @@ from cosbuild import sandbox
 from cosbuild.errors import CosbuildError
 from cosbuild.repos import client
 
-from .hostile import build_escape, outside, small_root
+from .confined import build_escape, outside, small_root
 from .test_repository_client import F, Workspace, db, disk, ref
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="finalizers run as root")

@@ -22,7 +22,7 @@ from cosbuild.images.layout import boot_files
 from cosbuild.oci.layers import apply_layer
 from cosbuild.repos import client
 
-from .hostile import outside
+from .confined import outside
 from .test_repository_client import Workspace, disk, ref
 
 

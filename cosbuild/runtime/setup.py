@@ -57,8 +57,8 @@ def sh(command, env=None):
     argv = ["/bin/sh", "-c", command]
     if live():
         return subprocess.run(argv, env={**os.environ, **(env or {})}).returncode
-    sandbox.prepare(Path(ROOT))
     require("bwrap")
+    sandbox.prepare(Path(ROOT))
     try:
         return subprocess.run(sandbox.command(Path(ROOT), argv, env),
                               timeout=sandbox.TIMEOUT).returncode
