@@ -46,7 +46,8 @@ PROGRAMS = (
     Program("buildah", "buildah", "doit build (container builds)"),
     Program("mmdebstrap", "mmdebstrap", "doit build (bootstrap images)"),
     Program("cp", "coreutils", "cosbuild unpack, doit disk"),
-    Program("chroot", "coreutils", "repository finalizers, cos-setup --root"),
+    # also inside the OS: cos-upgrade installs packages with the repository client
+    Program("bwrap", "bubblewrap", "repository finalizers, cos-setup --root (commands)"),
     # live ISO
     Program("tar2sqfs", "squashfs-tools-ng", "doit iso (rootfs.squashfs)"),
     Program("mkfs.vfat", "dosfstools", "doit iso, doit disk (EFI file systems)"),
@@ -75,7 +76,10 @@ PROGRAMS = (
     Program("mdir", "mtools", "ISO and disk tests"),
     Program("dumpe2fs", "e2fsprogs", "disk tests"),
     Program("sha256sum", "coreutils", "build tests"),
-    Program("go", "golang-go", "Helm differential tests (tests/helmref)",
+    Program("ldd", "libc-bin", "finalizer tests (a small root of the host's programs)"),
+    Program("chroot", "coreutils", "finalizer tests (the escape a bare chroot allows)"),
+    Program("sleep", "coreutils", "finalizer tests (a host process)"),
+    Program("go", "golang-go", "Helm differential tests (tests/helmref), finalizer tests",
             libraries=("golang-github-masterminds-sprig-dev", "golang-github-imdario-mergo-dev",
                        "golang-github-ghodss-yaml-dev", "golang-gopkg-yaml.v2-dev")),
     # benchmark baselines

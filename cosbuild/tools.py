@@ -68,11 +68,12 @@ def _failed(argv: list[str], code: int, log: TaskLog, what: str) -> CosbuildErro
 
 
 def run(argv: list[str], *, log: TaskLog, capture: bool = False, what: str = "",
-        env: dict | None = None, quiet: bool = False, input: str | None = None) -> str:
+        env: dict | None = None, quiet: bool = False, input: str | None = None,
+        timeout: float | None = None) -> str:
     """Run argv; its output goes to the log (stdout is returned instead when `capture`).
 
     `input` is written to its standard input. `quiet` keeps a failure from being logged as a
-    failure, for probes that may fail."""
+    failure, for probes that may fail. After `timeout` seconds it is killed and fails."""
     import sh   # imported on first use: a no-op run starts no tool
 
     started = time.monotonic()
@@ -83,8 +84,13 @@ def run(argv: list[str], *, log: TaskLog, capture: bool = False, what: str = "",
         kwargs["_env"] = env
     if input is not None:
         kwargs["_in"] = input
+    if timeout is not None:
+        kwargs["_timeout"] = timeout
     try:
         result = command(*argv[1:], **kwargs)
+    except sh.TimeoutException:
+        raise CosbuildError(f"{what + ': ' if what else ''}stopped after the time limit of "
+                            f"{timeout:g} s: {shlex.join(argv)}\n  full log: {log.path}") from None
     except sh.ErrorReturnCode as exc:
         if quiet:
             raise

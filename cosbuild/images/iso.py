@@ -26,7 +26,7 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import tools
+from .. import rootpath, tools
 from ..builds import artifact
 from ..errors import CosbuildError
 from ..fsutil import atomic_path, atomic_write
@@ -179,7 +179,8 @@ class IsoBuilder:
             shutil.rmtree(target / "var", ignore_errors=True)
         overlay = {}
         if kind in self.iso.overlay:
-            shutil.copytree(self.iso.overlay[kind], target, symlinks=True, dirs_exist_ok=True)
+            # over what packages installed: their links are followed inside the root only
+            rootpath.copy_tree(self.iso.overlay[kind], target)
             overlay = {str(p.relative_to(self.iso.overlay[kind])): artifact.sha256_file(p)
                        for p in sorted(self.iso.overlay[kind].rglob("*")) if p.is_file()}
         # what the root is made of: the next steps re-run exactly when this changes
@@ -206,7 +207,10 @@ class IsoBuilder:
     def copy_kernel(self) -> None:
         for name, dest, key in ((self.iso.kernel_file, self.kernel, "initramfs.kernel_file"),
                                 (self.iso.rootfs_file, self.initrd, "initramfs.rootfs_file")):
-            source = client._inside(self.rootfs_dir, f"boot/{name}", follow_last=True)
+            try:
+                source = rootpath.resolve(self.rootfs_dir, f"boot/{name}", follow_last=True)
+            except CosbuildError as exc:
+                raise CosbuildError(exc.message, file=self.iso.file, key=key) from None
             if not source.is_file():
                 raise CosbuildError(f"/boot/{name} is not in the live root filesystem "
                                     f"(expected at {source})", file=self.iso.file, key=key,

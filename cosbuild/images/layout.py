@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import tools
+from .. import rootpath, tools
 from ..errors import CosbuildError
 from ..tools import TaskLog
 from . import fsimage
@@ -79,16 +79,21 @@ def write_partition_table(target: Path, script: str, log: TaskLog) -> None:
 
 
 def boot_files(root: Path, folder: str) -> tuple[Path, Path]:
-    """The system's GRUB menu and EFI binary, checked."""
-    base = root / folder.lstrip("/")
-    menu, efi = base / MENU.split("/")[-1], base / EFI_BINARY
-    for path in (menu, efi):
+    """The system's GRUB menu and EFI binary, checked; the root's links are followed inside
+    it only (a package's link cannot make a host file the disk's boot loader)."""
+    found = []
+    for name in (MENU.split("/")[-1], EFI_BINARY):
+        try:
+            path = rootpath.resolve(root, f"{folder}/{name}", follow_last=True)
+        except CosbuildError as exc:
+            raise CosbuildError(exc.message, key="boot_files") from None
         if not path.is_file():
-            raise CosbuildError(f"{folder}/{path.relative_to(base)} is not in the system root",
+            raise CosbuildError(f"{folder}/{name} is not in the system root",
                                 key="boot_files",
                                 hint="add the boot loader package (system/grub2-efi) to the "
                                      "system's runtime requires, or fix boot_files")
-    return menu, efi
+        found.append(path)
+    return found[0], found[1]
 
 
 def copy_sparse(source: Path, dest: Path, log: TaskLog) -> None:

@@ -2,9 +2,11 @@
 "Applying changesets"): entries replace what lower layers left, `.wh.NAME` deletes NAME and
 `.wh..wh..opq` hides everything lower layers put in its folder.
 
-Layers come from registries: nothing may be written outside the folder, so paths with `..`
-and writes through symbolic links are refused, and hard links must point inside it.
-Owners, modes, times, devices and extended attributes (file capabilities) are kept.
+Layers come from registries: nothing may be written outside the folder. Paths with `..` are
+refused; every path is resolved as inside a chroot of the folder (rootpath.py), so a link a
+layer made (`lib -> /etc`) leads to the folder's own /etc, and hard links are made to what
+is in the folder (the link itself, never followed). Owners, modes, times, devices and
+extended attributes (file capabilities) are kept.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from .. import rootpath
 from ..errors import CosbuildError
 
 WHITEOUT = ".wh."
@@ -25,18 +28,24 @@ XATTR = "SCHILY.xattr."
 EXTRACT_CHECKED = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
 
 
-def apply_layer(stream: BinaryIO, root: Path, what: str) -> None:
-    """Apply the uncompressed layer tar `stream` to `root`."""
+def apply_layer(stream: BinaryIO, root: Path, what: str, keep: str = "") -> None:
+    """Apply the uncompressed layer tar `stream` to `root`; `keep` is a folder of the root
+    (relative) that no layer may touch (where the layers are downloaded to)."""
     written: set[str] = set()   # what this layer made: an opaque folder keeps it
     opaque: list[str] = []
     folders: list[tuple[Path, int]] = []
+    root.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 name = _relative(member.name, what)
                 if name is None:
                     continue
-                _no_symlink_parents(root, name, what)
+                name = _resolved(root, name, what)
+                if keep and (name == keep or name.startswith(f"{keep}/")):
+                    raise CosbuildError(f"{what}: refusing {member.name!r}: it would change "
+                                        f"{keep}, where the layers are downloaded to",
+                                        hint="the image is corrupt or hostile")
                 parent, _, base = name.rpartition("/")
                 if base == OPAQUE:
                     opaque.append(parent)
@@ -50,9 +59,10 @@ def apply_layer(stream: BinaryIO, root: Path, what: str) -> None:
     except (tarfile.TarError, EOFError) as exc:
         raise CosbuildError(f"{what}: damaged layer ({exc})",
                             hint="pull again; the registry may be corrupt") from None
-    kept = written | {str(p) for name in written for p in PurePosixPath(name).parents}
+    # `keep` and its parents stay, and nothing in it is looked at
+    kept = written | {str(p) for name in {*written, keep} for p in PurePosixPath(name).parents}
     for folder in opaque:
-        _clear_lower(root, folder, kept)
+        _clear_lower(root, folder, kept, keep)
     # a folder's time changes whenever something is written into it: set it last
     for path, mtime in reversed(folders):
         os.utime(path, (mtime, mtime), follow_symlinks=False)
@@ -67,25 +77,31 @@ def _relative(raw: str, what: str) -> str | None:
     return None if name in ("", ".") else name
 
 
-def _no_symlink_parents(root: Path, name: str, what: str) -> None:
-    for parent in reversed(PurePosixPath(name).parents[:-1]):
-        if (root / parent).is_symlink():
-            raise CosbuildError(f"{what}: refusing {name!r}: it would be written through the "
-                                f"symbolic link {str(parent)!r}",
-                                hint="the image is corrupt or hostile")
+def _resolved(root: Path, name: str, what: str) -> str:
+    """`name` with its folder resolved inside the root (its last component is the entry)."""
+    try:
+        return str(rootpath.resolve(root, name).relative_to(root))
+    except CosbuildError as exc:
+        raise CosbuildError(f"{what}: {name!r}: {exc.message}",
+                            hint="the image is corrupt or hostile") from None
 
 
 def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, root: Path, what: str) -> None:
     target = root / name
     if os.path.lexists(target) and not (member.isdir() and target.is_dir() and not target.is_symlink()):
         _remove(target)   # replaced: never written through (a symlink) or into (a file)
-    member.name = name
     if member.islnk():
         link = _relative(member.linkname, what)
         if link is None:
             raise CosbuildError(f"{what}: hard link {name!r} to the root folder")
-        _no_symlink_parents(root, link, what)
-        member.linkname = link
+        source = root / _resolved(root, link, what)
+        if not os.path.lexists(source) or source.is_dir() and not source.is_symlink():
+            raise CosbuildError(f"{what}: hard link {name!r} to {member.linkname!r}, which is "
+                                "not a file of the image", hint="the image is corrupt or hostile")
+        # not tarfile's: it links what a symbolic link points to, which may be on the host
+        os.link(source, target, follow_symlinks=False)
+        return
+    member.name = name
     tar.extract(member, root, set_attrs=True, numeric_owner=True, **EXTRACT_CHECKED)
     # after the owner is set: chown drops file capabilities
     for key, value in member.pax_headers.items():
@@ -101,14 +117,16 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _clear_lower(root: Path, folder: str, kept: set[str]) -> None:
+def _clear_lower(root: Path, folder: str, kept: set[str], keep: str) -> None:
     """Remove from `folder` whatever the current layer did not write."""
     base = root / folder
     if not base.is_dir() or base.is_symlink():
         return
     for entry in os.scandir(base):
         rel = f"{folder}/{entry.name}" if folder else entry.name
+        if rel == keep:
+            continue
         if rel not in kept:
             _remove(Path(entry.path))
         elif entry.is_dir(follow_symlinks=False):
-            _clear_lower(root, rel, kept)
+            _clear_lower(root, rel, kept, keep)

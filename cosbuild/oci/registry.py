@@ -549,12 +549,14 @@ def apply_image(ref: str | Reference, root: Path, work: Path,
     """Pull an image and apply its layers to `root` in place (one layer at a time in `work`)."""
     ref = parse_reference(ref) if isinstance(ref, str) else ref
     registry = (registries or Registries())[ref.registry]
+    # `work` may be in `root` (cos-upgrade has no room elsewhere): no layer may touch it
+    keep = str(work.relative_to(root)) if work.is_relative_to(root) else ""
     for n, layer in enumerate(registry.manifest(ref).get("layers") or []):
         digest, size = _descriptor(layer, ref)
         blob = registry.blob(ref.repository, digest, work / f"layer-{n}", size)
         what = f"{ref} layer {n + 1}"
         with decompressed(blob, what) as stream:
-            apply_layer(stream, root, what)
+            apply_layer(stream, root, what, keep)
         blob.unlink()
 
 

@@ -8,7 +8,12 @@ installs artifacts into a root filesystem as one transaction:
    the archive, hard links to files outside it) and file conflicts;
 2. commit: with Ctrl-C and SIGTERM held back, write a journal, move the staged files into
    place, write the installed-package database, remove the staging folder;
-3. run the finalizers (`finalize.yaml`) inside the root, in dependency order.
+3. run the finalizers (`finalize.yaml`) confined to the root (sandbox.py: bubblewrap, no
+   network, no capabilities, a clean environment, a time limit), in dependency order; a
+   package is recorded as finalized only when they succeeded, and the next install or
+   upgrade runs those that did not.
+
+Every path into the root is resolved as in a chroot of it (rootpath.py).
 
 A run killed during the commit is completed by the next run on that root (the journal says
 what to do); one killed before it leaves the root as it was. Either way the root ends up as
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import tarfile
@@ -27,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
-from .. import luetformat
+from .. import luetformat, rootpath, sandbox
 from ..errors import CosbuildError
 from ..fsutil import atomic_write
 from ..oci.layers import EXTRACT_CHECKED
@@ -37,6 +43,7 @@ from ..tree.load import parse_definition
 from ..tree.yamlio import dumps, load_mapping, loads
 
 DB_PATH = "var/lib/cosbuild/installed.yaml"
+FINALIZE_LOG = "var/log/cosbuild-finalize.log"
 TRANSACTION = ".cosbuild-transaction"
 DEFAULT_CONFIG = "etc/luet/luet.yaml"
 
@@ -335,11 +342,12 @@ def _kind(value) -> str:
 @dataclass
 class Installed:
     """The installed-package database of a root (var/lib/cosbuild/installed.yaml)."""
-    packages: dict[str, dict]   # id -> {version, repository, files, requires, finalize}
+    # id -> {version, repository, files, requires, finalize (command lines), finalized}
+    packages: dict[str, dict]
 
     @classmethod
     def load(cls, root: Path) -> "Installed":
-        path = root / DB_PATH
+        path = rootpath.resolve(root, DB_PATH, follow_last=True)
         if not path.is_file():
             return cls({})
         return cls({k: dict(v) for k, v in (load_mapping(path).get("packages") or {}).items()})
@@ -350,6 +358,24 @@ class Installed:
     def owners(self) -> dict[str, str]:
         """path -> id of the installed package that owns it."""
         return {path: pkg_id for pkg_id, record in self.packages.items() for path in record["files"]}
+
+    def unfinalized(self) -> list[str]:
+        """The packages whose finalizers have not yet all succeeded, dependencies first.
+        (A record without `finalized` predates the flag: its finalizers ran.)"""
+        order: list[str] = []
+
+        def visit(pkg_id: str, path: tuple[str, ...]) -> None:
+            record = self.packages.get(pkg_id)
+            if record is None or pkg_id in order or pkg_id in path:
+                return
+            for dep in record.get("requires") or []:
+                visit(dep, (*path, pkg_id))
+            if not record.get("finalized", True):
+                order.append(pkg_id)
+
+        for pkg_id in self.packages:
+            visit(pkg_id, ())
+        return order
 
 
 def choose(ref: versions.PackageRef, candidates: list[Candidate], asked_by: str = "") -> Candidate:
@@ -412,8 +438,10 @@ def plan(requests: list[versions.PackageRef], candidates: list[Candidate],
 # --------------------------------------------------------------------------- the transaction
 
 def install(root: Path, requests: list[versions.PackageRef], repos: list[RepoConfig],
-            *, progress: bool = False, replace: bool = False) -> list[Candidate]:
-    """Install `requests` and their runtime requirements into `root`; returns what was installed."""
+            *, progress: bool = False, replace: bool = False,
+            finalizer_timeout: float = sandbox.TIMEOUT) -> list[Candidate]:
+    """Install `requests` and their runtime requirements into `root`, then run the
+    finalizers not yet run to success (these and earlier ones); returns what was installed."""
     root.mkdir(parents=True, exist_ok=True)
     recover(root)
     installed = Installed.load(root)
@@ -422,7 +450,7 @@ def install(root: Path, requests: list[versions.PackageRef], repos: list[RepoCon
         todo = plan(requests, candidates, installed)
         if todo:
             _apply(root, work, installed, todo, progress=progress, replace_files=replace)
-    _finalize(root, todo)
+    _finalize(root, finalizer_timeout)
     return todo
 
 
@@ -442,7 +470,8 @@ def stage_root(target: Path, refs: list[versions.PackageRef],
     return {str(c): c.sha256 for c in done}
 
 
-def upgrade(root: Path, repos: list[RepoConfig], *, progress: bool = False) -> list[Candidate]:
+def upgrade(root: Path, repos: list[RepoConfig], *, progress: bool = False,
+            finalizer_timeout: float = sandbox.TIMEOUT) -> list[Candidate]:
     """Install newer versions of the installed packages; files that disappeared are removed."""
     recover(root)
     installed = Installed.load(root)
@@ -458,7 +487,7 @@ def upgrade(root: Path, repos: list[RepoConfig], *, progress: bool = False) -> l
         newer = plan(requests, candidates, installed)
         if newer:
             _apply(root, work, installed, newer, progress=progress, replace_files=True)
-    _finalize(root, newer)
+    _finalize(root, finalizer_timeout)
     return newer
 
 
@@ -481,11 +510,14 @@ def uninstall(root: Path, ids: list[str]) -> None:
 def recover(root: Path) -> None:
     """Finish a commit that was interrupted, or drop a transaction that never committed."""
     work = root / TRANSACTION
+    if work.is_symlink():   # cosbuild makes a folder: a link there is planted
+        raise CosbuildError(f"{work} is a symbolic link, not cosbuild's transaction folder",
+                            hint="remove it; nothing was changed")
     if (work / "journal.yaml").is_file():
         journal = load_mapping(work / "journal.yaml")
         _remove(root, journal.get("remove") or [])   # first: a vanished file may be in the way
         _move_staged(root, work / "rootfs")
-        atomic_write(root / DB_PATH, journal["db"])
+        rootpath.write_file(root, DB_PATH, journal["db"].encode())
     if work.exists():
         shutil.rmtree(work)
 
@@ -517,6 +549,10 @@ def _apply(root: Path, work: Path, installed: Installed, todo: list[Candidate], 
     remove: set[str] = set()
     for c in todo:   # from the index, before anything is downloaded
         for path in c.files:
+            if PurePosixPath(path).parts[1:2] == (TRANSACTION,):
+                raise CosbuildError(f"refusing to install {c}: it has {path}, the name of "
+                                    "cosbuild's transaction folder",
+                                    hint="the package is hostile or broken; nothing was installed")
             other = new_owner.get(path) or owners.get(path)
             if other and other != c.id and not (replace_files and other in replaced):
                 raise CosbuildError(f"file conflict: {path} of {c} belongs to {other}",
@@ -537,7 +573,9 @@ def _apply(root: Path, work: Path, installed: Installed, todo: list[Candidate], 
             remove |= set(old["files"]) - set(files)
         db.packages[c.id] = {"version": c.version, "repository": c.repo.name, "files": files,
                              "requires": [r.id for r in c.definition.requires],
-                             "finalize": list(c.finalize.install)}
+                             # run again by every install until they succeed
+                             "finalize": c.finalize.commands(),
+                             "finalized": not c.finalize.install}
     remove -= set(new_owner)
     _check_against_root(root, staging, remove)
     _commit(root, work, db, sorted(remove, reverse=True))
@@ -551,9 +589,9 @@ def _check_against_root(root: Path, staging: Path, vanishing: set[str]) -> None:
         for name in (*dirs, *files):
             rel = os.path.normpath(os.path.join(base, name))
             is_dir = os.path.isdir(os.path.join(here, name)) and not os.path.islink(os.path.join(here, name))
-            target = _inside(root, rel, follow_last=is_dir)
+            target = rootpath.resolve(root, rel, follow_last=is_dir)
             if is_dir:
-                in_the_way = os.path.lexists(target) or _inside(root, rel).is_symlink()
+                in_the_way = os.path.lexists(target) or rootpath.resolve(root, rel).is_symlink()
                 if in_the_way and not target.is_dir() and f"/{rel}" not in vanishing:
                     raise CosbuildError(f"file conflict: /{rel} is a directory in the package "
                                         "but not in the root", hint="nothing was installed")
@@ -598,10 +636,11 @@ def _move_staged(root: Path, staging: Path) -> None:
         rel = os.path.relpath(here, staging)
         # fully resolved inside the root: a link such as /bin -> /usr/bin of the root is
         # followed as the system would, but never to the host
-        target_dir = root if rel == "." else _inside(root, rel, follow_last=True)
+        target_dir = root if rel == "." else rootpath.resolve(root, rel, follow_last=True)
         for name in list(dirs):
             src, dst = os.path.join(here, name), target_dir / name
-            if os.path.islink(src) or not _inside(root, os.path.join(rel, name), follow_last=True).is_dir():
+            if os.path.islink(src) or not rootpath.resolve(root, os.path.join(rel, name),
+                                                            follow_last=True).is_dir():
                 _replace(src, dst)
                 dirs.remove(name)
         for name in files:
@@ -618,37 +657,11 @@ def _replace(src: str, dst: Path) -> None:
 
 def _remove(root: Path, paths: list[str]) -> None:
     for path in paths:
-        target = _inside(root, path.lstrip("/"))
+        target = rootpath.resolve(root, path)
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             if target.is_dir() and not target.is_symlink():
                 continue
             target.unlink()
-
-
-def _inside(root: Path, rel: str, *, follow_last: bool = False) -> Path:
-    """root/rel with symlinks resolved as if root were `/` (like a chroot), never outside it.
-
-    The last component is resolved too with `follow_last` (for directories to write into)."""
-    current = PurePosixPath("/")
-    todo = [p for p in PurePosixPath(rel).parts if p not in ("/", ".")]
-    hops = 0
-    while todo:
-        part = todo.pop(0)
-        if part == "..":
-            current = current.parent
-            continue
-        candidate = current / part
-        full = root / str(candidate).lstrip("/")
-        if (todo or follow_last) and full.is_symlink():
-            hops += 1
-            if hops > 40:
-                raise CosbuildError(f"too many symbolic links resolving /{rel} in {root}")
-            link = PurePosixPath(os.readlink(full))
-            todo = [p for p in link.parts if p not in ("/", ".")] + todo
-            current = PurePosixPath("/") if link.is_absolute() else current
-            continue
-        current = candidate
-    return root / str(current).lstrip("/")
 
 
 # --------------------------------------------------------------------------- archives
@@ -753,27 +766,44 @@ def _check_member(member: tarfile.TarInfo, symlinks: set, regular: set, what: st
 
 # --------------------------------------------------------------------------- finalizers
 
-def _finalize(root: Path, installed: list[Candidate]) -> None:
-    todo = [c for c in installed if c.finalize.install]
-    if not todo:
+def _finalize(root: Path, timeout: float) -> None:
+    """Run the finalizers of the packages not yet finalized, in dependency order, each
+    confined to the root (sandbox.py) for at most `timeout` seconds; a package is recorded
+    as finalized only when all its commands succeeded."""
+    db = Installed.load(root)
+    pending = db.unfinalized()
+    if not pending:
         return
-    log = TaskLog(root / "var/log/cosbuild-finalize.log")
-    with log:
-        for c in todo:
-            for n, argv in enumerate(c.finalize.commands(), 1):
+    sandbox.prepare(root)
+    log_dir = rootpath.make_dirs(root, str(PurePosixPath(FINALIZE_LOG).parent))
+    log_path = log_dir / PurePosixPath(FINALIZE_LOG).name
+    with contextlib.suppress(FileNotFoundError):
+        log_path.unlink()   # rewritten each time: never written through a link left there
+    with TaskLog(log_path) as log:
+        for pkg_id in pending:
+            record = db.packages[pkg_id]
+            what = f"{pkg_id}@{record['version']}"
+            for n, argv in enumerate(record["finalize"], 1):
                 if not _in_root_path(root, argv[0]):
-                    raise CosbuildError(f"cannot run the finalizers of {c} in {root}: it has no "
-                                        f"{argv[0]}", key="shell",
+                    raise CosbuildError(f"cannot run the finalizers of {what} in {root}: it has "
+                                        f"no {argv[0]}", key="shell",
                                         hint="install a package that provides it first")
-                run(["chroot", str(root), *argv], log=log, what=f"{c}: finalizer {n}")
+                try:
+                    run(sandbox.command(root, argv), log=log, timeout=timeout)
+                except CosbuildError as exc:
+                    raise CosbuildError(
+                        f"{what}: finalizer {n} failed: {shlex.join(argv)}\n  {exc}",
+                        hint="the package is installed but not finalized: the next install "
+                             "or upgrade runs its finalizers again") from None
+            record["finalized"] = True
+            rootpath.write_file(root, DB_PATH, db.dump().encode())
 
 
 def _in_root_path(root: Path, program: str) -> bool:
-    """Whether `program` (a path or a name looked up in PATH, as chroot does) is in the root."""
-    if "/" in program:
-        return (root / program.lstrip("/")).exists()
-    return any((root / d.lstrip("/") / program).exists()
-               for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if d)
+    """Whether `program` (a path or a name looked up in the sandbox's PATH) is in the root."""
+    where = [program] if "/" in program else \
+        [f"{d}/{program}" for d in sandbox.ENV["PATH"].split(":")]
+    return any(rootpath.resolve(root, p, follow_last=True).exists() for p in where)
 
 
 def search(repos: list[RepoConfig], term: str, workdir: Path) -> list[Candidate]:

@@ -5,9 +5,12 @@
                                   and the files named by cos.setup=URI on the kernel command line
   cos-setup --file F [--stage S]  apply one file (stage "default" when none is given)
   --root DIR                      apply to the system in DIR (files, users, units), e.g. an
-                                  image being built; commands then run chrooted into DIR
+                                  image being built; commands then run confined to DIR
+                                  (bubblewrap: no network, no capabilities, a time limit)
 
-A failing step is logged and the others still run; the exit status is 1 when anything failed.
+Every path is resolved as inside DIR (a chroot of it: its links never lead out, and a path
+whose `..` climbs above / is refused). A failing step, or a malformed file, is logged and the
+others still run; the exit status is 1 when anything failed.
 """
 
 import argparse
@@ -18,9 +21,12 @@ import shlex
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import yaml
 
+from .. import rootpath, sandbox
+from ..errors import CosbuildError
 from ..tools import require
 from .cloudconfig import APPLIED, ENCODINGS, STEP_KEYS, SYSTEMCTL_KEYS
 
@@ -28,9 +34,13 @@ DIRS = ("/system/oem", "/oem", "/usr/local/cloud-config")
 ROOT = "/"   # --root
 
 
-def at(path):
-    """`path` of the system being set up."""
-    return os.path.join(ROOT, str(path).lstrip("/"))
+def read(path) -> str:
+    """The text of the file `path` of the system being set up."""
+    return rootpath.read_bytes(ROOT, str(path)).decode()
+
+
+def write(path, data: bytes, mode: int, owner=None) -> None:
+    rootpath.write_file(ROOT, str(path), data, mode=mode, owner=owner)
 
 
 def live():
@@ -43,8 +53,18 @@ def log(message):
 
 
 def sh(command, env=None):
-    argv = ["/bin/sh", "-c", command] if live() else ["chroot", ROOT, "/bin/sh", "-c", command]
-    return subprocess.run(argv, env={**os.environ, **(env or {})}).returncode
+    """Run a shell command: on the running system as it is, in a root confined to it."""
+    argv = ["/bin/sh", "-c", command]
+    if live():
+        return subprocess.run(argv, env={**os.environ, **(env or {})}).returncode
+    require("bwrap")
+    sandbox.prepare(Path(ROOT))
+    try:
+        return subprocess.run(sandbox.command(Path(ROOT), argv, env),
+                              timeout=sandbox.TIMEOUT).returncode
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"stopped after the time limit of {sandbox.TIMEOUT} s: "
+                           f"{command}") from None
 
 
 def run(argv):
@@ -56,6 +76,13 @@ def run(argv):
 
 # ----------------------------------------------------------------------------- step keys
 
+def _path(item) -> str:
+    """An entry's path (rootpath refuses one whose `..` climbs above /)."""
+    if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not item["path"]:
+        raise ValueError("each entry needs a 'path'")
+    return item["path"]
+
+
 def _owner(value, database):
     """A numeric id, or a name looked up in the system's /etc/passwd or /etc/group."""
     if value in (None, ""):
@@ -63,11 +90,10 @@ def _owner(value, database):
     if isinstance(value, int) or str(value).isdigit():
         return int(value)
     try:
-        with open(at(f"/etc/{database}")) as f:
-            for line in f:
-                fields = line.split(":")
-                if fields[0] == str(value):
-                    return int(fields[2])
+        for line in read(f"/etc/{database}").splitlines():
+            fields = line.split(":")
+            if fields[0] == str(value):
+                return int(fields[2])
     except OSError:
         pass
     raise ValueError(f"unknown {'user' if database == 'passwd' else 'group'} {value!r}")
@@ -85,7 +111,7 @@ def _mode(value, default):
 
 def do_files(items, env):
     for item in items:
-        path = item["path"]
+        path = _path(item)
         content = item.get("content", "")
         encoding = (item.get("encoding") or "").lower()
         data = content.encode()
@@ -95,31 +121,21 @@ def do_files(items, env):
             data = gzip.decompress(data)
         elif encoding not in ENCODINGS:   # of those without gz: "", b64, base64
             raise ValueError(f"{path}: unknown encoding {encoding!r}")
-        uid = _owner(item.get("owner"), "passwd")
-        gid = _owner(item.get("group"), "group")
-        mode = _mode(item.get("permissions"), 0o644)
-        path = at(path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.cos-setup"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.chown(tmp, uid, gid)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        owner = (_owner(item.get("owner"), "passwd"), _owner(item.get("group"), "group"))
+        write(path, data, _mode(item.get("permissions"), 0o644), owner)
 
 
 def do_directories(items, env):
     for item in items:
         mode = _mode(item.get("permissions"), 0o755)
-        uid, gid = _owner(item.get("owner"), "passwd"), _owner(item.get("group"), "group")
-        path = at(item["path"])
-        os.makedirs(path, exist_ok=True)
-        os.chmod(path, mode)
-        os.chown(path, uid, gid)
+        owner = (_owner(item.get("owner"), "passwd"), _owner(item.get("group"), "group"))
+        rootpath.make_dirs(ROOT, str(_path(item)), mode=mode, owner=owner)
 
 
 def do_commands(items, env):
     for command in items:
+        if not isinstance(command, str):
+            raise ValueError(f"a command must be a string, got {command!r}")
         code = sh(command, env)
         if code:
             raise RuntimeError(f"command failed with exit code {code}: {command}")
@@ -178,6 +194,8 @@ def do_users(users, env):
     root = [] if live() else ["--root", ROOT]
     for name, user in users.items():
         user = user or {}
+        if not isinstance(user, dict):
+            raise ValueError(f"user {name!r}: expected a mapping")
         try:
             _owner(name, "passwd")
         except ValueError:
@@ -197,8 +215,14 @@ def do_users(users, env):
 
 def do_authorized_keys(keys, env):
     for name, lines in keys.items():
+        if not (isinstance(lines, list) and all(isinstance(line, str) for line in lines)):
+            raise ValueError(f"the keys of {name!r} must be a list of lines")
         entry = _passwd_entry(name)
         uid, gid, home = int(entry[2]), int(entry[3]), entry[5]
+        try:   # the root's own data: it may not lead out either
+            rootpath.check_inside(os.path.join(home, ".ssh"), ROOT)
+        except CosbuildError as exc:
+            raise ValueError(f"home directory of {name} in /etc/passwd: {exc}") from None
         do_directories([{"path": os.path.join(home, ".ssh"), "permissions": 0o700,
                          "owner": uid, "group": gid}], env)
         do_files([{"path": os.path.join(home, ".ssh/authorized_keys"),
@@ -207,11 +231,10 @@ def do_authorized_keys(keys, env):
 
 
 def _passwd_entry(name):
-    with open(at("/etc/passwd")) as f:
-        for line in f:
-            fields = line.rstrip("\n").split(":")
-            if fields[0] == name:
-                return fields
+    for line in read("/etc/passwd").splitlines():
+        fields = line.split(":")
+        if fields[0] == name and len(fields) >= 7:
+            return fields
     raise ValueError(f"unknown user {name!r}")
 
 
@@ -219,25 +242,30 @@ def do_ensure_entities(items, env):
     """Make sure a passwd/shadow/group line exists: `{path: /etc/passwd, entity: "name:..."}`;
     a line with the same first field is replaced."""
     for item in items:
-        _edit_entities(item["path"], item["entity"].strip(), keep=True)
+        _edit_entities(_path(item), _entity(item), keep=True)
 
 
 def do_delete_entities(items, env):
     for item in items:
-        _edit_entities(item["path"], item["entity"].strip(), keep=False)
+        _edit_entities(_path(item), _entity(item), keep=False)
+
+
+def _entity(item) -> str:
+    if not isinstance(item.get("entity"), str):
+        raise ValueError("each entry needs an 'entity' line")
+    return item["entity"].strip()
 
 
 def _edit_entities(path, entity, keep):
     name = entity.split(":", 1)[0]
     try:
-        with open(at(path)) as f:
-            lines = [l for l in f.read().splitlines() if l.split(":", 1)[0] != name]
+        lines = [l for l in read(path).splitlines() if l.split(":", 1)[0] != name]
+        mode = os.stat(rootpath.resolve(ROOT, str(path), follow_last=True)).st_mode & 0o7777
     except FileNotFoundError:
-        lines = []
+        lines, mode = [], 0o644
     if keep:
         lines.append(entity)
-    mode = os.stat(at(path)).st_mode & 0o7777 if os.path.exists(at(path)) else 0o644
-    do_files([{"path": path, "content": "\n".join(lines) + "\n", "permissions": mode}], {})
+    write(path, ("\n".join(lines) + "\n").encode(), mode)
 
 
 def do_systemd_firstboot(settings, env):
@@ -252,11 +280,7 @@ def do_downloads(items, env):
                 data = r.read()
         except OSError as exc:
             raise RuntimeError(f"download of {item['url']} failed: {exc}") from None
-        path = at(item["path"])
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
-        os.chmod(path, _mode(item.get("permissions"), 0o644))
+        write(_path(item), data, _mode(item.get("permissions"), 0o644))
 
 
 HANDLERS = {   # step key -> its action; applied in cloudconfig.APPLIED's order
@@ -272,6 +296,9 @@ HANDLERS = {   # step key -> its action; applied in cloudconfig.APPLIED's order
 def run_step(step, where):
     name = step.get("name") or where
     condition = step.get("if")
+    if condition is not None and not isinstance(condition, str):
+        log(f"{name}: if: expected a shell test (a string), got {type(condition).__name__}")
+        return False
     if condition and sh(condition) != 0:
         log(f"{name}: skipped ('if' failed)")
         return True
@@ -284,7 +311,11 @@ def run_step(step, where):
     for key in APPLIED:
         if key not in step:
             continue
-        value = step[key]
+        value, expected = step[key], STEP_KEYS[key][0]
+        if not isinstance(value, expected):
+            log(f"{name}: {key}: expected {expected.__name__}, got {type(value).__name__}")
+            ok = False
+            continue
         try:
             HANDLERS[key](value, env)
         except Exception as exc:  # noqa: BLE001 - a failing step must not stop the others
@@ -293,8 +324,15 @@ def run_step(step, where):
     return ok
 
 
+CLASSIC_TYPES = {"hostname": str, "write_files": list, "runcmd": list, "users": list,
+                 "ssh_authorized_keys": list}
+
+
 def classic(doc):
     """A #cloud-config file (cloud-init) as the equivalent boot-stage step."""
+    for key, kind in CLASSIC_TYPES.items():
+        if doc.get(key) is not None and not isinstance(doc[key], kind):
+            raise ValueError(f"{key}: expected {kind.__name__}, got {type(doc[key]).__name__}")
     step = {"name": "cloud-config"}
     if doc.get("hostname"):
         step["hostname"] = doc["hostname"]
@@ -316,16 +354,38 @@ def classic(doc):
 
 
 def run_document(text, where, stage):
+    """Run one file's steps of `stage`; a malformed file is reported and runs nothing, a
+    malformed step is reported and the others run."""
     try:
-        doc = yaml.safe_load(text) or {}
+        steps = _steps(yaml.safe_load(text) or {}, text, stage)
     except yaml.YAMLError as exc:
         log(f"{where}: invalid YAML: {exc}")
         return False
-    stages = classic(doc) if text.lstrip().startswith("#cloud-config") else doc.get("stages") or {}
+    except ValueError as exc:
+        log(f"{where}: {exc}")
+        return False
     ok = True
-    for n, step in enumerate(stages.get(stage) or [], 1):
-        ok = run_step(step, f"{where} {stage} step {n}") and ok
+    for n, step in enumerate(steps, 1):
+        label = f"{where} {stage} step {n}"
+        if isinstance(step, dict):
+            ok = run_step(step, label) and ok
+        else:
+            log(f"{label}: a step must be a mapping, got {type(step).__name__}")
+            ok = False
     return ok
+
+
+def _steps(doc, text, stage) -> list:
+    """The steps of `stage` in a parsed file; a ValueError says how the file is malformed."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"expected a mapping at the top level, got {type(doc).__name__}")
+    stages = classic(doc) if text.lstrip().startswith("#cloud-config") else doc.get("stages") or {}
+    if not isinstance(stages, dict):
+        raise ValueError("'stages' must map stage names to lists of steps")
+    steps = stages.get(stage) or []
+    if not isinstance(steps, list):
+        raise ValueError(f"stage {stage!r} must be a list of steps")
+    return steps
 
 
 def cmdline_files():
@@ -336,27 +396,35 @@ def cmdline_files():
     return [w.split("=", 1)[1] for w in words if w.startswith("cos.setup=")]
 
 
-def read_uri(uri):
+def read_uri(uri, root="/"):
+    """The text of a cloud-config file, a path of `root` or a URL (a regular file: a FIFO
+    would block the boot)."""
     if "://" in uri:
         with urllib.request.urlopen(uri, timeout=30) as r:
             return r.read().decode()
-    with open(uri) as f:
-        return f.read()
+    return rootpath.read_bytes(Path(root), os.path.abspath(uri) if root == "/" else uri).decode()
+
+
+def read_source(path, root="/", where=None):
+    """read_uri, or None when it cannot be read (reported as `where`)."""
+    try:
+        return read_uri(path, root)
+    except (OSError, ValueError, CosbuildError) as exc:   # ValueError: not UTF-8
+        log(f"{where or path}: cannot read: {exc}")
+        return None
 
 
 def run_stage(stage):
     ok = True
-    sources = [os.path.join(at(d), f) for d in DIRS if os.path.isdir(at(d))
-               for f in sorted(os.listdir(at(d))) if f.endswith((".yaml", ".yml"))]
+    # (path, the root it is read in, where it is): the folders' files are read inside ROOT
+    sources = [(f"{d}/{f}", ROOT, str(real / f)) for d in DIRS
+               for real in [rootpath.resolve(ROOT, d, follow_last=True)] if real.is_dir()
+               for f in sorted(os.listdir(real)) if f.endswith((".yaml", ".yml"))]
+    sources += [(uri, "/", uri) for uri in cmdline_files()]
     for sub in (f"{stage}.before", stage, f"{stage}.after"):
-        for path in sources + cmdline_files():
-            try:
-                text = read_uri(path)
-            except OSError as exc:
-                log(f"{path}: {exc}")
-                ok = False
-                continue
-            ok = run_document(text, path, sub) and ok
+        for path, root, where in sources:
+            text = read_source(path, root, where)
+            ok = text is not None and run_document(text, where, sub) and ok
     return ok
 
 
@@ -371,7 +439,8 @@ def main(argv=None):
     global ROOT
     ROOT = args.root
     if args.file:
-        ok = run_document(read_uri(args.file), args.file, args.file_stage)
+        text = read_source(args.file)
+        ok = text is not None and run_document(text, args.file, args.file_stage)
     elif args.stage:
         ok = run_stage(args.stage)
     else:
