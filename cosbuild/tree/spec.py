@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CosbuildError, did_you_mean
-from .versions import PackageRef, check_selector, parse_ref
+from .versions import (NAME_RULE, VERSION_RULE, PackageRef, check_name, check_selector,
+                       check_version, parse_ref)
 from .yamlio import LineMap, load_mapping
 
 log = logging.getLogger("cosbuild")
@@ -46,6 +47,35 @@ def _scalar_str(value, where: Where) -> str:
     if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
         raise where.error(f"expected a string, got {_typename(value)}")
     return str(value)
+
+
+def _exact_str(value, where: Where) -> str:
+    """A string as written: YAML reads an unquoted 1.10 as the float 1.1, digits lost, so a
+    float is refused (an integer reads back as written)."""
+    if isinstance(value, float):
+        raise where.error(f"read as the number {value!r}, which may have lost digits of what "
+                          "is written (YAML reads 1.10 as 1.1)",
+                          hint=f'quote it, e.g. {where.key.rpartition(".")[2]}: "1.10"')
+    return _scalar_str(value, where)
+
+
+def _identifier(what: str) -> Callable[[Any, Where], str]:
+    return lambda value, where: check_name(_exact_str(value, where), what, where)
+
+
+# a file name is at most 255 bytes: room for the longest suffix and a temporary name's
+FILE_NAME_MAX = 200
+
+
+def file_name(text: str, where: Where) -> str:
+    """`text` as the name of one file of the build folder (an artifact's, an ISO's), or a
+    clear error: the last line before a name from a spec becomes a path."""
+    if (text in ("", ".", "..") or "/" in text or "\0" in text
+            or len(text.encode()) > FILE_NAME_MAX):
+        shown = text if len(text) <= 60 else f"{text[:60]}..."
+        raise where.error(f"{shown!r} cannot name a file in the build folder",
+                          hint=f"one file name of at most {FILE_NAME_MAX} bytes, without '/'")
+    return text
 
 
 def _typename(value) -> str:
@@ -140,6 +170,10 @@ def _optional_str(value, where: Where):
 
 
 STR = Type("string", _scalar_str)
+NAME = Type("name (one path component)", _identifier("package name"))
+CATEGORY = Type("category (one path component)", _identifier("category"))
+VERSION = Type("version (a string: quote 1.10)", lambda v, w: check_version(_exact_str(v, w), w))
+SELECTOR = Type("version selector (a string)", _exact_str)
 OPT_STR = Type("string", _optional_str)
 BOOL = Type("boolean", _bool)
 STRS = Type("list of strings", _list_of(_scalar_str))
@@ -321,9 +355,9 @@ class Rendered:
 # --------------------------------------------------------------------------- the tables
 
 REF_KEYWORDS = (
-    Keyword("name", STR, None, "package name", required=True),
-    Keyword("category", STR, "", "package category"),
-    Keyword("version", STR, ">=0", "version selector: >=V, >V, <=V, <V, =V or V, !V"),
+    Keyword("name", NAME, None, "package name", required=True),
+    Keyword("category", CATEGORY, "", "package category"),
+    Keyword("version", SELECTOR, ">=0", "version selector: >=V, >V, <=V, <V, =V or V, !V"),
 )
 
 COPY_KEYWORDS = (
@@ -343,9 +377,10 @@ BOOTSTRAP_KEYWORDS = (
 )
 
 DEFINITION_KEYWORDS = (
-    Keyword("name", STR, None, "package name", required=True),
-    Keyword("category", STR, "", "package category"),
-    Keyword("version", STR, None, "package version (Debian ordering, +N rebuild suffix)", required=True),
+    Keyword("name", NAME, None, "package name", required=True),
+    Keyword("category", CATEGORY, "", "package category"),
+    Keyword("version", VERSION, None, "package version (Debian ordering, +N rebuild suffix)",
+            required=True),
     Keyword("requires", REFS, (), "runtime dependencies"),
     Keyword("conflicts", REFS, (), "runtime conflicts"),
     Keyword("provides", REFS, (), "packages this one replaces"),
@@ -409,6 +444,10 @@ def keyword_reference() -> str:
             default = "required" if kw.required else ("" if kw.default in (None, ()) else repr(kw.default))
             out.append(f"| `{kw.name}` | {kw.type.describe} | {default} | {kw.doc} |")
         out.append("")
+    out += ["## Names and versions", "",
+            f"A name or category: {NAME_RULE}; it names files and folders. A version: "
+            f"{VERSION_RULE}. Write a version as a string: YAML reads an unquoted `1.10` as "
+            "the number 1.1.", ""]
     out += ["## Templates", "",
             "build.yaml, finalize.yaml and `<tree>/templates/*.yaml` are Helm templates (Go "
             "text/template with sprig, `.Values.x`, as luet 0.20 renders them) or Jinja2 "
