@@ -166,12 +166,18 @@ def check_project(project) -> list[CosbuildError]:
     folders (of every loaded package: one that failed to render still ships its files)."""
     # the tree side is needed at build time only: importing it here keeps cos-setup light
     from ..tree.load import BUILD, COLLECTION, DEFINITION, FINALIZE, context_files
+    return check_files(sorted({f for p in project.tree.packages for f in context_files(p.folder)
+                               if Path(f).name not in (BUILD, COLLECTION, DEFINITION, FINALIZE)}))
+
+
+def check_files(names) -> list[CosbuildError]:
+    """The findings of the cloud-config files among `names` (YAML files that look like one;
+    only regular files are read: a FIFO would block)."""
     errors = []
-    files = sorted({f for p in project.tree.packages for f in context_files(p.folder)
-                    if f.endswith((".yaml", ".yml"))
-                    and Path(f).name not in (BUILD, COLLECTION, DEFINITION, FINALIZE)})
-    for name in files:
-        text = Path(name).read_text(encoding="utf-8", errors="replace")
-        if looks_like_cloud_config(text):
-            errors += check(text, name)
+    for name in names:
+        path = Path(name)
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if looks_like_cloud_config(text):
+                errors += check(text, name)
     return errors
