@@ -114,7 +114,8 @@ def _check_step(step: dict, where: str, err, ignored) -> None:
             continue
         expected = STEP_KEYS[key][0]
         if not isinstance(value, expected):
-            err(f"expected {_describe(expected)}, got {type(value).__name__}", line, f"{where}.{key}")
+            err(f"expected {_describe(expected)}, got {_describe(type(value))}", line,
+                f"{where}.{key}")
             continue
         if key in ("files", "directories", "downloads"):
             for item in value:
@@ -157,8 +158,13 @@ def _check_file_entry(item, kind: str, line: int, where: str, err, ignored) -> N
                 f"use one of: {', '.join(e for e in ENCODINGS if e)}")
 
 
-def _describe(kind) -> str:
-    return {list: "a list", dict: "a mapping", str: "a string"}[kind]
+def _describe(kind: type) -> str:
+    for base, text in ((bool, "a boolean"), (list, "a list"), (dict, "a mapping"),
+                       (str, "a string"), (int, "a number"), (float, "a number"),
+                       (type(None), "nothing")):
+        if issubclass(kind, base):
+            return text
+    return kind.__name__
 
 
 def check_project(project) -> list[CosbuildError]:

@@ -412,8 +412,19 @@ def content_digest(rendered: Rendered, folder: Path, files: tuple[str, ...]) -> 
         else:
             # git keeps only the executable bit; umask differences must not change the hash
             kind = "x" if st.st_mode & 0o111 else "f"
-            with open(path, "rb") as f:
-                content = f.read()
+            content = _regular_file_bytes(path)
         h.update(f"\0{kind}\0{rel}\0{len(content)}\0".encode())
         h.update(content)
     return h.hexdigest()
+
+
+def _regular_file_bytes(path: str) -> bytes:
+    """The bytes of a regular file of a build context; anything else (a FIFO, which would
+    block, a device) is an error naming it. Opened without blocking and without following a
+    link put there after the check."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CosbuildError("not a regular file, folder or link: a build context cannot "
+                                "hold it", file=path, hint="remove it from the package folder")
+        return f.read()

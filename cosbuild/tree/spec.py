@@ -133,7 +133,8 @@ def _ref(value, where: Where) -> PackageRef:
         return parse_ref(value, where)
     if not isinstance(value, dict):
         raise where.error(f"expected a package reference {{name, category, version}}, got {_typename(value)}")
-    fields = parse(REF_KEYWORDS, value, where.file, what=f"{where.key} entry")
+    fields = parse(REF_KEYWORDS, value, where.file, what=f"{where.key} entry",
+                   key_prefix=f"{where.key}.")
     line = value.line_of("version") if isinstance(value, LineMap) else where.line
     check_selector(fields["version"], Where(where.file, line, f"{where.key}.version"))
     return PackageRef(**fields)
@@ -217,10 +218,12 @@ class Keyword:
 
 
 def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str,
-          strict: bool = True, warn_unknown: bool = False) -> dict[str, Any]:
+          strict: bool = True, warn_unknown: bool = False,
+          key_prefix: str = "") -> dict[str, Any]:
     """Validate `data` against `table`; return {keyword: parsed value} with defaults filled in.
     An unknown key is an error when `strict`, else ignored; `warn_unknown` makes it a
-    warning instead, for a format whose reader ignores unknown keys (luet-makeiso's)."""
+    warning instead, for a format whose reader ignores unknown keys (luet-makeiso's). A
+    wrong value's error names its key after `key_prefix` (`requires.name`)."""
     file = str(file)
     known = {k.name: k for k in table}
     lines = getattr(data, "lines", {})
@@ -239,7 +242,8 @@ def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str
     out = {}
     for kw in table:
         if kw.name in data and data[kw.name] is not None:
-            out[kw.name] = kw.type.parse(data[kw.name], Where(file, line_of(kw.name), kw.name))
+            out[kw.name] = kw.type.parse(data[kw.name],
+                                         Where(file, line_of(kw.name), key_prefix + kw.name))
         elif kw.required:
             raise CosbuildError(f"missing required keyword '{kw.name}' in {what}", file=file,
                                 line=getattr(data, "line", None), key=kw.name)
