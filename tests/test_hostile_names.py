@@ -127,14 +127,25 @@ def test_a_bad_reference_on_the_command_line(project, run_cli):
     ("' 1.0'", "version: invalid version ' 1.0'"),
     ("[1.0]", "version: expected a string, got a list"),
     ("true", "version: expected a string, got a boolean"),
-    ("1.10", "version: read as the number 1.1"),
-    ("0.20", "version: read as the number 0.2"),
+    ("1.10", "version: read as the number 1.1 (written 1.10)"),
+    ("0.20", "version: read as the number 0.2 (written 0.20)"),
+    ("1:2.0", "version: read as the number 62.0 (written 1:2.0)"),   # YAML 1.1 base 60
+    ("010", "version: read as the number 8 (written 010)"),          # octal
+    ("1:20", "version: read as the number 80 (written 1:20)"),
+    ("1_000", "version: read as the number 1000 (written 1_000)"),
+    ("0x10", "version: read as the number 16 (written 0x10)"),
+    ("+1", "version: read as the number 1 (written +1)"),
 ])
 def test_invalid_version_is_refused(project, run_cli, written, fragment):
     project({**BASIC, APP: f"name: app\ncategory: app\nversion: {written}\n"})
     err = check_refused(run_cli, [f"{APP}:3: {fragment}"], "validate")
-    if "number" in fragment:
+    if "number" in fragment:   # and it says what to do
         assert 'quote it, e.g. version: "1.10"' in err
+
+
+def test_a_number_from_a_merge_keeps_its_written_text(project, run_cli):
+    project({**BASIC, APP: "base: &b {version: 010}\n<<: *b\nname: app\ncategory: app\n"})
+    check_refused(run_cli, ["read as the number 8 (written 010)"], "validate")
 
 
 @pytest.mark.parametrize("written, version", [

@@ -28,10 +28,12 @@ log = logging.getLogger("cosbuild")
 
 @dataclass(frozen=True)
 class Where:
-    """Where a value came from, for error messages."""
+    """Where a value came from, for error messages; `written`, the text of a value YAML read
+    as a number, when known."""
     file: str
     line: int | None
     key: str
+    written: str | None = None
 
     def error(self, message: str, hint: str | None = None) -> CosbuildError:
         return CosbuildError(message, file=self.file, line=self.line, key=self.key, hint=hint)
@@ -50,11 +52,14 @@ def _scalar_str(value, where: Where) -> str:
 
 
 def _exact_str(value, where: Where) -> str:
-    """A string as written: YAML reads an unquoted 1.10 as the float 1.1, digits lost, so a
-    float is refused (an integer reads back as written)."""
-    if isinstance(value, float):
-        raise where.error(f"read as the number {value!r}, which may have lost digits of what "
-                          "is written (YAML reads 1.10 as 1.1)",
+    """A string as written. YAML reads an unquoted 1.10 as the float 1.1 and 010 as the
+    integer 8: a float is refused, and so is an integer whose text is not the one written
+    (when the text is not known, as in JSON, an integer is taken as its decimal)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and (isinstance(value, float) or where.written not in (None, str(value))):
+        written = f" (written {where.written})" if where.written else ""
+        raise where.error(f"read as the number {value!r}{written}, not as the text written "
+                          "(YAML reads 1.10 as 1.1)",
                           hint=f'quote it, e.g. {where.key.rpartition(".")[2]}: "1.10"')
     return _scalar_str(value, where)
 
@@ -226,7 +231,7 @@ def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str
     wrong value's error names its key after `key_prefix` (`requires.name`)."""
     file = str(file)
     known = {k.name: k for k in table}
-    lines = getattr(data, "lines", {})
+    lines, numbers = getattr(data, "lines", {}), getattr(data, "numbers", {})
     line_of = lambda key: lines.get(key, getattr(data, "line", None))  # noqa: E731
     if strict or warn_unknown:
         for key in data:
@@ -242,8 +247,8 @@ def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str
     out = {}
     for kw in table:
         if kw.name in data and data[kw.name] is not None:
-            out[kw.name] = kw.type.parse(data[kw.name],
-                                         Where(file, line_of(kw.name), key_prefix + kw.name))
+            out[kw.name] = kw.type.parse(data[kw.name], Where(
+                file, line_of(kw.name), key_prefix + kw.name, numbers.get(kw.name)))
         elif kw.required:
             raise CosbuildError(f"missing required keyword '{kw.name}' in {what}", file=file,
                                 line=getattr(data, "line", None), key=kw.name)
