@@ -76,9 +76,12 @@ def _generated(generate):
 def image_closure(project: Project, image_spec, kind: str) -> list[str]:
     """The keys of a package list of iso.yaml or disk.yaml (`kind`, an attribute of the spec)
     and what they require; a package no tree provides is an error at that file and key."""
-    refs = getattr(image_spec, kind)
+    refs, resolver = getattr(image_spec, kind), project.graph.resolver
+    if getattr(image_spec, "repositories", ()):   # iso.yaml's own (`luet:`) repositories
+        # may provide what no tree does: they are asked when the root is staged
+        refs = [r for r in refs if r.id in resolver.versions]
     try:
-        return project.graph.resolver.runtime_closure(refs) if refs else []
+        return resolver.runtime_closure(refs) if refs else []
     except CosbuildError as exc:
         raise image_spec.wheres[kind].error(exc.message, exc.hint) from None
 
