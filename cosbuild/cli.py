@@ -7,6 +7,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,12 +17,13 @@ from doit.doit_cmd import DoitMain
 
 from . import __version__, settings
 from .errors import Collector, CosbuildError
-from .tasks import dodo_namespace, load, project_namespace, validate
+from .tasks import dodo_namespace, ensure_build_dir, load, project_namespace, validate
 from .tree.graph import Graph
 from .tree.project import render_package
 from .tree.versions import parse_ref
 
 DOIT_COMMANDS = ("run", "list", "info", "clean", "forget", "ignore", "dumpdb", "strace")
+LISTING_COMMANDS = ("list", "info", "dumpdb")   # doit commands that only print
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -185,6 +188,19 @@ def main(argv: list[str] | None = None) -> int:
     except CosbuildError as exc:
         print(f"cosbuild: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # the reader left (`cosbuild graph | head -1`): stop quietly, as other programs do;
+        # stdout goes to /dev/null so that Python's last flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except OSError as exc:
+        # the environment refused (permissions, a full disk, a file where a folder must be):
+        # one line naming the path; --verbose shows where
+        if args.verbose:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cosbuild: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("cosbuild: interrupted", file=sys.stderr)
         return 130
@@ -194,6 +210,7 @@ def _run(args) -> int:
     # each command imports the modules it runs here, not at the top, for start-up speed:
     # `cosbuild --help`, the doit commands and each client command load only what they use
     if args.command in CLIENT_COMMANDS:
+        _check_client_paths(args)
         return CLIENT_COMMANDS[args.command](args) or 0
     if args.command == "keywords":
         from .tree.spec import keyword_reference
@@ -205,9 +222,21 @@ def _run(args) -> int:
         return 0
     options = {s.name: getattr(args, s.name) for s in settings.SETTINGS}
     if args.command in DOIT_COMMANDS:
+        if args.command in LISTING_COMMANDS:
+            # a listing whose reader leaves (`| head`) ends as other programs' do, unlike
+            # a build, which must clean up
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         loader = ModuleTaskLoader(dodo_namespace(options))
         return DoitMain(loader).run([args.command, *args.doit_args])
     config = settings.resolve(options)
+    if args.command == "migrate":
+        from .tree.migrate import migrate_tree
+        if len(config.trees) != 1:
+            raise CosbuildError("migrate takes one --tree", hint="migrate each tree on its own")
+        report = migrate_tree(config.trees[0], args.output)
+        print(report.text())
+        return 0
+    ensure_build_dir(config.build_dir)   # every other command writes there (its caches)
     if args.command == "validate":
         print(validate(config))
         return 0
@@ -215,13 +244,6 @@ def _run(args) -> int:
         rendered = render_package(config, parse_ref(args.package))
         print(f"cosbuild: {args.package} rendered with {rendered.engine}", file=sys.stderr)
         print(rendered.text, end="")
-        return 0
-    if args.command == "migrate":
-        from .tree.migrate import migrate_tree
-        if len(config.trees) != 1:
-            raise CosbuildError("migrate takes one --tree", hint="migrate each tree on its own")
-        report = migrate_tree(config.trees[0], args.output)
-        print(report.text())
         return 0
     if args.command == "graph":
         return _graph(args, config)
@@ -282,6 +304,16 @@ def _graph(args, config) -> int:
 
 # --------------------------------------------------------------------------- client commands
 # (their modules are imported when they run, as in _run)
+
+def _check_client_paths(args) -> None:
+    """The root and config the user named: a mistake there is named before any work."""
+    root, config = getattr(args, "root", None), getattr(args, "config", None)
+    if root is not None and root.exists() and not root.is_dir():
+        raise CosbuildError("not a folder", file=root, key="--root",
+                            hint="name the folder of the root filesystem")
+    if config is not None and not config.is_file():
+        raise CosbuildError("not found" if not config.exists() else "not a file", file=config,
+                            key="--config", hint="name a luet-style client config file")
 
 def _install(args) -> None:
     from .repos import client

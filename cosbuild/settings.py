@@ -19,6 +19,8 @@ class Setting:
     multiple: bool = False   # repeatable option; the env/doit variable is `separator`-separated
     separator: str = ":"     # ',' for registry names and URLs, which contain ':'
     flag: bool = False       # an on/off option without a value (the variables take 1/yes)
+    spec_file: bool = False  # a file the project may have: the default may be absent, a file
+                             # named by the option or a variable must be there
 
 
 SETTINGS = (
@@ -52,8 +54,10 @@ SETTINGS = (
     Setting("strict", "COSBUILD_STRICT", "", "validate: warnings (keys that luet, luet-makeiso "
             "or yip ignore) are errors (1/yes)", flag=True),
     Setting("verbose", "COSBUILD_VERBOSE", "", "stream container output live (1/yes)", flag=True),
-    Setting("iso", "COSBUILD_ISO", "iso.yaml", "ISO specification (luet-makeiso format)"),
-    Setting("disk", "COSBUILD_DISK", "disk.yaml", "disk specification (system image and disk)"),
+    Setting("iso", "COSBUILD_ISO", "iso.yaml", "ISO specification (luet-makeiso format)",
+            spec_file=True),
+    Setting("disk", "COSBUILD_DISK", "disk.yaml", "disk specification (system image and disk)",
+            spec_file=True),
     Setting("repo_name", "COSBUILD_REPO_NAME", "cosbuild", "name of the repository `doit repo` makes"),
     Setting("repo_description", "COSBUILD_REPO_DESCRIPTION", "", "its description"),
     Setting("repo_type", "COSBUILD_REPO_TYPE", "disk", "its type: disk or http (docker: see create-repo)"),
@@ -119,8 +123,15 @@ def resolve(options: dict | None = None, env: dict | None = None,
     for s in SETTINGS:
         value = options.get(s.name)
         if value in (None, [], ()):
-            text = doit_vars.get(s.name) or env.get(s.env) or s.default
+            given = doit_vars.get(s.name) or env.get(s.env)
+            text = given or s.default
             value = [p for p in text.split(s.separator) if p] if s.multiple else text
+        else:
+            given = value
+        if s.spec_file and given and not Path(value).is_file():
+            raise CosbuildError("not found" if not Path(value).exists() else "not a file",
+                                file=value, key=f"--{s.name} / {s.env}",
+                                hint=f"name an existing {s.doc.split(' (')[0]}")
         raw[s.name] = value
     values = [Path(v) for v in raw["values"]]
     if not values:

@@ -38,6 +38,54 @@ def load(config: Settings, **options) -> Project:
     return load_project(config, remote=build_repositories(config), **options)
 
 
+def ensure_build_dir(path: Path) -> None:
+    """The build folder, made when missing; a file in its place, or a folder that cannot be
+    written, is named now rather than failing in the middle of a run."""
+    if path.exists() and not path.is_dir():
+        raise CosbuildError("the build folder is not a folder", file=path, key="build_dir",
+                            hint="remove it or pass another --build-dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CosbuildError(f"cannot make the build folder: {exc.strerror}", file=path,
+                            key="build_dir", hint="pass another --build-dir") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CosbuildError("the build folder cannot be written", file=path, key="build_dir",
+                            hint="fix its permissions or pass another --build-dir")
+
+
+def exit_with(error: CosbuildError):
+    """End a doit run with a user mistake's one-line message: doit shows a traceback for
+    any exception while it loads the tasks, but lets SystemExit through."""
+    print(f"cosbuild: error: {error}", file=sys.stderr)
+    raise SystemExit(1) from None
+
+
+def _generated(generate):
+    """A task generator whose user mistakes (a bad iso.yaml, a package it names that does
+    not exist) end the run with their message, not with doit's traceback."""
+    @functools.wraps(generate)
+    def tasks():
+        try:
+            yield from generate()
+        except CosbuildError as exc:
+            exit_with(exc)
+    return tasks
+
+
+def image_closure(project: Project, image_spec, kind: str) -> list[str]:
+    """The keys of a package list of iso.yaml or disk.yaml (`kind`, an attribute of the spec)
+    and what they require; a package no tree provides is an error at that file and key."""
+    refs, resolver = getattr(image_spec, kind), project.graph.resolver
+    if getattr(image_spec, "repositories", ()):   # iso.yaml's own (`luet:`) repositories
+        # may provide what no tree does: they are asked when the root is staged
+        refs = [r for r in refs if r.id in resolver.versions]
+    try:
+        return resolver.runtime_closure(refs) if refs else []
+    except CosbuildError as exc:
+        raise image_spec.wheres[kind].error(exc.message, exc.hint) from None
+
+
 def spec_path(project: Project, key: str) -> Path:
     return project.settings.specs_dir / f"{project.graph.packages[key].artifact_stem}.yaml"
 
@@ -60,7 +108,7 @@ def validate(settings: Settings) -> str:
     `settings.strict`, the warnings among them); returns the summary line."""
     from .images.disk import load_disk_spec
     from .images.iso import load_iso_spec
-    from .runtime.cloudconfig import check_project
+    from .runtime.cloudconfig import check_files, check_project
     found = Collector()
     with found.logged_warnings():
         # fresh, not from the cache: validation must see the files as they are now
@@ -70,9 +118,16 @@ def validate(settings: Settings) -> str:
         for path, read in ((settings.iso, load_iso_spec), (settings.disk, load_disk_spec)):
             if path.is_file():
                 try:
-                    read(path)
+                    image_spec = read(path)
+                    for kind in image_spec.wheres:   # its packages, as `doit iso/image` needs
+                        image_closure(project, image_spec, kind)
                 except CosbuildError as exc:
                     found.add(exc)
+                    continue
+                # the overlay of iso.yaml (disk.yaml has none) may ship cloud-config (OEM) files
+                for folder in getattr(image_spec, "overlay", {}).values():
+                    for finding in check_files(sorted(folder.rglob("*"))):
+                        found.add(finding)
     if not settings.strict:
         for warning in found.warnings:
             log.warning("%s", warning)
@@ -182,10 +237,10 @@ def task_definitions(project: Project) -> dict:
         return [os.path.join(build_dir, name) for k in keys
                 for name in (graph.packages[k].artifact_file, graph.packages[k].metadata_file)]
 
-    def inputs(refs):
+    def inputs(image_spec, kind: str):
         """The local artifacts a staged root is made of (its runtime closure; a package of
         a build repository that nothing here builds on is installed from there)."""
-        closure = graph.resolver.runtime_closure(refs) if refs else []
+        closure = image_closure(project, image_spec, kind)
         return outputs([k for k in closure if k in graph.packages])
 
     def task_validate():
@@ -195,6 +250,7 @@ def task_definitions(project: Project) -> dict:
         return {"actions": [(_validate, [project.settings])], "file_dep": every,
                 "verbosity": 2}
 
+    @_generated
     def task_render():
         """Write each package's rendered build spec to build/specs/."""
         for key in graph.order:
@@ -214,6 +270,7 @@ def task_definitions(project: Project) -> dict:
     get_builder = LazyBuilder(project)
     pushed_to = f" push {project.settings.image_repository}" if project.settings.push else ""
 
+    @_generated
     def task_build():
         """Build each package: container images (buildah) and its artifact + metadata in build/."""
         for n, key in enumerate(graph.order, 1):
@@ -243,6 +300,7 @@ def task_definitions(project: Project) -> dict:
                 "uptodate": [config_changed(repr(info))],
                 "verbosity": 2}
 
+    @_generated
     def task_iso():
         """Build the live ISO of iso.yaml: rootfs, squashfs, kernel, EFI image, ISO root, ISO."""
         if not project.settings.iso.is_file():
@@ -260,7 +318,7 @@ def task_definitions(project: Project) -> dict:
                 actions.append((_step, ["iso", iso.make_uefi_image]))
                 targets.append(str(iso.uefi_img))
             yield {"name": kind, "actions": actions, "task_dep": ["repo"],
-                   "file_dep": inputs(getattr(iso.iso, kind)) + spec_files,
+                   "file_dep": inputs(iso.iso, kind) + spec_files,
                    "targets": targets, "uptodate": [folder.is_dir], "verbosity": 2}
         yield {"name": "squashfs", "actions": [(_step, ["iso", iso.make_squashfs])],
                "file_dep": [str(iso.manifest("rootfs"))], "targets": [str(iso.squashfs)],
@@ -277,6 +335,7 @@ def task_definitions(project: Project) -> dict:
         from .images.disk import DiskBuilder, load_disk_spec
         return DiskBuilder(project, load_disk_spec(project.settings.disk))
 
+    @_generated
     def task_image():
         """The system image of disk.yaml: build/active.img (ext2, label COS_ACTIVE)."""
         if not project.settings.disk.is_file():
@@ -284,13 +343,14 @@ def task_definitions(project: Project) -> dict:
         disk = disk_builder()
         spec_file = str(project.settings.disk)
         yield {"name": "rootfs", "actions": [(_step, ["image", disk.install_root])],
-               "task_dep": ["repo"], "file_dep": inputs(disk.disk.system) + [spec_file],
+               "task_dep": ["repo"], "file_dep": inputs(disk.disk, "system") + [spec_file],
                "targets": [str(disk.manifest)], "uptodate": [disk.rootfs_dir.is_dir],
                "verbosity": 2}
         yield {"name": "active", "actions": [(_step, ["image", disk.make_active])],
                "file_dep": [str(disk.manifest), spec_file], "targets": [str(disk.active)],
                "verbosity": 2}
 
+    @_generated
     def task_disk():
         """The installed disk of disk.yaml: build/NAME.raw (GPT, EFI) and build/NAME.qcow2."""
         if not project.settings.disk.is_file():
@@ -314,17 +374,17 @@ def dodo_namespace(options: dict | None = None, doit_vars: dict | None = None) -
     """Load the project for a dodo file; a user mistake ends the run with its message."""
     try:
         config = settings.resolve(options, doit_vars=doit_vars)
+        ensure_build_dir(config.build_dir)
         project = load(config, use_cache=True)
     except CosbuildError as exc:
-        print(f"cosbuild: error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+        exit_with(exc)
     return project_namespace(project)
 
 
 def project_namespace(project: Project) -> dict:
     """The doit namespace of a loaded project, with its build folder ready."""
     config = project.settings
-    config.build_dir.mkdir(parents=True, exist_ok=True)
+    ensure_build_dir(config.build_dir)
     remove_partial_files(config.build_dir)
     # `kill` (SIGTERM) unwinds like Ctrl-C, so containers and temporary files are cleaned up
     signal.signal(signal.SIGTERM, _interrupt)

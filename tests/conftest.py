@@ -58,9 +58,13 @@ def project(tmp_path, monkeypatch):
 
 @pytest.fixture
 def run_cli(capsys):
-    """Run `cosbuild ARGS` in-process; returns (exit code, stdout, stderr)."""
+    """Run `cosbuild ARGS` in-process; returns (exit code, stdout, stderr). A doit command
+    that fails while loading its tasks ends by SystemExit, as the console script does."""
     def run(*args: str):
-        code = cli.main(list(args))
+        try:
+            code = cli.main(list(args))
+        except SystemExit as exc:
+            code = exc.code
         out, err = capsys.readouterr()
         return code, out, err
     return run

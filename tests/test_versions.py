@@ -162,7 +162,6 @@ def test_newest_accepts_any_iterable():
     ("toolchain/go@<1.17", "toolchain", "go", "<1.17"),
     ("apps/foo@!1.0", "apps", "foo", "!1.0"),
     ("apps/foo@1.2", "apps", "foo", "1.2"),
-    ("a/b/c@<2", "a/b", "c", "<2"),   # the name is after the last slash
 ])
 def test_parse_ref(text, category, name, version):
     ref = parse_ref(text)
@@ -181,6 +180,16 @@ def test_parse_ref_rejects_bad_references(text):
         parse_ref(text)
     assert f"invalid package reference {text!r}" in str(info.value)
     assert "category/name" in str(info.value)   # the hint
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a/b/c@<2", "invalid category 'a/b'"),     # a category is one path component
+    ("../x/y", "invalid category '../x'"), ("cat/..", "invalid package name '..'"),
+    ("cat/.hidden", "invalid package name '.hidden'"), ("c t/x", "invalid category 'c t'"),
+])
+def test_parse_ref_rejects_unsafe_names(text, message):
+    with pytest.raises(CosbuildError, match=message):
+        parse_ref(text)
 
 
 @pytest.mark.parametrize("text", ["cat/name@>=", "cat/name@>=>1", "cat/name@1.0 2.0"])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import tools
@@ -65,6 +65,7 @@ class DiskSpec:
     sizes: dict          # partition label -> MiB
     boot_files: str
     name: str
+    wheres: dict = field(default_factory=dict, compare=False)  # package list -> its Where
 
 
 def load_disk_spec(path: Path) -> DiskSpec:
@@ -75,10 +76,9 @@ def load_disk_spec(path: Path) -> DiskSpec:
     if not refs:
         raise where.error("no system package", hint="name the package(s) of the system image")
     sizes = partition_sizes(f["image_size"], **dict(f["partitions"] or {}))
-    if "/" in f["name"] or not f["name"]:
-        raise CosbuildError(f"name {f['name']!r} is not a file name", file=path, key="name")
+    name = spec.file_name(f["name"], spec.Where(str(path), data.line_of("name"), "name"))
     return DiskSpec(path, refs, f["image_size"], sizes, "/" + f["boot_files"].strip("/"),
-                    f["name"])
+                    name, {"system": where})
 
 
 def image_folder(work: Path, images: dict[str, Path], menu: Path, log: TaskLog) -> Path:

@@ -23,7 +23,7 @@ import shutil
 import tarfile
 import time
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import rootpath, tools
@@ -109,6 +109,7 @@ class IsoSpec:
     boot_catalog: str
     isohybrid_mbr: str
     repositories: tuple
+    wheres: dict = field(default_factory=dict, compare=False)  # package list -> its Where
 
 
 def load_iso_spec(path: Path) -> IsoSpec:
@@ -116,16 +117,18 @@ def load_iso_spec(path: Path) -> IsoSpec:
                               missing="ISO specification not found", hint="pass --iso FILE",
                               warn_unknown=True)
     pk, ir = f["packages"], f["initramfs"] or {}
-    refs = {}
+    refs, wheres = {}, {}
     for kind in ("rootfs", "uefi", "isoimage"):
-        where = spec.Where(str(path), data["packages"].line_of(kind), f"packages.{kind}")
+        where = wheres[kind] = spec.Where(str(path), data["packages"].line_of(kind),
+                                          f"packages.{kind}")
         refs[kind] = tuple(parse_ref(r, where) for r in pk[kind])
     if not refs["rootfs"]:
         raise CosbuildError("packages.rootfs is empty", file=path, key="packages.rootfs",
                             hint="name the package(s) of the live root filesystem")
     epoch = artifact.source_date_epoch()
     date = time.strftime("%Y%m%d", time.gmtime(epoch)) if f["image_date"] else ""
-    name = f"{f['image_prefix']}{f['image_name']}{date}.iso"
+    name = spec.file_name(f"{f['image_prefix']}{f['image_name']}{date}.iso",
+                          spec.Where(str(path), data.line_of("image_name"), "image_name"))
     sq = f["squashfs_options"] or {}
     overlay = {k: (path.parent / v) for k, v in (f["overlay"] or {}).items() if v}
     for kind, folder in overlay.items():
@@ -137,7 +140,7 @@ def load_iso_spec(path: Path) -> IsoSpec:
                    f["label"], name, f["arch"], overlay, sq.get("compression", "xz"),
                    sq.get("compression_options", ""), f["boot_file"].strip("/"),
                    f["boot_catalog"].strip("/"), f["isohybrid_mbr"].strip("/"),
-                   tuple((f["luet"] or {}).get("repositories") or ()))
+                   tuple((f["luet"] or {}).get("repositories") or ()), wheres)
 
 
 class IsoBuilder:

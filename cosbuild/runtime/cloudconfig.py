@@ -114,7 +114,8 @@ def _check_step(step: dict, where: str, err, ignored) -> None:
             continue
         expected = STEP_KEYS[key][0]
         if not isinstance(value, expected):
-            err(f"expected {_describe(expected)}, got {type(value).__name__}", line, f"{where}.{key}")
+            err(f"expected {_describe(expected)}, got {_describe(type(value))}", line,
+                f"{where}.{key}")
             continue
         if key in ("files", "directories", "downloads"):
             for item in value:
@@ -157,8 +158,13 @@ def _check_file_entry(item, kind: str, line: int, where: str, err, ignored) -> N
                 f"use one of: {', '.join(e for e in ENCODINGS if e)}")
 
 
-def _describe(kind) -> str:
-    return {list: "a list", dict: "a mapping", str: "a string"}[kind]
+def _describe(kind: type) -> str:
+    for base, text in ((bool, "a boolean"), (list, "a list"), (dict, "a mapping"),
+                       (str, "a string"), (int, "a number"), (float, "a number"),
+                       (type(None), "nothing")):
+        if issubclass(kind, base):
+            return text
+    return kind.__name__
 
 
 def check_project(project) -> list[CosbuildError]:
@@ -166,12 +172,18 @@ def check_project(project) -> list[CosbuildError]:
     folders (of every loaded package: one that failed to render still ships its files)."""
     # the tree side is needed at build time only: importing it here keeps cos-setup light
     from ..tree.load import BUILD, COLLECTION, DEFINITION, FINALIZE, context_files
+    return check_files(sorted({f for p in project.tree.packages for f in context_files(p.folder)
+                               if Path(f).name not in (BUILD, COLLECTION, DEFINITION, FINALIZE)}))
+
+
+def check_files(names) -> list[CosbuildError]:
+    """The findings of the cloud-config files among `names` (YAML files that look like one;
+    only regular files are read: a FIFO would block)."""
     errors = []
-    files = sorted({f for p in project.tree.packages for f in context_files(p.folder)
-                    if f.endswith((".yaml", ".yml"))
-                    and Path(f).name not in (BUILD, COLLECTION, DEFINITION, FINALIZE)})
-    for name in files:
-        text = Path(name).read_text(encoding="utf-8", errors="replace")
-        if looks_like_cloud_config(text):
-            errors += check(text, name)
+    for name in names:
+        path = Path(name)
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if looks_like_cloud_config(text):
+                errors += check(text, name)
     return errors

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..errors import Collector, CosbuildError, did_you_mean
 from . import versions
 from .load import PackageSource, Tree, context_files
-from .spec import BuildSpec, Finalize, Rendered
+from .spec import BuildSpec, Finalize, Rendered, Where, file_name
 from .versions import PackageRef
 
 if TYPE_CHECKING:
@@ -38,6 +38,14 @@ if TYPE_CHECKING:
 HASH_SCHEMA = "cosbuild-build-hash-2"   # bump when the hash recipe changes
 ARTIFACT_SUFFIX = ".package.tar.zst"
 REMOTE_RENDERED = Rendered("", {}, BuildSpec(), Finalize(), "", "remote")
+
+
+def artifact_stem(source: PackageSource) -> str:
+    """`name-category-version`, the start of every file name of a package in the build folder
+    (spec, artifact, metadata, log); its parts were checked when parsed, this checks the whole."""
+    d = source.definition
+    return file_name(f"{d.name}-{d.category}-{d.version}",
+                     Where(str(source.declared_in), None, source.key))
 
 
 class RemoteSource(Protocol):
@@ -101,8 +109,7 @@ class Package:
 
     @property
     def artifact_stem(self) -> str:
-        d = self.definition
-        return f"{d.name}-{d.category}-{d.version}"
+        return artifact_stem(self.source)
 
     @property
     def artifact_file(self) -> str:
@@ -230,8 +237,7 @@ def build_graph(tree: Tree, renderer: "Renderer", errors: Collector | None = Non
     offered = {s.key: (s, r) for s, r in (remote.packages() if remote else ()) if s.id not in local}
     sources = [*tree.packages, *(s for s, _ in offered.values())]
     resolver = Resolver(sources, remote.names() if remote else ())
-    artifact_names = [(f"{s.definition.name}-{s.definition.category}-{s.version}{ARTIFACT_SUFFIX}",
-                       s.key) for s in sources]
+    artifact_names = [(f"{artifact_stem(s)}{ARTIFACT_SUFFIX}", s.key) for s in sources]
     deps: dict[str, tuple[str, ...]] = {}
     for key, (src, r) in rendered.items():
         try:
@@ -406,8 +412,19 @@ def content_digest(rendered: Rendered, folder: Path, files: tuple[str, ...]) -> 
         else:
             # git keeps only the executable bit; umask differences must not change the hash
             kind = "x" if st.st_mode & 0o111 else "f"
-            with open(path, "rb") as f:
-                content = f.read()
+            content = _regular_file_bytes(path)
         h.update(f"\0{kind}\0{rel}\0{len(content)}\0".encode())
         h.update(content)
     return h.hexdigest()
+
+
+def _regular_file_bytes(path: str) -> bytes:
+    """The bytes of a regular file of a build context; anything else (a FIFO, which would
+    block, a device) is an error naming it. Opened without blocking and without following a
+    link put there after the check."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CosbuildError("not a regular file, folder or link: a build context cannot "
+                                "hold it", file=path, hint="remove it from the package folder")
+        return f.read()

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CosbuildError, did_you_mean
-from .versions import PackageRef, check_selector, parse_ref
+from .versions import (NAME_RULE, VERSION_RULE, PackageRef, check_name, check_selector,
+                       check_version, parse_ref)
 from .yamlio import LineMap, load_mapping
 
 log = logging.getLogger("cosbuild")
@@ -27,10 +28,12 @@ log = logging.getLogger("cosbuild")
 
 @dataclass(frozen=True)
 class Where:
-    """Where a value came from, for error messages."""
+    """Where a value came from, for error messages; `written`, the text of a value YAML read
+    as a number, when known."""
     file: str
     line: int | None
     key: str
+    written: str | None = None
 
     def error(self, message: str, hint: str | None = None) -> CosbuildError:
         return CosbuildError(message, file=self.file, line=self.line, key=self.key, hint=hint)
@@ -46,6 +49,38 @@ def _scalar_str(value, where: Where) -> str:
     if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
         raise where.error(f"expected a string, got {_typename(value)}")
     return str(value)
+
+
+def _exact_str(value, where: Where) -> str:
+    """A string as written. YAML reads an unquoted 1.10 as the float 1.1 and 010 as the
+    integer 8: a float is refused, and so is an integer whose text is not the one written
+    (when the text is not known, as in JSON, an integer is taken as its decimal)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and (isinstance(value, float) or where.written not in (None, str(value))):
+        written = f" (written {where.written})" if where.written else ""
+        raise where.error(f"read as the number {value!r}{written}, not as the text written "
+                          "(YAML reads 1.10 as 1.1)",
+                          hint=f'quote it, e.g. {where.key.rpartition(".")[2]}: "1.10"')
+    return _scalar_str(value, where)
+
+
+def _identifier(what: str) -> Callable[[Any, Where], str]:
+    return lambda value, where: check_name(_exact_str(value, where), what, where)
+
+
+# a file name is at most 255 bytes: room for the longest suffix and a temporary name's
+FILE_NAME_MAX = 200
+
+
+def file_name(text: str, where: Where) -> str:
+    """`text` as the name of one file of the build folder (an artifact's, an ISO's), or a
+    clear error: the last line before a name from a spec becomes a path."""
+    if (text in ("", ".", "..") or "/" in text or "\0" in text
+            or len(text.encode()) > FILE_NAME_MAX):
+        shown = text if len(text) <= 60 else f"{text[:60]}..."
+        raise where.error(f"{shown!r} cannot name a file in the build folder",
+                          hint=f"one file name of at most {FILE_NAME_MAX} bytes, without '/'")
+    return text
 
 
 def _typename(value) -> str:
@@ -103,7 +138,8 @@ def _ref(value, where: Where) -> PackageRef:
         return parse_ref(value, where)
     if not isinstance(value, dict):
         raise where.error(f"expected a package reference {{name, category, version}}, got {_typename(value)}")
-    fields = parse(REF_KEYWORDS, value, where.file, what=f"{where.key} entry")
+    fields = parse(REF_KEYWORDS, value, where.file, what=f"{where.key} entry",
+                   key_prefix=f"{where.key}.")
     line = value.line_of("version") if isinstance(value, LineMap) else where.line
     check_selector(fields["version"], Where(where.file, line, f"{where.key}.version"))
     return PackageRef(**fields)
@@ -140,6 +176,10 @@ def _optional_str(value, where: Where):
 
 
 STR = Type("string", _scalar_str)
+NAME = Type("name (one path component)", _identifier("package name"))
+CATEGORY = Type("category (one path component)", _identifier("category"))
+VERSION = Type("version (a string: quote 1.10)", lambda v, w: check_version(_exact_str(v, w), w))
+SELECTOR = Type("version selector (a string)", _exact_str)
 OPT_STR = Type("string", _optional_str)
 BOOL = Type("boolean", _bool)
 STRS = Type("list of strings", _list_of(_scalar_str))
@@ -183,13 +223,15 @@ class Keyword:
 
 
 def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str,
-          strict: bool = True, warn_unknown: bool = False) -> dict[str, Any]:
+          strict: bool = True, warn_unknown: bool = False,
+          key_prefix: str = "") -> dict[str, Any]:
     """Validate `data` against `table`; return {keyword: parsed value} with defaults filled in.
     An unknown key is an error when `strict`, else ignored; `warn_unknown` makes it a
-    warning instead, for a format whose reader ignores unknown keys (luet-makeiso's)."""
+    warning instead, for a format whose reader ignores unknown keys (luet-makeiso's). A
+    wrong value's error names its key after `key_prefix` (`requires.name`)."""
     file = str(file)
     known = {k.name: k for k in table}
-    lines = getattr(data, "lines", {})
+    lines, numbers = getattr(data, "lines", {}), getattr(data, "numbers", {})
     line_of = lambda key: lines.get(key, getattr(data, "line", None))  # noqa: E731
     if strict or warn_unknown:
         for key in data:
@@ -205,7 +247,8 @@ def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str
     out = {}
     for kw in table:
         if kw.name in data and data[kw.name] is not None:
-            out[kw.name] = kw.type.parse(data[kw.name], Where(file, line_of(kw.name), kw.name))
+            out[kw.name] = kw.type.parse(data[kw.name], Where(
+                file, line_of(kw.name), key_prefix + kw.name, numbers.get(kw.name)))
         elif kw.required:
             raise CosbuildError(f"missing required keyword '{kw.name}' in {what}", file=file,
                                 line=getattr(data, "line", None), key=kw.name)
@@ -321,9 +364,9 @@ class Rendered:
 # --------------------------------------------------------------------------- the tables
 
 REF_KEYWORDS = (
-    Keyword("name", STR, None, "package name", required=True),
-    Keyword("category", STR, "", "package category"),
-    Keyword("version", STR, ">=0", "version selector: >=V, >V, <=V, <V, =V or V, !V"),
+    Keyword("name", NAME, None, "package name", required=True),
+    Keyword("category", CATEGORY, "", "package category"),
+    Keyword("version", SELECTOR, ">=0", "version selector: >=V, >V, <=V, <V, =V or V, !V"),
 )
 
 COPY_KEYWORDS = (
@@ -343,9 +386,10 @@ BOOTSTRAP_KEYWORDS = (
 )
 
 DEFINITION_KEYWORDS = (
-    Keyword("name", STR, None, "package name", required=True),
-    Keyword("category", STR, "", "package category"),
-    Keyword("version", STR, None, "package version (Debian ordering, +N rebuild suffix)", required=True),
+    Keyword("name", NAME, None, "package name", required=True),
+    Keyword("category", CATEGORY, "", "package category"),
+    Keyword("version", VERSION, None, "package version (Debian ordering, +N rebuild suffix)",
+            required=True),
     Keyword("requires", REFS, (), "runtime dependencies"),
     Keyword("conflicts", REFS, (), "runtime conflicts"),
     Keyword("provides", REFS, (), "packages this one replaces"),
@@ -409,6 +453,10 @@ def keyword_reference() -> str:
             default = "required" if kw.required else ("" if kw.default in (None, ()) else repr(kw.default))
             out.append(f"| `{kw.name}` | {kw.type.describe} | {default} | {kw.doc} |")
         out.append("")
+    out += ["## Names and versions", "",
+            f"A name or category: {NAME_RULE}; it names files and folders. A version: "
+            f"{VERSION_RULE}. Write a version as a string: YAML reads an unquoted `1.10` as "
+            "the number 1.1.", ""]
     out += ["## Templates", "",
             "build.yaml, finalize.yaml and `<tree>/templates/*.yaml` are Helm templates (Go "
             "text/template with sprig, `.Values.x`, as luet 0.20 renders them) or Jinja2 "

@@ -45,24 +45,56 @@ def sort_key(version: str) -> NativeVersion:
     return _key(version)
 
 
-def _valid(selector: str) -> bool:
-    m = _SELECTOR.match(selector)
-    if not m:
+# luet keeps a package under category/name/version (its tree, its database) and cosbuild
+# names its files name-category-version: a name or category is one plain path component
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+NAME_RULE = "letters, digits and . _ + -, starting with a letter or digit (no '/' or '..')"
+VERSION_RULE = ("a Debian version as luet validates it: [epoch:]upstream[-revision], starting "
+                "with a digit, then letters, digits and . + ~ - (e.g. 1.0.2+3)")
+
+
+def valid_version(version: str) -> bool:
+    """luet's rule (Debian's, upstream starting with a digit), and no empty part: `1..2` is
+    no version luet's semver comparison can read."""
+    upstream = version.split(":", 1)[-1]
+    if not upstream[:1].isdigit() or ".." in version:
         return False
     try:
-        _key(m.group(2))
+        _key(version)
     except ValueError:  # not a Debian version string
         return False
     return True
 
 
+def _fail(message: str, hint: str, where=None):
+    if where is not None:
+        raise where.error(message, hint)
+    raise CosbuildError(message, hint=hint)
+
+
+def check_name(text: str, what: str, where=None) -> str:
+    """`text` as a package name or category (`what`), or a clear error."""
+    if not NAME.fullmatch(text):
+        _fail(f"invalid {what} {text!r}" if text else f"empty {what}", NAME_RULE, where)
+    return text
+
+
+def check_version(text: str, where=None) -> str:
+    """`text` as a package version, or a clear error."""
+    if not valid_version(text):
+        _fail(f"invalid version {text!r}" if text else "empty version", VERSION_RULE, where)
+    return text
+
+
+def _valid(selector: str) -> bool:
+    m = _SELECTOR.match(selector)
+    return bool(m) and valid_version(m.group(2))
+
+
 def check_selector(selector: str, where=None) -> None:
     if not _valid(selector):
-        message = f"invalid version selector {selector!r}"
-        hint = "use >=V, >V, <=V, <V, =V (or bare V) or !V"
-        if where is not None:
-            raise where.error(message, hint)
-        raise CosbuildError(message, hint=hint)
+        _fail(f"invalid version selector {selector!r}",
+              "use >=V, >V, <=V, <V, =V (or bare V) or !V", where)
 
 
 def matches(selector: str, version: str) -> bool:
@@ -86,11 +118,10 @@ def parse_ref(text: str, where=None) -> PackageRef:
     ident, _, selector = text.partition("@")
     category, slash, name = ident.rpartition("/")
     if not slash or not name or not category:
-        message = f"invalid package reference {text!r}"
-        hint = "write category/name or category/name@>=1.0"
-        if where is not None:
-            raise where.error(message, hint)
-        raise CosbuildError(message, hint=hint)
+        _fail(f"invalid package reference {text!r}", "write category/name or category/name@>=1.0",
+              where)
+    check_name(category, "category", where)
+    check_name(name, "package name", where)
     selector = selector or ">=0"
     check_selector(selector, where)
     return PackageRef(category=category, name=name, version=selector)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import types
 from pathlib import Path
 
 from ..errors import CosbuildError
@@ -14,10 +15,12 @@ log = logging.getLogger("cosbuild")
 
 
 class LineMap(dict):
-    """A mapping that knows the line of each of its keys (1-based)."""
+    """A mapping that knows the line of each of its keys (1-based), and the text as written
+    of each value YAML read as a number (`version: 010` is the integer 8)."""
 
     line: int = 0
     lines: dict
+    numbers: types.MappingProxyType | dict = types.MappingProxyType({})
 
     def line_of(self, key) -> int:
         return self.lines.get(key, self.line)
@@ -50,13 +53,14 @@ def _construct_mapping(loader, node) -> LineMap:
 
     result = LineMap()
     result.line = node.start_mark.line + 1
-    result.lines = {}
+    result.lines, result.numbers = {}, {}
     written: dict = {}   # key -> line, for the keys written here (not merged)
     for key_node, value_node in node.value:
         if key_node.tag == MERGE_TAG:
             for merged in reversed(_merged_mappings(loader, value_node)):  # earlier ones win
                 result.update(merged)
                 result.lines.update(merged.lines)
+                result.numbers.update(merged.numbers)
             continue
         key = loader.construct_object(key_node, deep=True)
         if isinstance(key, bool) and key_node.value in ("y", "Y", "n", "N"):
@@ -70,8 +74,12 @@ def _construct_mapping(loader, node) -> LineMap:
         if key in written:
             log.warning("%s:%s: duplicate key '%s' (first at line %s): the last value is used, "
                         "as luet does", loader.file, line, key, written[key])
-        result[key] = loader.construct_object(value_node, deep=True)
+        result[key] = value = loader.construct_object(value_node, deep=True)
         result.lines[key] = written[key] = line
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            result.numbers[key] = value_node.value
+        else:
+            result.numbers.pop(key, None)   # a merged number this key overrides
     return result
 
 

@@ -1,0 +1,172 @@
+"""Hostile names, categories and versions (issue 14): each is one clear error naming the file
+and key, a non-zero exit, no traceback, and nothing written outside the build folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import BASIC, write_files
+
+APP = "tree/app/definition.yaml"
+
+
+def files_outside(top: Path, build: Path) -> set[Path]:
+    """Every path below `top` but not below `build`."""
+    return {p for p in top.rglob("*") if build not in p.parents and p != build}
+
+
+@pytest.fixture
+def nested(tmp_path, monkeypatch):
+    """A project three folders deep, so that `../../../x` from build/specs lands in tmp_path
+    (where the test can see it), with a sentinel of what was there before."""
+    root = tmp_path / "a" / "b" / "project"
+    root.mkdir(parents=True)
+    monkeypatch.chdir(root)
+    for var in ("COSBUILD_TREE", "COSBUILD_VALUES", "COSBUILD_FLAVOR", "COSBUILD_BUILD_DIR"):
+        monkeypatch.delenv(var, raising=False)
+
+    def write(files):
+        write_files(root, {**BASIC, **files})
+        return root, files_outside(tmp_path, root / "build")
+    write.top = tmp_path
+    return write
+
+
+def check_refused(run_cli, fragments, *args):
+    """`cosbuild ARGS` fails with one message holding every fragment."""
+    code, out, err = run_cli(*args)
+    assert code == 1, (out, err)
+    assert "Traceback" not in err
+    assert err.startswith("cosbuild: error: ")
+    for fragment in fragments:
+        assert fragment in err, f"{fragment!r} not in {err!r}"
+    return err
+
+
+# --------------------------------------------------------------------------- names, categories
+
+BAD_NAMES = ["../../../x", "a/b", "..", ".hidden", "", "a b", "x\ny", "-x", "x:y", "/etc"]
+
+
+@pytest.mark.parametrize("key", ["name", "category"])
+@pytest.mark.parametrize("bad", BAD_NAMES)
+def test_unsafe_name_or_category_is_refused(nested, run_cli, key, bad):
+    fields = {"name": "app", "category": "app", "version": "0.1", key: bad}
+    # a JSON string is a YAML double-quoted one: the newline and the quotes stay as they are
+    root, before = nested({APP: "".join(f"{k}: {json.dumps(v)}\n" for k, v in fields.items())})
+    what = "package name" if key == "name" else "category"
+    message = f"empty {what}" if not bad else f"invalid {what}"
+    check_refused(run_cli, [f"{APP}:{list(fields).index(key) + 1}: {key}: {message}",
+                            "letters, digits"], "validate")
+    # and the render task, which writes build/specs/NAME-CATEGORY-VERSION.yaml, never runs
+    check_refused(run_cli, [APP, key], "run", "render")
+    assert files_outside(nested.top, root / "build") == before
+
+
+@pytest.mark.parametrize("good", ["a", "A1", "x.y", "x_y", "x+y", "golang-1.16", "0ad"])
+def test_names_luet_trees_use_still_load(project, run_cli, good):
+    project({**BASIC, APP: f"name: '{good}'\ncategory: '{good}'\nversion: '0.1'\n"})
+    code, out, err = run_cli("validate")
+    assert code == 0, err
+
+
+def test_a_name_too_long_for_a_file_is_refused_before_any_file(nested, run_cli):
+    long = "x" * 250   # each part is fine, the file name they make is not
+    root, before = nested({APP: f"name: {long}\ncategory: app\nversion: '0.1'\n"})
+    check_refused(run_cli, [APP, "cannot name a file in the build folder", "200 bytes"], "validate")
+    check_refused(run_cli, ["cannot name a file"], "run", "render")
+    assert files_outside(nested.top, root / "build") == before
+
+
+# --------------------------------------------------------------------------- references
+
+@pytest.mark.parametrize("file, text, fragments", [
+    ("tree/app/build.yaml",
+     "requires:\n  - {name: ../../x, category: distro}\nsteps: [make]\n",
+     ["tree/app/build.yaml (rendered):2: requires.name: invalid package name '../../x'"]),
+    ("tree/app/build.yaml",
+     "requires:\n  - {name: base, category: ../distro}\nsteps: [make]\n",
+     ["tree/app/build.yaml (rendered):2: requires.category: invalid category '../distro'"]),
+    ("tree/app/build.yaml", "requires:\n  - ../distro/base\nsteps: [make]\n",
+     ["tree/app/build.yaml (rendered):1: requires: invalid category '../distro'"]),
+    ("tree/app/build.yaml",
+     "requires:\n  - {name: base, category: distro, version: 1.10}\nsteps: [make]\n",
+     ["build.yaml (rendered):2: requires.version: read as the number 1.1", "quote it"]),
+    (APP, "name: app\ncategory: app\nversion: '0.1'\nrequires:\n  - {name: ../x, category: a}\n",
+     [f"{APP}:5: requires.name: invalid package name '../x'"]),
+    (APP, "name: app\ncategory: app\nversion: '0.1'\nconflicts:\n  - {name: x, category: a/b}\n",
+     [f"{APP}:5: conflicts.category: invalid category 'a/b'"]),
+    (APP, "name: app\ncategory: app\nversion: '0.1'\nprovides:\n  - {name: '', category: a}\n",
+     [f"{APP}:5: provides.name: empty package name"]),
+])
+def test_references_get_the_same_checks(project, run_cli, file, text, fragments):
+    project({**BASIC, file: text})
+    check_refused(run_cli, fragments, "validate")
+
+
+def test_a_bad_reference_on_the_command_line(project, run_cli):
+    project(BASIC)
+    check_refused(run_cli, ["invalid category '..'"], "render", "../app")
+
+
+# --------------------------------------------------------------------------- versions
+
+@pytest.mark.parametrize("written, fragment", [
+    ("''", "version: empty version"),
+    ("'a b'", "version: invalid version 'a b'"),
+    ("'1..2'", "version: invalid version '1..2'"),
+    ("'-1'", "version: invalid version '-1'"),
+    ("'..'", "version: invalid version '..'"),
+    ("'1.0/../../x'", "version: invalid version '1.0/../../x'"),
+    ("'v1.0'", "version: invalid version 'v1.0'"),
+    ("' 1.0'", "version: invalid version ' 1.0'"),
+    ("[1.0]", "version: expected a string, got a list"),
+    ("true", "version: expected a string, got a boolean"),
+    ("1.10", "version: read as the number 1.1 (written 1.10)"),
+    ("0.20", "version: read as the number 0.2 (written 0.20)"),
+    ("1:2.0", "version: read as the number 62.0 (written 1:2.0)"),   # YAML 1.1 base 60
+    ("010", "version: read as the number 8 (written 010)"),          # octal
+    ("1:20", "version: read as the number 80 (written 1:20)"),
+    ("1_000", "version: read as the number 1000 (written 1_000)"),
+    ("0x10", "version: read as the number 16 (written 0x10)"),
+    ("+1", "version: read as the number 1 (written +1)"),
+])
+def test_invalid_version_is_refused(project, run_cli, written, fragment):
+    project({**BASIC, APP: f"name: app\ncategory: app\nversion: {written}\n"})
+    err = check_refused(run_cli, [f"{APP}:3: {fragment}"], "validate")
+    if "number" in fragment:   # and it says what to do
+        assert 'quote it, e.g. version: "1.10"' in err
+
+
+def test_a_number_from_a_merge_keeps_its_written_text(project, run_cli):
+    project({**BASIC, APP: "base: &b {version: 010}\n<<: *b\nname: app\ncategory: app\n"})
+    check_refused(run_cli, ["read as the number 8 (written 010)"], "validate")
+
+
+@pytest.mark.parametrize("written, version", [
+    ("'1.0.0+2'", "1.0.0+2"), ("'0.20.1-3'", "0.20.1-3"), ("'1.2'", "1.2"),
+    ("'1:2.0'", "1:2.0"), ("'1.0~rc1'", "1.0~rc1"), ("'0.2.rc1-1+12'", "0.2.rc1-1+12"),
+    ("1e3", "1e3"),   # YAML 1.1 reads it as a string, and it is a Debian version
+    ("26", "26"),   # an integer reads back as written (luet's go-yaml keeps its text too)
+])
+def test_valid_versions_are_accepted(project, run_cli, written, version):
+    project({**BASIC, APP: f"name: app\ncategory: app\nversion: {written}\n"})
+    code, out, err = run_cli("graph", "--json")
+    assert code == 0, err
+    assert f'"version": "{version}"' in out
+
+
+def test_no_traceback_through_the_console_script(nested):
+    root, before = nested({APP: "name: ../../../x\ncategory: app\nversion: 1.10\n"})
+    for command in (["validate"], ["list"], ["run", "render"], ["graph", "--json"]):
+        proc = subprocess.run([sys.executable, "-m", "cosbuild.cli", *command], cwd=root,
+                              capture_output=True, text=True)
+        assert proc.returncode == 1, command
+        assert "Traceback" not in proc.stderr
+        assert f"{APP}:1: name: invalid package name '../../../x'" in proc.stderr
+    assert files_outside(nested.top, root / "build") == before
