@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from cosbuild import luetformat
 from cosbuild.errors import CosbuildError
+from cosbuild.oci import layers
 from cosbuild.repos import client
 from cosbuild.runtime import cloudconfig, setup
 from cosbuild.tree import spec, yamlio
@@ -256,8 +257,8 @@ members = st.lists(st.tuples(member_names,
 
 
 @FUZZ
-@given(members)
-def test_artifact_extraction_stays_in_its_folder(tmp_path_factory, entries):
+@given(members, st.sampled_from(["artifact", "layer"]))
+def test_artifact_and_layer_extraction_stay_in_their_folder(tmp_path_factory, entries, kind):
     top = tmp_path_factory.mktemp("extract")
     dest = top / "a" / "b" / "dest"
     dest.mkdir(parents=True)
@@ -273,7 +274,12 @@ def test_artifact_extraction_stays_in_its_folder(tmp_path_factory, entries):
     archive.write_bytes(raw.getvalue())
     before = _outside(top, dest)
     try:
-        client.extract_safely(archive, dest, "fuzz", compression=luetformat.compression("none", "fuzz"))
+        if kind == "layer":
+            with archive.open("rb") as stream:
+                layers.apply_layer(stream, dest, "fuzz")
+        else:
+            client.extract_safely(archive, dest, "fuzz",
+                                  compression=luetformat.compression("none", "fuzz"))
     except CosbuildError:
         pass
     assert _outside(top, dest) == before

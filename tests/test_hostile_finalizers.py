@@ -79,7 +79,7 @@ def test_a_static_binary_cannot_break_out_with_chroot(ws, root, escape):
     assert (root / "var/mount").read_text() == "mount: operation not permitted\n"
 
 
-def test_no_network_no_host_processes_no_capabilities_a_clean_environment(
+def test_no_network_no_host_processes_file_capabilities_only_a_clean_environment(
         ws, root, escape, monkeypatch):
     monkeypatch.setenv("COSBUILD_SECRET", "from-the-caller")
     server = socket.socket()
@@ -91,6 +91,8 @@ def test_no_network_no_host_processes_no_capabilities_a_clean_environment(
         repo = publish(ws, [
             "export -p > /var/env; echo $$ > /var/pid; cat /proc/net/dev > /var/net; "
             "cat /proc/self/status > /var/status",
+            # the same value back: harmless if it ever got through
+            "(cat /proc/sys/kernel/printk > /proc/sys/kernel/printk) 2> /var/sysctl; true",
             f"kill -9 {host_process.pid} 2> /var/kill; true",
             f"/usr/bin/escape dial 127.0.0.1:{server.getsockname()[1]} 2> /var/dial; true",
         ], {"usr/bin/escape": F(escape.read_bytes(), 0o755)})
@@ -111,9 +113,25 @@ def test_no_network_no_host_processes_no_capabilities_a_clean_environment(
     interfaces = [line.split(":")[0].strip() for line in (root / "var/net").read_text().splitlines()[2:]]
     assert interfaces == ["lo"]
     status = dict(line.split(":\t", 1) for line in (root / "var/status").read_text().splitlines())
-    assert all(int(status[cap], 16) == 0 for cap in ("CapEff", "CapPrm", "CapBnd", "CapAmb"))
+    # root's file capabilities only: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETFCAP
+    files_only = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) \
+        | (1 << 31)
+    assert {cap: int(status[cap], 16) for cap in ("CapEff", "CapPrm", "CapInh", "CapAmb")} == \
+        dict.fromkeys(("CapEff", "CapPrm", "CapInh", "CapAmb"), files_only)
+    assert status["NoNewPrivs"].strip() == "1"   # no exec gains any back (root, setuid, fcaps)
+    assert "Read-only file system" in (root / "var/sysctl").read_text()   # the host's kernel
     assert "No such process" in (root / "var/kill").read_text()
     assert "dial:" in (root / "var/dial").read_text()
+    assert db(root)["test/fin"]["finalized"] is True
+
+
+def test_a_finalizer_may_give_files_of_its_root_to_other_users(ws, root):
+    # what `useradd -m` and package scripts do: chown to a uid of the root, setgid folders
+    small_root(root, ("chown", "chmod", "mkdir"))
+    repo = publish(ws, ["mkdir -p /home/u && chown 1000:1000 /home/u && chmod 2770 /home/u"])
+    client.install(root, [ref("test/fin")], [disk(repo)])
+    st = (root / "home/u").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 1000, 0o2770)
     assert db(root)["test/fin"]["finalized"] is True
 
 

@@ -401,3 +401,14 @@ def test_setuid_files_are_installed_as_they_are(place):
     client.install(place.root, [PackageRef("test", "app")],
                    [RepoConfig(name="r", urls=(str(place.repo),))])
     assert (place.root / "usr/bin/su").stat().st_mode & stat.S_ISUID
+
+
+def test_symbolic_link_with_an_empty_target_is_refused(place, run_cli):
+    # os.symlink("") fails, and tarfile then falls back to copying the target: a recursion
+    Repo(place.repo, [*APP_ARTIFACT, entry("empty", tarfile.SYMTYPE, linkname="")]).write()
+    place.freeze()
+    code, out, err = run_cli("install", "--root", str(place.root), "--repo", str(place.repo),
+                             "test/app")
+    assert_clear(code, err, r"refusing to install test/app@1\.0: symbolic link 'empty' has an "
+                            r"empty target", None)
+    place.unchanged()

@@ -9,7 +9,7 @@ installs artifacts into a root filesystem as one transaction:
 2. commit: with Ctrl-C and SIGTERM held back, write a journal, move the staged files into
    place, write the installed-package database, remove the staging folder;
 3. run the finalizers (`finalize.yaml`) confined to the root (sandbox.py: bubblewrap, no
-   network, no capabilities, a clean environment, a time limit), in dependency order; a
+   network, only file capabilities, a clean environment, a time limit), in dependency order; a
    package is recorded as finalized only when they succeeded, and the next install or
    upgrade runs those that did not.
 
@@ -754,6 +754,9 @@ def _check_member(member: tarfile.TarInfo, symlinks: set, regular: set, what: st
                 or target not in regular:
             raise refuse(f"hard link {raw!r} points to {member.linkname!r}, "
                          "which is not a file of this archive")
+    if member.issym() and not member.linkname:
+        # no such link can be made; tarfile would then copy the "target" and recurse
+        raise refuse(f"symbolic link {raw!r} has an empty target")
     if member.ischr() or member.isblk() or member.isfifo():
         if not devices:   # a node of the host's disk or memory, made by root in the root
             kind = "FIFO" if member.isfifo() else "device node"

@@ -6,7 +6,7 @@
   cos-setup --file F [--stage S]  apply one file (stage "default" when none is given)
   --root DIR                      apply to the system in DIR (files, users, units), e.g. an
                                   image being built; commands then run confined to DIR
-                                  (bubblewrap: no network, no capabilities, a time limit)
+                                  (bubblewrap: no network, file capabilities only, a time limit)
 
 Every path is resolved as inside DIR (a chroot of it: its links never lead out, and a path
 whose `..` climbs above / is refused). A failing step, or a malformed file, is logged and the
