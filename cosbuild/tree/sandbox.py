@@ -21,7 +21,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-from .gotemplate import MAX_OUTPUT, MAX_STEPS
+from .gotemplate import MAX_OUTPUT, MAX_STEPS, value_size
 
 MAX_INT_BITS = 1 << 16   # an integer beyond this is no build setting (and slow to print)
 # filters and str methods whose integer arguments are sizes of what they make
@@ -49,7 +49,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         self.allowed = allowed
         self.steps = 0
         del self.globals["lipsum"]   # lipsum(n) writes n paragraphs: nothing a spec needs
-        self.filters = {name: _bounded_filter(name, f)
+        self.filters = {name: self._bounded_filter(name, f)
                         for name, f in {**self.filters, **filters}.items()}
         self.globals.update(globals_)
 
@@ -80,7 +80,14 @@ class Sandbox(ImmutableSandboxedEnvironment):
             yield item
 
     def sized(self, value):
-        return _check_size(value)
+        """The value, when not larger than MAX_OUTPUT; looking at it costs steps."""
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+            raise SecurityError(f"integer larger than {MAX_INT_BITS} bits")
+        size, looked = value_size(value, work=MAX_STEPS - self.steps)
+        if size > MAX_OUTPUT:
+            raise SecurityError(_too_large())
+        self.step(looked)
+        return value
 
     @staticmethod
     def bounded_buffer() -> "_Buffer":
@@ -97,29 +104,49 @@ class Sandbox(ImmutableSandboxedEnvironment):
             out.append(part)
         return "".join(out)
 
+    def _bounded_filter(self, name: str, func):
+        """The filter, with its arguments and result held to the bounds."""
+        counts = name in SIZE_ARGUMENTS
+
+        def bounded(*args, **kwargs):
+            plain = [a for a in args if not isinstance(a, (jinja2.runtime.Context,
+                                                           jinja2.Environment))]
+            if counts:
+                _check_counts(plain[1:], kwargs)
+            if name == "format" and plain and isinstance(plain[0], str):
+                _check_format(plain[0])
+            if name == "replace" and len(plain) >= 3 and isinstance(plain[0], str):
+                _check_replace(*plain[:3])
+            self.sized((plain, kwargs))
+            return self.sized(func(*args, **kwargs))
+
+        if hasattr(func, "jinja_pass_arg"):   # Jinja2 passes the context to filters marked so
+            bounded.jinja_pass_arg = func.jinja_pass_arg
+        return bounded
+
     # -- sandbox hooks
     def call(__self, __context, __obj, *args, **kwargs):   # noqa: N805 (the base's names)
         __self.step()
         if isinstance(getattr(__obj, "__self__", None), str) and \
                 getattr(__obj, "__name__", "") in SIZE_ARGUMENTS:
             _check_counts(args, kwargs)
-        _check_size((args, kwargs))
-        if getattr(__obj, "__name__", "") == "replace" and isinstance(__obj.__self__, str):
+        __self.sized((args, kwargs))
+        if getattr(__obj, "__name__", "") == "replace" and isinstance(getattr(__obj, "__self__", None), str):
             _check_replace(__obj.__self__, *args[:2])
-        return _check_size(super().call(__context, __obj, *args, **kwargs))
+        return __self.sized(super().call(__context, __obj, *args, **kwargs))
 
     def call_binop(self, context, op: str, left, right):
         if op == "*":
             count, seq = (left, right) if isinstance(left, int) else (right, left)
             if isinstance(count, int) and not isinstance(seq, int):
-                if max(count, 0) * _size(seq) > MAX_OUTPUT:
+                if max(count, 0) * value_size(seq)[0] > MAX_OUTPUT:
                     raise SecurityError(_too_large())
         elif op == "**" and isinstance(left, int) and isinstance(right, int):
             if abs(left) > 1 and right * left.bit_length() > MAX_INT_BITS:
                 raise SecurityError(f"integer larger than {MAX_INT_BITS} bits")
         elif op == "%" and isinstance(left, str):
             _check_format(left)
-        return _check_size(super().call_binop(context, op, left, right))
+        return self.sized(super().call_binop(context, op, left, right))
 
     def wrap_str_format(self, value):
         if isinstance(getattr(value, "__self__", None), str):
@@ -170,57 +197,6 @@ class _Bounds(NodeTransformer):
 def _environment_call(method: str, arg: nodes.Expr) -> nodes.Call:
     return nodes.Call(nodes.EnvironmentAttribute(method), [arg], [], None, None,
                       lineno=arg.lineno)
-
-
-def _bounded_filter(name: str, func):
-    """The filter, with its arguments and result held to the bounds."""
-    counts = name in SIZE_ARGUMENTS
-
-    def bounded(*args, **kwargs):
-        plain = [a for a in args if not isinstance(a, (jinja2.runtime.Context,
-                                                       jinja2.Environment))]
-        if counts:
-            _check_counts(plain[1:], kwargs)
-        if name == "format" and plain and isinstance(plain[0], str):
-            _check_format(plain[0])
-        if name == "replace" and len(plain) >= 3 and isinstance(plain[0], str):
-            _check_replace(*plain[:3])
-        _check_size((plain, kwargs))
-        return _check_size(func(*args, **kwargs))
-
-    if hasattr(func, "jinja_pass_arg"):   # Jinja2 passes the context to filters marked so
-        bounded.jinja_pass_arg = func.jinja_pass_arg
-    return bounded
-
-
-def _size(value, limit: int = MAX_OUTPUT) -> int:
-    """About how large a value is as text, counted up to just past `limit`. A shared value
-    counts every time it is referred to: that is what printing or joining it makes (and a
-    YAML alias bomb is small in memory, huge as text)."""
-    total, todo = 0, [value]
-    while todo and total <= limit:
-        item = todo.pop()
-        if isinstance(item, (str, bytes)):
-            total += len(item)
-        elif isinstance(item, dict):
-            total += len(item)
-            todo += [*item.keys(), *item.values()]
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            total += len(item)
-            todo += item
-        elif isinstance(item, int) and not isinstance(item, bool):
-            if item.bit_length() > MAX_INT_BITS:
-                raise SecurityError(f"integer larger than {MAX_INT_BITS} bits")
-            total += 1
-        else:
-            total += 1
-    return total
-
-
-def _check_size(value):
-    if _size(value) > MAX_OUTPUT:
-        raise SecurityError(_too_large())
-    return value
 
 
 def _check_counts(args, kwargs) -> None:
