@@ -1193,7 +1193,7 @@ def value_size(value, limit: int = MAX_OUTPUT, work: int = MAX_STEPS) -> tuple[i
             return 1
         if id(item) not in sizes:
             looked += len(item) + 1
-            total = len(item)
+            total = sizes[id(item)] = len(item)   # so far: a list may hold itself
             for part in [*item.keys(), *item.values()] if isinstance(item, dict) else item:
                 if total > limit or looked > work:
                     break
