@@ -28,7 +28,7 @@ from ..errors import Collector, CosbuildError
 from ..fsutil import atomic_write
 from ..settings import Settings
 from .graph import Graph, RemoteSource, Resolver, build_graph
-from .load import Tree, load_trees
+from .load import TEMPLATES, Tree, load_trees
 from .versions import PackageRef
 
 if TYPE_CHECKING:
@@ -78,6 +78,9 @@ def render_package(settings: Settings, ref: PackageRef) -> "Rendered":
     so an unrelated broken package does not stop it."""
     errors = Collector()
     tree = load_trees(list(settings.trees), errors)
+    shared = {str(root / TEMPLATES) for root in settings.trees}
+    if any(e.file and os.path.dirname(e.file) in shared for e in errors.errors):
+        errors.raise_if_any()   # every package renders with the shared templates
     try:
         key = Resolver(tree.packages).key(ref)
     except CosbuildError as exc:
