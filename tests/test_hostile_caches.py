@@ -13,7 +13,8 @@ import pytest
 
 from cosbuild import settings
 from cosbuild.tree import project as project_module
-from cosbuild.tree.project import CACHE_NAME, cache_key, load_project
+from cosbuild.tree.project import CACHE_NAME, load_project
+from cosbuild.tree.sealed import cache_key
 
 from .conftest import BASIC
 
@@ -70,35 +71,46 @@ def test_genuine_cache_is_used(project, key_home, monkeypatch):
     assert load_project(config, use_cache=True).graph == first.graph
 
 
-def test_planted_jinja_bytecode_does_not_run(project, run_cli, key_home):
-    """What jinja2.FileSystemBytecodeCache in build/.cache/jinja would have loaded for the
-    package's build.yaml: a code object that writes the sentinel."""
+def _plant_bytecode(folder, name: str, source: str, sentinel):
+    """What jinja2.FileSystemBytecodeCache loads for template `name`: the template as Jinja2
+    compiles it plus one line, so it renders as ever and writes the sentinel."""
     import jinja2
     from jinja2.bccache import Bucket, FileSystemBytecodeCache
 
-    root = project.path
-    build = "# cosbuild-engine: jinja2\nimage: x\nsteps: [echo {{ values.name }}]\n"
-    project({**BASIC, "tree/app/build.yaml": build})
-    folder = root / "build" / ".cache" / "jinja"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     cache = FileSystemBytecodeCache(str(folder))
-    name = "tree/app/build.yaml"
     bucket = Bucket(jinja2.Environment(), cache.get_cache_key(name, name),
-                    cache.get_source_checksum(build))
-    # the template as Jinja2 compiles it, plus one line: it renders as ever, and writes
-    plain = jinja2.Environment().compile(build, name, name, raw=True)
-    bucket.code = compile(f"open({str(_sentinel(root))!r}, 'w').close()\n{plain}", name, "exec")
-    with open(folder / (cache.pattern % bucket.key), "wb") as out:
+                    cache.get_source_checksum(source))
+    plain = jinja2.Environment().compile(source, name, name, raw=True)
+    bucket.code = compile(f"open({str(sentinel)!r}, 'w').close()\n{plain}", name, "exec")
+    path = folder / (cache.pattern % bucket.key)
+    with open(path, "wb") as out:
         bucket.write_bytecode(out)
+    return cache, path
+
+
+def test_planted_jinja_bytecode_does_not_run(project, run_cli, key_home, tmp_path_factory):
+    import jinja2
+
+    build = "# cosbuild-engine: jinja2\nimage: x\nsteps: [echo {{ values.name }}]\n"
+    root = project({**BASIC, "tree/app/build.yaml": build})
+    name = "tree/app/build.yaml"
+    _, planted = _plant_bytecode(root / "build" / ".cache" / "jinja", name, build, _sentinel(root))
+    # the plant is real: an environment with a plain bytecode cache runs it
+    proof = tmp_path_factory.mktemp("proof")
+    cache, _ = _plant_bytecode(proof / "jinja", name, build, proof / "ran")
+    jinja2.Environment(loader=jinja2.FunctionLoader(lambda n: (build, n, lambda: True)),
+                       bytecode_cache=cache).get_template(name)
+    assert (proof / "ran").exists()
+
     for command in (["validate"], ["render", "app/app"]):
         code, out, err = run_cli(*command)
         assert code == 0, err
     assert "echo app" in out
     assert not _sentinel(root).exists()
-    # the plant is real: an environment with that bytecode cache runs it
-    jinja2.Environment(loader=jinja2.FunctionLoader(lambda n: (build, n, lambda: True)),
-                       bytecode_cache=cache).get_template(name)
-    assert _sentinel(root).exists()
+    # cosbuild keeps its own sealed bytecode beside it (keyed by its compiler too)
+    sealed = [p.read_bytes() for p in planted.parent.iterdir() if p != planted]
+    assert sealed and all(b[:32] == hmac.digest(cache_key(), b[32:], "sha256") for b in sealed)
 
 
 def test_cache_key_is_the_user_s_own(key_home):

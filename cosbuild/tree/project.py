@@ -4,8 +4,8 @@ Loading renders every package, which is most of the cost of a no-op `doit build`
 result is therefore cached in build/.cache/, keyed by the stat data (size, mtime, inode,
 mode) of every tree file, values file and cosbuild module, like make and doit decide
 up-to-dateness; `cosbuild validate` always loads afresh. A pickle runs code when loaded and
-the build folder may come from elsewhere, so the cache carries an HMAC-SHA256 under a key of
-the user's own (cache_key()), and a cache whose MAC does not match is never unpickled.
+the build folder may come from elsewhere, so the cache is sealed (see sealed.py): a cache
+whose MAC does not match the user's key is never unpickled.
 
 A load with an error Collector does not stop at the first broken package: the project then
 holds what loaded, rendered and resolved, and the collector the rest (never cached).
@@ -14,21 +14,18 @@ holds what loaded, rendered and resolved, and the collector the rest (never cach
 from __future__ import annotations
 
 import hashlib
-import hmac
-import logging
 import os
 import pickle
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from typing import TYPE_CHECKING
 
 from ..errors import Collector, CosbuildError
-from ..fsutil import atomic_write
 from ..settings import Settings
 from .graph import Graph, RemoteSource, Resolver, build_graph
 from .load import TEMPLATES, Tree, load_trees
+from .sealed import cache_key, read_sealed, write_sealed
 from .versions import PackageRef
 
 if TYPE_CHECKING:
@@ -36,8 +33,6 @@ if TYPE_CHECKING:
     from .spec import Rendered
 
 CACHE_NAME = "project.pickle"
-KEY_NAME = "cache.key"
-log = logging.getLogger("cosbuild")
 
 
 @dataclass(frozen=True)
@@ -68,8 +63,7 @@ def load_project(settings: Settings, *, use_cache: bool = False,
     graph = build_graph(tree if renderer else Tree((), ()), renderer, errors, remote)
     project = Project(settings, tree, graph)
     if use_cache:
-        data = pickle.dumps((fingerprint, project.tree, project.graph))
-        atomic_write(cache, hmac.digest(key, data, "sha256") + data)
+        write_sealed(cache, pickle.dumps((fingerprint, project.tree, project.graph)), key)
     return project
 
 
@@ -96,6 +90,7 @@ def _renderer(settings: Settings, tree: Tree, errors: Collector | None) -> "Rend
     from .render import Renderer, load_values_files   # not needed on a cache hit
     try:
         return Renderer(tree.templates, load_values_files(list(settings.values)),
+                        cache_dir=settings.build_dir / ".cache" / "jinja",
                         engine=settings.template_engine, packages=tree.packages,
                         roots=settings.trees)
     except CosbuildError as exc:
@@ -105,41 +100,9 @@ def _renderer(settings: Settings, tree: Tree, errors: Collector | None) -> "Rend
         return None
 
 
-def cache_key() -> bytes | None:
-    """The user's secret for the cache MACs: $XDG_CACHE_HOME/cosbuild/cache.key (default
-    ~/.cache), made once with O_EXCL and mode 0600; None (no caching) when it cannot be had."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    path = base / "cosbuild" / KEY_NAME
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            pass
-        else:   # written in one go; a reader seeing it short or empty just does not cache
-            with os.fdopen(fd, "wb") as out:
-                out.write(secrets.token_bytes(32))
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as handle:
-            st = os.fstat(fd)
-            key = handle.read(33)
-    except OSError as exc:
-        log.debug("no project cache: cannot use %s: %s", path, exc)
-        return None
-    if st.st_uid != os.getuid() or st.st_mode & 0o077 or len(key) != 32:
-        log.debug("no project cache: %s is not a 32-byte key only its owner reads", path)
-        return None
-    return key
-
-
 def _read_cache(path: Path, fingerprint: str, key: bytes):
-    try:
-        blob = path.read_bytes()
-    except OSError:
-        return None
-    mac, data = blob[:32], blob[32:]
-    if not hmac.compare_digest(mac, hmac.digest(key, data, "sha256")):
-        log.debug("%s: not made by this user's cosbuild (MAC mismatch): loading afresh", path)
+    data = read_sealed(path, key)
+    if data is None:
         return None
     try:
         stored, tree, graph = pickle.loads(data)

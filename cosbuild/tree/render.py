@@ -152,7 +152,7 @@ class Renderer:
     they may include or import only the tree's templates and package files."""
 
     def __init__(self, templates: tuple[Path, ...], values_layers: list[dict],
-                 *, engine: str = "auto",
+                 cache_dir: Path | None = None, *, engine: str = "auto",
                  packages: tuple[PackageSource, ...] = (), roots: tuple[Path, ...] = ()):
         self.values_layers = values_layers
         self.forced = None if engine == "auto" else engine
@@ -162,7 +162,7 @@ class Renderer:
         own = {str(f) for p in packages for f in (p.build_file, p.finalize_file) if f}
         self.env = Sandbox({*map(str, templates), *own},
                            {k: f for k, (f, _) in FILTERS.items()},
-                           {k: f for k, (f, _) in GLOBALS.items()})
+                           {k: f for k, (f, _) in GLOBALS.items()}, cache_dir)
         self.templates = templates
         by_engine = {p: self.engine_of(p)[0] for p in templates}
         self._macro_templates = [self._compile(p) for p in templates if by_engine[p] == JINJA2]

@@ -11,6 +11,8 @@ per step and is checked after each step, so memory stays within a few times the 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
 from .gotemplate import MAX_OUTPUT, MAX_STEPS, value_size
+from .sealed import cache_key, read_sealed, write_sealed
 
 MAX_INT_BITS = 1 << 16   # an integer beyond this is no build setting (and slow to print)
 # filters and str methods whose integer arguments are sizes of what they make
@@ -42,10 +45,13 @@ class Sandbox(ImmutableSandboxedEnvironment):
             frame.buffer = self.temporary_identifier()
             self.writeline(f"{frame.buffer} = environment.bounded_buffer()")
 
-    def __init__(self, allowed: set[str], filters: dict, globals_: dict):
+    def __init__(self, allowed: set[str], filters: dict, globals_: dict,
+                 cache_dir: Path | None = None):
+        key = cache_key() if cache_dir is not None else None
         super().__init__(loader=jinja2.FunctionLoader(self._load),
                          undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                         autoescape=False)
+                         autoescape=False,
+                         bytecode_cache=SealedBytecodeCache(cache_dir, key) if key else None)
         self.allowed = allowed
         self.steps = 0
         del self.globals["lipsum"]   # lipsum(n) writes n paragraphs: nothing a spec needs
@@ -152,6 +158,34 @@ class Sandbox(ImmutableSandboxedEnvironment):
         if isinstance(getattr(value, "__self__", None), str):
             _check_format(value.__self__)
         return super().wrap_str_format(value)
+
+
+class SealedBytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Compiled templates, keyed by their source checksum (Jinja2's) and by this module (the
+    bounds are compiled in), sealed: bytecode is code, and the build folder may come from
+    elsewhere."""
+
+    def __init__(self, directory: Path, key: bytes):
+        directory.mkdir(parents=True, exist_ok=True)
+        super().__init__(str(directory))
+        self.key = key
+
+    def get_cache_key(self, name: str, filename: str | None = None) -> str:
+        return super().get_cache_key(f"{name}\0{_compiler_version()}", filename)
+
+    def load_bytecode(self, bucket) -> None:
+        data = read_sealed(Path(self._get_cache_filename(bucket)), self.key)
+        if data is not None:
+            bucket.bytecode_from_string(data)
+
+    def dump_bytecode(self, bucket) -> None:
+        write_sealed(Path(self._get_cache_filename(bucket)), bucket.bytecode_to_string(),
+                     self.key)
+
+
+@functools.cache
+def _compiler_version() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes() + jinja2.__version__.encode()).hexdigest()
 
 
 class _Buffer(list):
