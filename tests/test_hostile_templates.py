@@ -5,7 +5,6 @@ file and line, no traceback, quickly, and nothing written outside the build fold
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from cosbuild.tree import gotemplate, helm, sprig
 
 from .conftest import BASIC
+from .hostile import deadline, files_outside_build  # noqa: F401 (a fixture)
 
 JINJA = "# cosbuild-engine: jinja2\n"
 HELM = "# cosbuild-engine: helm\n"
@@ -120,29 +120,12 @@ BOMB = ("bomb_a: &a [x, x, x, x, x, x, x, x, x]\n"
         + "bomb: *i\n")
 
 
-@pytest.fixture
-def deadline():
-    """A case that is not bounded fails here instead of hanging the suite."""
-    def expired(signum, frame):
-        raise AssertionError("not bounded: still running after 60 s")
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
-
-
-def _files_outside_build(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")
-            if not p.relative_to(root).parts[0] == "build"}
-
-
 def _run_hostile(project, run_cli, marker: str, template: str, expected: list[str]):
     sentinel = project.path.parent / f"{project.path.name}-sentinel"
     project({**BASIC, "tree/app/definition.yaml":
              "name: app\ncategory: app\nversion: '0.1'\n" + (BOMB if "bomb" in template else ""),
              "tree/app/build.yaml": marker + template.replace(SENTINEL, str(sentinel)) + "\n"})
-    before = _files_outside_build(project.path)
+    before = files_outside_build(project.path)
     for command in (["validate"], ["render", "app/app"]):
         start = time.monotonic()
         code, out, err = run_cli(*command)
@@ -157,7 +140,7 @@ def _run_hostile(project, run_cli, marker: str, template: str, expected: list[st
         for fragment in expected:
             assert fragment in err, f"{command}: {fragment!r} not in {err[:500]!r}"
     assert not sentinel.exists()
-    assert _files_outside_build(project.path) == before
+    assert files_outside_build(project.path) == before
 
 
 @pytest.mark.parametrize("case", sorted(JINJA_CASES))

@@ -5,7 +5,6 @@ into a spec or written."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import stat
 import time
@@ -13,20 +12,14 @@ import time
 import pytest
 
 from .conftest import BASIC
+from .hostile import deadline, files_outside_build  # noqa: F401 (a fixture)
 
 MIB = 1024 * 1024
 
 
 @pytest.fixture(autouse=True)
-def deadline():
-    """Opening a FIFO blocks: a case that does fails here instead of hanging the suite."""
-    def expired(signum, frame):
-        raise AssertionError("blocked: still running after 30 s")
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(30)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+def _deadline(deadline):
+    """Opening a FIFO blocks: every case here runs under the deadline."""
 
 
 @pytest.fixture
@@ -112,11 +105,6 @@ def _package_of(target: str) -> str:
     return {"app": "app/app", "col": "col/c"}.get(target.split("/")[1], "distro/base")
 
 
-def _files_outside_build(root):
-    return {str(p.relative_to(root)) for p in root.rglob("*")
-            if p.relative_to(root).parts[0] != "build" and not p.is_symlink()}
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_hostile_tree_file_is_refused(case, project, run_cli, outside):
     target, make, expected = CASES[case]
@@ -128,7 +116,7 @@ def test_hostile_tree_file_is_refused(case, project, run_cli, outside):
     if case == "templates folder linked outside":
         os.rename(project.path / "tree/templates", project.path / "old-templates")
     make(path, outside)
-    before = _files_outside_build(project.path)
+    before = files_outside_build(project.path)
     outside_before = sorted(os.listdir(outside))
     try:
         # render does not walk the build context; graph does
@@ -146,7 +134,7 @@ def test_hostile_tree_file_is_refused(case, project, run_cli, outside):
         for server in SOCKETS:
             server.close()
         SOCKETS.clear()
-    assert _files_outside_build(project.path) == before
+    assert files_outside_build(project.path) == before
     assert sorted(os.listdir(outside)) == outside_before
 
 
