@@ -6,7 +6,6 @@ file and line, no traceback, quickly, and nothing written outside the build fold
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
