@@ -17,7 +17,7 @@ from decimal import Decimal
 # Bounds for untrusted templates: nesting of template calls, work done, text produced.
 MAX_DEPTH = 100
 MAX_STEPS = 2_000_000
-MAX_OUTPUT = 16 * 1024 * 1024
+MAX_OUTPUT = 16 * 1024 * 1024   # also the bound of any value a function is given or makes
 
 
 class TemplateError(Exception):
@@ -871,8 +871,18 @@ class Executor:
             raise ExecError(f"template output larger than {MAX_OUTPUT // (1024 * 1024)} MiB", pos)
         out.append(text)
 
-    def _tick(self, pos: int) -> None:
-        self.steps += 1
+    def _sized(self, value, func: Ident):
+        """The value given to or made by a function, when not larger than MAX_OUTPUT; looking
+        at it costs steps."""
+        size, looked = value_size(value, work=MAX_STEPS - self.steps)
+        if size > MAX_OUTPUT:
+            raise ExecError(f"error calling {func.name}: value larger than "
+                            f"{MAX_OUTPUT // (1024 * 1024)} MiB", func.pos)
+        self._tick(func.pos, looked)
+        return value
+
+    def _tick(self, pos: int, count: int = 1) -> None:
+        self.steps += count
         if self.steps > MAX_STEPS:
             raise ExecError(f"template runs too long (more than {MAX_STEPS} steps)", pos)
 
@@ -1060,7 +1070,10 @@ class Executor:
             call.append(_convert(value, kind, node, ident.pos))
         self.current_pos = ident.pos
         try:
-            return func.fn(*call)
+            # a value doubles at most per call (cat $x $x), so checking what goes in and what
+            # comes out keeps memory near the bound; a list of one string many times (or a
+            # map built of itself) is small in memory but huge once joined or encoded
+            return self._sized(func.fn(*self._sized(call, ident)), ident)
         except FuncError as exc:
             prefix = f"error calling {ident.name}: " if func.error_prefix else ""
             raise ExecError(f"{prefix}{exc}", ident.pos) from None
@@ -1162,3 +1175,30 @@ def _convert(value, kind: str, node, pos: int):
 
 def _go_kind_name(kind: str) -> str:
     return {"list": "[]interface {}", "map": "map[string]interface {}"}.get(kind, kind)
+
+
+def value_size(value, limit: int = MAX_OUTPUT, work: int = MAX_STEPS) -> tuple[int, int]:
+    """(about how large a value is as text, how many items were looked at), counted until
+    either passes its limit. A shared value counts every time it is referred to: that is
+    what printing, joining or encoding it makes (a map built of itself twice, forty times, or
+    a YAML alias bomb, is small in memory and huge as text); it is looked at once."""
+    sizes: dict[int, int] = {}
+    looked = 0
+
+    def size(item) -> int:
+        nonlocal looked
+        if isinstance(item, (str, bytes)):
+            return len(item)
+        if not isinstance(item, (dict, list, tuple, set, frozenset)):
+            return 1
+        if id(item) not in sizes:
+            looked += len(item) + 1
+            total = sizes[id(item)] = len(item)   # so far: a list may hold itself
+            for part in [*item.keys(), *item.values()] if isinstance(item, dict) else item:
+                if total > limit or looked > work:
+                    break
+                total += size(part)
+            sizes[id(item)] = total
+        return sizes[id(item)]
+
+    return size(value), looked

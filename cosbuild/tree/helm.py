@@ -9,7 +9,8 @@ empty string in the result.
 from __future__ import annotations
 
 from . import sprig
-from .gotemplate import MAIN, Executor, Func, FuncError, IMap, Prelude, TemplateError, parse
+from .gotemplate import (MAIN, MAX_OUTPUT, Executor, Func, FuncError, IMap, Prelude,
+                         TemplateError, parse, value_size)
 
 TEMPLATE = {"Name": MAIN, "BasePath": MAIN}   # Helm's .Template of luet's one chart file
 
@@ -89,8 +90,10 @@ def luet_values(definition: dict, values_files: list[dict], collection: bool = F
     collection stanza comes through JSON, so its numbers are floats and its maps plain."""
     merged: dict = {}
     for layer in reversed(values_files):
-        _mergo(merged, _go_yaml(layer))
-    own = sprig.through_json(definition) if collection else _go_yaml(definition)
+        _mergo(merged, _go_yaml(layer, {}))
+    if collection and value_size(definition)[0] > MAX_OUTPUT:   # JSON would unfold aliases
+        raise TemplateError(f"values larger than {MAX_OUTPUT // (1024 * 1024)} MiB as JSON")
+    own = sprig.through_json(definition) if collection else _go_yaml(definition, {})
     if collection:
         filled: dict = {}
         _mergo(filled, merged)
@@ -99,13 +102,18 @@ def luet_values(definition: dict, values_files: list[dict], collection: bool = F
     return _coalesce(merged, own)
 
 
-def _go_yaml(value, top: bool = True):
-    if isinstance(value, dict):
-        items = {k: _go_yaml(v, False) for k, v in value.items()}
-        return items if top else IMap(items)
-    if isinstance(value, list):
-        return [_go_yaml(v, False) for v in value]
-    return value
+def _go_yaml(value, made: dict, top: bool = True):
+    """`made`: what each list or mapping became, so that a YAML alias stays one shared value
+    (an alias bomb unfolded would not fit in memory)."""
+    if not isinstance(value, (dict, list)):
+        return value
+    if id(value) not in made:   # registered before it is filled: a list may hold itself
+        out = made[id(value)] = ({} if top else IMap()) if isinstance(value, dict) else []
+        if isinstance(value, dict):
+            out.update((k, _go_yaml(v, made, False)) for k, v in value.items())
+        else:
+            out.extend(_go_yaml(v, made, False) for v in value)
+    return made[id(value)]
 
 
 def _mergo(dst: dict, src: dict) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ COLLECTION = "collection.yaml"
 BUILD = "build.yaml"
 FINALIZE = "finalize.yaml"
 TEMPLATES = "templates"
+MAX_FILE = 8 * 1024 * 1024   # a spec, values or template file (real ones are a few KiB)
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,12 @@ def load_trees(roots: list[Path], errors: Collector | None = None) -> Tree:
         # and a tree root that is itself named `templates` is a tree like any other
         top = root / TEMPLATES
         if top.is_dir():
-            templates += sorted(p for p in top.iterdir()
-                                if p.suffix in (".yaml", ".yml") and p.is_file())
+            for path in sorted(p for p in top.iterdir() if p.suffix in (".yaml", ".yml")
+                               and not p.is_dir()):
+                try:
+                    templates.append(tree_file(path, root))
+                except CosbuildError as exc:
+                    errors.add(exc)
         for folder, dirs, files in os.walk(root):
             here = Path(folder)
             dirs[:] = sorted(d for d in dirs if not d.startswith(".")
@@ -75,7 +81,7 @@ def load_trees(roots: list[Path], errors: Collector | None = None) -> Tree:
             for kind in (DEFINITION, COLLECTION):
                 if kind in files:
                     try:
-                        packages += _load_folder(here, here / kind)
+                        packages += _load_folder(here, here / kind, root)
                     except CosbuildError as exc:
                         errors.add(exc)
     packages = _without_duplicates(packages, errors)
@@ -84,13 +90,11 @@ def load_trees(roots: list[Path], errors: Collector | None = None) -> Tree:
     return Tree(tuple(packages), tuple(templates))
 
 
-def _load_folder(folder: Path, declared_in: Path) -> list[PackageSource]:
-    data = load_mapping(declared_in)
-    build = folder / BUILD
-    finalize = folder / FINALIZE
+def _load_folder(folder: Path, declared_in: Path, root: Path) -> list[PackageSource]:
+    data = load_mapping(declared_in, text=read_text(tree_file(declared_in, root)))
     common = dict(folder=folder, declared_in=declared_in,
-                  build_file=build if build.is_file() else None,
-                  finalize_file=finalize if finalize.is_file() else None)
+                  build_file=tree_file(folder / BUILD, root, optional=True),
+                  finalize_file=tree_file(folder / FINALIZE, root, optional=True))
     if declared_in.name == DEFINITION:
         return [PackageSource(parse_definition(data, declared_in), data, **common)]
     stanzas = data.get("packages")
@@ -134,22 +138,91 @@ def _without_duplicates(packages: list[PackageSource], errors: Collector) -> lis
     return list(seen.values())
 
 
+# --------------------------------------------------------------------------- reading tree files
+
+def tree_file(path: Path, root: Path, *, optional: bool = False) -> Path | None:
+    """`path` when it may be read as a file of the tree at `root`: a regular file (a FIFO or
+    device would block or never end) that is inside the tree, also through symlinks. A link
+    between packages of one tree is a layout real trees use; one pointing outside is refused,
+    as the tree is what the user chose to trust, and what the project cache watches.
+    `optional`: None when nothing is there."""
+    if optional and not os.path.lexists(path):
+        return None
+    if not _inside(path, root):
+        raise CosbuildError(f"a symlink to {os.path.realpath(path)}, outside the tree {root}",
+                            file=path, hint="keep the tree's files inside the tree")
+    _regular(path)
+    return path
+
+
+def read_text(path: Path, *, limit: int = MAX_FILE) -> str:
+    """A spec, values or template file's text: a regular file of at most `limit` bytes, UTF-8.
+    The file is checked before it is opened and again once open (O_NONBLOCK: a FIFO swapped
+    in meanwhile does not block the open)."""
+    _regular(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CosbuildError(f"cannot read: {exc.strerror}", file=path) from None
+    with os.fdopen(fd, "rb") as handle:
+        _regular(path, os.fstat(fd))
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise CosbuildError(f"file larger than {limit // (1024 * 1024)} MiB", file=path,
+                            hint="a spec, values or template file is a few KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CosbuildError(f"not UTF-8 text (byte {exc.start})", file=path) from None
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK:
+          "a block device", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+
+
+def _regular(path: Path, st: os.stat_result | None = None) -> None:
+    try:
+        st = st or os.stat(path)
+    except OSError as exc:
+        raise CosbuildError(f"cannot read: {exc.strerror}", file=path) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CosbuildError(f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special')})",
+                            file=path, hint="only regular files are read")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+
+
+# --------------------------------------------------------------------------- build contexts
+
 def context_files(folder: Path) -> list[str]:
     """Every file of a build context, sorted (what the build hash and file_dep cover).
 
     Symlinked folders are followed: a package may build from sources kept elsewhere in the
     project (the sample's client package ships cosbuild's own code that way). Python byte-code
     caches come and go with every import, so they are not part of a context."""
-    out = []
-    for here, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        out += [os.path.join(here, f) for f in sorted(files)]
-    return out
+    return [os.path.join(here, f) for here, _, files in _walk_context(folder)
+            for f in sorted(files)]
 
 
 def linked_folders(folder: Path) -> list[Path]:
     """The symlinked folders of a build context (copied as their contents, see above)."""
-    out = []
-    for here, dirs, _ in os.walk(folder, followlinks=True):
-        out += [Path(here, d) for d in sorted(dirs) if os.path.islink(os.path.join(here, d))]
-    return out
+    return [Path(here, d) for here, dirs, _ in _walk_context(folder)
+            for d in dirs if os.path.islink(os.path.join(here, d))]
+
+
+def _walk_context(folder: Path):
+    """os.walk through symlinked folders, each real folder once: a link back up (a loop, or
+    links branching into each other) would make the walk endless or exponential."""
+    seen = {os.path.realpath(folder)}
+    for here, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in dirs:
+            real = os.path.realpath(os.path.join(here, name))
+            if real in seen:
+                raise CosbuildError(f"folder {real} is reached twice through symlinks (a loop?)",
+                                    file=os.path.join(here, name),
+                                    hint="a build context may link a folder in only once")
+            seen.add(real)
+        yield here, dirs, files

@@ -3,7 +3,9 @@
 Loading renders every package, which is most of the cost of a no-op `doit build`. The
 result is therefore cached in build/.cache/, keyed by the stat data (size, mtime, inode,
 mode) of every tree file, values file and cosbuild module, like make and doit decide
-up-to-dateness; `cosbuild validate` always loads afresh.
+up-to-dateness; `cosbuild validate` always loads afresh. A pickle runs code when loaded and
+the build folder may come from elsewhere, so the cache is sealed (see sealed.py): a cache
+whose MAC does not match the user's key is never unpickled.
 
 A load with an error Collector does not stop at the first broken package: the project then
 holds what loaded, rendered and resolved, and the collector the rest (never cached).
@@ -20,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import Collector, CosbuildError
-from ..fsutil import atomic_write
 from ..settings import Settings
 from .graph import Graph, RemoteSource, Resolver, build_graph
-from .load import Tree, load_trees
+from .load import TEMPLATES, Tree, load_trees
+from .sealed import cache_key, read_sealed, write_sealed
 from .versions import PackageRef
 
 if TYPE_CHECKING:
@@ -49,8 +51,10 @@ def load_project(settings: Settings, *, use_cache: bool = False,
     cache = settings.build_dir / ".cache" / CACHE_NAME
     fingerprint = _fingerprint(settings) + (remote.fingerprint() if remote else "") \
         if use_cache else ""
+    key = cache_key() if use_cache else None
+    use_cache = key is not None
     if use_cache:
-        cached = _read_cache(cache, fingerprint)
+        cached = _read_cache(cache, fingerprint, key)
         if cached is not None:
             return Project(settings, *cached)
     tree = load_trees(list(settings.trees), errors)
@@ -59,7 +63,7 @@ def load_project(settings: Settings, *, use_cache: bool = False,
     graph = build_graph(tree if renderer else Tree((), ()), renderer, errors, remote)
     project = Project(settings, tree, graph)
     if use_cache:
-        atomic_write(cache, pickle.dumps((fingerprint, project.tree, project.graph)))
+        write_sealed(cache, pickle.dumps((fingerprint, project.tree, project.graph)), key)
     return project
 
 
@@ -68,6 +72,9 @@ def render_package(settings: Settings, ref: PackageRef) -> "Rendered":
     so an unrelated broken package does not stop it."""
     errors = Collector()
     tree = load_trees(list(settings.trees), errors)
+    shared = {str(root / TEMPLATES) for root in settings.trees}
+    if any(e.file and os.path.dirname(e.file) in shared for e in errors.errors):
+        errors.raise_if_any()   # every package renders with the shared templates
     try:
         key = Resolver(tree.packages).key(ref)
     except CosbuildError as exc:
@@ -93,9 +100,12 @@ def _renderer(settings: Settings, tree: Tree, errors: Collector | None) -> "Rend
         return None
 
 
-def _read_cache(path: Path, fingerprint: str):
+def _read_cache(path: Path, fingerprint: str, key: bytes):
+    data = read_sealed(path, key)
+    if data is None:
+        return None
     try:
-        stored, tree, graph = pickle.loads(path.read_bytes())
+        stored, tree, graph = pickle.loads(data)
     except (OSError, pickle.PickleError, EOFError, ValueError, TypeError, AttributeError,
             ImportError):
         return None   # missing or from another cosbuild: load afresh

@@ -23,7 +23,8 @@ import yaml
 from ..errors import CosbuildError
 from . import gotemplate, spec
 from .helm import Helm, luet_values
-from .load import COLLECTION, PackageSource
+from .load import COLLECTION, PackageSource, read_text
+from .sandbox import Sandbox, SecurityError
 from .spec import Rendered
 from .yamlio import LineMap, load_mapping, loads, plain
 
@@ -41,12 +42,13 @@ def merge_values(*layers: dict) -> dict:
 
 
 def load_values_files(paths: list[Path]) -> list[dict]:
+    """The user's values files: anywhere, but regular files of a sane size (see read_text)."""
     out = []
     for path in paths:
-        if not path.is_file():
+        if not path.exists() or path.is_dir():
             raise CosbuildError("values file not found", file=path,
                                 hint="check --values / COSBUILD_VALUES, or pick a file in values/")
-        out.append(load_mapping(path))
+        out.append(load_mapping(path, text=read_text(path)))
     return out
 
 
@@ -146,7 +148,8 @@ def detect_engine(text: str, file: str | Path = "") -> str | None:
 
 class Renderer:
     """Renders every package of a tree: one Jinja2 environment (templates compiled once) and
-    the Helm templates parsed once."""
+    the Helm templates parsed once. Jinja2 templates render in a sandbox (see sandbox.py);
+    they may include or import only the tree's templates and package files."""
 
     def __init__(self, templates: tuple[Path, ...], values_layers: list[dict],
                  cache_dir: Path | None = None, *, engine: str = "auto",
@@ -156,15 +159,10 @@ class Renderer:
         self.packages, self.roots = packages, tuple(roots)
         self._texts: dict[Path, str] = {}
         self._tree_engines: dict[Path | None, str] = {}
-        cache = None
-        if cache_dir is not None:  # compiled templates, keyed by their source checksum
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            cache = jinja2.FileSystemBytecodeCache(str(cache_dir))
-        self.env = jinja2.Environment(
-            loader=jinja2.FunctionLoader(_read_template), undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True, autoescape=False, bytecode_cache=cache)
-        self.env.filters.update({k: f for k, (f, _) in FILTERS.items()})
-        self.env.globals.update({k: f for k, (f, _) in GLOBALS.items()})
+        own = {str(f) for p in packages for f in (p.build_file, p.finalize_file) if f}
+        self.env = Sandbox({*map(str, templates), *own},
+                           {k: f for k, (f, _) in FILTERS.items()},
+                           {k: f for k, (f, _) in GLOBALS.items()}, cache_dir)
         self.templates = templates
         by_engine = {p: self.engine_of(p)[0] for p in templates}
         self._macro_templates = [self._compile(p) for p in templates if by_engine[p] == JINJA2]
@@ -174,7 +172,7 @@ class Renderer:
     # -- engines
     def text(self, path: Path) -> str:
         if path not in self._texts:
-            self._texts[path] = _read_template(str(path))[0]
+            self._texts[path] = read_text(path)
         return self._texts[path]
 
     def engine_of(self, path: Path) -> tuple[str, str]:
@@ -202,6 +200,7 @@ class Renderer:
 
     # -- Jinja2
     def _compile(self, path: Path) -> jinja2.Template:
+        self.env.allowed.add(str(path))   # the caller's choice, not a template's
         try:
             return self.env.get_template(str(path))
         except jinja2.TemplateSyntaxError as exc:
@@ -226,20 +225,29 @@ class Renderer:
             return self._render_helm(path, values)
         template = self._compile(path)
         context = {"values": values}
+        self.env.begin()
         try:
             for macros in self._macro_templates:
-                module = macros.make_module(vars=context)
+                try:
+                    module = macros.make_module(vars=context)
+                except Exception:   # noqa: BLE001 (re-raised with the template's lines)
+                    self.env.handle_exception()
                 context.update({k: v for k, v in vars(module).items()
                                 if isinstance(v, jinja2.runtime.Macro)})
             return template.render(context)
-        except (jinja2.UndefinedError, jinja2.TemplateRuntimeError, TypeError, ValueError) as exc:
+        except (jinja2.UndefinedError, jinja2.TemplateRuntimeError, TypeError, ValueError,
+                OverflowError, RecursionError) as exc:
             file, line = _template_position(exc, [path, *self.templates])
             detail = exc.message if isinstance(exc, jinja2.TemplateError) else str(exc)
+            if isinstance(exc, RecursionError):   # a macro or include calling itself
+                detail = "template nesting too deep (a macro or include calls itself?)"
             name = re.search(r"has no attribute '([^']+)'|'([^']+)' is undefined", detail or "")
             if isinstance(exc, jinja2.UndefinedError) and name:
                 detail = f"undefined variable '{name.group(1) or name.group(2)}' ({detail})"
             hint = ("define it in the definition or a values file, or use | default(...)"
-                    if isinstance(exc, jinja2.UndefinedError) else None)
+                    if isinstance(exc, jinja2.UndefinedError) else
+                    "templates are sandboxed and bounded" if isinstance(exc, SecurityError)
+                    else None)
             raise CosbuildError(f"template error: {detail}", file=file or path, line=line,
                                 hint=hint) from None
 
@@ -277,15 +285,6 @@ class Renderer:
             finalize = spec.Finalize(**spec.parse(spec.FINALIZE_KEYWORDS, fdata, where,
                                                   what="finalize.yaml"))
         return Rendered(text, data, build, finalize, finalize_text, "; ".join(engines))
-
-
-def _read_template(name: str):
-    path = Path(name)
-    try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CosbuildError(f"cannot read template: {exc}", file=path) from None
-    return source, name, lambda: True
 
 
 def _template_position(exc: BaseException, files: list[Path]) -> tuple[str | None, int | None]:

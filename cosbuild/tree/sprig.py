@@ -17,12 +17,14 @@ import hashlib
 import json
 import math
 import re
+import signal
+import threading
 import urllib.parse
 import zlib
 
 import yaml
 
-from .gotemplate import MISSING, Func, FuncError, IMap, Int64, go_kind, go_str, go_type, truth
+from .gotemplate import MAX_OUTPUT, MISSING, Func, FuncError, IMap, Int64, go_kind, go_str, go_type, truth
 
 
 def _int64(v) -> Int64:
@@ -128,6 +130,8 @@ def sprintf(fmt: str, *args) -> str:
         m = _SPEC.match(fmt, j)
         flags, width, prec, verb = m.group(1), m.group(2), m.group(3), m.group(4)
         i = m.end()
+        if _too_large(width) or _too_large(prec):   # Go's parsenum gives up on the rest
+            verb = None
         if verb is None:
             out.append("%!(NOVERB)")
             break
@@ -154,6 +158,16 @@ def sprintf(fmt: str, *args) -> str:
         extra = ", ".join("<nil>" if a is None else f"{go_type(a)}={go_str(a)}" for a in args[n:])
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)
+
+
+def _too_large(digits: str | None) -> bool:
+    """fmt's parsenum: a width or precision stops being read once past 1e6."""
+    num = 0
+    for digit in digits or "":
+        if num > 1_000_000:
+            return True
+        num = num * 10 + int(digit)
+    return False
 
 
 def sprint(*args) -> str:
@@ -466,6 +480,8 @@ def _repeat(count: int, s: str) -> str:
 
 
 def _indent(spaces: int, v: str) -> str:
+    if spaces * (v.count("\n") + 1) > MAX_OUTPUT:
+        raise FuncError(f"indent: result larger than {MAX_OUTPUT // (1024 * 1024)} MiB")
     pad = " " * spaces
     return pad + v.replace("\n", "\n" + pad)
 
@@ -521,6 +537,33 @@ def _re(pattern: str):
         return re.compile(pattern.replace(r"\z", r"\Z"))
     except re.error as exc:
         raise FuncError(f"error parsing regexp: {exc}") from None
+
+
+REGEX_SECONDS = 5.0
+
+
+def _timed(fn):
+    """Python's re backtracks where Go's RE2 does not: `(a+)+$` on forty letters takes ages.
+    A regex function therefore gets REGEX_SECONDS (re checks for signals while it matches).
+    Off the main thread, or while someone else's timer runs, no alarm can be set: unlimited."""
+    @functools.wraps(fn)
+    def timed(*args):
+        if threading.current_thread() is not threading.main_thread() or \
+                signal.getitimer(signal.ITIMER_REAL)[0]:
+            return fn(*args)
+
+        def expired(signum, frame):
+            raise FuncError(f"regular expression takes longer than {REGEX_SECONDS:g} s "
+                            f"(Go's RE2 does not backtrack; simplify the pattern)")
+
+        previous = signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, REGEX_SECONDS)
+        try:
+            return fn(*args)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    return timed
 
 
 def _expand(template: str, m: re.Match) -> str:
@@ -1104,12 +1147,12 @@ TABLE: dict[str, tuple[Func, str]] = {
     "splitn": _f(_splitn, "string", "int", "string", doc="splitn sep n s"),
     "join": _f(lambda sep, v: sep.join(strslice(v)), "string", "any", doc="join sep list"),
     "sortAlpha": _f(lambda v: sorted(strslice(v)), "any", doc="strings of a list, sorted"),
-    "regexMatch": _f(lambda r, s: bool(_re(r).search(s)), "string", "string", doc="regexMatch re s"),
-    "regexFind": _f(lambda r, s: (m.group() if (m := _re(r).search(s)) else ""), "string", "string", doc="first match"),
-    "regexFindAll": _f(_regex_find_all, "string", "string", "int", doc="regexFindAll re s n"),
-    "regexReplaceAll": _f(_regex_replace, "string", "string", "string", doc="regexReplaceAll re s repl ($1)"),
-    "regexReplaceAllLiteral": _f(lambda r, s, repl: _re(r).sub(lambda m: repl, s), "string", "string", "string", doc="without $ expansion"),
-    "regexSplit": _f(_regex_split, "string", "string", "int", doc="regexSplit re s n"),
+    "regexMatch": _f(_timed(lambda r, s: bool(_re(r).search(s))), "string", "string", doc="regexMatch re s"),
+    "regexFind": _f(_timed(lambda r, s: (m.group() if (m := _re(r).search(s)) else "")), "string", "string", doc="first match"),
+    "regexFindAll": _f(_timed(_regex_find_all), "string", "string", "int", doc="regexFindAll re s n"),
+    "regexReplaceAll": _f(_timed(_regex_replace), "string", "string", "string", doc="regexReplaceAll re s repl ($1)"),
+    "regexReplaceAllLiteral": _f(_timed(lambda r, s, repl: _re(r).sub(lambda m: repl, s)), "string", "string", "string", doc="without $ expansion"),
+    "regexSplit": _f(_timed(_regex_split), "string", "string", "int", doc="regexSplit re s n"),
     # sprig: numbers
     "int": _f(lambda v: to_int64(v), "any", doc="to an integer"),
     "int64": _f(lambda v: _int64(to_int64(v)), "any", doc="to a 64-bit integer"),

@@ -114,17 +114,20 @@ def loads(text: str, file: str | Path):
         loader.dispose()
 
 
-def load(path: Path):
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise CosbuildError("not UTF-8 text", file=path) from None
+def load(path: Path, text: str | None = None):
+    """The file's YAML; `text`: its text, when the caller read it (tree files are read with
+    bounds, see tree.load.read_text)."""
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise CosbuildError("not UTF-8 text", file=path) from None
     return loads(text, path)
 
 
-def load_mapping(path: Path) -> LineMap:
+def load_mapping(path: Path, text: str | None = None) -> LineMap:
     """Load a file whose top level must be a mapping (an empty file is an empty mapping)."""
-    data = load(path)
+    data = load(path, text)
     if data is None:
         data = LineMap()
         data.lines = {}
