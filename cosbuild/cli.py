@@ -222,12 +222,16 @@ def _run(args) -> int:
         return 0
     options = {s.name: getattr(args, s.name) for s in settings.SETTINGS}
     if args.command in DOIT_COMMANDS:
-        if args.command in LISTING_COMMANDS:
-            # a listing whose reader leaves (`| head`) ends as other programs' do, unlike
-            # a build, which must clean up
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         loader = ModuleTaskLoader(dodo_namespace(options))
-        return DoitMain(loader).run([args.command, *args.doit_args])
+        if args.command not in LISTING_COMMANDS:
+            return DoitMain(loader).run([args.command, *args.doit_args])
+        # a listing whose reader leaves (`| head`) ends as other programs' do, unlike a
+        # build, which must clean up; only meanwhile (main() may run inside another program)
+        previous = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        try:
+            return DoitMain(loader).run([args.command, *args.doit_args])
+        finally:
+            signal.signal(signal.SIGPIPE, previous)
     config = settings.resolve(options)
     if args.command == "migrate":
         from .tree.migrate import migrate_tree

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 import zstandard
 
 from cosbuild import luetformat
@@ -326,3 +327,47 @@ def test_disk_transport_checks_the_space_first(tmp_path, monkeypatch):
                                             r"1000 bytes, 10 bytes are free"):
         DiskTransport(folder).fetch("f", tmp_path / "dl" / "f")
     assert leftovers(tmp_path / "dl") == []
+
+
+# --------------------------------------------------------------------------- cos-setup downloads
+
+def cos_setup_download(tmp_path: Path, url: str, capsys, **item) -> tuple[int, str, Path]:
+    """`cos-setup --root` of one `downloads` step; status, log and the root."""
+    from cosbuild.runtime import setup
+    root = tmp_path / "root"
+    root.mkdir(exist_ok=True)
+    steps = tmp_path / "steps.yaml"
+    steps.write_text(yaml.safe_dump({"stages": {"default": [
+        {"downloads": [{"url": url, "path": "/etc/got", **item}]}]}}))
+    try:
+        status = setup.main(["--root", str(root), "--file", str(steps)])
+    finally:
+        setup.ROOT = "/"
+    return status, capsys.readouterr().err, root
+
+
+def test_cos_setup_download_of_an_endless_body_stops_at_its_bound(tmp_path, monkeypatch, capsys):
+    from cosbuild.runtime import setup
+    monkeypatch.setattr(setup, "DOWNLOAD_LIMIT", 1 << 20)
+    with hostile_server(endless) as (url, _):
+        status, err, root = cos_setup_download(tmp_path, f"{url}/big", capsys)
+    assert status == 1
+    assert f"download of {url}/big: larger than 1048576 bytes" in err
+    assert sorted(p.name for p in root.rglob("*")) == []
+
+
+def test_cos_setup_download_from_a_dripping_server_meets_its_timeout(tmp_path, capsys):
+    started = time.monotonic()
+    with hostile_server(dripping(0.2)) as (url, _):
+        status, err, root = cos_setup_download(tmp_path, f"{url}/slow", capsys, timeout=1)
+    assert status == 1 and time.monotonic() - started < 10
+    assert f"download of {url}/slow: not finished within 1 s" in err
+    assert not (root / "etc/got").exists()
+
+
+@pytest.mark.parametrize("url", ["file:///etc/hostname", "ftp://127.0.0.1/x", "/etc/hostname"])
+def test_cos_setup_downloads_only_from_http(tmp_path, capsys, url):
+    status, err, root = cos_setup_download(tmp_path, url, capsys)
+    assert status == 1
+    assert f"download of {url!r}: only http:// and https:// URLs are fetched" in err
+    assert not (root / "etc/got").exists()   # a host file is not copied into the root

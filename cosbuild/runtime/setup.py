@@ -16,10 +16,13 @@ others still run; the exit status is 1 when anything failed.
 import argparse
 import base64
 import gzip
+import http.client
 import os
 import shlex
 import subprocess
 import sys
+import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -31,6 +34,10 @@ from ..tools import require
 from .cloudconfig import APPLIED, ENCODINGS, STEP_KEYS, SYSTEMCTL_KEYS
 
 DIRS = ("/system/oem", "/oem", "/usr/local/cloud-config")
+# what one download may bring: a `downloads` file (far above a key or a script), and a
+# cloud-config file named by cos.setup=URI
+DOWNLOAD_LIMIT = 1 << 30
+CONFIG_LIMIT = 16 << 20
 ROOT = "/"   # --root
 
 
@@ -275,12 +282,32 @@ def do_systemd_firstboot(settings, env):
 
 def do_downloads(items, env):
     for item in items:
-        try:
-            with urllib.request.urlopen(item["url"], timeout=item.get("timeout", 30)) as r:
-                data = r.read()
-        except OSError as exc:
-            raise RuntimeError(f"download of {item['url']} failed: {exc}") from None
-        write(_path(item), data, _mode(item.get("permissions"), 0o644))
+        path = rootpath.check_inside(_path(item), ROOT)   # before anything is fetched
+        data = fetch(item.get("url"), item.get("timeout", 30), DOWNLOAD_LIMIT)
+        write(path, data, _mode(item.get("permissions"), 0o644))
+
+
+def fetch(url, timeout, limit):
+    """The body at an http(s) `url`: at most `limit` bytes, within `timeout` seconds in all
+    (each read returns what has come, so a server dripping bytes meets the deadline too)."""
+    if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise RuntimeError(f"download of {url!r}: only http:// and https:// URLs are fetched")
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+        raise RuntimeError(f"download of {url}: timeout must be a positive number of seconds")
+    deadline = time.monotonic() + timeout
+    chunks, size = [], 0
+    try:
+        with urllib.request.urlopen(url, timeout=min(timeout, 30)) as r:
+            while chunk := r.read1(1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    raise RuntimeError(f"download of {url}: larger than {limit} bytes")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"download of {url}: not finished within {timeout} s")
+                chunks.append(chunk)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise RuntimeError(f"download of {url} failed: {exc}") from None
+    return b"".join(chunks)
 
 
 HANDLERS = {   # step key -> its action; applied in cloudconfig.APPLIED's order
@@ -400,8 +427,10 @@ def read_uri(uri, root="/"):
     """The text of a cloud-config file, a path of `root` or a URL (a regular file: a FIFO
     would block the boot)."""
     if "://" in uri:
-        with urllib.request.urlopen(uri, timeout=30) as r:
-            return r.read().decode()
+        try:
+            return fetch(uri, 30, CONFIG_LIMIT).decode()
+        except RuntimeError as exc:
+            raise ValueError(str(exc)) from None
     return rootpath.read_bytes(Path(root), os.path.abspath(uri) if root == "/" else uri).decode()
 
 
