@@ -211,6 +211,7 @@ def _run(args) -> int:
     # `cosbuild --help`, the doit commands and each client command load only what they use
     if args.command in CLIENT_COMMANDS:
         _check_client_paths(args)
+        args.own_build = Path(settings.value_of("build_dir", vars(args)))
         return CLIENT_COMMANDS[args.command](args) or 0
     if args.command == "keywords":
         from .tree.spec import keyword_reference
@@ -321,7 +322,7 @@ def _check_client_paths(args) -> None:
 
 def _install(args) -> None:
     from .repos import client
-    repos = client.repositories(args.repo, args.config, args.root)
+    repos = client.repositories(args.repo, args.config, args.root, own_build=args.own_build)
     done = client.install(args.root, [parse_ref(p) for p in args.packages], repos,
                           progress=True)
     print("installed: " + (", ".join(map(str, done)) or "nothing (already installed)"))
@@ -329,7 +330,8 @@ def _install(args) -> None:
 
 def _upgrade(args) -> None:
     from .repos import client
-    done = client.upgrade(args.root, client.repositories(args.repo, args.config, args.root),
+    done = client.upgrade(args.root, client.repositories(args.repo, args.config, args.root,
+                                                         own_build=args.own_build),
                           progress=True)
     print("upgraded: " + (", ".join(map(str, done)) or "nothing (up to date)"))
 
@@ -345,7 +347,8 @@ def _search(args) -> None:
 
     from .repos import client
     with tempfile.TemporaryDirectory() as tmp:
-        for c in client.search(client.repositories(args.repo, args.config), args.term, Path(tmp)):
+        repos = client.repositories(args.repo, args.config, own_build=args.own_build)
+        for c in client.search(repos, args.term, Path(tmp)):
             print(f"{c.id}@{c.version}  [{c.repo.name}]  {c.definition.description}")
 
 

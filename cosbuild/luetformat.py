@@ -29,7 +29,7 @@ from .errors import CosbuildError
 
 # which records cosbuild writes: part of a build's up-to-date check, so that a change of
 # format rewrites the metadata of finished builds (from their images: no rebuild)
-RECORD_FORMAT = "luet-0.20+cosbuild-sizes"
+RECORD_FORMAT = "luet-0.20+cosbuild-facts"
 REPOSITORY_FILE = "repository.yaml"
 META_MEMBER = "repository.meta.yaml"
 REPO_FILE_KINDS = ("tree", "meta", "compilertree")
@@ -300,28 +300,32 @@ def dependency_record(path: str, package: dict) -> dict:
     return {"path": path, "compilationspec": {"package": package}}
 
 
-def artifact_sizes(path: Path, comp: Compression) -> dict:
-    """cosbuild's size fields of an artifact record: the file's size and its tar's, which
-    a client bounds its download and decompression by."""
+def artifact_facts(path: Path, comp: Compression) -> dict:
+    """cosbuild's own fields of the record of an artifact built here: the file's size and
+    its tar's, which a client bounds its download and decompression by, and whether it
+    holds device nodes or FIFOs (a bootstrapped root's /dev, and every image built on one),
+    which a client believes only of its own build."""
     with open(path, "rb") as raw:
-        stream, unpacked = comp.reader(raw), 0
-        while chunk := stream.read(MiB):
-            unpacked += len(chunk)
-        return {SIZE_KEY: raw.seek(0, 2), UNPACKED_KEY: unpacked}
+        stream = _Checked(comp.reader(raw), comp.errors(), None)
+        devices = False
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                devices = devices or member.ischr() or member.isblk() or member.isfifo()
+        while stream.read(MiB):   # the end-of-archive blocks count too
+            pass
+        return {SIZE_KEY: raw.seek(0, 2), UNPACKED_KEY: stream.total, DEVICES_KEY: devices}
 
 
 def artifact_record(*, path: str, sha256: str, comp: Compression, files: list[str],
                     compile_spec: dict, package: dict, runtime: dict, cache_image: str,
-                    dependencies: list[dict], sizes: dict | None = None,
-                    device_nodes: bool = False) -> dict:
+                    dependencies: list[dict], facts: dict | None = None) -> dict:
     """A PackageArtifact record with luet's field names (metadata.yaml, index entries),
-    plus cosbuild's own: `sizes` (artifact_sizes) and DEVICES_KEY.
+    plus cosbuild's own `facts` (artifact_facts).
 
     `files` are absolute paths; luet lists tar member names (no leading `/`), which its
     installer compares with the archives' names to find file conflicts."""
     return {
-        **(sizes or {}),
-        DEVICES_KEY: device_nodes,
+        **(facts or {}),
         "path": path,
         "dependencies": dependencies,
         "compilationspec": {**compile_spec, "package": package},

@@ -115,19 +115,28 @@ class Settings:
                         urls=tuple(given.get("urls", self.repo_urls)))
 
 
+def _value(s: Setting, options: dict, env, doit_vars: dict):
+    """One setting's value by the precedence, and whether it was given at all."""
+    value = options.get(s.name)
+    if value not in (None, [], ()):
+        return value, value
+    given = doit_vars.get(s.name) or env.get(s.env)
+    text = given or s.default
+    return ([p for p in text.split(s.separator) if p] if s.multiple else text), given
+
+
+def value_of(name: str, options: dict) -> str | list[str]:
+    """One setting alone, for a command that needs no others (the client's: no tree)."""
+    return _value(next(s for s in SETTINGS if s.name == name), options, os.environ, {})[0]
+
+
 def resolve(options: dict | None = None, env: dict | None = None,
             doit_vars: dict | None = None) -> Settings:
     """Merge option > doit variable > environment > default for every setting."""
     options, env, doit_vars = options or {}, os.environ if env is None else env, doit_vars or {}
     raw = {}
     for s in SETTINGS:
-        value = options.get(s.name)
-        if value in (None, [], ()):
-            given = doit_vars.get(s.name) or env.get(s.env)
-            text = given or s.default
-            value = [p for p in text.split(s.separator) if p] if s.multiple else text
-        else:
-            given = value
+        value, given = _value(s, options, env, doit_vars)
         if s.spec_file and given and not Path(value).is_file():
             raise CosbuildError("not found" if not Path(value).exists() else "not a file",
                                 file=value, key=f"--{s.name} / {s.env}",

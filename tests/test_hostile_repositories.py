@@ -341,6 +341,19 @@ def test_own_build_index_flag_allows_device_nodes(place):
     assert stat.S_ISFIFO((place.root / "dev/fifo").lstat().st_mode)
 
 
+def test_install_from_the_projects_build_folder_is_the_own_build(place, run_cli, monkeypatch):
+    """`cosbuild install --repo build` (the build folder setting) installs its base images;
+    the same repository anywhere else is not believed."""
+    device_repo(place.repo, DEVICES["FIFO"], device_nodes=True)
+    monkeypatch.chdir(place.repo.parent)
+    code, out, err = run_cli("install", "--root", "elsewhere", "--repo", "repo", "test/app")
+    assert code == 1 and "'dev/fifo' is a FIFO" in err, err
+    code, out, err = run_cli("--build-dir", "repo", "install", "--root", str(place.root),
+                             "--repo", "repo", "test/app")
+    assert code == 0, err
+    assert stat.S_ISFIFO((place.root / "dev/fifo").lstat().st_mode)
+
+
 def test_own_build_without_the_flag_refuses_device_nodes(place):
     device_repo(place.repo, DEVICES["FIFO"])
     place.freeze()
@@ -349,23 +362,26 @@ def test_own_build_without_the_flag_refuses_device_nodes(place):
     place.unchanged()
 
 
-def test_bootstrap_packages_are_recorded_as_carrying_device_nodes(project):
-    """A build with `bootstrap:` (mmdebstrap's rootfs, with its /dev) is marked in its
-    metadata; any other package is not."""
+def test_own_builds_record_whether_they_carry_device_nodes(project):
+    """A package built here records whether its artifact holds device nodes or FIFOs (a
+    bootstrapped rootfs has its /dev, and so has every image built on it); the build
+    folder's own index is believed, the same index anywhere else is not."""
     project({
         "tree/base/definition.yaml": "name: base\ncategory: distro\nversion: '1.0'\n",
         "tree/base/build.yaml": "bootstrap:\n  suite: bookworm\n",
         "tree/app/definition.yaml": "name: app\ncategory: test\nversion: '1.0'\n",
         "tree/app/build.yaml": "image: debian:bookworm\nsteps: ['true']\n",
     })
-    content = project.path / "content"
-    (content / "dev").mkdir(parents=True)
-    os.mkfifo(content / "dev/initctl")
+    with_dev, plain = project.path / "with-dev", project.path / "plain"
+    (with_dev / "dev").mkdir(parents=True)
+    os.mkfifo(with_dev / "dev/initctl")
+    (plain / "etc").mkdir(parents=True)
     loaded = load_project(settings.resolve({"build_dir": "build"}, env={}))
     builder = Builder(loaded)
     records = {}
     for key in loaded.graph.order:
         pkg = loaded.graph.packages[key]
+        content = with_dev if pkg.definition.name == "base" else plain
         with TaskLog(project.path / "logs" / f"{pkg.artifact_stem}.log") as log:
             builder.write_outputs(pkg, list(artifact.walk(content)), log)
         records[pkg.definition.name] = yaml.safe_load(builder.metadata_path(pkg).read_text())
@@ -375,9 +391,9 @@ def test_bootstrap_packages_are_recorded_as_carrying_device_nodes(project):
     root = project.path / "root"
     client.install(root, [PackageRef("distro", "base")], [client.local_build(Path("build"))])
     assert stat.S_ISFIFO((root / "dev/initctl").lstat().st_mode)
-    with pytest.raises(CosbuildError, match=r"test/app@1\.0: 'dev/initctl' is a FIFO"):
-        client.install(project.path / "root2", [PackageRef("test", "app")],
-                       [client.local_build(Path("build"))])
+    copy = RepoConfig(name="copy", urls=(str(project.path / "build"),))
+    with pytest.raises(CosbuildError, match=r"distro/base@1\.0: 'dev/initctl' is a FIFO"):
+        client.install(project.path / "root2", [PackageRef("distro", "base")], [copy])
     assert not (project.path / "root2/dev").exists()
 
 

@@ -38,8 +38,10 @@ def projects(sample, tmp_path_factory):
         shutil.copytree(sample / "tree" / folder, derivative / "tree" / folder)
     shutil.copytree(sample / "values", derivative / "values")
     with running(make_server(upstream / "build", port=0)) as url:
+        # the upstream's bootstrapped base has its /dev: the derivative says it may
         (derivative / ".luet.yaml").write_text(
-            f"repositories:\n- name: cos\n  type: http\n  urls: [{url}]\n")
+            f"repositories:\n- name: cos\n  type: http\n  urls: [{url}]\n"
+            "  allow_devices: [distro/base]\n")
         iso = (sample / "iso.yaml").read_text()
         assert "  repositories: []\n" in iso
         (derivative / "iso.yaml").write_text(iso.replace(

@@ -245,7 +245,10 @@ class Workspace:
         meta_path = repo / f"{stem}.metadata.yaml"
         meta = yaml.safe_load(meta_path.read_text())
         meta["checksums"]["sha256"] = sha256(repo / f"{stem}.package.tar.zst")
-        meta.update(luetformat.artifact_sizes(repo / f"{stem}.package.tar.zst", luetformat.ZSTD))
+        # the sizes as the index records them (the archive may be damaged on purpose)
+        data = (repo / f"{stem}.package.tar.zst").read_bytes()
+        meta.update({luetformat.SIZE_KEY: len(data), luetformat.UNPACKED_KEY: len(
+            zstandard.ZstdDecompressor().decompressobj().decompress(data))})
         meta_path.write_text(dumps(meta))
         assert self.recreate_repo(out)
 

@@ -16,6 +16,7 @@ import time
 import urllib.request
 
 import pytest
+import yaml
 import zstandard
 
 from .conftest import cosbuild_ok as cosbuild, copy_project
@@ -125,8 +126,13 @@ def test_install_sampleos_over_http_equals_the_artifact(sample, tmp_path):
     try:
         assert "serving" in server.stdout.readline()
         root = tmp_path / "root"
-        proc = cosbuild(sample, "install", "--repo", f"http://127.0.0.1:{port}", "--root",
-                        str(root), "system/sampleOS")
+        # a system image has its /dev: over HTTP the client is told it may
+        config = tmp_path / "luet.yaml"
+        config.write_text(yaml.safe_dump({"repositories": [
+            {"name": "own", "type": "http", "urls": [f"http://127.0.0.1:{port}"],
+             "allow_devices": ["system/sampleOS"]}]}))
+        proc = cosbuild(sample, "install", "--config", str(config), "--root", str(root),
+                        "system/sampleOS")
         assert "installed: system/sampleOS@0.1.0" in proc.stdout
     finally:
         server.terminate()

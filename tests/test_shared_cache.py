@@ -151,8 +151,10 @@ def test_docker_repository_publish_and_install(machine_a, registry, tmp_path):
         == sorted(name for name, m in members(artifact).items() if not m.isdir())
 
     config = tmp_path / "luet.yaml"
+    # distro/base is a bootstrapped root with its /dev: the client is told it may be
     config.write_text(yaml.safe_dump({"repositories": [
-        {"name": "shared", "type": "docker", "urls": [target], "insecure": True}]}))
+        {"name": "shared", "type": "docker", "urls": [target], "insecure": True,
+         "allow_devices": ["distro/base"]}]}))
     root = tmp_path / "root"
     proc = cosbuild(root_a, "install", "--config", str(config), "--root", str(root), "apps/app",
                     env=env_for())

@@ -58,6 +58,12 @@ class Scripted(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def handle(self):
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):
+            pass   # the client gave up on purpose (a cut or a deadline); no traceback on stderr
+
 
 @contextlib.contextmanager
 def scripted(*script):

@@ -277,9 +277,7 @@ class Builder:
                 dependencies=[luetformat.dependency_record(graph.packages[k].artifact_file,
                                                            _identity(graph.packages[k].definition))
                               for k in pkg.build_deps],
-                sizes=luetformat.artifact_sizes(self.artifact_path(pkg), artifact.COMPRESSION),
-                # a bootstrapped rootfs has its /dev: the one kind of package built here that may
-                device_nodes=bool(pkg.rendered.build.bootstrap)),
+                facts=luetformat.artifact_facts(self.artifact_path(pkg), artifact.COMPRESSION)),
             "build_hash": pkg.hash,
         }
 

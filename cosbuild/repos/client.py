@@ -128,14 +128,18 @@ def repo_kind(url: str) -> str:
             else "docker" if url.startswith("docker://") else "disk")
 
 
-def repositories(repo_args: list[str], config: Path | None, root: Path | None = None) -> list[RepoConfig]:
-    """--repo arguments (in order of priority) and the config file (default: the root's)."""
+def repositories(repo_args: list[str], config: Path | None, root: Path | None = None, *,
+                 own_build: Path | None = None) -> list[RepoConfig]:
+    """--repo arguments (in order of priority) and the config file (default: the root's).
+    A --repo that is the project's build folder `own_build` is the local build."""
     if config is None and root is not None and (root / DEFAULT_CONFIG).is_file():
         config = root / DEFAULT_CONFIG
     repos = [r for r in read_config(config) if r.enable] if config else []
+    own = own_build.resolve() if own_build is not None else None
     for n, url in enumerate(repo_args):
         repos.append(RepoConfig(name=url, urls=(url,), type=repo_kind(url),
-                                priority=n - len(repo_args)))
+                                priority=n - len(repo_args),
+                                own_build=repo_kind(url) == "disk" and Path(url).resolve() == own))
     if not repos:
         raise CosbuildError("no repository given", hint="pass --repo URL_OR_DIR or --config FILE")
     return repos
