@@ -300,6 +300,14 @@ def dependency_record(path: str, package: dict) -> dict:
     return {"path": path, "compilationspec": {"package": package}}
 
 
+def device_kind(member: tarfile.TarInfo) -> str | None:
+    """What makes an archive entry a node a package may only carry when allowed (a device
+    node or a FIFO, made by root in the root), or None."""
+    if member.isfifo():
+        return "FIFO"
+    return "device node" if member.ischr() or member.isblk() else None
+
+
 def artifact_facts(path: Path, comp: Compression) -> dict:
     """cosbuild's own fields of the record of an artifact built here: the file's size and
     its tar's, which a client bounds its download and decompression by, and whether it
@@ -310,7 +318,7 @@ def artifact_facts(path: Path, comp: Compression) -> dict:
         devices = False
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
-                devices = devices or member.ischr() or member.isblk() or member.isfifo()
+                devices = devices or device_kind(member) is not None
         while stream.read(MiB):   # the end-of-archive blocks count too
             pass
         return {SIZE_KEY: raw.seek(0, 2), UNPACKED_KEY: stream.total, DEVICES_KEY: devices}

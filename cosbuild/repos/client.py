@@ -761,9 +761,8 @@ def _check_member(member: tarfile.TarInfo, symlinks: set, regular: set, what: st
     if member.issym() and not member.linkname:
         # no such link can be made; tarfile would then copy the "target" and recurse
         raise refuse(f"symbolic link {raw!r} has an empty target")
-    if member.ischr() or member.isblk() or member.isfifo():
+    if kind := luetformat.device_kind(member):
         if not devices:   # a node of the host's disk or memory, made by root in the root
-            kind = "FIFO" if member.isfifo() else "device node"
             raise refuse(f"{raw!r} is a {kind}, and the package may not carry one "
                          "(allow_devices of its repository)")
     elif not (member.isreg() or member.isdir() or member.issym() or member.islnk()):

@@ -147,11 +147,10 @@ def _refuse_devices(artifact: Path, bounds: luetformat.Bounds) -> None:
     try:
         with luetformat.open_tar(artifact, COMPRESSION, limit) as tar:
             for member in tar:
-                if member.ischr() or member.isblk() or member.isfifo():
-                    raise CosbuildError(
-                        f"its artifact holds {'a FIFO' if member.isfifo() else 'a device node'}"
-                        f" ({member.name})", hint="list the package in its repository's "
-                                                  "allow_devices (.luet.yaml) if it may")
+                if kind := luetformat.device_kind(member):
+                    raise CosbuildError(f"its artifact holds a {kind} ({member.name})",
+                                        hint="list the package in its repository's "
+                                             "allow_devices (.luet.yaml) if it may")
     except luetformat.Damaged as exc:
         raise CosbuildError(f"its artifact is damaged ({exc})") from None
 
