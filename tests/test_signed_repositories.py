@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,9 +23,13 @@ from tuf.api.metadata import Metadata, Root
 from securesystemslib import keys as sslib_keys
 from securesystemslib.signer import SSlibKey, SSlibSigner
 
+from cosbuild import settings
 from cosbuild.errors import CosbuildError
+from cosbuild.oci.registry import Registries, parse_reference, push_file
 from cosbuild.repos import client, signing
-from cosbuild.repos.create import create_repo
+from cosbuild.repos.client import RepoConfig
+from cosbuild.repos.create import create_repo, publish_docker
+from cosbuild.repos.transport import RegistryTransport
 from cosbuild.settings import RepoInfo, Signing
 
 from .conftest import REPO
@@ -312,3 +317,73 @@ def test_keys_cli_generates_rotates_and_refuses_to_overwrite(tmp_path, run_cli):
         "timestamp.key"]
     code, _, err = run_cli("keys", "rotate", str(tmp_path / "none"))
     assert code == 1 and "no key set here" in err
+
+
+# --------------------------------------------------------------------------- docker repositories
+# (a real registry, as tests/test_registry_repository.py: slow, with the integration tests)
+
+def publish_docker_signed(ws: Workspace, target: str, keys: Path | None) -> bool:
+    host = target.split("/", 1)[0]
+    info = RepoInfo(name="test", signing=Signing(keys, EXPIRY) if keys else None)
+    return publish_docker(ws.project(), ws.base / "build", target, info, Registries([host]))
+
+
+def signed_docker(target: str, keys: Path, state: Path) -> RepoConfig:
+    return RepoConfig(name="shared", urls=(target,), type="docker", insecure=True,
+                      trusted_root=keys / "root.json", trust_state=state)
+
+
+@pytest.mark.integration
+def test_signed_docker_repository_installs_the_images_it_vouches_for(ws, keys, registry,
+                                                                      tmp_path):
+    target = f"{registry}/cosbuild-signed-{uuid.uuid4().hex[:8]}/repo"
+    lib_and_app(ws)
+    ws.publish()
+    assert publish_docker_signed(ws, target, keys) is True
+    assert publish_docker_signed(ws, target, keys) is False   # nothing pushed again
+    repo = signed_docker(target, keys, tmp_path / "state")
+    pulled = RegistryTransport(target, insecure=True).fetch("tuf-targets.json",
+                                                            tmp_path / "targets.json")
+    targets = Metadata.from_file(str(pulled)).signed.targets
+    assert targets["app-test-1.0.package.tar.zst"].custom["digest"].startswith("sha256:")
+    # the tags move to other content; a signed client pulls the images by their digests
+    host, _, path = target.partition("/")
+    remote = Registries([host])[host]
+    other = ws.base / "other.yaml"
+    other.write_text("name: evil\n")
+    push_file(remote, parse_reference(target).with_tag("repository.yaml"), other, tmp_path)
+    root = tmp_path / "root"
+    done = client.install(root, [ref("test/app")], [repo])
+    assert [str(c) for c in done] == ["test/lib@1.0", "test/app@1.0"]
+    assert content(root) == content(client_root_from_disk(ws, tmp_path))
+
+
+def client_root_from_disk(ws: Workspace, tmp_path: Path) -> Path:
+    root = tmp_path / "root-disk"
+    client.install(root, [ref("test/app")],
+                   [RepoConfig(name="shared", urls=(str(ws.base / "build"),))])
+    return root
+
+
+@pytest.mark.integration
+def test_unsigned_docker_repository_is_refused_with_a_trusted_root(ws, keys, registry,
+                                                                   tmp_path):
+    target = f"{registry}/cosbuild-unsigned-{uuid.uuid4().hex[:8]}/repo"
+    lib_and_app(ws)
+    ws.publish()
+    assert publish_docker_signed(ws, target, None) is True
+    root = tmp_path / "root"
+    with pytest.raises(CosbuildError, match=r"tuf-timestamp\.json: refused \(not signed\)"):
+        client.install(root, [ref("test/app")], [signed_docker(target, keys, tmp_path / "s")])
+    assert content(root) == {}
+
+
+def test_signing_settings_reach_the_repository_doit_repo_makes():
+    config = settings.resolve({}, env={"COSBUILD_SIGNING_KEYS": "k",
+                                       "COSBUILD_SIGNING_EXPIRY": "12h"})
+    assert config.repo_info().signing == Signing(Path("k"), timedelta(hours=12))
+    assert settings.resolve({}, doit_vars={"signing_keys": "d"}).repo_info().signing.keys == \
+        Path("d")
+    assert settings.resolve({}, env={}).repo_info().signing is None
+    with pytest.raises(CosbuildError, match="not a duration for --signing-expiry"):
+        settings.resolve({"signing_expiry": "0d"}, env={})

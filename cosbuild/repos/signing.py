@@ -218,7 +218,7 @@ def sign_repository(folder: Path, keys: Path, targets: dict[str, TargetFacts],
         return md
 
     target_files = {name: TargetFile(f.length, {"sha256": f.sha256}, name,
-                                     dict(f.custom) if f.custom else {})
+                                     {"custom": dict(f.custom)} if f.custom else {})
                     for name, f in sorted(targets.items())}
     wanted = Targets(version=_version(old[Targets.type]), expires=_expires(old[Targets.type]),
                      targets=target_files)

@@ -25,7 +25,7 @@ from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 from ..errors import CosbuildError, Mismatch, NotFound
 from ..fsutil import atomic_write
 from .signing import PREFIX, ROOT_FILE
-from .transport import Transport
+from .transport import RegistryTransport, Transport
 
 # ngclient's URLs for the inner transport's files: <BASE><role>.json, <BASE><N>.root.json
 BASE = "tuf:///"
@@ -74,9 +74,14 @@ class SignedTransport(Transport):
         if size is not None and size != target.length:
             raise self._refused(name, "length", f"the index records {size} bytes, its signed "
                                                 f"target {target.length}")
+        image = {}
+        if isinstance(self.inner, RegistryTransport):   # the image is what is signed there
+            image["digest"] = (target.custom or {}).get("digest")
+            if not isinstance(image["digest"], str):
+                raise self._refused(name, "not signed", "its target has no image digest")
         try:
             return self.inner.fetch(name, dest, sha256=signed_sha, size=target.length,
-                                    metadata=metadata, progress=progress)
+                                    metadata=metadata, progress=progress, **image)
         except Mismatch as exc:
             raise self._refused(name, exc.reason, exc.message) from None
 
