@@ -108,7 +108,7 @@ def test_generate_writes_owner_only_keys_and_refuses_an_existing_set(keys):
     assert root.signed.version == 1 and not root.signed.consistent_snapshot
     assert (keys / "1.root.json").read_bytes() == (keys / "root.json").read_bytes()
     before = {p: p.read_bytes() for p in keys.rglob("*") if p.is_file()}
-    with pytest.raises(CosbuildError, match="already holds a key set") as exc:
+    with pytest.raises(CosbuildError, match="folder already holds a key set") as exc:
         signing.generate(keys)
     assert str(keys) in str(exc.value)
     assert {p: p.read_bytes() for p in keys.rglob("*") if p.is_file()} == before
@@ -322,10 +322,29 @@ def test_keys_cli_generates_rotates_and_refuses_to_overwrite(tmp_path, run_cli):
 # --------------------------------------------------------------------------- docker repositories
 # (a real registry, as tests/test_registry_repository.py: slow, with the integration tests)
 
+def docker_published(ws: Workspace, registry: str, keys: Path | None) -> str:
+    """lib and app published to a new repository of `registry` (signed with `keys`)."""
+    target = f"{registry}/cosbuild-signed-{uuid.uuid4().hex[:8]}/repo"
+    lib_and_app(ws)
+    ws.publish()
+    assert publish_docker_signed(ws, target, keys) is True
+    return target
+
+
 def publish_docker_signed(ws: Workspace, target: str, keys: Path | None) -> bool:
-    host = target.split("/", 1)[0]
     info = RepoInfo(name="test", signing=Signing(keys, EXPIRY) if keys else None)
-    return publish_docker(ws.project(), ws.base / "build", target, info, Registries([host]))
+    return publish_docker(ws.project(), ws.base / "build", target, info,
+                          Registries([host_of(target)]))
+
+
+def host_of(target: str) -> str:
+    return target.split("/", 1)[0]
+
+
+def push_over(target: str, name: str, path: Path) -> None:
+    """Another file under the tag `name` (as whoever controls the registry could)."""
+    remote = Registries([host_of(target)])[host_of(target)]
+    push_file(remote, parse_reference(target).with_tag(name), path, path.parent)
 
 
 def signed_docker(target: str, keys: Path, state: Path) -> RepoConfig:
@@ -336,42 +355,45 @@ def signed_docker(target: str, keys: Path, state: Path) -> RepoConfig:
 @pytest.mark.integration
 def test_signed_docker_repository_installs_the_images_it_vouches_for(ws, keys, registry,
                                                                       tmp_path):
-    target = f"{registry}/cosbuild-signed-{uuid.uuid4().hex[:8]}/repo"
-    lib_and_app(ws)
-    ws.publish()
-    assert publish_docker_signed(ws, target, keys) is True
+    target = docker_published(ws, registry, keys)
     assert publish_docker_signed(ws, target, keys) is False   # nothing pushed again
-    repo = signed_docker(target, keys, tmp_path / "state")
     pulled = RegistryTransport(target, insecure=True).fetch("tuf-targets.json",
                                                             tmp_path / "targets.json")
     targets = Metadata.from_file(str(pulled)).signed.targets
     assert targets["app-test-1.0.package.tar.zst"].custom["digest"].startswith("sha256:")
-    # the tags move to other content; a signed client pulls the images by their digests
-    host, _, path = target.partition("/")
-    remote = Registries([host])[host]
-    other = ws.base / "other.yaml"
+    # the tag moves to other content; a signed client pulls the images by their digests
+    other = tmp_path / "repository.yaml"
     other.write_text("name: evil\n")
-    push_file(remote, parse_reference(target).with_tag("repository.yaml"), other, tmp_path)
+    push_over(target, "repository.yaml", other)
     root = tmp_path / "root"
-    done = client.install(root, [ref("test/app")], [repo])
+    done = client.install(root, [ref("test/app")],
+                          [signed_docker(target, keys, tmp_path / "state")])
     assert [str(c) for c in done] == ["test/lib@1.0", "test/app@1.0"]
-    assert content(root) == content(client_root_from_disk(ws, tmp_path))
-
-
-def client_root_from_disk(ws: Workspace, tmp_path: Path) -> Path:
-    root = tmp_path / "root-disk"
-    client.install(root, [ref("test/app")],
+    from_disk = tmp_path / "root-disk"
+    client.install(from_disk, [ref("test/app")],
                    [RepoConfig(name="shared", urls=(str(ws.base / "build"),))])
-    return root
+    assert content(root) == content(from_disk)
+
+
+@pytest.mark.integration
+def test_tampered_docker_metadata_is_refused(ws, keys, registry, tmp_path):
+    target = docker_published(ws, registry, keys)
+    pulled = RegistryTransport(target, insecure=True).fetch("tuf-timestamp.json",
+                                                            tmp_path / "tuf-timestamp.json")
+    timestamp = json.loads(pulled.read_text())
+    timestamp["signed"]["version"] += 1   # without its key
+    pulled.write_text(json.dumps(timestamp))
+    push_over(target, "tuf-timestamp.json", pulled)
+    root = tmp_path / "root"
+    with pytest.raises(CosbuildError, match=r"tuf-timestamp\.json: refused \(signature\)"):
+        client.install(root, [ref("test/app")], [signed_docker(target, keys, tmp_path / "s")])
+    assert content(root) == {}
 
 
 @pytest.mark.integration
 def test_unsigned_docker_repository_is_refused_with_a_trusted_root(ws, keys, registry,
                                                                    tmp_path):
-    target = f"{registry}/cosbuild-unsigned-{uuid.uuid4().hex[:8]}/repo"
-    lib_and_app(ws)
-    ws.publish()
-    assert publish_docker_signed(ws, target, None) is True
+    target = docker_published(ws, registry, None)
     root = tmp_path / "root"
     with pytest.raises(CosbuildError, match=r"tuf-timestamp\.json: refused \(not signed\)"):
         client.install(root, [ref("test/app")], [signed_docker(target, keys, tmp_path / "s")])

@@ -126,21 +126,19 @@ def create_repo(project: Project, output: Path, info: RepoInfo, packages: Path |
     if info.signing is None:
         return changed
     from . import signing   # python-tuf: only when signing
-    files = {name: output / name for name in (REPOSITORY_FILE, TREE_FILE, COMPILERTREE_FILE,
-                                              META_FILE)}
-    files.update({name: (packages or output) / name for name in package_files})
-    targets = {name: target_facts(path) for name, path in files.items()}
+    files = [*repository_outputs(output), *((packages or output) / n for n in package_files)]
+    targets = {path.name: target_facts(path) for path in files}
     signed = signing.sign_repository(output, info.signing.keys, targets, info.signing.expiry,
                                      refresh=info.signing.refresh)
     return changed or signed
 
 
-def target_facts(path: Path, custom: dict | None = None):
+def target_facts(path: Path):
     """A file as a TUF target: its length and sha256."""
     from .signing import TargetFacts
     with path.open("rb") as f:
         sha = hashlib.file_digest(f, "sha256").hexdigest()
-    return TargetFacts(path.stat().st_size, sha, custom)
+    return TargetFacts(path.stat().st_size, sha)
 
 
 def _previous(path: Path) -> dict | None:

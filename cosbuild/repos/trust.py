@@ -106,8 +106,8 @@ class SignedTransport(Transport):
                                snapshot_max_length=self.bounds.metadata,
                                targets_max_length=self.bounds.metadata)
         try:
-            updater = Updater(str(self.state), BASE, target_base_url=BASE,
-                              fetcher=self._fetcher, config=config)
+            # targets are fetched by the inner transport (fetch), never by ngclient
+            updater = Updater(str(self.state), BASE, fetcher=self._fetcher, config=config)
             updater.refresh()
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError, ValueError) as exc:
             # (python-tuf's DeserializationError is a ValueError)
@@ -118,9 +118,11 @@ class SignedTransport(Transport):
     def _init_state(self) -> None:
         """The state starts as the trusted root; a newer trusted root (given after a
         rotation the state has not seen) replaces the state's."""
-        trusted = _root_version(self.trusted_root, self.trusted_root)
+        trusted = _root_version(self.trusted_root, "name the root.json of a key set "
+                                                   "(`cosbuild keys generate` writes one)")
         mine = self.state / ROOT_FILE
-        if mine.is_file() and _root_version(mine, self.trusted_root) >= trusted:
+        if mine.is_file() and _root_version(mine, f"remove {self.state} to start again from "
+                                                  "the trusted root") >= trusted:
             return
         self.state.mkdir(parents=True, exist_ok=True)
         atomic_write(mine, self.trusted_root.read_bytes())
@@ -157,17 +159,15 @@ def _reason(exc: Exception) -> str:
     return "invalid metadata"
 
 
-def _root_version(path: Path, trusted: Path) -> int:
+def _root_version(path: Path, hint: str) -> int:
     try:
         return Metadata[Root].from_bytes(path.read_bytes()).signed.version
     except OSError as exc:
-        raise CosbuildError(f"cannot read it: {exc.strerror}", file=path,
-                            key="trusted_root") from None
+        raise CosbuildError(f"cannot read it: {exc.strerror}", file=path, key="trusted_root",
+                            hint=hint) from None
     except Exception as exc:   # DeserializationError, or another role's metadata
         raise CosbuildError(f"not a TUF root ({exc})", file=path, key="trusted_root",
-                            hint=f"name the root.json of a key set (`cosbuild keys generate`)"
-                                 f"{'' if path == trusted else f'; or remove {path.parent}'}"
-                            ) from None
+                            hint=hint) from None
 
 
 class _Fetcher(FetcherInterface):
