@@ -284,6 +284,21 @@ def test_a_root_not_signed_by_the_previous_one_is_refused(ws, keys):
     assert content(root) == {}
 
 
+def test_search_keeps_its_trust_state_in_the_users_cache(ws, keys, tmp_path, monkeypatch,
+                                                         run_cli):
+    repo = published(ws, keys)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    code, out, err = run_cli("search", "--repo", str(repo), "--trusted-root",
+                             str(keys / "root.json"), "app")
+    assert code == 0 and "test/app@1.0" in out, err
+    state = tmp_path / "home/.cache/cosbuild/tuf" / str(repo).replace("/", "_")
+    assert (state / "timestamp.json").is_file()
+    unsign(repo)
+    code, out, err = run_cli("search", "--repo", str(repo), "--trusted-root",
+                             str(keys / "root.json"), "app")
+    assert code == 1 and "refused (not signed)" in err and "test/app" not in out
+
+
 def test_trusted_root_in_luet_yaml_is_relative_to_it(ws, keys, tmp_path):
     repo = published(ws, keys)
     config = tmp_path / "etc" / "luet.yaml"
