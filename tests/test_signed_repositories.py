@@ -23,7 +23,7 @@ from tuf.api.metadata import Metadata, Root
 from securesystemslib import keys as sslib_keys
 from securesystemslib.signer import SSlibKey, SSlibSigner
 
-from cosbuild import settings
+from cosbuild import settings, tasks
 from cosbuild.errors import CosbuildError
 from cosbuild.oci.registry import Registries, parse_reference, push_file
 from cosbuild.repos import client, signing
@@ -31,6 +31,7 @@ from cosbuild.repos.client import RepoConfig
 from cosbuild.repos.create import create_repo, publish_docker
 from cosbuild.repos.transport import RegistryTransport
 from cosbuild.settings import RepoInfo, Signing
+from cosbuild.tree.project import load_project
 
 from .conftest import REPO
 from .test_repository_client import Workspace, lib_and_app, ref, serving, snapshot
@@ -153,6 +154,20 @@ def test_create_repo_cli_signs_with_the_setting(ws, keys, run_cli):
     assert "unchanged" in out
     code, _, err = run_cli("create-repo", "--signing-keys", str(keys), "--signing-expiry", "2x")
     assert code == 1 and "not a duration" in err
+
+
+def test_doit_repo_signs_with_the_setting(ws, keys):
+    lib_and_app(ws)
+    ws.publish()
+    with contextlib.chdir(ws.base):
+        config = settings.resolve({"build_dir": "build"},
+                                  env={"COSBUILD_SIGNING_KEYS": str(keys)})
+        task = tasks.task_definitions(load_project(config))["task_repo"]()
+        # a missing or removed signature file makes the task run again
+        assert "build/tuf-timestamp.json" in task["targets"]
+        [(action, args)] = task["actions"]
+        assert action(*args) in (None, True)
+    assert version(ws.base / "build/tuf-timestamp.json") == 1
 
 
 # --------------------------------------------------------------------------- clients
