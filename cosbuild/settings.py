@@ -43,6 +43,10 @@ SETTINGS = (
     Setting("insecure_registries", "COSBUILD_INSECURE_REGISTRIES", "",
             "registries (HOST[:PORT]) reached without TLS verification, for local testing "
             "(repeatable; ','-separated)", multiple=True, separator=","),
+    Setting("cache_trusted_root", "COSBUILD_CACHE_TRUSTED_ROOT", "",
+            "TUF root (a key set's root.json) the cache images pulled from registries must be "
+            "signed under: images it does not vouch for are built instead, a cache whose "
+            "metadata fails verification is an error"),
     Setting("build_repo", "COSBUILD_BUILD_REPO", "",
             "a repository (URL or folder) that build deps no local tree provides come from, "
             "before those of the project's .luet.yaml or luet.yaml (repeatable; ','-separated)",
@@ -67,7 +71,7 @@ SETTINGS = (
             "where its clients find it (repeatable; ','-separated)", multiple=True, separator=","),
     Setting("signing_keys", "COSBUILD_SIGNING_KEYS", "",
             "TUF key set (`cosbuild keys generate DIR`) that `doit repo` and create-repo sign "
-            "the repository with"),
+            "the repository with, and a build signs the cache images it pushes with"),
     Setting("signing_expiry", "COSBUILD_SIGNING_EXPIRY", "1d",
             "how long a signed repository's timestamp is valid (1d, 12h, 90m); snapshot 7x, "
             "targets 30x that"),
@@ -115,6 +119,7 @@ class Settings:
     repo_type: str = "disk"
     repo_urls: tuple[str, ...] = ()
     signing_keys: Path | None = None
+    cache_trusted_root: Path | None = None
     signing_expiry: timedelta = timedelta(days=1)
 
     @property
@@ -186,6 +191,8 @@ def resolve(options: dict | None = None, env: dict | None = None,
                     repo_description=raw["repo_description"], repo_type=raw["repo_type"],
                     repo_urls=tuple(raw["repo_urls"]),
                     signing_keys=Path(raw["signing_keys"]) if raw["signing_keys"] else None,
+                    cache_trusted_root=(Path(raw["cache_trusted_root"])
+                                        if raw["cache_trusted_root"] else None),
                     signing_expiry=duration(raw["signing_expiry"], "signing_expiry"),
                     template_engine=_choice(raw["template_engine"], "template_engine",
                                             ("auto", "helm", "jinja2")),

@@ -12,11 +12,13 @@ import os
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
 
 from cosbuild.oci import registry as oci
+from cosbuild.repos import signing
 
 from .buildtree import SMALL_TREE
 from .conftest import free_port, registry_server, write_files
@@ -72,11 +74,20 @@ def steps_run(root) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def machine_a(tmp_path_factory, registry):
-    """Machine A builds the small tree and pushes to a cache repository of the registry."""
+def cache_keys(tmp_path_factory) -> Path:
+    keys = tmp_path_factory.mktemp("cache-keys") / "keys"
+    signing.generate(keys)
+    return keys
+
+
+@pytest.fixture(scope="module")
+def machine_a(tmp_path_factory, registry, cache_keys):
+    """Machine A builds the small tree and pushes to a cache repository of the registry,
+    signing what it pushes."""
     name = uuid.uuid4().hex[:8]
     cache = f"{registry}/cosbuild-test-{name}/cache"
-    env = env_for(image_repository=cache, push="1", insecure_registries=registry)
+    env = env_for(image_repository=cache, push="1", insecure_registries=registry,
+                  signing_keys=str(cache_keys))
     root = write_files(tmp_path_factory.mktemp("machine-a"), SMALL_TREE)
     try:
         proc = cosbuild(root, "run", "-n", "2", "-P", "thread", "build", env=env)
@@ -105,6 +116,73 @@ def test_fresh_clone_only_pulls_and_builds_byte_identical(machine_a, registry, t
         assert outputs(root_b) == outputs(root_a)
         # the pulled images are B's local images now: nothing more to do
         assert ran(cosbuild(root_b, "run", "build", env=env)) == set()
+
+
+def test_signed_cache_is_pulled_by_the_digests_it_vouches_for(machine_a, registry, cache_keys,
+                                                              tmp_path):
+    """A trusting machine pulls the images the cache's TUF metadata names, by digest: a tag
+    moved to another image afterwards changes nothing."""
+    root_a, cache, _ = machine_a
+    host, _, path = cache.partition("/")
+    remote = oci.Registry(host, insecure=True)
+    tags = set(json.load(remote.request("GET", f"{path}/tags/list", path))["tags"])
+    assert {signing.root_name(1), "tuf-targets.json", "tuf-snapshot.json",
+            "tuf-timestamp.json"} <= tags
+    # move app's package tag onto base's package image
+    meta = {n: yaml.safe_load((root_a / f"build/{n}.metadata.yaml").read_text())
+            for n in ("app-apps-1.0", "base-distro-1")}
+    app, base = (oci.parse_reference(f"{cache}:{meta[n]['build_hash']}")
+                 for n in ("app-apps-1.0", "base-distro-1"))
+    moved = remote.raw_manifest(base)
+    remote.put_manifest(app, moved, json.loads(moved)["mediaType"])
+
+    root_t = tmp_path / "machine-t"
+    shutil.copytree(root_a / "tree", root_t / "tree")
+    with empty_image_store(tmp_path / "store-t") as storage:
+        env = {**env_for(image_repository=cache, insecure_registries=registry,
+                         cache_trusted_root=str(cache_keys / "root.json")), **storage}
+        env["HOME"] = str(tmp_path / "home")   # its own trust state
+        proc = cosbuild(root_t, "run", "-n", "2", "-P", "thread", "build", env=env)
+        assert proc.stdout.count(f"images pulled from {cache}") == len(WITH_IMAGES), proc.stdout
+        assert steps_run(root_t) == []
+        assert outputs(root_t) == outputs(root_a)
+
+
+def test_signed_cache_refuses_tampered_and_unsigned_metadata(machine_a, registry, cache_keys,
+                                                             tmp_path):
+    root_a, cache, _ = machine_a
+    host, _, path = cache.partition("/")
+    remote = oci.Registry(host, insecure=True)
+    copy = f"{host}/cosbuild-test-{uuid.uuid4().hex[:8]}/cache"   # the same images, unsigned
+    tag = yaml.safe_load((root_a / "build/base-distro-1.metadata.yaml").read_text())["build_hash"]
+    for t in (tag, f"{tag}-builder"):
+        subprocess.run(["buildah", "push", "--quiet", "--tls-verify=false", f"{cache}:{t}",
+                        f"docker://{copy}:{t}"], check=True)
+    # the signed cache with its timestamp edited (one more version, the old signature)
+    work = tmp_path / "work"
+    work.mkdir()
+    timestamp = oci.parse_reference(f"{cache}:{oci.tag_for('tuf-timestamp.json')}")
+    oci.pull_file(remote, timestamp, "tuf-timestamp.json", work / "tuf-timestamp.json")
+    doc = json.loads((work / "tuf-timestamp.json").read_text())
+    doc["signed"]["version"] += 1
+    (work / "tuf-timestamp.json").write_text(json.dumps(doc))
+
+    for source, words in ((copy, ("not signed", "tuf-timestamp.json")),
+                          (cache, ("signature", "tuf-timestamp.json"))):
+        if source == cache:
+            oci.push_file(remote, timestamp, work / "tuf-timestamp.json", work)
+        root_u = tmp_path / f"machine-{source.split('/')[1]}"
+        shutil.copytree(root_a / "tree", root_u / "tree")
+        with empty_image_store(root_u / "store") as storage:
+            env = {**env_for(image_repository=source, insecure_registries=registry,
+                             cache_trusted_root=str(cache_keys / "root.json")), **storage}
+            env["HOME"] = str(tmp_path / "home")
+            proc = cosbuild(root_u, "run", "build:distro/base", env=env, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "Traceback" not in out, out
+        assert f"cache {source}" in out and all(w in out for w in words), out
+        assert steps_run(root_u) == [] and not (root_u / "build/base-distro-1.package.tar.zst"
+                                                ).exists()
 
 
 def test_pull_repository_feeds_another_image_repository(machine_a, registry, tmp_path):

@@ -303,6 +303,26 @@ class Registry:
 
     def manifest(self, ref: Reference) -> dict:
         """The image manifest of `ref`; from a multi-platform index, this machine's one."""
+        raw = self.raw_manifest(ref)
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise CosbuildError(f"image {ref}: the registry's manifest is not valid ({exc})",
+                                hint="the registry is corrupt or not a container "
+                                     "registry") from None
+        if doc.get("mediaType") in (OCI_INDEX, DOCKER_LIST) or "manifests" in doc:
+            arch = _goarch()
+            for m in doc.get("manifests", []):
+                p = m.get("platform") or {}
+                if p.get("os", "linux") == "linux" and p.get("architecture", arch) == arch:
+                    return self.manifest(ref.with_tag(m["digest"]))
+            raise CosbuildError(f"image {ref} has no linux/{arch} variant")
+        return doc
+
+    def raw_manifest(self, ref: Reference) -> bytes:
+        """The manifest of `ref` as the registry stores it: its sha256 is the image's digest."""
         try:
             with self.request("GET", f"{ref.repository}/manifests/{ref.tag}", ref.repository,
                               headers={"Accept": ACCEPT}) as response:
@@ -321,24 +341,11 @@ class Registry:
             raise Mismatch(f"image {ref}: the registry's manifest does not have that digest "
                            f"(got {_digest(raw)[0]})", reason="hash",
                            hint="the registry was tampered with; nothing was installed")
-        try:
-            if len(raw) > MAX_MANIFEST:
-                raise ValueError(f"larger than {MAX_MANIFEST} bytes")
-            doc = json.loads(raw)
-            if not isinstance(doc, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            raise CosbuildError(f"image {ref}: the registry's manifest is not valid ({exc})",
-                                hint="the registry is corrupt or not a container "
-                                     "registry") from None
-        if doc.get("mediaType") in (OCI_INDEX, DOCKER_LIST) or "manifests" in doc:
-            arch = _goarch()
-            for m in doc.get("manifests", []):
-                p = m.get("platform") or {}
-                if p.get("os", "linux") == "linux" and p.get("architecture", arch) == arch:
-                    return self.manifest(ref.with_tag(m["digest"]))
-            raise CosbuildError(f"image {ref} has no linux/{arch} variant")
-        return doc
+        if len(raw) > MAX_MANIFEST:
+            raise CosbuildError(f"image {ref}: the registry's manifest is not valid (larger "
+                                f"than {MAX_MANIFEST} bytes)",
+                                hint="the registry is corrupt or not a container registry")
+        return raw
 
     def blob(self, repository: str, digest: str, dest: Path, size: int | None = None,
              deadline: float | None = None) -> Path:

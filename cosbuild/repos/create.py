@@ -185,19 +185,23 @@ def publish_docker(project: Project, packages: Path, target: str, info: RepoInfo
     def ref(name: str):
         return base.with_tag(registry.tag_for(name))
 
-    def pull(name: str, staging: Path) -> None:
-        if remote.exists(ref(name)):
-            registry.pull_file(remote, ref(name), name, staging / name)
-
+    if info.signing:
+        from . import signing   # python-tuf: only when signing
     packages.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=packages, prefix=".docker-repo-") as tmp:
         staging = Path(tmp)
-        for name in (REPOSITORY_FILE, *(_signed_names(info.signing) if info.signing else ())):
-            pull(name, staging)   # what is published: the revision and versions continue
+        # what is published: the revision and versions continue
+        if remote.exists(ref(REPOSITORY_FILE)):
+            registry.pull_file(remote, ref(REPOSITORY_FILE), REPOSITORY_FILE,
+                               staging / REPOSITORY_FILE)
+        if info.signing:
+            signing.pull_metadata(remote, base, info.signing.keys, staging)
         changed = create_repo(project, staging, replace(info, signing=None), packages=packages)
         if not changed and info.signing is None:
             return False
-        published = _published_digests(staging) if info.signing else {}
+        published = {(name, t.length, t.sha256): t.custom["digest"]
+                     for name, t in signing.published_targets(staging).items()
+                     if (t.custom or {}).get("digest")} if info.signing else {}
         pushed = False
         targets = {}
 
@@ -222,30 +226,8 @@ def publish_docker(project: Project, packages: Path, target: str, info: RepoInfo
             push(path.name, path)
         if info.signing is None:
             return True
-        from . import signing   # python-tuf: only when signing
         signed = signing.sign_repository(staging, info.signing.keys, targets,
                                          info.signing.expiry, refresh=info.signing.refresh)
         if signed:
-            for path in signing.METADATA_FILES(staging):   # roots, ..., the timestamp last
-                registry.push_file(remote, ref(path.name), path, staging)
+            signing.push_metadata(remote, base, staging)
     return pushed or signed
-
-
-def _signed_names(sign) -> list[str]:
-    """The tuf-* files of a repository signed with the key set of `sign`."""
-    from . import signing
-    roots = signing.load_root(sign.keys).signed.version
-    return [signing.root_name(n) for n in range(1, roots + 1)] + list(SIGNED_FILES)
-
-
-def _published_digests(staging: Path) -> dict[tuple[str, int, str], str]:
-    """(name, length, sha256) -> image digest of the targets the published (pulled)
-    tuf-targets.json vouches for: those images are there already."""
-    from tuf.api.metadata import Metadata
-    path = staging / SIGNED_FILES[0]
-    try:
-        targets = Metadata.from_bytes(path.read_bytes()).signed.targets
-    except Exception:   # none, or unreadable: everything is pushed again
-        return {}
-    return {(name, t.length, t.hashes.get("sha256")): (t.custom or {}).get("digest")
-            for name, t in targets.items() if (t.custom or {}).get("digest")}

@@ -64,6 +64,41 @@ def METADATA_FILES(folder: Path) -> list[Path]:   # noqa: N802 (the contract's n
                     if (folder / metadata_name(r)).is_file()]
 
 
+def metadata_names(keys: Path) -> list[str]:
+    """The tuf-* files of a repository signed with the key set `keys`: its root versions,
+    then the other roles (what a publisher fetches to continue the versions)."""
+    roots = load_root(keys).signed.version
+    return [root_name(n) for n in range(1, roots + 1)] + [metadata_name(r) for r in ROLES[1:]]
+
+
+def published_targets(folder: Path) -> dict[str, TargetFacts]:
+    """What the folder's tuf-targets.json vouches for (none when unreadable: a publisher
+    signs everything anew)."""
+    md = _load(folder, Targets.type)
+    if md is None:
+        return {}
+    return {name: TargetFacts(t.length, t.hashes.get("sha256", ""), t.custom or None)
+            for name, t in md.signed.targets.items()}
+
+
+def pull_metadata(remote, base, keys: Path, staging: Path) -> None:
+    """The tuf-* files the registry repository `base` (oci.registry.Reference) has, into
+    `staging`: signing there continues their versions."""
+    from ..oci import registry
+    for name in metadata_names(keys):
+        ref = base.with_tag(registry.tag_for(name))
+        if remote.exists(ref):
+            registry.pull_file(remote, ref, name, staging / name)
+
+
+def push_metadata(remote, base, staging: Path) -> None:
+    """The signed tuf-* files of `staging` into the registry repository `base`: the roots
+    first, the timestamp last, so that a client seeing the new timestamp finds the rest."""
+    from ..oci import registry
+    for path in METADATA_FILES(staging):
+        registry.push_file(remote, base.with_tag(registry.tag_for(path.name)), path, staging)
+
+
 # --------------------------------------------------------------------------- key sets
 
 def generate(dir: Path) -> None:

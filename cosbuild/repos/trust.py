@@ -85,12 +85,16 @@ class SignedTransport(Transport):
         except Mismatch as exc:
             raise self._refused(name, exc.reason, exc.message) from None
 
-    def _target(self, name: str) -> TargetFile:
+    def targetinfo(self, name: str) -> TargetFile | None:
+        """What the repository's verified metadata says of `name`; None: it is not signed."""
         updater = self._refresh()
         try:
-            target = updater.get_targetinfo(name)
+            return updater.get_targetinfo(name)
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
             raise self._tuf_error(exc) from None
+
+    def _target(self, name: str) -> TargetFile:
+        target = self.targetinfo(name)
         if target is None:
             raise self._refused(name, "not signed", "it is not a target of the repository's "
                                                     "signed metadata")
