@@ -1,9 +1,9 @@
 """cos-upgrade, inside an installed system (SPEC 5 "Upgrades").
 
-Reads /etc/cos-upgrade-image (UPGRADE_IMAGE, CHANNEL_UPGRADES, RECOVERY_IMAGE, TRUSTED_ROOT). A new ext2
-image file, transition.img, is made on COS_STATE and filled either from the repository
-channel (the newest UPGRADE_IMAGE package, installed with the repository client from
-/etc/luet/luet.yaml) or from a container image. Only when that worked is anything switched:
+Reads /etc/cos-upgrade-image (UPGRADE_IMAGE, CHANNEL_UPGRADES, RECOVERY_IMAGE, TRUSTED_ROOT).
+A new ext2 image file, transition.img, is made on COS_STATE and filled either from the
+repository channel (the newest UPGRADE_IMAGE package, installed with the repository client
+from /etc/luet/luet.yaml) or from a container image. Only when that worked is anything switched:
 active.img -> passive.img (label COS_PASSIVE), transition.img -> active.img (COS_ACTIVE). On
 any error transition.img is removed and the system still boots the same active.img.
 `--recovery` does the same for COS_RECOVERY's recovery.img (RECOVERY_IMAGE).
