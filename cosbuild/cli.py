@@ -62,6 +62,20 @@ def _parser() -> argparse.ArgumentParser:
     repo.add_argument("--description", help="repository description")
     repo.add_argument("--type", choices=("disk", "http", "docker"), help="repository type")
     repo.add_argument("--urls", action="append", help="where clients find it (repeatable)")
+    repo.add_argument("--resign", action="store_true",
+                      help="with --signing-keys: sign a new timestamp even when nothing "
+                           "changed (run it more often than --signing-expiry)")
+    keys = sub.add_parser("keys", help="TUF key sets that sign repositories")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    p = keys_sub.add_parser("generate", help="a new key set: DIR/root.json (give it to "
+                            "clients), private keys in DIR/keys")
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p = keys_sub.add_parser("rotate", help="the next root version, signed by the old root "
+                            "key and a new one (and new keys for the roles given)")
+    p.add_argument("dir", type=Path, metavar="DIR")
+    p.add_argument("--role", action="append", default=[],
+                   choices=("targets", "snapshot", "timestamp"),
+                   help="also replace this role's key (repeatable)")
     for name, text in (("install", "install packages and their requirements into a root"),
                        ("upgrade", "install newer versions of what a root has"),
                        ("search", "list the packages the repositories offer")):
@@ -70,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="a repository (repeatable; the first wins)")
         p.add_argument("--config", type=Path, help="luet-style client config with `repositories:` "
                        "(default: ROOT/etc/luet/luet.yaml when it exists)")
+        p.add_argument("--trusted-root", type=Path, metavar="FILE",
+                       help="TUF root (a key set's root.json) that repositories without a "
+                            "`trusted_root:` of their own must be signed under")
         if name == "search":
             p.add_argument("term", nargs="?", default="")
         else:
@@ -267,7 +284,7 @@ def _run(args) -> int:
     if args.command == "create-repo":
         from .repos.create import create_repo, publish_docker
         info = config.repo_info(name=args.name, description=args.description, type=args.type,
-                                urls=args.urls)
+                                urls=args.urls, resign=args.resign)
         if info.type == "docker":
             from .oci.registry import Registries
             if not args.output:
@@ -311,18 +328,24 @@ def _graph(args, config) -> int:
 # (their modules are imported when they run, as in _run)
 
 def _check_client_paths(args) -> None:
-    """The root and config the user named: a mistake there is named before any work."""
+    """The root, config and trusted root the user named: a mistake there is named before
+    any work."""
     root, config = getattr(args, "root", None), getattr(args, "config", None)
     if root is not None and root.exists() and not root.is_dir():
         raise CosbuildError("not a folder", file=root, key="--root",
                             hint="name the folder of the root filesystem")
-    if config is not None and not config.is_file():
-        raise CosbuildError("not found" if not config.exists() else "not a file", file=config,
-                            key="--config", hint="name a luet-style client config file")
+    for path, key, what in ((config, "--config", "a luet-style client config file"),
+                            (getattr(args, "trusted_root", None), "--trusted-root",
+                             "a TUF root.json (`cosbuild keys generate` writes one)")):
+        if path is not None and not path.is_file():
+            raise CosbuildError("not found" if not path.exists() else "not a file", file=path,
+                                key=key, hint=f"name {what}")
+
 
 def _install(args) -> None:
     from .repos import client
-    repos = client.repositories(args.repo, args.config, args.root, own_build=args.own_build)
+    repos = client.repositories(args.repo, args.config, args.root, own_build=args.own_build,
+                                trusted_root=args.trusted_root)
     done = client.install(args.root, [parse_ref(p) for p in args.packages], repos,
                           progress=True)
     print("installed: " + (", ".join(map(str, done)) or "nothing (already installed)"))
@@ -331,7 +354,8 @@ def _install(args) -> None:
 def _upgrade(args) -> None:
     from .repos import client
     done = client.upgrade(args.root, client.repositories(args.repo, args.config, args.root,
-                                                         own_build=args.own_build),
+                                                         own_build=args.own_build,
+                                                         trusted_root=args.trusted_root),
                           progress=True)
     print("upgraded: " + (", ".join(map(str, done)) or "nothing (up to date)"))
 
@@ -347,9 +371,22 @@ def _search(args) -> None:
 
     from .repos import client
     with tempfile.TemporaryDirectory() as tmp:
-        repos = client.repositories(args.repo, args.config, own_build=args.own_build)
+        repos = client.repositories(args.repo, args.config, own_build=args.own_build,
+                                    trusted_root=args.trusted_root)
         for c in client.search(repos, args.term, Path(tmp)):
             print(f"{c.id}@{c.version}  [{c.repo.name}]  {c.definition.description}")
+
+
+def _keys(args) -> None:
+    from .repos import signing
+    if args.keys_command == "generate":
+        signing.generate(args.dir)
+        print(f"key set in {args.dir}: give clients {args.dir / signing.ROOT_FILE}; "
+              f"keep {args.dir / 'keys'} private")
+    else:
+        version = signing.rotate(args.dir, tuple(args.role))
+        print(f"root version {version} in {args.dir}: sign the repositories again "
+              "(create-repo --signing-keys) to publish it")
 
 
 def _unpack(args) -> None:
@@ -364,7 +401,8 @@ def _serve_repo(args) -> None:
 
 
 CLIENT_COMMANDS = {"install": _install, "upgrade": _upgrade, "uninstall": _uninstall,
-                   "search": _search, "unpack": _unpack, "serve-repo": _serve_repo}
+                   "search": _search, "unpack": _unpack, "serve-repo": _serve_repo,
+                   "keys": _keys}
 
 
 if __name__ == "__main__":

@@ -29,6 +29,19 @@ class CosbuildError(Exception):
         return f"{where}{key}{self.message}{hint}"
 
 
+class NotFound(CosbuildError):
+    """A repository file (or image) that is not there: a signed repository's client tells
+    an unsigned repository by its missing metadata."""
+
+
+class Mismatch(CosbuildError):
+    """A download that is not what was vouched for; `reason` is "length" or "hash"."""
+
+    def __init__(self, message: str, *, reason: str, **where):
+        self.reason = reason
+        super().__init__(message, **where)
+
+
 class ErrorList(CosbuildError):
     """Several independent mistakes, reported together (e.g. by `cosbuild validate`)."""
 

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from .errors import CosbuildError
@@ -63,7 +65,21 @@ SETTINGS = (
     Setting("repo_type", "COSBUILD_REPO_TYPE", "disk", "its type: disk or http (docker: see create-repo)"),
     Setting("repo_urls", "COSBUILD_REPO_URLS", "",
             "where its clients find it (repeatable; ','-separated)", multiple=True, separator=","),
+    Setting("signing_keys", "COSBUILD_SIGNING_KEYS", "",
+            "TUF key set (`cosbuild keys generate DIR`) that `doit repo` and create-repo sign "
+            "the repository with"),
+    Setting("signing_expiry", "COSBUILD_SIGNING_EXPIRY", "1d",
+            "how long a signed repository's timestamp is valid (1d, 12h, 90m); snapshot 7x, "
+            "targets 30x that"),
 )
+
+
+@dataclass(frozen=True)
+class Signing:
+    """How a repository is signed (repos/signing.py)."""
+    keys: Path
+    expiry: timedelta
+    refresh: bool = False   # sign a new timestamp even when nothing changed
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,7 @@ class RepoInfo:
     description: str = ""
     type: str = "disk"
     urls: tuple[str, ...] = ()
+    signing: Signing | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +114,8 @@ class Settings:
     repo_description: str = ""
     repo_type: str = "disk"
     repo_urls: tuple[str, ...] = ()
+    signing_keys: Path | None = None
+    signing_expiry: timedelta = timedelta(days=1)
 
     @property
     def specs_dir(self) -> Path:
@@ -109,10 +128,13 @@ class Settings:
     def repo_info(self, **overrides) -> RepoInfo:
         """The repository `doit repo` / `create-repo` writes; None overrides keep the setting."""
         given = {k: v for k, v in overrides.items() if v is not None}
+        keys = self.signing_keys
         return RepoInfo(name=given.get("name", self.repo_name),
                         description=given.get("description", self.repo_description),
                         type=given.get("type", self.repo_type),
-                        urls=tuple(given.get("urls", self.repo_urls)))
+                        urls=tuple(given.get("urls", self.repo_urls)),
+                        signing=Signing(keys, self.signing_expiry,
+                                        bool(given.get("resign"))) if keys else None)
 
 
 def _value(s: Setting, options: dict, env, doit_vars: dict):
@@ -163,6 +185,8 @@ def resolve(options: dict | None = None, env: dict | None = None,
                     repo_name=raw["repo_name"],
                     repo_description=raw["repo_description"], repo_type=raw["repo_type"],
                     repo_urls=tuple(raw["repo_urls"]),
+                    signing_keys=Path(raw["signing_keys"]) if raw["signing_keys"] else None,
+                    signing_expiry=duration(raw["signing_expiry"], "signing_expiry"),
                     template_engine=_choice(raw["template_engine"], "template_engine",
                                             ("auto", "helm", "jinja2")),
                     verbose=_yes(raw["verbose"]), strict=_yes(raw["strict"]))
@@ -174,6 +198,18 @@ def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:
         raise CosbuildError(f"unknown value '{value}' for --{name.replace('_', '-')} / "
                             f"{setting.env}", hint=f"one of: {', '.join(choices)}")
     return value
+
+
+def duration(text: str, name: str) -> timedelta:
+    """A duration setting: a positive number of days, hours or minutes (1d, 12h, 90m)."""
+    match = re.fullmatch(r"(\d+)([dhm])", text.strip())
+    if not match or int(match.group(1)) == 0:
+        setting = next(s for s in SETTINGS if s.name == name)
+        raise CosbuildError(f"'{text}' is not a duration for --{name.replace('_', '-')} / "
+                            f"{setting.env}", hint="a positive number of days, hours or "
+                                                   "minutes: 1d, 12h, 90m")
+    unit = {"d": "days", "h": "hours", "m": "minutes"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
 
 
 def _yes(value) -> bool:

@@ -296,7 +296,8 @@ def task_definitions(project: Project) -> dict:
         return {"actions": [(_create_repo, [project, info])],
                 # the artifacts are targets of the build tasks: doit builds them first
                 "file_dep": outputs(graph.order) + package_files,
-                "targets": [str(p) for p in repository_outputs(project.settings.build_dir)],
+                "targets": [str(p) for p in repository_outputs(project.settings.build_dir,
+                                                               signed=info.signing is not None)],
                 "uptodate": [config_changed(repr(info))],
                 "verbosity": 2}
 

@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterator
 
 from .. import __version__
-from ..errors import CosbuildError
+from ..errors import CosbuildError, NotFound
 from ..fsutil import atomic_path
 from .layers import apply_layer
 
@@ -310,7 +310,7 @@ class Registry:
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 404:
-                raise CosbuildError(f"image {ref} does not exist",
+                raise NotFound(f"image {ref} does not exist",
                                     hint="check the name; the repository may not be published "
                                          "(yet)") from None
             raise self._failed("read", ref, exc) from None

@@ -29,6 +29,7 @@ import shutil
 import signal
 import tarfile
 import threading
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Iterator
@@ -60,7 +61,11 @@ REPOSITORY_KEYWORDS = (
     spec.Keyword("allow_devices", spec.STRS, (),
                  "cosbuild: packages (category/name) of this repository whose artifacts may "
                  "create device nodes and FIFOs; any other that has one is refused"),
+    spec.Keyword("trusted_root", spec.STR, "",
+                 "cosbuild: TUF root (a key set's root.json; relative to this file's folder) "
+                 "the repository must be signed under; nothing unsigned is read"),
 )
+TRUST_STATE = "var/lib/cosbuild/tuf"   # in the root: the metadata last trusted, per repository
 
 
 def _int(value, where) -> int:
@@ -82,11 +87,20 @@ class RepoConfig:
     # the project's own build folder: its index says itself which packages may carry device
     # nodes (bootstrapped base images); no configured repository is believed about that
     own_build: bool = False
+    trusted_root: Path | None = None   # the repository must be signed under this TUF root
+    trust_state: Path | None = None    # where the metadata it last trusted is kept
     bounds: luetformat.Bounds = field(default=luetformat.DEFAULT_BOUNDS, compare=False)
 
     def transport(self, url: str):
         from .transport import transport_for   # only the client needs HTTP
-        return transport_for(url, self.type, self.insecure, self.bounds)
+        inner = transport_for(url, self.type, self.insecure, self.bounds)
+        if self.trusted_root is None:
+            return inner
+        if self.trust_state is None:
+            raise CosbuildError(f"repository {self.name}: no folder for its trust state",
+                                hint="client.repositories() sets it")
+        from .trust import SignedTransport   # python-tuf: only for signed repositories
+        return SignedTransport(inner, self.name, self.trusted_root, self.trust_state)
 
     def may_carry_devices(self, entry: luetformat.ArtifactEntry) -> bool:
         return (self.own_build and entry.device_nodes) or \
@@ -115,10 +129,12 @@ def read_config_data(entries: list, path: Path) -> list[RepoConfig]:
         if not fields["urls"]:
             raise CosbuildError("a repository needs 'urls'", file=path, line=entry.line,
                                 key=f"repositories.{fields['name']}.urls")
+        trusted = fields["trusted_root"]
         out.append(RepoConfig(name=fields["name"], urls=fields["urls"], type=fields["type"],
                               priority=fields["priority"], enable=fields["enable"],
                               description=fields["description"], insecure=fields["insecure"],
-                              allow_devices=fields["allow_devices"]))
+                              allow_devices=fields["allow_devices"],
+                              trusted_root=Path(path).parent / trusted if trusted else None))
     return out
 
 
@@ -129,9 +145,15 @@ def repo_kind(url: str) -> str:
 
 
 def repositories(repo_args: list[str], config: Path | None, root: Path | None = None, *,
-                 own_build: Path | None = None) -> list[RepoConfig]:
+                 own_build: Path | None = None, trusted_root: Path | None = None,
+                 trust_dir: Path | None = None) -> list[RepoConfig]:
     """--repo arguments (in order of priority) and the config file (default: the root's).
-    A --repo that is the project's build folder `own_build` is the local build."""
+    A --repo that is the project's build folder `own_build` is the local build.
+
+    `trusted_root` (--trusted-root) is the TUF root of every repository without one of its
+    own. The trust state of a repository NAME with a trusted root is `trust_dir`/NAME:
+    by default ROOT/var/lib/cosbuild/tuf/NAME, or without a root (search) the user's
+    ~/.cache/cosbuild/tuf/NAME."""
     if config is None and root is not None and (root / DEFAULT_CONFIG).is_file():
         config = root / DEFAULT_CONFIG
     repos = [r for r in read_config(config) if r.enable] if config else []
@@ -142,7 +164,19 @@ def repositories(repo_args: list[str], config: Path | None, root: Path | None = 
                                 own_build=repo_kind(url) == "disk" and Path(url).resolve() == own))
     if not repos:
         raise CosbuildError("no repository given", hint="pass --repo URL_OR_DIR or --config FILE")
-    return repos
+    repos = [dataclasses.replace(r, trusted_root=r.trusted_root or trusted_root) for r in repos]
+    if trust_dir is None and any(r.trusted_root for r in repos):
+        # in the root as in a chroot of it (a root that is not there yet has no links)
+        trust_dir = (Path.home() / ".cache/cosbuild/tuf" if root is None
+                     else rootpath.resolve(root, TRUST_STATE, follow_last=True)
+                     if root.is_dir() else root / TRUST_STATE)
+    return [dataclasses.replace(r, trust_state=trust_dir / _file_name(r.name))
+            if r.trusted_root else r for r in repos]
+
+
+def _file_name(name: str) -> str:
+    """A repository's name as one file name (names may be URLs)."""
+    return name.replace("/", "_")
 
 
 # --------------------------------------------------------------------------- reading repositories
@@ -162,6 +196,8 @@ class Candidate:
     size: int | None = None     # as the index records (cosbuild's own field), if it does
     unpacked_size: int | None = None
     devices: bool = False       # its artifact may create device nodes and FIFOs
+    # what the index came through: the artifact too (a signed repository's is refreshed once)
+    transport: object = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:
@@ -192,7 +228,7 @@ def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
     """A repository as luet 0.20 writes it (LuetSystemRepository.Sync): repository.yaml,
     then its `tree` and `meta` files, each checked and decompressed as it declares."""
     workdir.mkdir(parents=True, exist_ok=True)
-    prefix = repo.name.replace("/", "_")   # names may be URLs
+    prefix = _file_name(repo.name)
     spec_file = luetformat.REPOSITORY_FILE
     where = f"{transport.url}: {spec_file}"
     budget = [transport.bounds.yaml_nodes]   # for every YAML file of the repository
@@ -256,7 +292,8 @@ def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
                                               what="finalize.yaml", strict=False))
         out.append(Candidate(definition, finalize, entry.path, entry.sha256, entry.files,
                              entry.compression, repo, transport.url, entry.cache_image,
-                             entry.size, entry.unpacked_size, repo.may_carry_devices(entry)))
+                             entry.size, entry.unpacked_size, repo.may_carry_devices(entry),
+                             transport))
     return out
 
 
@@ -563,7 +600,7 @@ def _apply(root: Path, work: Path, installed: Installed, todo: list[Candidate], 
                                     hint="the packages cannot be installed together")
             new_owner[path] = c.id
     for n, c in enumerate(todo, 1):
-        archive = c.repo.transport(c.url).fetch(
+        archive = c.transport.fetch(
             c.artifact, work / c.artifact, sha256=c.sha256, size=c.size,
             progress=f"[{n}/{len(todo)}] {c}" if progress else None)
         files = extract_safely(archive, staging, str(c), symlinks, compression=c.compression,

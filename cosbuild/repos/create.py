@@ -13,6 +13,10 @@ them (its installer/repository.go, repository_local.go) but zstd-compressed as c
 The revision is bumped, and repository.yaml rewritten, only when the content changed, so the
 same inputs give the same files.
 
+With signing keys (RepoInfo.signing) the repository also carries TUF metadata (signing.py)
+whose targets are every file a client fetches: repository.yaml, the tree, meta and
+compiler-tree files, and every artifact and package metadata file of the index.
+
 A `docker` repository is the same files in an OCI registry, in luet 0.20's layout (SPEC
 section 3, luet's installer/repository_docker.go): each repository file and package metadata
 as a one-file image tagged with the file name (the file at /<file name>), each package as
@@ -24,6 +28,7 @@ is checked is the layer's digest (oci/registry.py: layer_tar).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import time
@@ -46,8 +51,13 @@ META_FILE = luetformat.META_MEMBER + ".tar" + artifact.COMPRESSION.suffix
 TYPES = ("disk", "http", "docker")
 
 
-def repository_outputs(output: Path) -> list[Path]:
-    return [output / n for n in (REPOSITORY_FILE, TREE_FILE, COMPILERTREE_FILE, META_FILE)]
+# what signing adds (besides the root versions, which are there once written)
+SIGNED_FILES = ("tuf-targets.json", "tuf-snapshot.json", "tuf-timestamp.json")
+
+
+def repository_outputs(output: Path, signed: bool = False) -> list[Path]:
+    return [output / n for n in (REPOSITORY_FILE, TREE_FILE, COMPILERTREE_FILE, META_FILE,
+                                 *(SIGNED_FILES if signed else ()))]
 
 
 def index_entries(project: Project, output: Path) -> list[dict]:
@@ -84,9 +94,11 @@ def create_repo(project: Project, output: Path, info: RepoInfo, packages: Path |
     entries = index_entries(project, packages or output)
     graph = project.graph
     runtime: dict[str, bytes] = {}
+    package_files: list[str] = []   # of each package of the index, as the repository has them
     for meta in entries:
         p = meta["runtime"]   # the tree holds the runtime definitions, as luet's does
         pkg = graph.packages[f"{p['category']}/{p['name']}@{p['version']}"]
+        package_files += [pkg.artifact_file, pkg.metadata_file]
         folder = f"{p['category']}/{p['name']}/{p['version']}"
         runtime[f"{folder}/definition.yaml"] = dumps(p).encode()
         finalize = pkg.rendered.finalize
@@ -105,13 +117,30 @@ def create_repo(project: Project, output: Path, info: RepoInfo, packages: Path |
     content = {"name": info.name, "description": info.description, "type": info.type,
                "urls": list(info.urls), "repo_files": repo_files}
     previous = _previous(output / REPOSITORY_FILE)
-    if previous and {k: previous.get(k) for k in content} == content:
-        return False
-    revision = int(previous.get("revision", 0)) + 1 if previous else 1
-    stamp = os.environ.get("SOURCE_DATE_EPOCH") or str(int(time.time()))
-    atomic_write(output / REPOSITORY_FILE,
-                 dumps({**content, "revision": revision, "last_update": stamp}))
-    return True
+    changed = not previous or {k: previous.get(k) for k in content} != content
+    if changed:
+        revision = int(previous.get("revision", 0)) + 1 if previous else 1
+        stamp = os.environ.get("SOURCE_DATE_EPOCH") or str(int(time.time()))
+        atomic_write(output / REPOSITORY_FILE,
+                     dumps({**content, "revision": revision, "last_update": stamp}))
+    if info.signing is None:
+        return changed
+    from . import signing   # python-tuf: only when signing
+    files = {name: output / name for name in (REPOSITORY_FILE, TREE_FILE, COMPILERTREE_FILE,
+                                              META_FILE)}
+    files.update({name: (packages or output) / name for name in package_files})
+    targets = {name: target_facts(path) for name, path in files.items()}
+    signed = signing.sign_repository(output, info.signing.keys, targets, info.signing.expiry,
+                                     refresh=info.signing.refresh)
+    return changed or signed
+
+
+def target_facts(path: Path, custom: dict | None = None):
+    """A file as a TUF target: its length and sha256."""
+    from .signing import TargetFacts
+    with path.open("rb") as f:
+        sha = hashlib.file_digest(f, "sha256").hexdigest()
+    return TargetFacts(path.stat().st_size, sha, custom)
 
 
 def _previous(path: Path) -> dict | None:

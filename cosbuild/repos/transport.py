@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
 
 from .. import __version__
-from ..errors import CosbuildError
+from ..errors import CosbuildError, Mismatch, NotFound
 from ..fsutil import atomic_path
 from ..luetformat import DEFAULT_BOUNDS, Bounds, bound_text, check_space
 from ..oci import registry
@@ -64,8 +64,8 @@ class Transport:
 
     def _too_large(self, name: str, got: int, size: int | None, metadata: bool) -> CosbuildError:
         if size is not None:
-            return CosbuildError(f"{name} from {self.url}: {_size_problem(got, size)}",
-                                 hint="the repository index does not match its files")
+            return Mismatch(f"{name} from {self.url}: {_size_problem(got, size)}",
+                            reason="length", hint="the repository index does not match its files")
         what = "a repository metadata file" if metadata else "an artifact"
         return CosbuildError(f"{name} from {self.url} is larger than the "
                              f"{bound_text(self._limit(None, metadata))} {what} may be",
@@ -114,7 +114,7 @@ class DiskTransport(Transport):
                                     hint="the repository is damaged or hostile")
             source = src.open("rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise CosbuildError(f"repository file {src} does not exist",
+            raise NotFound(f"repository file {src} does not exist",
                                 hint="check the repository path; its index may be out of date") from None
         except OSError as exc:
             raise CosbuildError(f"cannot read repository file {src}: {exc.strerror}") from None
@@ -131,8 +131,9 @@ class DiskTransport(Transport):
                 # raising here leaves `dest` untouched: atomic_path drops the temporary file
                 if got > limit or (size is not None and got != size):
                     raise self._too_large(name, got, size, metadata) if got > limit else \
-                        CosbuildError(f"repository file {src}: {_size_problem(got, size)}",
-                                      hint="the repository index does not match its files")
+                        Mismatch(f"repository file {src}: {_size_problem(got, size)}",
+                                 reason="length",
+                                 hint="the repository index does not match its files")
                 _check_sha256(name, self.url, tmp, sha256)
         return dest
 
@@ -203,7 +204,7 @@ class HttpTransport(Transport):
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 404:
-                raise CosbuildError(f"{name} not found at {file_url} (HTTP 404)",
+                raise NotFound(f"{name} not found at {file_url} (HTTP 404)",
                                     hint="check the repository URL; its index may be out of date") from None
             if exc.code == 416 and offset:
                 part.unlink()   # the server cannot continue our partial data: start over
@@ -274,8 +275,10 @@ class RegistryTransport(Transport):
                                        name, tmp, limit=self._limit(size, metadata),
                                        deadline=self.bounds.metadata_deadline)
             except CosbuildError as exc:
-                raise CosbuildError(f"cannot get {what} from docker repository {self.url}: "
-                                    f"{exc.message}", hint=exc.hint) from None
+                # a missing image stays missing: a signed client tells "not signed" by it
+                kind = NotFound if isinstance(exc, NotFound) else CosbuildError
+                raise kind(f"cannot get {what} from docker repository {self.url}: "
+                           f"{exc.message}", hint=exc.hint) from None
             if not artifact:
                 _check_sha256(name, self.url, tmp, sha256)
         return dest
@@ -324,9 +327,9 @@ def _check_sha256(name: str, url: str, path: Path, expected: str | None) -> None
     with path.open("rb") as f:
         got = hashlib.file_digest(f, "sha256").hexdigest()
     if got != expected.lower():
-        raise CosbuildError(f"checksum mismatch for {name} from {url}: expected {expected}, got {got}",
-                            hint="the repository may be corrupt or changed during the download; "
-                                 "try again or tell its maintainer")
+        raise Mismatch(f"checksum mismatch for {name} from {url}: expected {expected}, got {got}",
+                       reason="hash", hint="the repository may be corrupt or changed during the "
+                                           "download; try again or tell its maintainer")
 
 
 def _size_problem(got: int, size: int) -> str:
