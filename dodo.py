@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from doit import get_var
+from doit.exceptions import TaskFailed
 
 from cosbuild import settings
 from cosbuild.tasks import dodo_namespace
@@ -29,7 +30,11 @@ globals().update(dodo_namespace(doit_vars=DOIT_VARS))
 
 def task_keys():
     """The sample's signing keys, made once, and their public root where sampleOS ships it."""
-    keys = Path(settings.resolve(doit_vars=DOIT_VARS).signing_keys)
+    keys = settings.resolve(doit_vars=DOIT_VARS).signing_keys
+    if keys is None:
+        return {"actions": [lambda: TaskFailed(
+            "signing_keys is empty, but the sample's image trusts only a signed channel: "
+            "name a key folder (doit signing_keys=DIR) or leave it at keys")]}
     root = keys / "root.json"
 
     def installed() -> bool:

@@ -1,32 +1,39 @@
-"""Signed repositories in tests: the fixed test key set and the broken copies of a signed
-repository that clients must refuse.
-
-TEST_KEYS is a key set made once with `cosbuild keys generate` and committed, private keys
-included: for tests only, never to sign anything real. It is fixed so that every copy of the
-sample ships the same trusted root, so system/sampleOS has the same build hash in every test
-and session, and its cached images are shared."""
+"""Signed repositories in tests: one test key set for the whole run, and the broken copies
+of a signed repository that clients must refuse."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
-TEST_KEYS = Path(__file__).resolve().parent / "test-keys-not-secret"
+from cosbuild.repos import signing
+
 # where the sample's `doit keys` puts the public root for system/sampleOS (dodo.py's TRUSTED_ROOT)
 SAMPLE_TRUSTED_ROOT = "tree/system/sampleOS/files/trusted-root.json"
 
 
+@functools.cache
+def session_keys() -> Path:
+    """The key set of this test run, made on first use and removed at its end. One for all
+    tests, so that every copy of the sample ships the same trusted root: system/sampleOS has
+    one build hash and its images are built once. Not committed: a committed root would
+    expire (a year) and publish private keys."""
+    folder = Path(tempfile.mkdtemp(prefix="cosbuild-test-keys."))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    signing.generate(folder / "keys")
+    return folder / "keys"
+
+
 def install_test_keys(project: Path) -> Path:
-    """The test keys as project/keys, owner-only as `cosbuild keys generate` makes them
-    (git keeps no modes), and their root where the sample ships it; returns the keys folder."""
+    """The test keys as project/keys (modes kept: the private keys owner-only) and their root
+    where the sample ships it; returns the keys folder."""
     keys = project / "keys"
-    shutil.copytree(TEST_KEYS, keys)
-    for folder, _, files in os.walk(keys):
-        os.chmod(folder, 0o700)
-        for name in files:
-            os.chmod(os.path.join(folder, name), 0o600)
+    shutil.copytree(session_keys(), keys)
     shutil.copyfile(keys / "root.json", project / SAMPLE_TRUSTED_ROOT)
     return keys
 

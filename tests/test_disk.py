@@ -97,23 +97,6 @@ def test_upgrade_config_parsing():
         .trusted_root == Path("/etc/cos/trusted-root.json")
 
 
-def test_trusted_root_verifies_every_channel_repository_without_its_own(tmp_path):
-    from cosbuild.repos.client import RepoConfig
-    root = tmp_path / "root.json"
-    root.write_text("{}")
-    config = upgrade.UpgradeConfig("system/sampleOS", True, "", trusted_root=root)
-    own = RepoConfig("own", ("http://b",), "http", trusted_root=tmp_path / "own.json")
-    plain = RepoConfig("plain", ("http://a",), "http")
-    state = tmp_path / "state"
-    assert upgrade.verified([plain, own], config, Path("f"), state) == [
-        RepoConfig("plain", ("http://a",), "http", trusted_root=root, trust_state=state / "plain"),
-        RepoConfig("own", ("http://b",), "http", trusted_root=tmp_path / "own.json",
-                   trust_state=state / "own")]
-    root.unlink()
-    with pytest.raises(CosbuildError, match="root.json: the trusted root is missing"):
-        upgrade.verified([plain], config, Path("f"), state)
-
-
 def test_a_container_image_needs_no_verify_when_a_root_is_trusted(tmp_path, capsys):
     config = tmp_path / "cos-upgrade-image"
     config.write_text("UPGRADE_IMAGE=system/sampleOS\nTRUSTED_ROOT=/etc/cos/trusted-root.json\n")

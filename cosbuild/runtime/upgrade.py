@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import tools
@@ -76,21 +76,6 @@ def parse_upgrade_config(text: str, file: str) -> UpgradeConfig:
     return UpgradeConfig(merged["UPGRADE_IMAGE"], merged["CHANNEL_UPGRADES"].lower() == "true",
                          merged["RECOVERY_IMAGE"], tuple(merged["INSECURE_REGISTRIES"].split()),
                          Path(merged["TRUSTED_ROOT"]) if merged["TRUSTED_ROOT"] else None)
-
-
-def verified(repos, config: UpgradeConfig, config_file: Path, state: Path):
-    """The channel's repositories, each with its trusted root (its own `trusted_root:` or
-    TRUSTED_ROOT) and its TUF state under `state`."""
-    if config.trusted_root and not config.trusted_root.is_file():
-        raise CosbuildError("the trusted root is missing", file=config.trusted_root,
-                            hint=f"fix TRUSTED_ROOT in {config_file}: the system cannot verify "
-                                 "its channel without it")
-    out = []
-    for repo in repos:
-        root = repo.trusted_root or config.trusted_root
-        out.append(replace(repo, trusted_root=root, trust_state=state / repo.name)
-                   if root else repo)
-    return out
 
 
 @dataclass(frozen=True)
@@ -223,11 +208,11 @@ def upgrade(args, log: TaskLog) -> str:
                             "this system trusts only its signed channel", file=args.config,
                             key="TRUSTED_ROOT", hint="pass --no-verify to unpack it anyway")
     ref = chosen = None
-    if channel:
-        repos = [r for r in client.read_config(args.repo_config) if r.enable]
     with writable_partition(slot.label, log) as part:
         if channel:
-            repos = verified(repos, config, args.config, part / TRUST_STATE)
+            # TRUSTED_ROOT for every repository without a trusted_root: of its own
+            repos = client.repositories([], args.repo_config, trusted_root=config.trusted_root,
+                                        trust_dir=part / TRUST_STATE)
             ref, chosen = newest(source, repos)
         images = part / IMAGES_DIR
         current = images / slot.image
