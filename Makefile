@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: iso disk test deps unit clean
+.PHONY: iso disk keys test deps unit clean
 
 deps: $(VENV)/.installed
 
@@ -16,13 +16,19 @@ $(VENV)/.installed: pyproject.toml scripts/install-deps cosbuild/programs.py
 
 # The sample live ISO: validate, render and build every package, make build/ a package
 # repository, assemble the ISO from iso.yaml; prints where it is.
-iso: deps
+iso: keys
 	$(BIN)/doit -n 2 -P thread validate render build repo iso
 	@ls build/*.iso | sed 's/^/ISO: /'
 
 # The installed disk of disk.yaml: build/active.img, build/sampleOS-0.disk.raw and .qcow2.
-disk: deps
+disk: keys
 	$(BIN)/doit -n 2 -P thread validate build repo image disk
+
+# The sample's signing keys in keys/, made on the first build (README "Signed upgrades"), and
+# the copy of their public root that the system image trusts. A doit run of its own: the
+# builds after it must load the tree with that copy in it.
+keys: deps
+	$(BIN)/doit keys
 
 # The whole test suite: fast unit tests and the slow integration tests.
 test: deps

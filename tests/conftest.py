@@ -18,7 +18,7 @@ import pytest
 
 from cosbuild import cli
 
-from . import helmref
+from . import helmref, signing
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,12 +86,15 @@ def cosbuild_ok(root, *args, env=None):
 
 
 def copy_project(dest: Path) -> Path:
+    """The sample project in `dest`, with the test key set as its keys/ (tests/signing.py):
+    whatever keys this repository has, every copy's image trusts the same root."""
     for name in ("tree", "values", "iso.yaml", "disk.yaml"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, dest / name)
         else:
             shutil.copy(source, dest / name)
+    signing.install_test_keys(dest)
     return dest
 
 

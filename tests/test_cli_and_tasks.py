@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
+from . import signing
 from .conftest import BASIC, REPO
 
 TWO_VERSIONS = {**BASIC,
@@ -103,6 +106,33 @@ def test_dodo_in_this_repository_lists_the_sample_tasks():
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("ok: 9 packages"), proc.stderr
     assert "warning" not in proc.stdout + proc.stderr.lower()
+
+
+def test_doit_keys_makes_the_sample_keys_once_and_ships_their_root(tmp_path):
+    """`doit keys` (make iso / make disk) in a copy of this repository: keys/ made once, its
+    root copied where system/sampleOS installs it, and copied again after a rotation."""
+    for name in ("tree", "values", "iso.yaml", "disk.yaml", "dodo.py"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, tmp_path / name)
+    shipped = tmp_path / signing.SAMPLE_TRUSTED_ROOT   # tests and `doit keys` agree on it
+    shipped.unlink(missing_ok=True)   # this repository's own keys' copy, if made
+    env = {k: v for k, v in os.environ.items() if k != "COSBUILD_SIGNING_KEYS"}
+
+    def keys(*args):
+        proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    keys("keys")
+    root = tmp_path / "keys/root.json"
+    assert shipped.read_bytes() == root.read_bytes()
+    assert os.stat(tmp_path / "keys/keys").st_mode & 0o077 == 0
+    assert "-- keys" in keys("keys")   # up to date: nothing made again
+    made = root.read_bytes()
+    subprocess.run([sys.executable, "-m", "cosbuild.cli", "keys", "rotate", "keys"], cwd=tmp_path,
+                   check=True, capture_output=True)
+    keys("keys")
+    assert shipped.read_bytes() == root.read_bytes() != made
 
 
 def test_keyword_reference_is_generated_from_the_table():

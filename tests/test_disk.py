@@ -93,6 +93,17 @@ def test_upgrade_config_parsing():
         "RECOVERY_IMAGE=\"system/recovery\"\nINSECURE_REGISTRIES=a:1 b:2\n", "f")
     assert cfg == upgrade.UpgradeConfig("system/sampleOS", False, "system/recovery", ("a:1", "b:2"))
     assert upgrade.parse_upgrade_config("", "f").channel is True
+    assert upgrade.parse_upgrade_config("TRUSTED_ROOT=/etc/cos/trusted-root.json\n", "f") \
+        .trusted_root == Path("/etc/cos/trusted-root.json")
+
+
+def test_a_container_image_needs_no_verify_when_a_root_is_trusted(tmp_path, capsys):
+    config = tmp_path / "cos-upgrade-image"
+    config.write_text("UPGRADE_IMAGE=system/sampleOS\nTRUSTED_ROOT=/etc/cos/trusted-root.json\n")
+    assert upgrade.main(["--config", str(config), "--container", "--image", "r/i:1"]) == 1
+    err = capsys.readouterr().err
+    assert "r/i:1 is a container image, which TUF does not verify" in err
+    assert "--no-verify" in err and "nothing was switched" in err
 
 
 @pytest.mark.parametrize("text, needle", [

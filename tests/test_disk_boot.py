@@ -1,6 +1,6 @@
 """The installed disk: `doit image` / `doit disk` (layout, incremental, reproducible), and in
-QEMU the whole cycle: boot the qcow2, upgrade from a newer repository (and fail cleanly on a
-bad one), upgrade the recovery image from a container image, reboot into the new system,
+QEMU the whole cycle: boot the qcow2, upgrade from a newer signed repository (and fail cleanly
+on a bad, tampered or unsigned one), upgrade the recovery image from a container image, reboot into the new system,
 fall back to the passive image when active.img is broken and to recovery when both are; and
 cos-installer from the live ISO. Integration: run by `make test`."""
 
@@ -16,6 +16,7 @@ import pytest
 from cosbuild.builds.artifact import sha256_file
 from cosbuild.repos.serve import make_server
 
+from . import signing
 from .conftest import copy_project, cosbuild_ok as cosbuild, running
 from .qemu import VM
 from .test_build_integration import ran
@@ -105,30 +106,32 @@ def _reboot(vm: VM) -> None:
 @pytest.fixture(scope="module")
 def upgrade_repo(sample, tmp_path_factory):
     """The sample with system/sampleOS 0.1.1 (a version bump and a changed file), built and
-    made a repository in a copy of the project; the unchanged packages come from the cache."""
+    made a repository signed with the test keys, which the installed image trusts, in a copy
+    of the project; the unchanged packages come from the cache."""
     root = copy_project(tmp_path_factory.mktemp("upgrade"))
     definition = root / "tree/system/sampleOS/definition.yaml"
     definition.write_text(definition.read_text().replace('version: "0.1.0"', 'version: "0.1.1"'))
     build = root / "tree/system/sampleOS/build.yaml"
     build.write_text(build.read_text().replace(
         "steps:\n", "steps:\n  - echo 'upgraded' > /usr/share/sampleos-upgrade\n", 1))
-    cosbuild(root, "run", "-n", "2", "-P", "thread", "build", "repo")
+    cosbuild(root, "run", "-n", "2", "-P", "thread", "build", "repo",
+             env={**os.environ, "COSBUILD_SIGNING_KEYS": str(root / "keys")})
+    assert (root / "build/tuf-timestamp.json").is_file()
     return root / "build"
 
 
 @pytest.fixture(scope="module")
-def tampered_repo(upgrade_repo, tmp_path_factory):
-    """The same repository with one byte of the system artifact changed."""
-    copy = tmp_path_factory.mktemp("tampered")
-    for path in upgrade_repo.iterdir():
-        if path.is_file():
-            os.link(path, copy / path.name)
-    artifact = copy / "sampleOS-system-0.1.1.package.tar.zst"
-    artifact.unlink()
-    data = bytearray((upgrade_repo / artifact.name).read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    artifact.write_bytes(bytes(data))
-    return copy
+def bad_repos(upgrade_repo, tmp_path_factory):
+    """Copies of the signed repository that cos-upgrade must refuse, each with what its
+    refusal says: one byte of the system artifact changed, repository.yaml edited, the
+    signatures removed."""
+    made = tmp_path_factory.mktemp("bad")
+    return [
+        (signing.flipped_byte(upgrade_repo, "sampleOS-system-0.1.1.package.tar.zst",
+                              made / "tampered"), "hash"),
+        (signing.edited_index(upgrade_repo, made / "edited"), "repository.yaml"),
+        (signing.unsigned(upgrade_repo, made / "unsigned"), "not signed"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +167,8 @@ def _state(vm: VM) -> str:
     return vm.run("ls -i /run/cos/state/cOS/")
 
 
-def test_install_upgrade_reboot_fallback(disk, upgrade_repo, tampered_repo, upgrade_image,
-                                        tmp_path):
+def test_install_signed_upgrade_reboot_fallback(disk, upgrade_repo, bad_repos, upgrade_image,
+                                               tmp_path):
     boot = tmp_path / "boot.qcow2"   # an overlay: the built qcow2 stays as it is
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                     str(disk["qcow2"]), str(boot)], check=True)
@@ -185,11 +188,13 @@ def test_install_upgrade_reboot_fallback(disk, upgrade_repo, tampered_repo, upgr
         out, rc = _upgrade(vm)   # the server is gone: unreachable
         assert rc == "1" and "nothing was switched" in out, out
         assert _state(vm) == before
-        with running(make_server(tampered_repo)) as url:
-            _use_repo(vm, url)
-            out, rc = _upgrade(vm)
-        assert rc == "1" and "checksum mismatch" in out and "nothing was switched" in out, out
-        assert _state(vm) == before
+        assert "trusted_root: /etc/cos/trusted-root.json" in vm.run("cat /etc/luet/luet.yaml")
+        for repo, reason in bad_repos:   # the signature (TUF) catches each
+            with running(make_server(repo)) as url:
+                _use_repo(vm, url)
+                out, rc = _upgrade(vm)
+            assert rc == "1" and reason in out and "nothing was switched" in out, (repo, out)
+            assert _state(vm) == before
         with running(make_server(upgrade_repo)) as url:
             _use_repo(vm, url)
             vm.run("mount -o remount,rw /run/cos/state && "
@@ -217,8 +222,10 @@ def test_install_upgrade_reboot_fallback(disk, upgrade_repo, tampered_repo, upgr
         # from a container image: the recovery image becomes the 0.1.1 system
         host = upgrade_image.split("/")[0].replace("127.0.0.1", "10.0.2.2")
         vm.run(f"echo INSECURE_REGISTRIES={host} >> /etc/cos-upgrade-image")
-        out = vm.run(f"cos-upgrade --recovery --container --image {host}/sampleos:0.1.1; "
-                     "echo rc=$?", UPGRADE_TIMEOUT)
+        upgrade = f"cos-upgrade --recovery --container --image {host}/sampleos:0.1.1"
+        out = vm.run(f"{upgrade}; echo rc=$?")   # TUF verifies only the channel
+        assert "rc=1" in out and "--no-verify" in out and "nothing was switched" in out, out
+        out = vm.run(f"{upgrade} --no-verify; echo rc=$?", UPGRADE_TIMEOUT)
         assert "rc=0" in out and "recovery.img is now" in out, out
         recovery = vm.run("mount -o ro /dev/disk/by-label/COS_RECOVERY /mnt && debugfs -R "
                           "'cat /usr/lib/os-release' /mnt/cOS/recovery.img; umount /mnt")

@@ -1,12 +1,19 @@
 """cos-upgrade, inside an installed system (SPEC 5 "Upgrades").
 
-Reads /etc/cos-upgrade-image (UPGRADE_IMAGE, CHANNEL_UPGRADES, RECOVERY_IMAGE). A new ext2
-image file, transition.img, is made on COS_STATE and filled either from the repository
-channel (the newest UPGRADE_IMAGE package, installed with the repository client from
-/etc/luet/luet.yaml) or from a container image. Only when that worked is anything switched:
+Reads /etc/cos-upgrade-image (UPGRADE_IMAGE, CHANNEL_UPGRADES, RECOVERY_IMAGE, TRUSTED_ROOT).
+A new ext2 image file, transition.img, is made on COS_STATE and filled either from the
+repository channel (the newest UPGRADE_IMAGE package, installed with the repository client
+from /etc/luet/luet.yaml) or from a container image. Only when that worked is anything switched:
 active.img -> passive.img (label COS_PASSIVE), transition.img -> active.img (COS_ACTIVE). On
 any error transition.img is removed and the system still boots the same active.img.
 `--recovery` does the same for COS_RECOVERY's recovery.img (RECOVERY_IMAGE).
+
+With TRUSTED_ROOT (a TUF root), every channel repository without a `trusted_root:` of its own
+is verified with it, so an unsigned or tampered channel is refused; the TUF metadata last
+trusted is kept on the partition being upgraded (TRUST_STATE), because /var of the running
+system is a tmpfs overlay in the cOS layout and would forget it at every boot, which would
+let old metadata back in. A container image is not verified by TUF: with TRUSTED_ROOT set,
+unpacking one needs --no-verify.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from ..tree.yamlio import loads
 
 CONFIG = Path("/etc/cos-upgrade-image")
 REPO_CONFIG = Path("/etc/luet/luet.yaml")
+TRUST_STATE = "tuf"   # on the upgraded partition: TRUST_STATE/<repository name>/
 
 
 @dataclass(frozen=True)
@@ -41,14 +49,16 @@ class UpgradeConfig:
     channel: bool
     recovery_image: str
     insecure_registries: tuple[str, ...] = ()
+    trusted_root: Path | None = None
 
 
 def parse_upgrade_config(text: str, file: str) -> UpgradeConfig:
     """KEY=VALUE lines (shell style, optionally quoted); unknown keys are refused.
     INSECURE_REGISTRIES (cosbuild's addition): registries HOST:PORT reached without verified
-    TLS, space-separated, for testing."""
+    TLS, space-separated, for testing. TRUSTED_ROOT (cosbuild's addition): the TUF root that
+    verifies the channel."""
     known = {"UPGRADE_IMAGE": "", "CHANNEL_UPGRADES": "true", "RECOVERY_IMAGE": "",
-             "INSECURE_REGISTRIES": ""}
+             "INSECURE_REGISTRIES": "", "TRUSTED_ROOT": ""}
     values = {}
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -64,7 +74,8 @@ def parse_upgrade_config(text: str, file: str) -> UpgradeConfig:
         raise CosbuildError(f"CHANNEL_UPGRADES must be true or false, got "
                             f"{merged['CHANNEL_UPGRADES']!r}", file=file, key="CHANNEL_UPGRADES")
     return UpgradeConfig(merged["UPGRADE_IMAGE"], merged["CHANNEL_UPGRADES"].lower() == "true",
-                         merged["RECOVERY_IMAGE"], tuple(merged["INSECURE_REGISTRIES"].split()))
+                         merged["RECOVERY_IMAGE"], tuple(merged["INSECURE_REGISTRIES"].split()),
+                         Path(merged["TRUSTED_ROOT"]) if merged["TRUSTED_ROOT"] else None)
 
 
 @dataclass(frozen=True)
@@ -192,11 +203,17 @@ def upgrade(args, log: TaskLog) -> str:
         raise CosbuildError(f"no {key} to upgrade from", file=args.config, key=key,
                             hint="set it, or pass --image")
     channel = config.channel and not args.container
+    if not channel and config.trusted_root and not args.no_verify:
+        raise CosbuildError(f"{source} is a container image, which TUF does not verify, and "
+                            "this system trusts only its signed channel", file=args.config,
+                            key="TRUSTED_ROOT", hint="pass --no-verify to unpack it anyway")
     ref = chosen = None
-    if channel:
-        repos = [r for r in client.read_config(args.repo_config) if r.enable]
-        ref, chosen = newest(source, repos)
     with writable_partition(slot.label, log) as part:
+        if channel:
+            # TRUSTED_ROOT for every repository without a trusted_root: of its own
+            repos = client.repositories([], args.repo_config, trusted_root=config.trusted_root,
+                                        trust_dir=part / TRUST_STATE)
+            ref, chosen = newest(source, repos)
         images = part / IMAGES_DIR
         current = images / slot.image
         installed = installed_version(current, chosen.id, log) \
@@ -243,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                                         "instead of the configured one")
     parser.add_argument("--container", action="store_true",
                         help="--image is a container image, whatever CHANNEL_UPGRADES says")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="unpack a container image though TRUSTED_ROOT is set (TUF verifies "
+                             "only the channel)")
     parser.add_argument("--force", action="store_true", help="even if it is not newer")
     parser.add_argument("--size", type=int, help="MiB of the new image (default: the current one's)")
     parser.add_argument("--config", type=Path, default=CONFIG, help=f"default {CONFIG}")
