@@ -160,7 +160,8 @@ class LazyBuilder:
         with self._lock:
             if self._builder is None:
                 from .builds.builder import Builder
-                self._builder = Builder(self.project)
+                from .repos.cachetrust import cache_trust
+                self._builder = Builder(self.project, cache_trust(self.project.settings))
             return self._builder
 
 

@@ -133,19 +133,22 @@ def test_signed_cache_is_pulled_by_the_digests_it_vouches_for(machine_a, registr
             for n in ("app-apps-1.0", "base-distro-1")}
     app, base = (oci.parse_reference(f"{cache}:{meta[n]['build_hash']}")
                  for n in ("app-apps-1.0", "base-distro-1"))
-    moved = remote.raw_manifest(base)
+    moved, original = remote.raw_manifest(base), remote.raw_manifest(app)
     remote.put_manifest(app, moved, json.loads(moved)["mediaType"])
-
-    root_t = tmp_path / "machine-t"
-    shutil.copytree(root_a / "tree", root_t / "tree")
-    with empty_image_store(tmp_path / "store-t") as storage:
-        env = {**env_for(image_repository=cache, insecure_registries=registry,
-                         cache_trusted_root=str(cache_keys / "root.json")), **storage}
-        env["HOME"] = str(tmp_path / "home")   # its own trust state
-        proc = cosbuild(root_t, "run", "-n", "2", "-P", "thread", "build", env=env)
-        assert proc.stdout.count(f"images pulled from {cache}") == len(WITH_IMAGES), proc.stdout
-        assert steps_run(root_t) == []
-        assert outputs(root_t) == outputs(root_a)
+    try:
+        root_t = tmp_path / "machine-t"
+        shutil.copytree(root_a / "tree", root_t / "tree")
+        with empty_image_store(tmp_path / "store-t") as storage:
+            env = {**env_for(image_repository=cache, insecure_registries=registry,
+                             cache_trusted_root=str(cache_keys / "root.json")), **storage}
+            env["HOME"] = str(tmp_path / "home")   # its own trust state
+            proc = cosbuild(root_t, "run", "-n", "2", "-P", "thread", "build", env=env)
+            assert proc.stdout.count(f"images pulled from {cache}") == len(WITH_IMAGES), \
+                proc.stdout
+            assert steps_run(root_t) == []
+            assert outputs(root_t) == outputs(root_a)
+    finally:   # the other tests read this cache unsigned
+        remote.put_manifest(app, original, json.loads(original)["mediaType"])
 
 
 def test_signed_cache_refuses_tampered_and_unsigned_metadata(machine_a, registry, cache_keys,
@@ -166,6 +169,9 @@ def test_signed_cache_refuses_tampered_and_unsigned_metadata(machine_a, registry
     doc = json.loads((work / "tuf-timestamp.json").read_text())
     doc["signed"]["version"] += 1
     (work / "tuf-timestamp.json").write_text(json.dumps(doc))
+    signed_timestamp = work / "signed"
+    signed_timestamp.mkdir()
+    oci.pull_file(remote, timestamp, "tuf-timestamp.json", signed_timestamp / "tuf-timestamp.json")
 
     for source, words in ((copy, ("not signed", "tuf-timestamp.json")),
                           (cache, ("signature", "tuf-timestamp.json"))):
@@ -183,6 +189,7 @@ def test_signed_cache_refuses_tampered_and_unsigned_metadata(machine_a, registry
         assert f"cache {source}" in out and all(w in out for w in words), out
         assert steps_run(root_u) == [] and not (root_u / "build/base-distro-1.package.tar.zst"
                                                 ).exists()
+    oci.push_file(remote, timestamp, signed_timestamp / "tuf-timestamp.json", signed_timestamp)
 
 
 def test_pull_repository_feeds_another_image_repository(machine_a, registry, tmp_path):

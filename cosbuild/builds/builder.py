@@ -50,9 +50,11 @@ class Tags:
 class Builder:
     """Builds packages of one project; shared by all (threaded) doit tasks of a run."""
 
-    def __init__(self, project: Project):
+    def __init__(self, project: Project, trust=None):
+        """`trust`: signs and verifies the cache's images (builds/cache.py)."""
         self.project = project
         self.settings = project.settings
+        self.trust = trust
         self._buildah: Buildah | None = None
         self._cache: ImageCache | None = None
         self._lock = threading.Lock()
@@ -72,7 +74,7 @@ class Builder:
         buildah = self.buildah
         with self._lock:
             if self._cache is None:
-                self._cache = ImageCache(self.settings, buildah)
+                self._cache = ImageCache(self.settings, buildah, self.trust)
             return self._cache
 
     # ----------------------------------------------------------------- names
