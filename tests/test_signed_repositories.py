@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,10 +23,15 @@ from tuf.api.metadata import Metadata, Root
 from securesystemslib import keys as sslib_keys
 from securesystemslib.signer import SSlibKey, SSlibSigner
 
+from cosbuild import settings, tasks
 from cosbuild.errors import CosbuildError
+from cosbuild.oci.registry import Registries, parse_reference, push_file
 from cosbuild.repos import client, signing
-from cosbuild.repos.create import create_repo
+from cosbuild.repos.client import RepoConfig
+from cosbuild.repos.create import create_repo, publish_docker
+from cosbuild.repos.transport import RegistryTransport
 from cosbuild.settings import RepoInfo, Signing
+from cosbuild.tree.project import load_project
 
 from .conftest import REPO
 from .test_repository_client import Workspace, lib_and_app, ref, serving, snapshot
@@ -103,7 +109,7 @@ def test_generate_writes_owner_only_keys_and_refuses_an_existing_set(keys):
     assert root.signed.version == 1 and not root.signed.consistent_snapshot
     assert (keys / "1.root.json").read_bytes() == (keys / "root.json").read_bytes()
     before = {p: p.read_bytes() for p in keys.rglob("*") if p.is_file()}
-    with pytest.raises(CosbuildError, match="already holds a key set") as exc:
+    with pytest.raises(CosbuildError, match="folder already holds a key set") as exc:
         signing.generate(keys)
     assert str(keys) in str(exc.value)
     assert {p: p.read_bytes() for p in keys.rglob("*") if p.is_file()} == before
@@ -148,6 +154,20 @@ def test_create_repo_cli_signs_with_the_setting(ws, keys, run_cli):
     assert "unchanged" in out
     code, _, err = run_cli("create-repo", "--signing-keys", str(keys), "--signing-expiry", "2x")
     assert code == 1 and "not a duration" in err
+
+
+def test_doit_repo_signs_with_the_setting(ws, keys):
+    lib_and_app(ws)
+    ws.publish()
+    with contextlib.chdir(ws.base):
+        config = settings.resolve({"build_dir": "build"},
+                                  env={"COSBUILD_SIGNING_KEYS": str(keys)})
+        task = tasks.task_definitions(load_project(config))["task_repo"]()
+        # a missing or removed signature file makes the task run again
+        assert "build/tuf-timestamp.json" in task["targets"]
+        [(action, args)] = task["actions"]
+        assert action(*args) in (None, True)
+    assert version(ws.base / "build/tuf-timestamp.json") == 1
 
 
 # --------------------------------------------------------------------------- clients
@@ -279,6 +299,21 @@ def test_a_root_not_signed_by_the_previous_one_is_refused(ws, keys):
     assert content(root) == {}
 
 
+def test_search_keeps_its_trust_state_in_the_users_cache(ws, keys, tmp_path, monkeypatch,
+                                                         run_cli):
+    repo = published(ws, keys)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    code, out, err = run_cli("search", "--repo", str(repo), "--trusted-root",
+                             str(keys / "root.json"), "app")
+    assert code == 0 and "test/app@1.0" in out, err
+    state = tmp_path / "home/.cache/cosbuild/tuf" / str(repo).replace("/", "_")
+    assert (state / "timestamp.json").is_file()
+    unsign(repo)
+    code, out, err = run_cli("search", "--repo", str(repo), "--trusted-root",
+                             str(keys / "root.json"), "app")
+    assert code == 1 and "refused (not signed)" in err and "test/app" not in out
+
+
 def test_trusted_root_in_luet_yaml_is_relative_to_it(ws, keys, tmp_path):
     repo = published(ws, keys)
     config = tmp_path / "etc" / "luet.yaml"
@@ -312,3 +347,95 @@ def test_keys_cli_generates_rotates_and_refuses_to_overwrite(tmp_path, run_cli):
         "timestamp.key"]
     code, _, err = run_cli("keys", "rotate", str(tmp_path / "none"))
     assert code == 1 and "no key set here" in err
+
+
+# --------------------------------------------------------------------------- docker repositories
+# (a real registry, as tests/test_registry_repository.py: slow, with the integration tests)
+
+def docker_published(ws: Workspace, registry: str, keys: Path | None) -> str:
+    """lib and app published to a new repository of `registry` (signed with `keys`)."""
+    target = f"{registry}/cosbuild-signed-{uuid.uuid4().hex[:8]}/repo"
+    lib_and_app(ws)
+    ws.publish()
+    assert publish_docker_signed(ws, target, keys) is True
+    return target
+
+
+def publish_docker_signed(ws: Workspace, target: str, keys: Path | None) -> bool:
+    info = RepoInfo(name="test", signing=Signing(keys, EXPIRY) if keys else None)
+    return publish_docker(ws.project(), ws.base / "build", target, info,
+                          Registries([host_of(target)]))
+
+
+def host_of(target: str) -> str:
+    return target.split("/", 1)[0]
+
+
+def push_over(target: str, name: str, path: Path) -> None:
+    """Another file under the tag `name` (as whoever controls the registry could)."""
+    remote = Registries([host_of(target)])[host_of(target)]
+    push_file(remote, parse_reference(target).with_tag(name), path, path.parent)
+
+
+def signed_docker(target: str, keys: Path, state: Path) -> RepoConfig:
+    return RepoConfig(name="shared", urls=(target,), type="docker", insecure=True,
+                      trusted_root=keys / "root.json", trust_state=state)
+
+
+@pytest.mark.integration
+def test_signed_docker_repository_installs_the_images_it_vouches_for(ws, keys, registry,
+                                                                      tmp_path):
+    target = docker_published(ws, registry, keys)
+    assert publish_docker_signed(ws, target, keys) is False   # nothing pushed again
+    pulled = RegistryTransport(target, insecure=True).fetch("tuf-targets.json",
+                                                            tmp_path / "targets.json")
+    targets = Metadata.from_file(str(pulled)).signed.targets
+    assert targets["app-test-1.0.package.tar.zst"].custom["digest"].startswith("sha256:")
+    # the tag moves to other content; a signed client pulls the images by their digests
+    other = tmp_path / "repository.yaml"
+    other.write_text("name: evil\n")
+    push_over(target, "repository.yaml", other)
+    root = tmp_path / "root"
+    done = client.install(root, [ref("test/app")],
+                          [signed_docker(target, keys, tmp_path / "state")])
+    assert [str(c) for c in done] == ["test/lib@1.0", "test/app@1.0"]
+    from_disk = tmp_path / "root-disk"
+    client.install(from_disk, [ref("test/app")],
+                   [RepoConfig(name="shared", urls=(str(ws.base / "build"),))])
+    assert content(root) == content(from_disk)
+
+
+@pytest.mark.integration
+def test_tampered_docker_metadata_is_refused(ws, keys, registry, tmp_path):
+    target = docker_published(ws, registry, keys)
+    pulled = RegistryTransport(target, insecure=True).fetch("tuf-timestamp.json",
+                                                            tmp_path / "tuf-timestamp.json")
+    timestamp = json.loads(pulled.read_text())
+    timestamp["signed"]["version"] += 1   # without its key
+    pulled.write_text(json.dumps(timestamp))
+    push_over(target, "tuf-timestamp.json", pulled)
+    root = tmp_path / "root"
+    with pytest.raises(CosbuildError, match=r"tuf-timestamp\.json: refused \(signature\)"):
+        client.install(root, [ref("test/app")], [signed_docker(target, keys, tmp_path / "s")])
+    assert content(root) == {}
+
+
+@pytest.mark.integration
+def test_unsigned_docker_repository_is_refused_with_a_trusted_root(ws, keys, registry,
+                                                                   tmp_path):
+    target = docker_published(ws, registry, None)
+    root = tmp_path / "root"
+    with pytest.raises(CosbuildError, match=r"tuf-timestamp\.json: refused \(not signed\)"):
+        client.install(root, [ref("test/app")], [signed_docker(target, keys, tmp_path / "s")])
+    assert content(root) == {}
+
+
+def test_signing_settings_reach_the_repository_doit_repo_makes():
+    config = settings.resolve({}, env={"COSBUILD_SIGNING_KEYS": "k",
+                                       "COSBUILD_SIGNING_EXPIRY": "12h"})
+    assert config.repo_info().signing == Signing(Path("k"), timedelta(hours=12))
+    assert settings.resolve({}, doit_vars={"signing_keys": "d"}).repo_info().signing.keys == \
+        Path("d")
+    assert settings.resolve({}, env={}).repo_info().signing is None
+    with pytest.raises(CosbuildError, match="not a duration for --signing-expiry"):
+        settings.resolve({"signing_expiry": "0d"}, env={})

@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterator
 
 from .. import __version__
-from ..errors import CosbuildError, NotFound
+from ..errors import CosbuildError, Mismatch, NotFound
 from ..fsutil import atomic_path
 from .layers import apply_layer
 
@@ -316,6 +316,11 @@ class Registry:
             raise self._failed("read", ref, exc) from None
         except OSError as exc:   # a connection dropped mid-answer
             raise self._unreachable(exc) from None
+        if ref.tag.startswith("sha256:") and _digest(raw)[0] != ref.tag:
+            # asked for by digest (a signed repository's): the registry must answer that one
+            raise Mismatch(f"image {ref}: the registry's manifest does not have that digest "
+                           f"(got {_digest(raw)[0]})", reason="hash",
+                           hint="the registry was tampered with; nothing was installed")
         try:
             if len(raw) > MAX_MANIFEST:
                 raise ValueError(f"larger than {MAX_MANIFEST} bytes")
@@ -438,9 +443,10 @@ class Registries:
 # other layers: its go-containerregistry (0.6) gunzips every layer it extracts.
 
 def push_tar(registry: Registry, ref: Reference, write_tar: Callable[[BinaryIO], None],
-             work: Path) -> None:
+             work: Path) -> str:
     """Push a one-layer image whose layer is the uncompressed tar `write_tar(out)` writes;
-    the layer is compressed into `work` first: its digest goes into the manifest."""
+    the layer is compressed into `work` first: its digest goes into the manifest. Returns
+    the manifest's digest (what a signed docker repository vouches for)."""
     with tempfile.TemporaryDirectory(dir=work, prefix=".layer-") as tmp:
         blob = Path(tmp) / "layer.tar.gz"
         # no time or file name in the gzip header: the same tar gives the same blob
@@ -459,18 +465,19 @@ def push_tar(registry: Registry, ref: Reference, write_tar: Callable[[BinaryIO],
         "config": {"mediaType": DOCKER_CONFIG, **registry.upload(ref.repository, config)},
         "layers": [{"mediaType": DOCKER_LAYER, **layer}]})
     registry.put_manifest(ref, manifest, DOCKER_MANIFEST)
+    return _digest(manifest)[0]
 
 
-def push_package(registry: Registry, ref: Reference, artifact: Path, work: Path) -> None:
+def push_package(registry: Registry, ref: Reference, artifact: Path, work: Path) -> str:
     """Push a package image: its layer is the artifact's tar, byte for byte, recompressed
     (luet's CreateTar decompresses the artifact), so unpacked it is the package's files."""
     def write(out: BinaryIO) -> None:
         with decompressed(artifact, f"artifact {artifact}") as stream:
             shutil.copyfileobj(stream, out, CHUNK)
-    push_tar(registry, ref, write, work)
+    return push_tar(registry, ref, write, work)
 
 
-def push_file(registry: Registry, ref: Reference, path: Path, work: Path) -> None:
+def push_file(registry: Registry, ref: Reference, path: Path, work: Path) -> str:
     """Push `path` as a one-file image holding it at /<file name> (luet's
     CreateArtifactForFile tars a folder with the file alone in it)."""
     def write(out: BinaryIO) -> None:
@@ -479,7 +486,7 @@ def push_file(registry: Registry, ref: Reference, path: Path, work: Path) -> Non
             info = tarfile.TarInfo(path.name)
             info.size, info.mode, info.mtime = os.fstat(f.fileno()).st_size, 0o644, 0
             tar.addfile(info, f)
-    push_tar(registry, ref, write, work)
+    return push_tar(registry, ref, write, work)
 
 
 @contextlib.contextmanager

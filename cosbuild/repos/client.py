@@ -96,11 +96,10 @@ class RepoConfig:
         inner = transport_for(url, self.type, self.insecure, self.bounds)
         if self.trusted_root is None:
             return inner
-        if self.trust_state is None:
-            raise CosbuildError(f"repository {self.name}: no folder for its trust state",
-                                hint="client.repositories() sets it")
         from .trust import SignedTransport   # python-tuf: only for signed repositories
-        return SignedTransport(inner, self.name, self.trusted_root, self.trust_state)
+        # without a root to keep it in (iso.yaml's and build repositories): the user's
+        return SignedTransport(inner, self.name, self.trusted_root,
+                               self.trust_state or _user_trust_dir() / _file_name(self.name))
 
     def may_carry_devices(self, entry: luetformat.ArtifactEntry) -> bool:
         return (self.own_build and entry.device_nodes) or \
@@ -167,7 +166,7 @@ def repositories(repo_args: list[str], config: Path | None, root: Path | None = 
     repos = [dataclasses.replace(r, trusted_root=r.trusted_root or trusted_root) for r in repos]
     if trust_dir is None and any(r.trusted_root for r in repos):
         # in the root as in a chroot of it (a root that is not there yet has no links)
-        trust_dir = (Path.home() / ".cache/cosbuild/tuf" if root is None
+        trust_dir = (_user_trust_dir() if root is None
                      else rootpath.resolve(root, TRUST_STATE, follow_last=True)
                      if root.is_dir() else root / TRUST_STATE)
     return [dataclasses.replace(r, trust_state=trust_dir / _file_name(r.name))
@@ -175,8 +174,12 @@ def repositories(repo_args: list[str], config: Path | None, root: Path | None = 
 
 
 def _file_name(name: str) -> str:
-    """A repository's name as one file name (names may be URLs)."""
-    return name.replace("/", "_")
+    """A repository's name as one file name (names may be URLs), never . or .."""
+    return name.replace("/", "_").replace("..", "__").lstrip(".") or "_"
+
+
+def _user_trust_dir() -> Path:
+    return Path.home() / ".cache/cosbuild/tuf"
 
 
 # --------------------------------------------------------------------------- reading repositories

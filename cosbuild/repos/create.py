@@ -126,21 +126,19 @@ def create_repo(project: Project, output: Path, info: RepoInfo, packages: Path |
     if info.signing is None:
         return changed
     from . import signing   # python-tuf: only when signing
-    files = {name: output / name for name in (REPOSITORY_FILE, TREE_FILE, COMPILERTREE_FILE,
-                                              META_FILE)}
-    files.update({name: (packages or output) / name for name in package_files})
-    targets = {name: target_facts(path) for name, path in files.items()}
+    files = [*repository_outputs(output), *((packages or output) / n for n in package_files)]
+    targets = {path.name: target_facts(path) for path in files}
     signed = signing.sign_repository(output, info.signing.keys, targets, info.signing.expiry,
                                      refresh=info.signing.refresh)
     return changed or signed
 
 
-def target_facts(path: Path, custom: dict | None = None):
+def target_facts(path: Path):
     """A file as a TUF target: its length and sha256."""
     from .signing import TargetFacts
     with path.open("rb") as f:
         sha = hashlib.file_digest(f, "sha256").hexdigest()
-    return TargetFacts(path.stat().st_size, sha, custom)
+    return TargetFacts(path.stat().st_size, sha)
 
 
 def _previous(path: Path) -> dict | None:
@@ -167,8 +165,14 @@ def publish_docker(project: Project, packages: Path, target: str, info: RepoInfo
     """Publish the packages built into `packages` as the docker repository `target`
     (REGISTRY/REPOSITORY); returns whether anything changed.
 
-    The revision continues from the published repository.yaml, which is pushed last: a
-    client never sees an index whose files are not all there yet."""
+    The revision continues from the published repository.yaml, which is pushed after every
+    file it names: a client never sees an index whose files are not all there yet.
+
+    Signed (info.signing), each target also carries the digest of its image, and the TUF
+    metadata is pushed after repository.yaml, tuf-timestamp.json last: a client that sees
+    the new timestamp finds everything it vouches for. (One that read the old timestamp
+    meanwhile is refused, as a repository changing under it is, and succeeds again.)
+    Images whose file a signed repository already vouches for are not pushed again."""
     from ..oci import registry   # docker only: doit loads this module on every run, keep ssl off
     if registry.registry_of(target) is None:
         raise CosbuildError(f"'{target}' does not name a registry", key="--output",
@@ -181,22 +185,67 @@ def publish_docker(project: Project, packages: Path, target: str, info: RepoInfo
     def ref(name: str):
         return base.with_tag(registry.tag_for(name))
 
+    def pull(name: str, staging: Path) -> None:
+        if remote.exists(ref(name)):
+            registry.pull_file(remote, ref(name), name, staging / name)
+
     packages.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=packages, prefix=".docker-repo-") as tmp:
         staging = Path(tmp)
-        if remote.exists(ref(REPOSITORY_FILE)):
-            registry.pull_file(remote, ref(REPOSITORY_FILE), REPOSITORY_FILE,
-                               staging / REPOSITORY_FILE)
-        if not create_repo(project, staging, info, packages=packages):
+        for name in (REPOSITORY_FILE, *(_signed_names(info.signing) if info.signing else ())):
+            pull(name, staging)   # what is published: the revision and versions continue
+        changed = create_repo(project, staging, replace(info, signing=None), packages=packages)
+        if not changed and info.signing is None:
             return False
+        published = _published_digests(staging) if info.signing else {}
+        pushed = False
+        targets = {}
+
+        def push(name: str, path: Path, package: str | None = None) -> None:
+            """The file `name` as its image (`package`: the package image of that tag)."""
+            nonlocal pushed
+            facts = target_facts(path)
+            digest = published.get((name, facts.length, facts.sha256))
+            if digest is None or changed:
+                digest = registry.push_package(remote, ref(package), path, staging) \
+                    if package else registry.push_file(remote, ref(name), path, staging)
+                pushed = True
+            targets[name] = facts._replace(custom={"digest": digest})
+
         for key in project.graph.order:
             pkg = project.graph.packages[key]
-            artifact_path = packages / pkg.artifact_file
             if not (packages / pkg.metadata_file).is_file():
                 continue   # not built: create_repo left it out of the index too
-            registry.push_package(remote, ref(pkg.artifact_stem), artifact_path, staging)
-            registry.push_file(remote, ref(pkg.metadata_file), packages / pkg.metadata_file,
-                               staging)
+            push(pkg.artifact_file, packages / pkg.artifact_file, package=pkg.artifact_stem)
+            push(pkg.metadata_file, packages / pkg.metadata_file)
         for path in repository_outputs(staging)[1:] + repository_outputs(staging)[:1]:
-            registry.push_file(remote, ref(path.name), path, staging)
-    return True
+            push(path.name, path)
+        if info.signing is None:
+            return True
+        from . import signing   # python-tuf: only when signing
+        signed = signing.sign_repository(staging, info.signing.keys, targets,
+                                         info.signing.expiry, refresh=info.signing.refresh)
+        if signed:
+            for path in signing.METADATA_FILES(staging):   # roots, ..., the timestamp last
+                registry.push_file(remote, ref(path.name), path, staging)
+    return pushed or signed
+
+
+def _signed_names(sign) -> list[str]:
+    """The tuf-* files of a repository signed with the key set of `sign`."""
+    from . import signing
+    roots = signing.load_root(sign.keys).signed.version
+    return [signing.root_name(n) for n in range(1, roots + 1)] + list(SIGNED_FILES)
+
+
+def _published_digests(staging: Path) -> dict[tuple[str, int, str], str]:
+    """(name, length, sha256) -> image digest of the targets the published (pulled)
+    tuf-targets.json vouches for: those images are there already."""
+    from tuf.api.metadata import Metadata
+    path = staging / SIGNED_FILES[0]
+    try:
+        targets = Metadata.from_bytes(path.read_bytes()).signed.targets
+    except Exception:   # none, or unreadable: everything is pushed again
+        return {}
+    return {(name, t.length, t.hashes.get("sha256")): (t.custom or {}).get("digest")
+            for name, t in targets.items() if (t.custom or {}).get("digest")}

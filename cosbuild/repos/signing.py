@@ -70,7 +70,7 @@ def generate(dir: Path) -> None:
     """A new key set in `dir`: a key for each role and root version 1 (DIR/root.json)."""
     dir = Path(dir)
     if (dir / ROOT_FILE).exists() or (dir / "keys").exists():
-        raise CosbuildError(f"{dir} already holds a key set", file=dir,
+        raise CosbuildError("this folder already holds a key set", file=dir,
                             hint="keys are never overwritten: use another folder, or "
                                  "`cosbuild keys rotate` to replace keys")
     dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ def rotate(dir: Path, roles: tuple[str, ...] = ()) -> int:
     root = md.signed
     old = root.version
     old_signer = _signer(dir, Root.type)
-    for role in {Root.type, *roles}:
+    for role in dict.fromkeys((Root.type, *roles)):
         for keyid in list(root.roles[role].keyids):
             root.revoke_key(keyid, role)
         _retire_key(dir, role, old)
@@ -196,47 +196,43 @@ def sign_repository(folder: Path, keys: Path, targets: dict[str, TargetFacts],
     folder, keys = Path(folder), Path(keys)
     root = load_root(keys)
     now = _now()
-    changed = _publish_roots(folder, keys, root.signed.version)
-    old = {role: _load(folder, role) for role in LIFETIME}
+    roots = _publish_roots(folder, keys, root.signed.version)
 
-    def due(role: str, signed) -> bool:
-        md = old[role]
-        if md is None or md.signed != signed or md.signed.version < 1:
-            return True
-        try:
-            root.verify_delegate(role, md)
-        except Exception:   # signed by keys since rotated away
-            return True
-        return md.signed.expires - now < expiry * LIFETIME[role] / 2
-
-    def write(role: str, signed) -> Metadata:
-        signed.version = old[role].signed.version + 1 if old[role] else 1
-        signed.expires = now + expiry * LIFETIME[role]
-        md = Metadata(signed)
+    def signed_anew(role: str, wanted, force: bool = False) -> tuple[Metadata, bool]:
+        """The role's metadata saying `wanted`: what the folder has, or signed anew."""
+        md = _load(folder, role)
+        if md is not None:   # compared as what it says: version and expiry are the old ones
+            wanted.version, wanted.expires = md.signed.version, md.signed.expires
+            if not force and md.signed == wanted and _signed_by(root, role, md) and \
+                    md.signed.expires - now >= expiry * LIFETIME[role] / 2:
+                return md, False
+        wanted.version = md.signed.version + 1 if md is not None else 1
+        wanted.expires = now + expiry * LIFETIME[role]
+        md = Metadata(wanted)
         md.sign(_signer(keys, role))
         atomic_write(folder / metadata_name(role), md.to_bytes(SERIALIZER))
-        return md
+        return md, True
 
-    target_files = {name: TargetFile(f.length, {"sha256": f.sha256}, name,
-                                     dict(f.custom) if f.custom else {})
-                    for name, f in sorted(targets.items())}
-    wanted = Targets(version=_version(old[Targets.type]), expires=_expires(old[Targets.type]),
-                     targets=target_files)
-    md_targets = old[Targets.type]
-    if due(Targets.type, wanted):
-        md_targets, changed = write(Targets.type, wanted), True
-    wanted = Snapshot(version=_version(old[Snapshot.type]), expires=_expires(old[Snapshot.type]),
-                      meta={f"{Targets.type}.json": MetaFile(md_targets.signed.version)})
-    md_snapshot = old[Snapshot.type]
-    if due(Snapshot.type, wanted):
-        md_snapshot, changed = write(Snapshot.type, wanted), True
-    wanted = Timestamp(version=_version(old[Timestamp.type]),
-                       expires=_expires(old[Timestamp.type]),
-                       snapshot_meta=MetaFile(md_snapshot.signed.version))
-    if changed or refresh or due(Timestamp.type, wanted):
-        write(Timestamp.type, wanted)
-        changed = True
-    return changed
+    targets_md, new_targets = signed_anew(Targets.type, Targets(targets={
+        name: TargetFile(f.length, {"sha256": f.sha256}, name,
+                         {"custom": dict(f.custom)} if f.custom else {})
+        for name, f in sorted(targets.items())}))
+    snapshot_md, new_snapshot = signed_anew(Snapshot.type, Snapshot(meta={
+        f"{Targets.type}.json": MetaFile(targets_md.signed.version)}))
+    changed = roots or new_targets or new_snapshot
+    _, new_timestamp = signed_anew(Timestamp.type,
+                                   Timestamp(snapshot_meta=MetaFile(snapshot_md.signed.version)),
+                                   force=changed or refresh)
+    return changed or new_timestamp
+
+
+def _signed_by(root: Metadata[Root], role: str, md: Metadata) -> bool:
+    """Whether `md` is signed by the keys `root` names for `role` (not since rotated away)."""
+    try:
+        root.verify_delegate(role, md)
+        return True
+    except Exception:   # python-tuf's UnsignedMetadataError, or a key it cannot use
+        return False
 
 
 def _publish_roots(folder: Path, keys: Path, current: int) -> bool:
@@ -262,12 +258,3 @@ def _load(folder: Path, role: str) -> Metadata | None:
     except Exception:   # missing, damaged or not TUF: the next version replaces it
         return None
     return md if md.signed.type == role else None
-
-
-# the fields `due` compares besides what the role says: taken from the old metadata
-def _version(md: Metadata | None) -> int:
-    return md.signed.version if md else 1
-
-
-def _expires(md: Metadata | None) -> datetime:
-    return md.signed.expires if md else _now()

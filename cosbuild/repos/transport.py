@@ -261,33 +261,45 @@ class RegistryTransport(Transport):
 
     def fetch(self, name: str, dest: Path, *, sha256: str | None = None,
               size: int | None = None, metadata: bool = False,
-              progress: str | None = None) -> Path:
+              progress: str | None = None, digest: str | None = None) -> Path:
+        """As Transport.fetch; `digest`: the manifest digest the image must have (a signed
+        repository's target says it), else the image its tag names."""
         _check_name(name, self.url)
         dest = Path(dest)
         artifact = re.fullmatch(r"(.+)\.package\.tar(\.\w+)?", name)
         what = f"package {artifact.group(1)}" if artifact else name
+        ref = self.base.with_tag(digest or registry.tag_for(artifact.group(1) if artifact
+                                                             else name))
         with atomic_path(dest) as tmp:
             try:
                 if artifact:
-                    self._package(artifact.group(1), artifact.group(2) or "", tmp)
+                    self._package(ref, artifact.group(2) or "", tmp)
                 else:
-                    registry.pull_file(self.registry, self.base.with_tag(registry.tag_for(name)),
-                                       name, tmp, limit=self._limit(size, metadata),
+                    # the bound, not `size`: the layer holding the file is a tar of it
+                    registry.pull_file(self.registry, ref, name, tmp,
+                                       limit=self._limit(None, metadata),
                                        deadline=self.bounds.metadata_deadline)
             except CosbuildError as exc:
-                # a missing image stays missing: a signed client tells "not signed" by it
+                # the kind stays: a signed client words a missing or wrong image by it
+                message = f"cannot get {what} from docker repository {self.url}: {exc.message}"
+                if isinstance(exc, Mismatch):
+                    raise Mismatch(message, reason=exc.reason, hint=exc.hint) from None
                 kind = NotFound if isinstance(exc, NotFound) else CosbuildError
-                raise kind(f"cannot get {what} from docker repository {self.url}: "
-                           f"{exc.message}", hint=exc.hint) from None
+                raise kind(message, hint=exc.hint) from None
             if not artifact:
+                got = tmp.stat().st_size
+                if size is not None and got != size:
+                    raise Mismatch(f"{name} from {self.url}: {_size_problem(got, size)}",
+                                   reason="length",
+                                   hint="the repository index does not match its files")
                 _check_sha256(name, self.url, tmp, sha256)
         return dest
 
-    def _package(self, stem: str, suffix: str, dest: Path) -> None:
+    def _package(self, ref: registry.Reference, suffix: str, dest: Path) -> None:
         """As luet's DockerClient.DownloadArtifact: the files of the package image are packed
         into an artifact again, and the index's sha256 (of the publisher's artifact, which
-        the registry does not hold) is not checked: the layer's digest is."""
-        ref = self.base.with_tag(registry.tag_for(stem))
+        the registry does not hold) is not checked: the layer's digest is (and, signed, the
+        image's)."""
         with dest.open("wb") as raw, _compressor(suffix, raw) as out, \
                 registry.layer_tar(self.registry, ref, dest.parent,
                                    deadline=self.bounds.deadline) as layer:

@@ -25,7 +25,7 @@ from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 from ..errors import CosbuildError, Mismatch, NotFound
 from ..fsutil import atomic_write
 from .signing import PREFIX, ROOT_FILE
-from .transport import Transport
+from .transport import RegistryTransport, Transport
 
 # ngclient's URLs for the inner transport's files: <BASE><role>.json, <BASE><N>.root.json
 BASE = "tuf:///"
@@ -74,9 +74,14 @@ class SignedTransport(Transport):
         if size is not None and size != target.length:
             raise self._refused(name, "length", f"the index records {size} bytes, its signed "
                                                 f"target {target.length}")
+        image = {}
+        if isinstance(self.inner, RegistryTransport):   # the image is what is signed there
+            image["digest"] = (target.custom or {}).get("digest")
+            if not isinstance(image["digest"], str):
+                raise self._refused(name, "not signed", "its target has no image digest")
         try:
             return self.inner.fetch(name, dest, sha256=signed_sha, size=target.length,
-                                    metadata=metadata, progress=progress)
+                                    metadata=metadata, progress=progress, **image)
         except Mismatch as exc:
             raise self._refused(name, exc.reason, exc.message) from None
 
@@ -101,8 +106,8 @@ class SignedTransport(Transport):
                                snapshot_max_length=self.bounds.metadata,
                                targets_max_length=self.bounds.metadata)
         try:
-            updater = Updater(str(self.state), BASE, target_base_url=BASE,
-                              fetcher=self._fetcher, config=config)
+            # targets are fetched by the inner transport (fetch), never by ngclient
+            updater = Updater(str(self.state), BASE, fetcher=self._fetcher, config=config)
             updater.refresh()
         except (tuf_errors.RepositoryError, tuf_errors.DownloadError, ValueError) as exc:
             # (python-tuf's DeserializationError is a ValueError)
@@ -113,9 +118,11 @@ class SignedTransport(Transport):
     def _init_state(self) -> None:
         """The state starts as the trusted root; a newer trusted root (given after a
         rotation the state has not seen) replaces the state's."""
-        trusted = _root_version(self.trusted_root, self.trusted_root)
+        trusted = _root_version(self.trusted_root, "name the root.json of a key set "
+                                                   "(`cosbuild keys generate` writes one)")
         mine = self.state / ROOT_FILE
-        if mine.is_file() and _root_version(mine, self.trusted_root) >= trusted:
+        if mine.is_file() and _root_version(mine, f"remove {self.state} to start again from "
+                                                  "the trusted root") >= trusted:
             return
         self.state.mkdir(parents=True, exist_ok=True)
         atomic_write(mine, self.trusted_root.read_bytes())
@@ -152,17 +159,15 @@ def _reason(exc: Exception) -> str:
     return "invalid metadata"
 
 
-def _root_version(path: Path, trusted: Path) -> int:
+def _root_version(path: Path, hint: str) -> int:
     try:
         return Metadata[Root].from_bytes(path.read_bytes()).signed.version
     except OSError as exc:
-        raise CosbuildError(f"cannot read it: {exc.strerror}", file=path,
-                            key="trusted_root") from None
+        raise CosbuildError(f"cannot read it: {exc.strerror}", file=path, key="trusted_root",
+                            hint=hint) from None
     except Exception as exc:   # DeserializationError, or another role's metadata
         raise CosbuildError(f"not a TUF root ({exc})", file=path, key="trusted_root",
-                            hint=f"name the root.json of a key set (`cosbuild keys generate`)"
-                                 f"{'' if path == trusted else f'; or remove {path.parent}'}"
-                            ) from None
+                            hint=hint) from None
 
 
 class _Fetcher(FetcherInterface):
