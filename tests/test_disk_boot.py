@@ -1,8 +1,8 @@
 """The installed disk: `doit image` / `doit disk` (layout, incremental, reproducible), and in
 QEMU the whole cycle: boot the qcow2, upgrade from a newer signed repository (and fail cleanly
-on a bad, tampered or unsigned one), upgrade the recovery image from a container image, reboot into the new system,
-fall back to the passive image when active.img is broken and to recovery when both are; and
-cos-installer from the live ISO. Integration: run by `make test`."""
+on a bad, tampered or unsigned one), upgrade the recovery image from a container image,
+reboot into the new system, fall back to the passive image when active.img is broken and to
+recovery when both are; and cos-installer from the live ISO. Integration: run by `make test`."""
 
 from __future__ import annotations
 
@@ -128,9 +128,9 @@ def bad_repos(upgrade_repo, tmp_path_factory):
     made = tmp_path_factory.mktemp("bad")
     return [
         (signing.flipped_byte(upgrade_repo, "sampleOS-system-0.1.1.package.tar.zst",
-                              made / "tampered"), "hash"),
-        (signing.edited_index(upgrade_repo, made / "edited"), "repository.yaml"),
-        (signing.unsigned(upgrade_repo, made / "unsigned"), "not signed"),
+                              made / "tampered"), "package.tar.zst: refused (hash)"),
+        (signing.edited_index(upgrade_repo, made / "edited"), "repository.yaml: refused ("),
+        (signing.unsigned(upgrade_repo, made / "unsigned"), "refused (not signed)"),
     ]
 
 
