@@ -28,7 +28,6 @@ is checked is the layer's digest (oci/registry.py: layer_tar).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import time
@@ -136,9 +135,7 @@ def create_repo(project: Project, output: Path, info: RepoInfo, packages: Path |
 def target_facts(path: Path):
     """A file as a TUF target: its length and sha256."""
     from .signing import TargetFacts
-    with path.open("rb") as f:
-        sha = hashlib.file_digest(f, "sha256").hexdigest()
-    return TargetFacts(path.stat().st_size, sha)
+    return TargetFacts(path.stat().st_size, artifact.sha256_file(path))
 
 
 def _previous(path: Path) -> dict | None:
