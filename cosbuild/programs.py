@@ -80,7 +80,9 @@ PROGRAMS = (
     Program("chroot", "coreutils", "finalizer tests (the escape a bare chroot allows)"),
     Program("sleep", "coreutils", "finalizer tests (a host process)"),
     Program("setpriv", "util-linux", "bad-input tests (an unwritable build folder, as nobody)"),
-    Program("faketime", "faketime", "signed repository tests (metadata served after expiry)"),
+    Program("faketime", "faketime", "signed repository tests (metadata served after expiry), "
+            "boot menu tests (GRUB's clock sped up)"),
+    Program("grub-emu", "grub-emu", "boot menu tests (the disk's GRUB menu run without a VM)"),
     Program("go", "golang-go", "Helm differential tests (tests/helmref), finalizer tests",
             libraries=("golang-github-masterminds-sprig-dev", "golang-github-imdario-mergo-dev",
                        "golang-github-ghodss-yaml-dev", "golang-gopkg-yaml.v2-dev")),
