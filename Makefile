@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: iso disk keys test deps unit clean
+.PHONY: iso disk keys test test-all deps unit clean
 
 deps: $(VENV)/.installed
 
@@ -30,13 +30,17 @@ disk: keys
 keys: deps
 	$(BIN)/doit keys
 
-# The whole test suite: fast unit tests and the slow integration tests.
-test: deps
-	$(BIN)/pytest -ra
-
-# Only the fast unit tests.
+# The test tiers (README "Tests"). unit: no containers, no VMs, both cores. test: what CI
+# runs, the unit tier then every integration test but the opt-in long boot cycles, one after
+# another (they share one sample build, ISO and disk). test-all: the long cycles too.
 unit: deps
-	$(BIN)/pytest -ra -m "not integration"
+	$(BIN)/pytest -ra -n 2 -m "not integration"
+
+test: unit
+	$(BIN)/pytest -ra -m integration
+
+test-all: deps
+	COSBUILD_TEST_BOOT_CYCLES=1 $(MAKE) test
 
 clean:
 	rm -rf build

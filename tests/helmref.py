@@ -34,7 +34,7 @@ def build(cache: Path) -> Path:
     # Debian's library sources are a GOPATH tree, not modules
     env = {**os.environ, "GO111MODULE": "off", "GOPATH": GOPATH, "GOFLAGS": "",
            "GOCACHE": str(cache / "gocache")}
-    partial = binary.with_suffix(".partial")
+    partial = binary.with_suffix(f".partial-{os.getpid()}")   # test workers may race here
     proc = subprocess.run(["go", "build", "-o", str(partial), str(SOURCE)], env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
