@@ -22,6 +22,17 @@ from . import helmref, signing
 
 REPO = Path(__file__).resolve().parent.parent
 
+def pytest_collection_modifyitems(config, items):
+    """The long boot cycles run only when asked for (`make test-all`)."""
+    if os.environ.get("COSBUILD_TEST_BOOT_CYCLES") == "1":
+        return
+    skip = pytest.mark.skip(reason="a long boot cycle: make test-all (COSBUILD_TEST_BOOT_CYCLES=1) "
+                                   "runs it")
+    for item in items:
+        if "boot_cycle" in item.keywords:
+            item.add_marker(skip)
+
+
 # a minimal valid tree: a base with an image, and an app built on it
 BASIC = {
     "tree/base/definition.yaml": "name: base\ncategory: distro\nversion: '1.0'\n",
@@ -110,6 +121,30 @@ def sample(tmp_path_factory):
         category, name = pkg.split("/")
         assert list((root / "build").glob(f"{name}-{category}-*.package.tar.zst")), pkg
     return root
+
+
+@pytest.fixture(scope="session")
+def iso(sample):
+    """The sample's live ISO, built once per test run."""
+    cosbuild_ok(sample, "run", "-n", "2", "-P", "thread", "iso")
+    isos = sorted((sample / "build").glob("*.iso"))
+    assert [p.name for p in isos] == ["sampleOS-0.live.iso"]
+    return isos[0]
+
+
+DISK_NAME = "sampleOS-0.disk"
+
+
+@pytest.fixture(scope="session")
+def disk(sample):
+    """The sample's installed disk (its system image, the raw disk, the qcow2), built once per
+    test run."""
+    cosbuild_ok(sample, "run", "-n", "2", "-P", "thread", "image", "disk")
+    build = sample / "build"
+    files = {"active": build / "active.img", "raw": build / f"{DISK_NAME}.raw",
+             "qcow2": build / f"{DISK_NAME}.qcow2"}
+    assert all(p.is_file() for p in files.values())
+    return files
 
 
 @contextlib.contextmanager

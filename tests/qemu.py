@@ -27,6 +27,7 @@ class VM:
         """`disks`: extra raw disks (changes are discarded); `kernel`: (kernel, initrd,
         command line) to boot directly instead of through the ISO's boot loader;
         `boot_disk`: a qcow2 disk that is written to, and the machine may reboot."""
+        assert not uefi or OVMF.exists(), f"{OVMF} is missing: apt-get install ovmf (make deps does)"
         self.port = free_port()
         self.log_path = log
         argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "2048", "-smp", "2",

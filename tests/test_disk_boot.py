@@ -1,8 +1,11 @@
 """The installed disk: `doit image` / `doit disk` (layout, incremental, reproducible), and in
-QEMU the whole cycle: boot the qcow2, upgrade from a newer signed repository (and fail cleanly
-on a bad, tampered or unsigned one), upgrade the recovery image from a container image,
-reboot into the new system, fall back to the passive image when active.img is broken and to
-recovery when both are; and cos-installer from the live ISO. Integration: run by `make test`."""
+QEMU: boot the qcow2, upgrade from a newer signed repository (and fail cleanly on a bad,
+tampered or unsigned one), reboot into the new system; cos-installer from the live ISO booted
+from a CD under UEFI. The long cycle (`make test-all`): upgrade the recovery image from a
+container image, fall back to the passive image when active.img is broken and to recovery
+when both are; without it, the container image is unpacked on the host by cos-upgrade's own
+function and the menu's fallback runs in grub-emu (tests/test_grub_menu.py).
+Integration: run by `make test`."""
 
 from __future__ import annotations
 
@@ -15,27 +18,19 @@ import pytest
 
 from cosbuild.builds.artifact import sha256_file
 from cosbuild.repos.serve import make_server
+from cosbuild.runtime.upgrade import fill_from_image
+from cosbuild.tools import TaskLog
 
 from . import signing
 from .conftest import copy_project, cosbuild_ok as cosbuild, running
 from .qemu import VM
 from .test_build_integration import ran
+from .test_iso_boot import check_booted
 
 pytestmark = pytest.mark.integration
 
 BOOT_TIMEOUT = 600      # TCG: a boot takes 2-3 minutes here
 UPGRADE_TIMEOUT = 900   # download, decompress and unpack ~700 MB under TCG
-NAME = "sampleOS-0.disk"
-
-
-@pytest.fixture(scope="module")
-def disk(sample):
-    cosbuild(sample, "run", "-n", "2", "-P", "thread", "image", "disk")
-    build = sample / "build"
-    files = {"active": build / "active.img", "raw": build / f"{NAME}.raw",
-             "qcow2": build / f"{NAME}.qcow2"}
-    assert all(p.is_file() for p in files.values())
-    return files
 
 
 def _debugfs(image: str, request: str) -> str:
@@ -167,19 +162,25 @@ def _state(vm: VM) -> str:
     return vm.run("ls -i /run/cos/state/cOS/")
 
 
-def test_install_signed_upgrade_reboot_fallback(disk, upgrade_repo, bad_repos, upgrade_image,
-                                               tmp_path):
-    boot = tmp_path / "boot.qcow2"   # an overlay: the built qcow2 stays as it is
+def _boot_disk(disk, tmp_path) -> VM:
+    """The built disk in a UEFI machine (started, not yet booted), through an overlay: the
+    built qcow2 stays as it is."""
+    boot = tmp_path / "boot.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                     str(disk["qcow2"]), str(boot)], check=True)
-    vm = VM(None, uefi=True, boot_disk=boot, log=tmp_path / "console.log")
+    return VM(None, uefi=True, boot_disk=boot, log=tmp_path / "console.log")
+
+
+def test_install_signed_upgrade_reboot(disk, upgrade_repo, bad_repos, tmp_path):
+    vm = _boot_disk(disk, tmp_path)
     try:
         _boot(vm)
         assert _booted(vm) == ("/cOS/active.img", "0.1.0")
         # / is the read-only image; the layout's paths are writable overlays
         assert "Read-only file system" in vm.run("touch /usr/x")
         assert "rc=0" in vm.run("touch /etc/x; echo rc=$?")
-        assert "/run/cos/state" in vm.run("grep /run/cos/state /proc/mounts")
+        mounts = vm.run("cat /proc/mounts")
+        assert all(f" {path} " in mounts for path in ("/run/cos/state", "/oem", "/usr/local"))
         before = _state(vm)
 
         # bad input: nothing is switched, the error says why
@@ -218,8 +219,32 @@ def test_install_signed_upgrade_reboot_fallback(disk, upgrade_repo, bad_repos, u
         passive = "/run/cos/state/cOS/passive.img"
         assert "COS_PASSIVE" in vm.run(f"dumpe2fs -h {passive} 2>/dev/null | grep name")
         assert 'VERSION="0.1.0"' in vm.run(f"debugfs -R 'cat /usr/lib/os-release' {passive}")
+    finally:
+        vm.stop()
 
-        # from a container image: the recovery image becomes the 0.1.1 system
+
+def test_the_upgrade_image_unpacks_as_cos_upgrade_unpacks_it(upgrade_image, tmp_path):
+    """What `cos-upgrade --container` writes into the new image, done on the host by the same
+    function: the 0.1.1 system's layers, from the registry. The guest does it in
+    test_recovery_from_a_container_image_then_fallback (make test-all)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    with TaskLog(tmp_path / "upgrade.log") as log:
+        fill_from_image(root, upgrade_image, (upgrade_image.split("/")[0],), log)
+    assert 'VERSION="0.1.1"' in (root / "usr/lib/os-release").read_text()
+    assert (root / "usr/share/sampleos-upgrade").read_text().strip().endswith("upgraded")
+    assert (root / "usr/bin/cos-upgrade").exists() and not (root / ".cos-upgrade-layers").exists()
+
+
+@pytest.mark.boot_cycle
+def test_recovery_from_a_container_image_then_fallback(disk, upgrade_image, tmp_path):
+    """The recovery image upgraded from a container image in the guest; then a broken
+    active image: GRUB cannot read it and boots the passive one; with both broken, the
+    recovery image (the 0.1.1 image unpacked). Which entry GRUB picks is tested without
+    booting in tests/test_grub_menu.py."""
+    vm = _boot_disk(disk, tmp_path)
+    try:
+        _boot(vm)
         host = upgrade_image.split("/")[0].replace("127.0.0.1", "10.0.2.2")
         vm.run(f"echo INSECURE_REGISTRIES={host} >> /etc/cos-upgrade-image")
         upgrade = f"cos-upgrade --recovery --container --image {host}/sampleos:0.1.1"
@@ -231,8 +256,6 @@ def test_install_signed_upgrade_reboot_fallback(disk, upgrade_repo, bad_repos, u
                           "'cat /usr/lib/os-release' /mnt/cOS/recovery.img; umount /mnt")
         assert 'VERSION="0.1.1"' in recovery, recovery
 
-        # a broken active image: GRUB cannot read it and boots the passive one; with both
-        # broken, the recovery image (the 0.1.1 image unpacked above)
         _break(vm, "active.img")
         _reboot(vm)
         assert _booted(vm) == ("/cOS/passive.img", "0.1.0")
@@ -244,18 +267,14 @@ def test_install_signed_upgrade_reboot_fallback(disk, upgrade_repo, bad_repos, u
         vm.stop()
 
 
-@pytest.fixture(scope="module")
-def iso(sample):
-    cosbuild(sample, "run", "-n", "2", "-P", "thread", "iso")
-    return sample / "build" / "sampleOS-0.live.iso"
-
-
-def test_installer_lays_out_a_disk_that_boots(iso, tmp_path):
+def test_installer_from_the_uefi_live_cd_lays_out_a_disk_that_boots(iso, tmp_path):
+    """The live ISO from a CD under UEFI, checked as every live boot is, installs itself on a
+    disk, which then boots."""
     target = tmp_path / "target.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(target), "16G"], check=True)
     live = VM(iso, uefi=True, boot_disk=target, log=tmp_path / "live.log")
     try:
-        _boot(live)
+        check_booted(live)
         assert "is not a block device" in live.run("cos-installer /dev/nothing")
         out = live.run("cos-installer /dev/vda; echo rc=$?", UPGRADE_TIMEOUT)
         assert "rc=0" in out and "/dev/vda is ready" in out, out

@@ -1,4 +1,5 @@
-"""The sample derivative built for real, and its incremental rebuilds (integration).
+"""The sample derivative built for real (integration). Its incremental rebuilds are tested
+with its ISO (tests/test_iso_boot.py).
 
 The default flavor is built in CI; `COSBUILD_TEST_FLAVORS=trixie` adds other flavors.
 Images are shared with `make iso` through the default image repository: they are tagged
@@ -20,7 +21,6 @@ import yaml
 import zstandard
 
 from .conftest import cosbuild_ok as cosbuild, copy_project
-from .test_build_integration import ran
 
 pytestmark = pytest.mark.integration
 
@@ -85,25 +85,6 @@ def test_boot_loader_packages(sample):
     syslinux = artifact_members(sample / "build/syslinux-live-0.1.0.package.tar.zst")
     assert {"boot/syslinux/isolinux.bin", "boot/syslinux/ldlinux.c32",
             "boot/syslinux/isohdpfx.bin", "boot/syslinux/isolinux.cfg"} <= set(syslinux)
-
-
-def test_incremental_rebuilds(sample):
-    assert ran(cosbuild(sample, "run", "build")) == set()
-    main = sample / "tree/app/sampleOSService/src/main.go"
-    values = sample / "values/bookworm.yaml"
-    originals = {main: main.read_text(), values: values.read_text()}
-    try:
-        main.write_text(originals[main] + "\n// a comment changes the build hash\n")
-        assert ran(cosbuild(sample, "run", "build")) == {"build:app/sampleOSService",
-                                                         "build:system/sampleOS"}
-        values.write_text(originals[values].replace("console: ttyS0,115200", "console: ttyS0,38400"))
-        assert ran(cosbuild(sample, "run", "build")) == {"build:live/syslinux",
-                                                         "build:live/grub2-efi-image"}
-        assert ran(cosbuild(sample, "run", "build")) == set()
-    finally:
-        for path, text in originals.items():
-            path.write_text(text)
-        cosbuild(sample, "run", "build")   # back to the state the other tests share
 
 
 @pytest.mark.skipif("trixie" not in os.environ.get("COSBUILD_TEST_FLAVORS", ""),
