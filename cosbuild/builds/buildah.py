@@ -24,6 +24,12 @@ from ..tools import TaskLog
 NAME_PREFIX = "cosbuild-"
 _counter = itertools.count()
 
+# `buildah run --isolation chroot` re-executes buildah from a sealed in-memory copy; the
+# kernel refuses the seal now and then (EBUSY while pages of the copy are pinned), before the
+# step has started. Only that failure, alone in the run's output, is tried again.
+TRANSIENT_RUN_ERROR = "sealing memfd copy: Device or resource busy"
+RUN_ATTEMPTS = 3
+
 
 @dataclass(frozen=True)
 class BuildahSettings:
@@ -144,8 +150,28 @@ class Container:
         self.buildah.cmd("config", *args, self.name, log=self.log)
 
     def run(self, command: str, what: str = "") -> None:
-        self.buildah.cmd("run", "--isolation", self.buildah.settings.isolation, self.name,
-                         "--", "/bin/sh", "-c", command, log=self.log, what=what)
+        for attempt in range(1, RUN_ATTEMPTS + 1):
+            try:
+                self.buildah.cmd("run", "--isolation", self.buildah.settings.isolation, self.name,
+                                 "--", "/bin/sh", "-c", command, log=self.log, what=what)
+                return
+            except CosbuildError:
+                if attempt == RUN_ATTEMPTS or not self._did_not_start():
+                    raise
+                self.log.write(f"buildah could not start the step ({TRANSIENT_RUN_ERROR}): "
+                               f"attempt {attempt + 1} of {RUN_ATTEMPTS}")
+
+    def _did_not_start(self) -> bool:
+        """Whether the last `buildah run` failed with the transient error and nothing else."""
+        lines = self.log.tail().splitlines()
+        started = max((i for i, line in enumerate(lines) if line.lstrip().startswith("$ buildah")),
+                      default=None)
+        if started is None:   # more output than the tail keeps: the step ran
+            return False
+        output = [line.strip() for line in lines[started + 1:]]
+        return (len(output) <= 2 and any(TRANSIENT_RUN_ERROR in line for line in output)
+                and all(TRANSIENT_RUN_ERROR in line or line.startswith("Error: exit status")
+                        for line in output))
 
     def copy(self, source: str, destination: str, *, from_image: str | None = None,
              what: str = "") -> None:
