@@ -234,9 +234,12 @@ def test_interrupted_build_leaves_nothing_and_resumes(built, repo_env, sig):
     root = built.parent / f"interrupt-{sig.name}"
     write_files(root, {**SMALL_TREE, "tree/app/build.yaml": SMALL_TREE["tree/app/build.yaml"]
                        + "  - sleep 15\n", "tree/app/slow": sig.name})
+    # as Ctrl-C in a terminal: a test run started in the background inherits SIGINT ignored,
+    # and so would the build, which then could not be interrupted
     proc = subprocess.Popen([sys.executable, "-m", "cosbuild.cli", "run", "build:apps/app"],
                             cwd=root, env=repo_env, stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any("step 5" in l or "sleep 15" in l for l in _log_lines(root)):
         assert time.monotonic() < deadline and proc.poll() is None, "build never reached the step"
