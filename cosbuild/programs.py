@@ -93,6 +93,7 @@ PROGRAMS = (
     Program("du", "coreutils", "bench/disk_image.py"),
     Program("sync", "coreutils", "bench/disk_image.py"),
     Program("time", "time", "bench/iso_tools.py"),
+    Program("git", "git", "bench/ci_budget.py (fresh clones)"),
 )
 
 BY_NAME = {os.path.basename(p.name): p for p in PROGRAMS}
