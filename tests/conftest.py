@@ -22,6 +22,7 @@ from . import helmref, signing
 
 REPO = Path(__file__).resolve().parent.parent
 
+
 def pytest_collection_modifyitems(config, items):
     """The long boot cycles run only when asked for (`make test-all`)."""
     if os.environ.get("COSBUILD_TEST_BOOT_CYCLES") == "1":
