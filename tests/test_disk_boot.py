@@ -29,7 +29,7 @@ from .test_iso_boot import check_booted
 
 pytestmark = pytest.mark.integration
 
-BOOT_TIMEOUT = 600      # TCG: a boot takes 2-3 minutes here
+BOOT_TIMEOUT = 600      # TCG: 45 s to login here, 2-3 minutes on a slower machine
 UPGRADE_TIMEOUT = 900   # download, decompress and unpack ~700 MB under TCG
 
 

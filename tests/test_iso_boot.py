@@ -19,7 +19,7 @@ from .test_build_integration import ran
 
 pytestmark = pytest.mark.integration
 
-BOOT_TIMEOUT = 600   # TCG: a boot takes 2-3 minutes here
+BOOT_TIMEOUT = 600   # TCG: 45 s to login here, 2-3 minutes on a slower machine
 
 
 def test_iso_layout(iso):
