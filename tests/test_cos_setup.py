@@ -272,7 +272,7 @@ def test_keys_yip_ignores_are_warnings_and_errors_when_strict(project, run_cli, 
         """})
     expected = ["tree/app/oem/50_app.yaml:3: stages.boot[1].systemd: unknown step key 'systemd', "
                 "ignored (did you mean 'systemctl'?)",
-                "50_app.yaml:5: stages.boot[1].files.permission: unknown file key 'permission', "
+                "50_app.yaml:5: stages.boot[1].files[1].permission: unknown file key 'permission', "
                 "ignored (did you mean 'permissions'?)"]
     code, out, _ = run_cli("validate")
     assert code == 0 and "2 warnings" in out

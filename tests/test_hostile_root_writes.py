@@ -136,21 +136,21 @@ def test_a_malformed_oem_file_does_not_stop_the_stage(root, tmp_path):
     oem = root / "system/oem"
     oem.mkdir(parents=True)
     bad = {
-        "20_list.yaml": ("- just\n- a list\n", "expected a mapping at the top level, got list"),
-        "21_stages.yaml": ("stages: [boot]\n", "'stages' must map stage names to lists of steps"),
-        "22_steps.yaml": ("stages: {boot: run this}\n", "stage 'boot' must be a list of steps"),
-        "23_step.yaml": ("stages: {boot: [just a string]}\n", "a step must be a mapping, got str"),
-        "24_files.yaml": ("stages: {boot: [{files: /etc/x}]}\n", "files: expected list, got str"),
-        "25_entry.yaml": ("stages: {boot: [{files: [/etc/x]}]}\n", "files: each entry needs a 'path'"),
-        "26_if.yaml": ("stages: {boot: [{if: [1], files: []}]}\n", "if: expected a shell test"),
-        "27_classic.yaml": ("#cloud-config\nruncmd: rm -rf /\n", "runcmd: expected list, got str"),
+        "20_list.yaml": ("- just\n- a list\n", "expected a mapping at the top level, got a list"),
+        "21_stages.yaml": ("stages: [boot]\n", "stages: expected a mapping of stage names"),
+        "22_steps.yaml": ("stages: {boot: run this}\n", "stages.boot: expected a list of steps"),
+        "23_step.yaml": ("stages: {boot: [just a string]}\n", "stages.boot[1]: expected a step (a mapping)"),
+        "24_files.yaml": ("stages: {boot: [{files: /etc/x}]}\n", "stages.boot[1].files: expected a list, got a"),
+        "25_entry.yaml": ("stages: {boot: [{files: [/etc/x]}]}\n", "files[1]: expected a mapping, got a string"),
+        "26_if.yaml": ("stages: {boot: [{if: [1], files: []}]}\n", "stages.boot[1].if: expected a shell test"),
+        "27_classic.yaml": ("#cloud-config\nruncmd: rm -rf /\n", "runcmd: expected a list, got a string"),
         "28_latin1.yaml": (b"stages: {boot: [{name: \xe9}]}\n", "cannot read"),
         "29_yaml.yaml": ("stages: {boot: [unclosed\n", "invalid YAML"),
-        "30_command.yaml": ("stages: {boot: [{commands: [[rm, -rf]]}]}\n", "a command must be a string"),
+        "30_command.yaml": ("stages: {boot: [{commands: [[rm, -rf]]}]}\n", "commands[1]: expected a string, got a list"),
         "31_keys.yaml": ("stages: {boot: [{authorized_keys: {root: 'ssh-rsa AAAA'}}]}\n",
-                         "the keys of 'root' must be a list of lines"),
+                         "authorized_keys.root: expected a list, got a string"),
         "32_entity.yaml": ("stages: {boot: [{ensure_entities: [{path: /etc/passwd}]}]}\n",
-                           "each entry needs an 'entity' line"),
+                           "ensure_entities[1]: missing 'entity'"),
     }
     for name, (text, _) in bad.items():
         (oem / name).write_bytes(text if isinstance(text, bytes) else text.encode())

@@ -9,13 +9,13 @@
                                   (bubblewrap: no network, file capabilities only, a time limit)
 
 Every path is resolved as inside DIR (a chroot of it: its links never lead out, and a path
-whose `..` climbs above / is refused). A failing step, or a malformed file, is logged and the
-others still run; the exit status is 1 when anything failed.
+whose `..` climbs above / is refused). Each file and each step is checked first (the checker
+of `cosbuild validate`, runtime/cloudconfig.py): a malformed one runs nothing. A failing or
+malformed step, or a malformed file, is logged and the others still run; the exit status is 1
+when anything failed.
 """
 
 import argparse
-import base64
-import gzip
 import http.client
 import os
 import shlex
@@ -26,12 +26,12 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import yaml
-
 from .. import rootpath, sandbox
 from ..errors import CosbuildError
 from ..tools import require
-from .cloudconfig import APPLIED, ENCODINGS, STEP_KEYS, SYSTEMCTL_KEYS
+from ..tree.yamlio import loads
+from . import cloudconfig
+from .cloudconfig import APPLIED, SYSTEMCTL_KEYS
 
 DIRS = ("/system/oem", "/oem", "/usr/local/cloud-config")
 # what one download may bring: a `downloads` file (far above a key or a script), and a
@@ -82,12 +82,10 @@ def run(argv):
 
 
 # ----------------------------------------------------------------------------- step keys
-
-def _path(item) -> str:
-    """An entry's path (rootpath refuses one whose `..` climbs above /)."""
-    if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not item["path"]:
-        raise ValueError("each entry needs a 'path'")
-    return item["path"]
+# Each action gets a step cloudconfig.check_step found right: the types, names and values are
+# as declared there. A path is resolved by rootpath (which refuses one whose `..` climbs
+# above /); a name or value given to a program comes after `--` or as `--option=value`, so
+# it can never be read as an option of its own.
 
 
 def _owner(value, database):
@@ -107,42 +105,25 @@ def _owner(value, database):
 
 
 def _mode(value, default):
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return int(value, 8)
-    if not isinstance(value, int) or not 0 <= value <= 0o7777:
-        raise ValueError(f"invalid permissions {value!r}")
-    return value
+    return default if value is None else int(value, 8) if isinstance(value, str) else value
 
 
 def do_files(items, env):
     for item in items:
-        path = _path(item)
-        content = item.get("content", "")
-        encoding = (item.get("encoding") or "").lower()
-        data = content.encode()
-        if "b64" in encoding or "base64" in encoding:
-            data = base64.b64decode(content)
-        if "gz" in encoding:
-            data = gzip.decompress(data)
-        elif encoding not in ENCODINGS:   # of those without gz: "", b64, base64
-            raise ValueError(f"{path}: unknown encoding {encoding!r}")
+        data = cloudconfig.decode(item.get("content", ""), item.get("encoding", ""))
         owner = (_owner(item.get("owner"), "passwd"), _owner(item.get("group"), "group"))
-        write(path, data, _mode(item.get("permissions"), 0o644), owner)
+        write(item["path"], data, _mode(item.get("permissions"), 0o644), owner)
 
 
 def do_directories(items, env):
     for item in items:
         mode = _mode(item.get("permissions"), 0o755)
         owner = (_owner(item.get("owner"), "passwd"), _owner(item.get("group"), "group"))
-        rootpath.make_dirs(ROOT, str(_path(item)), mode=mode, owner=owner)
+        rootpath.make_dirs(ROOT, item["path"], mode=mode, owner=owner)
 
 
 def do_commands(items, env):
     for command in items:
-        if not isinstance(command, str):
-            raise ValueError(f"a command must be a string, got {command!r}")
         code = sh(command, env)
         if code:
             raise RuntimeError(f"command failed with exit code {code}: {command}")
@@ -183,47 +164,42 @@ def do_modules(names, env):
     if not live():
         raise RuntimeError("modules apply to a running system only")
     for name in names:
-        run(["modprobe", name])
+        run(["modprobe", "--", name])
 
 
 def do_systemctl(config, env):
     for action in SYSTEMCTL_KEYS:   # start last
         for unit in config.get(action) or []:
             if action != "start":
-                run(["systemctl", f"--root={ROOT}", action, unit] if not live() else
-                    ["systemctl", action, unit])
+                run(["systemctl", *([] if live() else [f"--root={ROOT}"]), action, "--", unit])
             elif live():   # units start on a running system only
                 # --no-block: stages run inside the boot transaction, which must not wait on itself
-                run(["systemctl", "start", "--no-block", unit])
+                run(["systemctl", "start", "--no-block", "--", unit])
 
 
 def do_users(users, env):
     root = [] if live() else ["--root", ROOT]
     for name, user in users.items():
         user = user or {}
-        if not isinstance(user, dict):
-            raise ValueError(f"user {name!r}: expected a mapping")
         try:
             _owner(name, "passwd")
         except ValueError:
-            argv = ["useradd", *root, "-m"]
+            argv = ["useradd", *root, "--create-home"]
             if user.get("uid") is not None:
-                argv += ["-u", str(user["uid"])]
+                argv.append(f"--uid={user['uid']}")
             if user.get("shell"):
-                argv += ["-s", user["shell"]]
-            run(argv + [name])
+                argv.append(f"--shell={user['shell']}")
+            run([*argv, "--", name])
         if user.get("passwd"):
-            run(["usermod", *root, "-p", user["passwd"], name])
-        if user.get("groups"):
-            run(["usermod", *root, "-a", "-G", ",".join(user["groups"]), name])
+            run(["usermod", *root, f"--password={user['passwd']}", "--", name])
+        if user.get("groups"):   # names: no `,` in them (checked)
+            run(["usermod", *root, "--append", f"--groups={','.join(user['groups'])}", "--", name])
         if user.get("ssh_authorized_keys"):
             do_authorized_keys({name: user["ssh_authorized_keys"]}, env)
 
 
 def do_authorized_keys(keys, env):
     for name, lines in keys.items():
-        if not (isinstance(lines, list) and all(isinstance(line, str) for line in lines)):
-            raise ValueError(f"the keys of {name!r} must be a list of lines")
         entry = _passwd_entry(name)
         uid, gid, home = int(entry[2]), int(entry[3]), entry[5]
         try:   # the root's own data: it may not lead out either
@@ -249,18 +225,12 @@ def do_ensure_entities(items, env):
     """Make sure a passwd/shadow/group line exists: `{path: /etc/passwd, entity: "name:..."}`;
     a line with the same first field is replaced."""
     for item in items:
-        _edit_entities(_path(item), _entity(item), keep=True)
+        _edit_entities(item["path"], item["entity"].strip(), keep=True)
 
 
 def do_delete_entities(items, env):
     for item in items:
-        _edit_entities(_path(item), _entity(item), keep=False)
-
-
-def _entity(item) -> str:
-    if not isinstance(item.get("entity"), str):
-        raise ValueError("each entry needs an 'entity' line")
-    return item["entity"].strip()
+        _edit_entities(item["path"], item["entity"].strip(), keep=False)
 
 
 def _edit_entities(path, entity, keep):
@@ -276,13 +246,14 @@ def _edit_entities(path, entity, keep):
 
 
 def do_systemd_firstboot(settings, env):
+    """The keys are cloudconfig.FIRSTBOOT_KEYS: each one option, `--key=value`."""
     root = [] if live() else [f"--root={ROOT}"]
-    run(["systemd-firstboot", *root] + [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()])
+    run(["systemd-firstboot", *root, *(f"--{k.replace('_', '-')}={v}" for k, v in settings.items())])
 
 
 def do_downloads(items, env):
     for item in items:
-        path = rootpath.check_inside(_path(item), ROOT)   # before anything is fetched
+        path = rootpath.check_inside(item["path"], ROOT)   # before anything is fetched
         data = fetch(item.get("url"), item.get("timeout", 30), DOWNLOAD_LIMIT)
         write(path, data, _mode(item.get("permissions"), 0o644))
 
@@ -320,46 +291,38 @@ HANDLERS = {   # step key -> its action; applied in cloudconfig.APPLIED's order
 }
 
 
-def run_step(step, where):
-    name = step.get("name") or where
-    condition = step.get("if")
-    if condition is not None and not isinstance(condition, str):
-        log(f"{name}: if: expected a shell test (a string), got {type(condition).__name__}")
+def run_step(step, key, file=None, line=None):
+    """Check a step (at `key`, stages.STAGE[N], of `file`) and run it when it is right."""
+    findings = cloudconfig.Findings(file)
+    right = cloudconfig.check_step(step, key, line, findings)
+    report(findings)
+    if not right:
         return False
-    if condition and sh(condition) != 0:
-        log(f"{name}: skipped ('if' failed)")
+    where = f"{file}: {key}" if file else key
+    if step.get("if") and sh(step["if"]) != 0:
+        log(f"{where}: skipped ('if' failed)")
         return True
     env = {}
     ok = True
-    for key in step:
-        if key not in STEP_KEYS:   # as yip does: real trees have such keys (cOS's `systemd:`)
-            log(f"{name}: unknown step key {key!r}, ignored")
     # in the table's order (as yip runs its plugins), whatever the order of the step's keys
-    for key in APPLIED:
-        if key not in step:
-            continue
-        value, expected = step[key], STEP_KEYS[key][0]
-        if not isinstance(value, expected):
-            log(f"{name}: {key}: expected {expected.__name__}, got {type(value).__name__}")
-            ok = False
+    for name in APPLIED:
+        if name not in step:
             continue
         try:
-            HANDLERS[key](value, env)
+            HANDLERS[name](step[name], env)
         except Exception as exc:  # noqa: BLE001 - a failing step must not stop the others
-            log(f"{name}: {key}: {exc}")
+            log(f"{where}.{name}: {exc}")
             ok = False
     return ok
 
 
-CLASSIC_TYPES = {"hostname": str, "write_files": list, "runcmd": list, "users": list,
-                 "ssh_authorized_keys": list}
+def report(findings):
+    for finding in findings.found:
+        log(str(finding))
 
 
 def classic(doc):
-    """A #cloud-config file (cloud-init) as the equivalent boot-stage step."""
-    for key, kind in CLASSIC_TYPES.items():
-        if doc.get(key) is not None and not isinstance(doc[key], kind):
-            raise ValueError(f"{key}: expected {kind.__name__}, got {type(doc[key]).__name__}")
+    """A checked #cloud-config file (cloud-init) as the equivalent boot-stage step."""
     step = {"name": "cloud-config"}
     if doc.get("hostname"):
         step["hostname"] = doc["hostname"]
@@ -367,52 +330,37 @@ def classic(doc):
         step["files"] = doc["write_files"]
     if doc.get("runcmd"):
         step["commands"] = [c if isinstance(c, str) else shlex.join(c) for c in doc["runcmd"]]
-    users = {}
-    for user in doc.get("users") or []:
-        if isinstance(user, dict) and user.get("name"):
-            users[user["name"]] = {"passwd": user.get("passwd"), "groups": user.get("groups") or [],
-                                   "shell": user.get("shell"),
-                                   "ssh_authorized_keys": user.get("ssh_authorized_keys") or []}
+    users = {user["name"]: {k: v for k, v in user.items() if k in cloudconfig.USER.fields}
+             for user in doc.get("users") or [] if isinstance(user, dict)}   # not 'default'
     if users:
         step["users"] = users
     if doc.get("ssh_authorized_keys"):
         step["authorized_keys"] = {"root": doc["ssh_authorized_keys"]}
-    return {"boot": [step]}
+    return step
 
 
 def run_document(text, where, stage):
     """Run one file's steps of `stage`; a malformed file is reported and runs nothing, a
     malformed step is reported and the others run."""
     try:
-        steps = _steps(yaml.safe_load(text) or {}, text, stage)
-    except yaml.YAMLError as exc:
-        log(f"{where}: invalid YAML: {exc}")
+        doc = loads(text, where) or {}
+    except CosbuildError as exc:
+        log(str(exc))
         return False
-    except ValueError as exc:
-        log(f"{where}: {exc}")
+    findings = cloudconfig.Findings(where)
+    is_classic = cloudconfig.is_classic(text)
+    right = cloudconfig.check_document(doc, is_classic, findings)
+    report(findings)
+    if not right:
         return False
+    if is_classic:
+        steps, line = ([classic(doc)] if stage == "boot" else []), None
+    else:
+        steps, line = cloudconfig.steps(doc, stage)
     ok = True
     for n, step in enumerate(steps, 1):
-        label = f"{where} {stage} step {n}"
-        if isinstance(step, dict):
-            ok = run_step(step, label) and ok
-        else:
-            log(f"{label}: a step must be a mapping, got {type(step).__name__}")
-            ok = False
+        ok = run_step(step, f"stages.{stage}[{n}]", where, line) and ok
     return ok
-
-
-def _steps(doc, text, stage) -> list:
-    """The steps of `stage` in a parsed file; a ValueError says how the file is malformed."""
-    if not isinstance(doc, dict):
-        raise ValueError(f"expected a mapping at the top level, got {type(doc).__name__}")
-    stages = classic(doc) if text.lstrip().startswith("#cloud-config") else doc.get("stages") or {}
-    if not isinstance(stages, dict):
-        raise ValueError("'stages' must map stage names to lists of steps")
-    steps = stages.get(stage) or []
-    if not isinstance(steps, list):
-        raise ValueError(f"stage {stage!r} must be a list of steps")
-    return steps
 
 
 def cmdline_files():
