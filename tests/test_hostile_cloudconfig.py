@@ -377,3 +377,37 @@ def test_validate_reports_firstboot_keys_as_errors_not_warnings():
     text = "stages:\n  boot:\n    - systemd_firstboot: {root: /x}\n      systemd: {}\n"
     kinds = {type(e).__name__ for e in cloudconfig.check(text, "f.yaml")}
     assert kinds == {"CosbuildError", "CosbuildWarning"}
+
+
+# --------------------------------------------------------------------------- host programs on a root
+
+@pytest.mark.parametrize("link, step", [
+    ("etc", {"systemd_firstboot": {"timezone": "UTC", "hostname": "box"}}),
+    ("etc", {"systemd_firstboot": {"machine_id": "0123456789abcdef0123456789abcdef"}}),
+    ("etc/systemd/system", {"systemctl": {"mask": ["evil.service"]}}),
+    ("etc/systemd/system", {"systemctl": {"enable": ["demo"]}}),
+])
+def test_the_hosts_programs_do_not_follow_the_roots_links_out(root, tmp_path, capsys, link, step):
+    """systemd-firstboot --root and systemctl --root follow a link of the root as the host's
+    path (unconfined, both write into the folder beside the root, exit 0)."""
+    elsewhere = tmp_path / "outside/elsewhere"
+    elsewhere.mkdir()
+    (root / "lib/systemd/system").mkdir(parents=True)
+    (root / "lib/systemd/system/demo.service").write_text(
+        "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n")
+    if link == "etc":
+        (root / "etc").rename(root / "etc.real")
+    else:
+        (root / link).parent.mkdir(parents=True)
+    (root / link).symlink_to(elsewhere)
+    status, err = apply(root, [step, AFTER], tmp_path, capsys)
+    assert status == 1 and ("Read-only file system" in err or "does not exist" in err), err
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_missing_bwrap_is_named_before_a_program_runs(root, monkeypatch, tmp_path):
+    monkeypatch.setattr(setup, "ROOT", str(root))
+    monkeypatch.setattr(setup, "require", lambda name: (_ for _ in ()).throw(
+        RuntimeError(f"{name} is not installed")) if name == "bwrap" else name)
+    assert not setup.run_step({"systemctl": {"mask": ["x"]}}, "stages.default[1]")
+    assert not (root / "etc/systemd").exists()

@@ -7,6 +7,8 @@
   --root DIR                      apply to the system in DIR (files, users, units), e.g. an
                                   image being built; commands then run confined to DIR
                                   (bubblewrap: no network, file capabilities only, a time limit)
+                                  and the host's programs a step runs (systemctl, useradd,
+                                  systemd-firstboot) see the host read-only, DIR writable
 
 Every path is resolved as inside DIR (a chroot of it: its links never lead out, and a path
 whose `..` climbs above / is refused). Each file and each step is checked first (the checker
@@ -74,9 +76,24 @@ def sh(command, env=None):
                            f"{command}") from None
 
 
+# what the host's programs may do to a root (useradd --root chroots into it)
+PROGRAM_CAPABILITIES = (*sandbox.CAPABILITIES, "CAP_SYS_CHROOT")
+
+
 def run(argv):
-    """Run a step's program; a missing one is reported with its Debian package."""
-    proc = subprocess.run([require(argv[0]), *argv[1:]], capture_output=True, text=True)
+    """Run a step's program, the host's; a missing one is reported with its Debian package.
+    On a root (--root) it sees the host read-only and the root alone writable: systemctl
+    --root and systemd-firstboot --root follow the root's links as the host's paths, so a
+    link such as /etc -> /elsewhere would take their writes out of the root."""
+    command = [require(argv[0]), *argv[1:]]
+    if not live():
+        root = os.path.abspath(ROOT)
+        command = [require("bwrap"), "--die-with-parent", "--unshare-pid",
+                   "--ro-bind", "/", "/", "--bind", root, root, "--dev", "/dev", "--proc", "/proc",
+                   "--cap-drop", "ALL",
+                   *(arg for cap in PROGRAM_CAPABILITIES for arg in ("--cap-add", cap)),
+                   "--", *command]
+    proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"{shlex.join(argv)}: {proc.stderr.strip() or proc.returncode}")
 
