@@ -14,11 +14,13 @@ import sys
 
 import pytest
 import yaml
+from hypothesis import given, strategies as st
 
 from cosbuild.errors import CosbuildWarning
 from cosbuild.runtime import cloudconfig, setup
 
 from .confined import outside
+from .test_fuzz import FUZZ, steps as fuzz_steps, values
 
 AFTER = {"files": [{"path": "/etc/after", "content": "ran"}]}   # a later step still runs
 
@@ -411,3 +413,39 @@ def test_a_missing_bwrap_is_named_before_a_program_runs(root, monkeypatch, tmp_p
         RuntimeError(f"{name} is not installed")) if name == "bwrap" else name)
     assert not setup.run_step({"systemctl": {"mask": ["x"]}}, "stages.default[1]")
     assert not (root / "etc/systemd").exists()
+
+
+def test_a_user_named_with_digits_is_added_not_taken_for_a_uid(root, tmp_path, capsys, programs):
+    assert apply(root, [{"users": {"1000": {"passwd": "x"}}}], tmp_path, capsys)[0] == 0
+    assert [argv[0] for argv in programs] == ["useradd", "usermod"]
+
+
+# --------------------------------------------------------------------------- one checker
+
+@FUZZ
+@given(fuzz_steps | values)
+def test_cos_setup_refuses_exactly_what_validate_refuses(tmp_path_factory, capsys, step):
+    """A generated step, then a marker step: when validate finds errors in the step,
+    cos-setup logs the same errors, changes nothing for it, and still writes the marker."""
+    top = tmp_path_factory.mktemp("one")
+    root = top / "a/b/root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\n")
+    text = yaml.safe_dump({"stages": {"boot": [step, {"files": [{"path": "/marker"}]}]}},
+                          allow_unicode=True)
+    f = top / "f.yaml"
+    f.write_text(text)
+    errors = [e for e in cloudconfig.check(text, f) if not isinstance(e, CosbuildWarning)]
+    before = outside(top, root / "marker")
+    capsys.readouterr()
+    try:
+        status = setup.main(["--root", str(root), "--file", str(f), "--stage", "boot"])
+    finally:
+        setup.ROOT = "/"
+    err = capsys.readouterr().err
+    assert (root / "marker").exists()
+    if errors:
+        assert status == 1
+        assert outside(top, root / "marker") == before   # nothing of the step in the root
+        assert all(f"cos-setup: {e}\n" in err for e in errors), (errors, err)

@@ -198,8 +198,8 @@ def do_users(users, env):
     root = [] if live() else ["--root", ROOT]
     for name, user in users.items():
         user = user or {}
-        try:
-            _owner(name, "passwd")
+        try:   # by name: a name of digits is no uid here
+            _passwd_entry(name)
         except ValueError:
             argv = ["useradd", *root, "--create-home"]
             if user.get("uid") is not None:
