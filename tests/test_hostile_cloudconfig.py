@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import yaml
-from hypothesis import given, strategies as st
+from hypothesis import given
 
 from cosbuild.errors import CosbuildWarning
 from cosbuild.runtime import cloudconfig, setup

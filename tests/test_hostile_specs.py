@@ -153,7 +153,7 @@ def test_package_cloud_config_is_validated(project, run_cli):
     project({**BASIC, "tree/app/oem/10_x.yaml":
              "stages:\n  initramfs:\n    - files:\n        - path: /etc/x\n"
              "          permissions: 'rwx'\n"})
-    refused(run_cli("validate"), "tree/app/oem/10_x.yaml:5: stages.initramfs[1].files.permissions: "
+    refused(run_cli("validate"), "tree/app/oem/10_x.yaml:5: stages.initramfs[1].files[1].permissions: "
                                  "invalid permissions 'rwx'")
 
 
