@@ -222,13 +222,11 @@ def looks_like_cloud_config(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Findings:
-    """The errors (CosbuildError) and ignored keys (CosbuildWarning) of one file."""
-    file: str
+    """The errors (CosbuildError) and ignored keys (CosbuildWarning) of one file, in the
+    order found; `errors` the errors only (counted at every value: a list, not a filter)."""
+    file: str | None
     found: list[CosbuildError] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[CosbuildError]:
-        return [f for f in self.found if not isinstance(f, CosbuildWarning)]
+    errors: list[CosbuildError] = field(default_factory=list)
 
     def check(self, value, shape: Shape, key: str, line: int | None) -> bool:
         """Add what is wrong with `value` (at `key`, written at `line`); True when nothing."""
@@ -266,7 +264,10 @@ class Findings:
                 self._add(CosbuildError, f"missing '{name}'", line, key)
 
     def _add(self, kind, message, line, key, hint=None) -> None:
-        self.found.append(kind(message, file=self.file, line=line, key=key or None, hint=hint))
+        finding = kind(message, file=self.file, line=line, key=key or None, hint=hint)
+        self.found.append(finding)
+        if kind is CosbuildError:
+            self.errors.append(finding)
 
 
 def check_document(doc, classic: bool, findings: Findings) -> bool:
