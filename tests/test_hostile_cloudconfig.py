@@ -449,3 +449,34 @@ def test_cos_setup_refuses_exactly_what_validate_refuses(tmp_path_factory, capsy
         assert status == 1
         assert outside(top, root / "marker") == before   # nothing of the step in the root
         assert all(f"cos-setup: {e}\n" in err for e in errors), (errors, err)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[]\n", "expected a mapping at the top level, got a list"),
+    ("0\n", "expected a mapping at the top level, got a number"),
+    ("''\n", "expected a mapping at the top level, got a string"),
+    ("stages: {boot: [{}]}\nname: [x]\n", "name: expected a string, got a list"),
+    ("#cloud-config\n[]\n", "expected a mapping at the top level, got a list"),
+    ("#cloud-config\nusers: {bob: {}}\n", "users: expected a list, got a mapping"),
+])
+def test_a_document_of_the_wrong_shape_is_refused_by_both(root, tmp_path, capsys, text, message):
+    f = tmp_path / "d.yaml"
+    f.write_text(text)
+    found = [str(e) for e in cloudconfig.check(text, f)]
+    assert len(found) == 1 and found[0].startswith(f"{f}:") and found[0].endswith(message), found
+    try:
+        assert setup.main(["--root", str(root), "--file", str(f), "--stage", "boot"]) == 1
+    finally:
+        setup.ROOT = "/"
+    assert capsys.readouterr().err == f"cos-setup: {found[0]}\n"
+
+
+def test_an_empty_document_is_nothing_to_do(root, tmp_path, capsys):
+    for text in ("", "#cloud-config\n", "stages:\n", "stages: {boot: }\n"):
+        assert cloudconfig.check(text, "e.yaml") == []
+        f = tmp_path / "e.yaml"
+        f.write_text(text)
+        try:
+            assert setup.main(["--root", str(root), "--file", str(f), "--stage", "boot"]) == 0
+        finally:
+            setup.ROOT = "/"

@@ -270,9 +270,15 @@ class Findings:
             self.errors.append(finding)
 
 
+def parse(text: str, file: str | Path):
+    """The YAML of a cloud-config file (an empty one is an empty mapping), or CosbuildError."""
+    doc = loads(text, file)
+    return {} if doc is None else doc
+
+
 def check_document(doc, classic: bool, findings: Findings) -> bool:
     """Check a parsed file but its steps (check_step); True when it has no error."""
-    return findings.check({} if doc is None else doc, CLASSIC if classic else DOCUMENT, "", 1)
+    return findings.check(doc, CLASSIC if classic else DOCUMENT, "", 1)
 
 
 def check_step(step, key: str, line: int | None, findings: Findings) -> bool:
@@ -282,7 +288,7 @@ def check_step(step, key: str, line: int | None, findings: Findings) -> bool:
 
 def steps(doc, stage) -> tuple[list, int | None]:
     """The steps of `stage` in a checked yip file, and the line of the stage."""
-    stages = (doc or {}).get("stages") or {}
+    stages = doc.get("stages") or {}
     return stages.get(stage) or [], _line_of(stages, stage)
 
 
@@ -295,11 +301,11 @@ def check(text: str, file: str | Path) -> list[CosbuildError]:
     are CosbuildWarnings."""
     findings = Findings(str(file))
     try:
-        doc = loads(text, file)
+        doc = parse(text, file)
     except CosbuildError as exc:
         return [exc]
     if check_document(doc, is_classic(text), findings) and not is_classic(text):
-        for stage in (doc or {}).get("stages") or {}:
+        for stage in doc.get("stages") or {}:
             listed, line = steps(doc, stage)
             for n, step in enumerate(listed, 1):
                 check_step(step, f"stages.{stage}[{n}]", line, findings)

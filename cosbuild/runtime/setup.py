@@ -31,7 +31,6 @@ from pathlib import Path
 from .. import rootpath, sandbox
 from ..errors import CosbuildError
 from ..tools import require
-from ..tree.yamlio import loads
 from . import cloudconfig
 from .cloudconfig import APPLIED, SYSTEMCTL_KEYS
 
@@ -360,7 +359,7 @@ def run_document(text, where, stage):
     """Run one file's steps of `stage`; a malformed file is reported and runs nothing, a
     malformed step is reported and the others run."""
     try:
-        doc = loads(text, where) or {}
+        doc = cloudconfig.parse(text, where)
     except CosbuildError as exc:
         log(str(exc))
         return False
