@@ -17,7 +17,7 @@ import yaml
 from hypothesis import given
 
 from cosbuild.errors import CosbuildWarning
-from cosbuild.runtime import cloudconfig, setup
+from cosbuild.runtime import cloudconfig, installer, setup
 
 from .confined import outside
 from .test_fuzz import FUZZ, steps as fuzz_steps, values
@@ -480,3 +480,25 @@ def test_an_empty_document_is_nothing_to_do(root, tmp_path, capsys):
             assert setup.main(["--root", str(root), "--file", str(f), "--stage", "boot"]) == 0
         finally:
             setup.ROOT = "/"
+
+
+# --------------------------------------------------------------------------- cos-installer
+
+def test_the_installer_sees_a_disk_in_use_by_any_of_its_names(tmp_path):
+    """A disk named by a link (/dev/disk/by-id/...) whose partition is mounted is in use;
+    a disk whose name only starts the same is not (the check compared the text)."""
+    dev, sys_block = tmp_path / "dev", tmp_path / "sys"
+    for name in ("vda", "vda1", "vdab", "vdab1"):
+        (dev / name).parent.mkdir(exist_ok=True)
+        (dev / name).touch()
+    for disk, part in (("vda", "vda1"), ("vdab", "vdab1")):
+        (sys_block / disk / part).mkdir(parents=True)
+        (sys_block / disk / part / "partition").write_text("1\n")
+    (tmp_path / "by-id").mkdir()
+    (tmp_path / "by-id/disk-1").symlink_to(dev / "vda")
+    mounts = (f"{dev}/vda1 /run/my\\040data ext4 rw 0 0\n{dev}/vdab1 /srv ext4 rw 0 0\n"
+              "proc /proc proc rw 0 0\n")
+    assert installer.mounted(tmp_path / "by-id/disk-1", mounts, sys_block) == ["/run/my data"]
+    assert installer.mounted(dev / "vdab", mounts, sys_block) == ["/srv"]
+    assert installer.mounted(dev / "vda1", mounts, sys_block) == ["/run/my data"]
+    assert installer.mounted(dev / "vda", "", sys_block) == []

@@ -69,6 +69,17 @@ def install(device: Path, source: Path, image_size: int, boot_folder: str, log: 
                 run(["umount", str(mnt)], f"unmount {label}")
 
 
+def mounted(device: Path, mounts: str, sys_block: Path = Path("/sys/class/block")) -> list[str]:
+    """Where the disk `device` or one of its partitions is mounted, from /proc/self/mounts'
+    text, by the real devices: a /dev/disk/by-id/ name is a link to the disk, and /dev/vdab1
+    is no partition of /dev/vda."""
+    disk = Path(os.path.realpath(device))
+    ours = {disk} | {disk.parent / part.name for part in (sys_block / disk.name).glob("*")
+                     if (part / "partition").exists()}
+    return [fields[1].replace("\\040", " ") for fields in map(str.split, mounts.splitlines())
+            if len(fields) > 1 and Path(os.path.realpath(fields[0])) in ours]
+
+
 def main(argv: list[str] | None = None) -> int:
     """cos-installer DEVICE: install the running (live) system onto DEVICE, erasing it."""
     parser = argparse.ArgumentParser(prog="cos-installer", description=main.__doc__)
@@ -86,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.source.is_dir():
             raise CosbuildError(f"{args.source} is not a folder",
                                 hint="boot the live ISO, or pass --source with a system root")
-        busy = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
-                if line.startswith(str(args.device))]
+        busy = mounted(args.device, Path("/proc/self/mounts").read_text())
         if busy:
             raise CosbuildError(f"{args.device} is in use (mounted at {', '.join(busy)})",
                                 hint="unmount it first")
