@@ -161,6 +161,7 @@ def resolve(options: dict | None = None, env: dict | None = None,
             doit_vars: dict | None = None) -> Settings:
     """Merge option > doit variable > environment > default for every setting."""
     options, env, doit_vars = options or {}, os.environ if env is None else env, doit_vars or {}
+    source_date_epoch(env)   # checked before any step: the steps stamp their artifacts with it
     raw = {}
     for s in SETTINGS:
         value, given = _value(s, options, env, doit_vars)
@@ -197,6 +198,24 @@ def resolve(options: dict | None = None, env: dict | None = None,
                     template_engine=_choice(raw["template_engine"], "template_engine",
                                             ("auto", "helm", "jinja2")),
                     verbose=_yes(raw["verbose"]), strict=_yes(raw["strict"]))
+
+
+# the latest time stamp every artifact holds: squashfs stores unsigned 32-bit seconds (2106)
+EPOCH_MAX = 2**32 - 1
+
+
+def source_date_epoch(env=None) -> int:
+    """SOURCE_DATE_EPOCH, the time stamp of every artifact; 0 when unset or empty, so that
+    builds are reproducible by default. Not decimal seconds from 0 to EPOCH_MAX: an error,
+    not a silent 0 or a stamp a file system would wrap."""
+    text = (os.environ if env is None else env).get("SOURCE_DATE_EPOCH", "")
+    if text and not (text.isascii() and text.isdigit() and len(text) <= len(str(EPOCH_MAX))
+                     and int(text) <= EPOCH_MAX):
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
+        raise CosbuildError(f"{shown!r} is not a time stamp", key="SOURCE_DATE_EPOCH",
+                            hint=f"seconds since 1970 in decimal digits, 0 to {EPOCH_MAX} "
+                                 "(the latest squashfs holds), or unset")
+    return int(text or 0)
 
 
 def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:
