@@ -36,8 +36,12 @@ from ..tree import spec
 from ..tree.project import Project
 from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
-from . import fsimage
+from . import fsimage, values
 
+
+IN_BOOT = values.inside("/boot of the live root")
+IN_ISO = values.inside("the ISO root")
+IN_PROJECT = values.inside("the folder of iso.yaml")
 
 PACKAGES_KEYWORDS = (
     spec.Keyword("rootfs", spec.STRS, (), "packages installed into the live root (rootfs.squashfs)"),
@@ -45,16 +49,17 @@ PACKAGES_KEYWORDS = (
     spec.Keyword("isoimage", spec.STRS, (), "packages installed into the ISO root itself"),
 )
 INITRAMFS_KEYWORDS = (
-    spec.Keyword("kernel_file", spec.STR, "vmlinuz", "kernel, under /boot of the rootfs"),
-    spec.Keyword("rootfs_file", spec.STR, "initrd", "initramfs, under /boot of the rootfs"),
+    spec.Keyword("kernel_file", IN_BOOT, "vmlinuz", "kernel, under /boot of the rootfs"),
+    spec.Keyword("rootfs_file", IN_BOOT, "initrd", "initramfs, under /boot of the rootfs"),
 )
 OVERLAY_KEYWORDS = (
-    spec.Keyword("rootfs", spec.OPT_STR, None, "folder copied over the live root"),
-    spec.Keyword("uefi", spec.OPT_STR, None, "folder copied over the EFI image"),
-    spec.Keyword("isoimage", spec.OPT_STR, None, "folder copied over the ISO root"),
+    spec.Keyword("rootfs", IN_PROJECT, None, "folder copied over the live root"),
+    spec.Keyword("uefi", IN_PROJECT, None, "folder copied over the EFI image"),
+    spec.Keyword("isoimage", IN_PROJECT, None, "folder copied over the ISO root"),
 )
 SQUASHFS_KEYWORDS = (
-    spec.Keyword("compression", spec.STR, "xz", "gzip, xz, zstd, lzo, lz4"),
+    spec.Keyword("compression", values.choice("gzip", "xz", "zstd", "lzo", "lz4", "lzma"), "xz",
+                 "tar2sqfs compressor"),
     spec.Keyword("compression_options", spec.STR, "", "e.g. -Xbcj x86 (mksquashfs style)"),
 )
 LUET_KEYWORDS = (
@@ -75,7 +80,8 @@ ISO_KEYWORDS = (
     spec.Keyword("packages", _nested(PACKAGES_KEYWORDS, "packages"), None, "what goes where",
                  required=True),
     spec.Keyword("initramfs", _nested(INITRAMFS_KEYWORDS, "initramfs"), None, "kernel and initrd"),
-    spec.Keyword("label", spec.STR, "COS_LIVE", "ISO volume id (the kernel finds the ISO by it)"),
+    spec.Keyword("label", values.label("iso9660"), "COS_LIVE",
+                 "ISO volume id (the kernel finds the ISO by it)"),
     spec.Keyword("image_prefix", spec.STR, "", "ISO file name prefix"),
     spec.Keyword("image_date", spec.BOOL, False, "add YYYYMMDD (of SOURCE_DATE_EPOCH) to the name"),
     spec.Keyword("image_name", spec.STR, "", "ISO file name after the prefix"),
@@ -83,9 +89,9 @@ ISO_KEYWORDS = (
     spec.Keyword("overlay", OVERLAY, None, "extra files (false: none)"),
     spec.Keyword("squashfs_options", _nested(SQUASHFS_KEYWORDS, "squashfs_options"), None,
                  "rootfs.squashfs compression"),
-    spec.Keyword("boot_file", spec.STR, "boot/syslinux/isolinux.bin", "BIOS El Torito boot file"),
-    spec.Keyword("boot_catalog", spec.STR, "boot/syslinux/boot.cat", "El Torito boot catalog"),
-    spec.Keyword("isohybrid_mbr", spec.STR, "boot/syslinux/isohdpfx.bin",
+    spec.Keyword("boot_file", IN_ISO, "boot/syslinux/isolinux.bin", "BIOS El Torito boot file"),
+    spec.Keyword("boot_catalog", IN_ISO, "boot/syslinux/boot.cat", "El Torito boot catalog"),
+    spec.Keyword("isohybrid_mbr", IN_ISO, "boot/syslinux/isohdpfx.bin",
                  "MBR boot code for USB sticks (first 432 bytes are used)"),
     spec.Keyword("luet", _nested(LUET_KEYWORDS, "luet"), None, "where packages come from"),
 )
@@ -130,16 +136,24 @@ def load_iso_spec(path: Path) -> IsoSpec:
     name = spec.file_name(f"{f['image_prefix']}{f['image_name']}{date}.iso",
                           spec.Where(str(path), data.line_of("image_name"), "image_name"))
     sq = f["squashfs_options"] or {}
-    overlay = {k: (path.parent / v) for k, v in (f["overlay"] or {}).items() if v}
-    for kind, folder in overlay.items():
+    overlay = {}
+    for kind, rel in (f["overlay"] or {}).items():
+        if rel is None:
+            continue
+        where = spec.Where(str(path), data.line_of("overlay"), f"overlay.{kind}")
+        try:
+            # its links too stay in the folder of iso.yaml: no host folder goes into the ISO
+            folder = overlay[kind] = rootpath.resolve(path.parent, rel, follow_last=True)
+        except CosbuildError as exc:
+            raise where.error(exc.message, exc.hint) from None
         if not folder.is_dir():
-            raise CosbuildError(f"overlay folder {folder} does not exist", file=path,
-                                key=f"overlay.{kind}", hint="create it or remove the key")
+            raise where.error(f"overlay folder {path.parent / rel} does not exist",
+                              hint="create it or remove the key")
     return IsoSpec(path, refs["rootfs"], refs["uefi"], refs["isoimage"],
                    ir.get("kernel_file", "vmlinuz"), ir.get("rootfs_file", "initrd"),
                    f["label"], name, f["arch"], overlay, sq.get("compression", "xz"),
-                   sq.get("compression_options", ""), f["boot_file"].strip("/"),
-                   f["boot_catalog"].strip("/"), f["isohybrid_mbr"].strip("/"),
+                   sq.get("compression_options", ""), f["boot_file"], f["boot_catalog"],
+                   f["isohybrid_mbr"],
                    tuple((f["luet"] or {}).get("repositories") or ()), wheres)
 
 
