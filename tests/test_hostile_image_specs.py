@@ -114,6 +114,12 @@ def test_labels_every_tool_writes_are_accepted(tmp_path, label):
     assert isomod.load_iso_spec(path).label == label
 
 
+def test_an_empty_overlay_folder_is_none_as_in_luet_makeiso(tmp_path):
+    path = tmp_path / "iso.yaml"
+    path.write_text(ISO + "overlay: {rootfs: '', uefi: null}\n")
+    assert isomod.load_iso_spec(path).overlay == {}
+
+
 def test_paths_are_kept_as_the_relative_paths_they_name(tmp_path):
     path = tmp_path / "iso.yaml"
     path.write_text(ISO + "boot_file: /boot//syslinux/./isolinux.bin\nboot_catalog: b.cat/\n"

@@ -41,7 +41,7 @@ from . import fsimage, values
 
 IN_BOOT = values.inside("/boot of the live root")
 IN_ISO = values.inside("the ISO root")
-IN_PROJECT = values.inside("the folder of iso.yaml")
+IN_PROJECT = values.inside("the folder of iso.yaml", optional=True)
 
 PACKAGES_KEYWORDS = (
     spec.Keyword("rootfs", spec.STRS, (), "packages installed into the live root (rootfs.squashfs)"),

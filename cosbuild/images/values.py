@@ -9,11 +9,14 @@ from ..tree import spec
 from . import fsimage
 
 
-def inside(what: str) -> spec.Type:
+def inside(what: str, *, optional: bool = False) -> spec.Type:
     """A path inside `what` (a root, the ISO root, the iso.yaml folder), as the relative
-    path it names there: a leading '/' means that folder's top, '..' and NUL are refused."""
-    def parse(value, where: spec.Where) -> str:
+    path it names there: a leading '/' means that folder's top, '..' and NUL are refused.
+    `optional`: an empty string is None, none (luet-makeiso's zero value)."""
+    def parse(value, where: spec.Where) -> str | None:
         text = spec.STR.parse(value, where)
+        if optional and text == "":
+            return None
         parts = [p for p in text.split("/") if p not in ("", ".")]
         if not parts or ".." in parts or "\0" in text:
             raise where.error(f"{text[:80]!r} is not a path inside {what}",
