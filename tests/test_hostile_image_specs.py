@@ -451,3 +451,35 @@ def test_a_name_that_is_not_utf8_in_the_iso_root_is_refused(iso_project, tmp_pat
         "iso.yaml: packages.isoimage / overlay: b'sub/\\xff.cfg' in the ISO root is not a UTF-8 name, "
         "which Rock Ridge and Joliet names need (rename the file in its package or overlay)")
     assert not b.output.exists()
+
+
+# --------------------------------------------------------------------------- settings values
+
+@pytest.mark.parametrize("text", ["999999999999d", "9" * 5000 + "d", "99999999d", "3651d",
+                                  "87601h", "5256001m", "0d", "-1d", "1.5d", "1w", "d", ""])
+def test_a_signing_expiry_beyond_a_date_or_not_a_duration_is_one_error(text):
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    with pytest.raises(CosbuildError) as info:
+        settings.resolve({"signing_expiry": text}, env={}) if text else \
+            settings.duration(text, "signing_expiry")
+    assert str(info.value) == (f"'{shown}' is not a duration for --signing-expiry / "
+                               "COSBUILD_SIGNING_EXPIRY (a positive number of days, hours or "
+                               "minutes up to 3650d: 1d, 12h, 90m)")
+
+
+@pytest.mark.parametrize("text, days", [("3650d", 3650), ("87600h", 3650), ("90m", 90 / 1440),
+                                        ("007d", 7)])
+def test_signing_expiries_up_to_ten_years(text, days):
+    assert settings.duration(text, "signing_expiry").total_seconds() == days * 86400
+
+
+@pytest.mark.parametrize("value, ok", [("chroot", True), ("oci", True), ("rootless", True),
+                                       ("none", False), ("--privileged", False)])
+def test_isolation_is_one_buildah_takes(value, ok):
+    if ok:
+        assert settings.resolve({}, env={"COSBUILD_ISOLATION": value}).isolation == value
+    else:
+        with pytest.raises(CosbuildError) as info:
+            settings.resolve({}, env={"COSBUILD_ISOLATION": value})
+        assert str(info.value) == (f"unknown value '{value}' for --isolation / COSBUILD_ISOLATION "
+                                   "(one of: chroot, oci, rootless)")
