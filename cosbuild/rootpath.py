@@ -29,7 +29,9 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _parts(path: str) -> list[str]:
-    return [p for p in PurePosixPath(path).parts if p not in ("/", ".")]
+    # split, not PurePosixPath(...).parts: that keeps a leading "//" as a part, which
+    # os.open(dir_fd=...) opens as the host's /
+    return [p for p in path.split("/") if p not in ("", ".")]
 
 
 def check_inside(path: str | os.PathLike, root: str | os.PathLike = "/") -> str:

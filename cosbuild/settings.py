@@ -51,7 +51,8 @@ SETTINGS = (
             "a repository (URL or folder) that build deps no local tree provides come from, "
             "before those of the project's .luet.yaml or luet.yaml (repeatable; ','-separated)",
             multiple=True, separator=","),
-    Setting("isolation", "COSBUILD_ISOLATION", "chroot", "buildah --isolation (chroot works everywhere)"),
+    Setting("isolation", "COSBUILD_ISOLATION", "chroot",
+            "buildah --isolation: chroot (works everywhere), oci or rootless"),
     Setting("storage_driver", "COSBUILD_STORAGE_DRIVER", "",
             "buildah --storage-driver (default: buildah's own, overlay on Debian)"),
     Setting("template_engine", "COSBUILD_TEMPLATE_ENGINE", "auto",
@@ -161,6 +162,7 @@ def resolve(options: dict | None = None, env: dict | None = None,
             doit_vars: dict | None = None) -> Settings:
     """Merge option > doit variable > environment > default for every setting."""
     options, env, doit_vars = options or {}, os.environ if env is None else env, doit_vars or {}
+    source_date_epoch(env)   # checked before any step: the steps stamp their artifacts with it
     raw = {}
     for s in SETTINGS:
         value, given = _value(s, options, env, doit_vars)
@@ -185,7 +187,8 @@ def resolve(options: dict | None = None, env: dict | None = None,
                     pull_repositories=tuple(raw["pull_repositories"]), push=_yes(raw["push"]),
                     insecure_registries=tuple(raw["insecure_registries"]),
                     build_repo=tuple(raw["build_repo"]),
-                    isolation=raw["isolation"],
+                    isolation=_choice(raw["isolation"], "isolation",
+                                      ("chroot", "oci", "rootless")),
                     storage_driver=raw["storage_driver"], iso=Path(raw["iso"]), disk=Path(raw["disk"]),
                     repo_name=raw["repo_name"],
                     repo_description=raw["repo_description"], repo_type=raw["repo_type"],
@@ -199,6 +202,24 @@ def resolve(options: dict | None = None, env: dict | None = None,
                     verbose=_yes(raw["verbose"]), strict=_yes(raw["strict"]))
 
 
+# the latest time stamp every artifact holds: squashfs stores unsigned 32-bit seconds (2106)
+EPOCH_MAX = 2**32 - 1
+
+
+def source_date_epoch(env=None) -> int:
+    """SOURCE_DATE_EPOCH, the time stamp of every artifact; 0 when unset or empty, so that
+    builds are reproducible by default. Not decimal seconds from 0 to EPOCH_MAX: an error,
+    not a silent 0 or a stamp a file system would wrap."""
+    text = (os.environ if env is None else env).get("SOURCE_DATE_EPOCH", "")
+    if text and not (text.isascii() and text.isdigit() and len(text) <= len(str(EPOCH_MAX))
+                     and int(text) <= EPOCH_MAX):
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
+        raise CosbuildError(f"{shown!r} is not a time stamp", key="SOURCE_DATE_EPOCH",
+                            hint=f"seconds since 1970 in decimal digits, 0 to {EPOCH_MAX} "
+                                 "(the latest squashfs holds), or unset")
+    return int(text or 0)
+
+
 def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         setting = next(s for s in SETTINGS if s.name == name)
@@ -207,16 +228,23 @@ def _choice(value: str, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+# a signed repository's targets live 30 times the expiry: with this they end before the year
+# 2330, a date python-tuf writes (a larger one overflowed)
+DURATION_MAX = timedelta(days=3650)
+
+
 def duration(text: str, name: str) -> timedelta:
     """A duration setting: a positive number of days, hours or minutes (1d, 12h, 90m)."""
-    match = re.fullmatch(r"(\d+)([dhm])", text.strip())
-    if not match or int(match.group(1)) == 0:
+    match = re.fullmatch(r"(\d{1,9})([dhm])", text.strip())   # 9 digits: a timedelta
+    unit = match and {"d": "days", "h": "hours", "m": "minutes"}[match.group(2)]
+    value = timedelta(**{unit: int(match.group(1))}) if match else None
+    if not value or value > DURATION_MAX:
         setting = next(s for s in SETTINGS if s.name == name)
-        raise CosbuildError(f"'{text}' is not a duration for --{name.replace('_', '-')} / "
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
+        raise CosbuildError(f"'{shown}' is not a duration for --{name.replace('_', '-')} / "
                             f"{setting.env}", hint="a positive number of days, hours or "
-                                                   "minutes: 1d, 12h, 90m")
-    unit = {"d": "days", "h": "hours", "m": "minutes"}[match.group(2)]
-    return timedelta(**{unit: int(match.group(1))})
+                                                   "minutes up to 3650d: 1d, 12h, 90m")
+    return value
 
 
 def _yes(value) -> bool:

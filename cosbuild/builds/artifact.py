@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .. import luetformat
+from .. import luetformat, settings
 from ..fsutil import atomic_path
 
 COMPRESSION = luetformat.ZSTD   # cOS publishes zstd artifacts and repositories
@@ -26,9 +26,8 @@ _KEEP_XATTRS = ("security.capability", "user.")   # overlayfs' own trusted.* nev
 
 
 def source_date_epoch() -> int:
-    """SOURCE_DATE_EPOCH, or 0: reproducible by default."""
-    value = os.environ.get("SOURCE_DATE_EPOCH", "0")
-    return int(value) if value.isdigit() else 0
+    """SOURCE_DATE_EPOCH, or 0: reproducible by default (the rule: settings.py)."""
+    return settings.source_date_epoch()
 
 
 @dataclass(frozen=True)

@@ -32,26 +32,31 @@ from ..tools import TaskLog
 from ..tree import spec
 from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
-from . import fsimage
+from . import fsimage, values
 from .layout import (DEFAULT_IMAGE_SIZE, EFI_BINARY, IMAGE_LABELS, IMAGES_DIR, MENU, boot_files,
                      copy_sparse, disk_size, fill_partitions, partition_sizes, partition_table,
                      write_partition_table)
 
+# The largest sizes: the disk is one sparse file, which ext4 holds up to 16 TiB, and with
+# these COS_STATE (3 images), COS_RECOVERY (2) and the rest stay below it (15.1 TiB)
 PARTITION_KEYWORDS = (
-    spec.Keyword("grub", spec.MIB, 64, "COS_GRUB (EFI) size, MiB"),
-    spec.Keyword("oem", spec.MIB, 64, "COS_OEM size, MiB"),
-    spec.Keyword("persistent", spec.MIB, 512,
+    spec.Keyword("grub", values.size(2**17, "FAT32 with 512-byte clusters"), 64,
+                 "COS_GRUB (EFI) size, MiB"),
+    spec.Keyword("oem", values.size(2**20, "the disk is at most 16 TiB"), 64,
+                 "COS_OEM size, MiB"),
+    spec.Keyword("persistent", values.size(2**22, "the disk is at most 16 TiB"), 512,
                  "COS_PERSISTENT size, MiB (cos-installer gives it the rest of the device)"),
 )
 DISK_KEYWORDS = (
     spec.Keyword("system", spec.STRS, (), "packages installed into the system image",
                  required=True),
-    spec.Keyword("image_size", spec.MIB, DEFAULT_IMAGE_SIZE,
+    spec.Keyword("image_size", values.size(2**21, "the disk holds 5 images, at most 16 TiB"),
+                 DEFAULT_IMAGE_SIZE,
                  "MiB of each system image file (active, passive, transition, recovery)"),
     spec.Keyword("partitions", spec.nested(PARTITION_KEYWORDS, "partitions"), None,
                  "sizes of the partitions that hold no images (COS_STATE fits three images, "
                  "COS_RECOVERY one)"),
-    spec.Keyword("boot_files", spec.STR, "/usr/lib/cos/grub",
+    spec.Keyword("boot_files", values.inside("the system root"), "usr/lib/cos/grub",
                  f"folder of the system root with {MENU.split('/')[-1]} and {EFI_BINARY}"),
     spec.Keyword("name", spec.STR, "disk", "build/NAME.raw and build/NAME.qcow2"),
 )
@@ -77,7 +82,7 @@ def load_disk_spec(path: Path) -> DiskSpec:
         raise where.error("no system package", hint="name the package(s) of the system image")
     sizes = partition_sizes(f["image_size"], **dict(f["partitions"] or {}))
     name = spec.file_name(f["name"], spec.Where(str(path), data.line_of("name"), "name"))
-    return DiskSpec(path, refs, f["image_size"], sizes, "/" + f["boot_files"].strip("/"),
+    return DiskSpec(path, refs, f["image_size"], sizes, "/" + f["boot_files"],
                     name, {"system": where})
 
 

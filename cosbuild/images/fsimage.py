@@ -20,6 +20,23 @@ from ..tools import TaskLog
 
 MIB = 1024 * 1024
 FAT_EPOCH = 315532800 + 86400   # FAT cannot store dates before 1980
+# the longest label each file system's tool writes as given: mkfs.vfat refuses more, mke2fs
+# truncates (then nothing finds the file system by it), pycdlib's Joliet copy of the ISO
+# volume id holds 16 UCS-2 characters
+LABEL_MAX = {"vfat": 11, "ext2": 16, "ext4": 16, "iso9660": 16}
+FAT_FORBIDDEN = '*?.,;:/\\|+=<>[]"'   # mkfs.vfat refuses them
+
+
+def check_label(label: str, fs: str) -> str:
+    """`label` if the file system `fs` carries it as written, else a CosbuildError: printable
+    ASCII (pycdlib and FAT's code page take nothing else), 1 to LABEL_MAX[fs] characters."""
+    forbidden = FAT_FORBIDDEN if fs == "vfat" else ""
+    if (not 0 < len(label) <= LABEL_MAX[fs]
+            or any(not " " <= c <= "~" or c in forbidden for c in label)):
+        raise CosbuildError(f"{label[:80]!r} cannot label a {fs} file system",
+                            hint=f"1 to {LABEL_MAX[fs]} printable ASCII characters"
+                                 + (f" but {forbidden}" if forbidden else ""))
+    return label
 
 
 def stable_uuid(seed: str) -> str:
@@ -36,6 +53,7 @@ def make_fat(target: Path, content: Path | None, *, label: str, size_kib: int, l
     """A FAT file system of `size_kib` holding `content`'s files, at byte `offset`.
     `fat32` (what firmware expects of an EFI system partition) uses 512-byte clusters so
     that a small partition still has the clusters FAT32 needs."""
+    check_label(label, "vfat")
     stamp = max(artifact.source_date_epoch(), FAT_EPOCH)
     env = _env(stamp)
     volid = stable_uuid(label).replace("-", "")[:8]
@@ -58,6 +76,7 @@ def make_ext(target: Path, content: Path | None, *, label: str, size_mib: int, l
              fs_type: str = "ext4", offset: int = 0, seed: str = "") -> None:
     """An ext2/3/4 file system of `size_mib` holding a copy of `content` (owners, modes, xattrs,
     hard links and holes kept), at byte `offset` of `target`."""
+    check_label(label, fs_type)
     fs_uuid = stable_uuid(seed or label)
     options = [f"hash_seed={fs_uuid}", "root_owner=0:0", "nodiscard"]
     if offset:
@@ -133,6 +152,7 @@ def _has_superblock(group: int, ro_compat: int) -> bool:
 
 def relabel(image: Path, label: str, log: TaskLog) -> None:
     """Change an ext file system's label (a passive image is the active one, renamed)."""
+    check_label(label, "ext2")
     tools.run(["tune2fs", "-L", label, str(image)], log=log, what=f"label {image.name} {label}",
               env=_env(artifact.source_date_epoch()))
     normalize_times(image)   # tune2fs stamps the superblocks with the current time

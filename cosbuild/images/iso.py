@@ -36,8 +36,12 @@ from ..tree import spec
 from ..tree.project import Project
 from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
-from . import fsimage
+from . import fsimage, values
 
+
+IN_BOOT = values.inside("/boot of the live root")
+IN_ISO = values.inside("the ISO root")
+IN_PROJECT = values.inside("the folder of iso.yaml", optional=True)
 
 PACKAGES_KEYWORDS = (
     spec.Keyword("rootfs", spec.STRS, (), "packages installed into the live root (rootfs.squashfs)"),
@@ -45,16 +49,17 @@ PACKAGES_KEYWORDS = (
     spec.Keyword("isoimage", spec.STRS, (), "packages installed into the ISO root itself"),
 )
 INITRAMFS_KEYWORDS = (
-    spec.Keyword("kernel_file", spec.STR, "vmlinuz", "kernel, under /boot of the rootfs"),
-    spec.Keyword("rootfs_file", spec.STR, "initrd", "initramfs, under /boot of the rootfs"),
+    spec.Keyword("kernel_file", IN_BOOT, "vmlinuz", "kernel, under /boot of the rootfs"),
+    spec.Keyword("rootfs_file", IN_BOOT, "initrd", "initramfs, under /boot of the rootfs"),
 )
 OVERLAY_KEYWORDS = (
-    spec.Keyword("rootfs", spec.OPT_STR, None, "folder copied over the live root"),
-    spec.Keyword("uefi", spec.OPT_STR, None, "folder copied over the EFI image"),
-    spec.Keyword("isoimage", spec.OPT_STR, None, "folder copied over the ISO root"),
+    spec.Keyword("rootfs", IN_PROJECT, None, "folder copied over the live root"),
+    spec.Keyword("uefi", IN_PROJECT, None, "folder copied over the EFI image"),
+    spec.Keyword("isoimage", IN_PROJECT, None, "folder copied over the ISO root"),
 )
 SQUASHFS_KEYWORDS = (
-    spec.Keyword("compression", spec.STR, "xz", "gzip, xz, zstd, lzo, lz4"),
+    spec.Keyword("compression", values.choice("gzip", "xz", "zstd", "lzo", "lz4", "lzma"), "xz",
+                 "tar2sqfs compressor"),
     spec.Keyword("compression_options", spec.STR, "", "e.g. -Xbcj x86 (mksquashfs style)"),
 )
 LUET_KEYWORDS = (
@@ -75,7 +80,8 @@ ISO_KEYWORDS = (
     spec.Keyword("packages", _nested(PACKAGES_KEYWORDS, "packages"), None, "what goes where",
                  required=True),
     spec.Keyword("initramfs", _nested(INITRAMFS_KEYWORDS, "initramfs"), None, "kernel and initrd"),
-    spec.Keyword("label", spec.STR, "COS_LIVE", "ISO volume id (the kernel finds the ISO by it)"),
+    spec.Keyword("label", values.label("iso9660"), "COS_LIVE",
+                 "ISO volume id (the kernel finds the ISO by it)"),
     spec.Keyword("image_prefix", spec.STR, "", "ISO file name prefix"),
     spec.Keyword("image_date", spec.BOOL, False, "add YYYYMMDD (of SOURCE_DATE_EPOCH) to the name"),
     spec.Keyword("image_name", spec.STR, "", "ISO file name after the prefix"),
@@ -83,9 +89,9 @@ ISO_KEYWORDS = (
     spec.Keyword("overlay", OVERLAY, None, "extra files (false: none)"),
     spec.Keyword("squashfs_options", _nested(SQUASHFS_KEYWORDS, "squashfs_options"), None,
                  "rootfs.squashfs compression"),
-    spec.Keyword("boot_file", spec.STR, "boot/syslinux/isolinux.bin", "BIOS El Torito boot file"),
-    spec.Keyword("boot_catalog", spec.STR, "boot/syslinux/boot.cat", "El Torito boot catalog"),
-    spec.Keyword("isohybrid_mbr", spec.STR, "boot/syslinux/isohdpfx.bin",
+    spec.Keyword("boot_file", IN_ISO, "boot/syslinux/isolinux.bin", "BIOS El Torito boot file"),
+    spec.Keyword("boot_catalog", IN_ISO, "boot/syslinux/boot.cat", "El Torito boot catalog"),
+    spec.Keyword("isohybrid_mbr", IN_ISO, "boot/syslinux/isohdpfx.bin",
                  "MBR boot code for USB sticks (first 432 bytes are used)"),
     spec.Keyword("luet", _nested(LUET_KEYWORDS, "luet"), None, "where packages come from"),
 )
@@ -130,16 +136,24 @@ def load_iso_spec(path: Path) -> IsoSpec:
     name = spec.file_name(f"{f['image_prefix']}{f['image_name']}{date}.iso",
                           spec.Where(str(path), data.line_of("image_name"), "image_name"))
     sq = f["squashfs_options"] or {}
-    overlay = {k: (path.parent / v) for k, v in (f["overlay"] or {}).items() if v}
-    for kind, folder in overlay.items():
+    overlay = {}
+    for kind, rel in (f["overlay"] or {}).items():
+        if rel is None:
+            continue
+        where = spec.Where(str(path), data.line_of("overlay"), f"overlay.{kind}")
+        try:
+            # its links too stay in the folder of iso.yaml: no host folder goes into the ISO
+            folder = overlay[kind] = rootpath.resolve(path.parent, rel, follow_last=True)
+        except CosbuildError as exc:
+            raise where.error(exc.message, exc.hint) from None
         if not folder.is_dir():
-            raise CosbuildError(f"overlay folder {folder} does not exist", file=path,
-                                key=f"overlay.{kind}", hint="create it or remove the key")
+            raise where.error(f"overlay folder {path.parent / rel} does not exist",
+                              hint="create it or remove the key")
     return IsoSpec(path, refs["rootfs"], refs["uefi"], refs["isoimage"],
                    ir.get("kernel_file", "vmlinuz"), ir.get("rootfs_file", "initrd"),
                    f["label"], name, f["arch"], overlay, sq.get("compression", "xz"),
-                   sq.get("compression_options", ""), f["boot_file"].strip("/"),
-                   f["boot_catalog"].strip("/"), f["isohybrid_mbr"].strip("/"),
+                   sq.get("compression_options", ""), f["boot_file"], f["boot_catalog"],
+                   f["isohybrid_mbr"],
                    tuple((f["luet"] or {}).get("repositories") or ()), wheres)
 
 
@@ -157,6 +171,13 @@ class IsoBuilder:
         self.initrd = self.work / "rootfs.xz"
         self.uefi_img = self.work / "uefi.img"
         self.output = project.settings.build_dir / iso.file_name
+        build = project.settings.build_dir.resolve()
+        for kind, folder in iso.overlay.items():
+            # copying the build folder into itself would never end
+            if folder.resolve().is_relative_to(build) or build.is_relative_to(folder.resolve()):
+                raise CosbuildError(f"overlay folder {folder} overlaps the build folder {build}",
+                                    file=iso.file, key=f"overlay.{kind}",
+                                    hint="keep the overlay apart from --build-dir")
 
     def manifest(self, kind: str) -> Path:
         return self.work / f"{kind}.manifest"
@@ -182,12 +203,25 @@ class IsoBuilder:
             shutil.rmtree(target / "var", ignore_errors=True)
         overlay = {}
         if kind in self.iso.overlay:
+            overlay = self.overlay_files(kind)
             # over what packages installed: their links are followed inside the root only
             rootpath.copy_tree(self.iso.overlay[kind], target)
-            overlay = {str(p.relative_to(self.iso.overlay[kind])): artifact.sha256_file(p)
-                       for p in sorted(self.iso.overlay[kind].rglob("*")) if p.is_file()}
         # what the root is made of: the next steps re-run exactly when this changes
         atomic_write(self.manifest(kind), dumps({"packages": packages, "overlay": overlay}))
+
+    def overlay_files(self, kind: str) -> dict[str, str]:
+        """The overlay's files and their sha256; a FIFO, socket or device there is an error
+        (opening a FIFO to copy it would block)."""
+        source, files = self.iso.overlay[kind], {}
+        for p in sorted(source.rglob("*")):
+            if p.is_symlink() or p.is_dir():
+                continue
+            if not p.is_file():
+                raise CosbuildError(f"{p} is not a regular file, folder or link",
+                                    file=self.iso.file, key=f"overlay.{kind}",
+                                    hint="remove it from the overlay folder")
+            files[str(p.relative_to(source))] = artifact.sha256_file(p)
+        return files
 
     # ----------------------------------------------------------------- rootfs.squashfs
 
@@ -236,27 +270,44 @@ class IsoBuilder:
 
     # ----------------------------------------------------------------- the ISO
 
-    def check_boot_files(self) -> None:
+    def check_boot_files(self, files: dict[str, Path]) -> None:
+        """The boot files are among the ISO's `files` (a link in the ISO root is not one: it
+        could name a host file); the boot catalog, which pycdlib writes, is not."""
         for key in ("boot_file", "isohybrid_mbr"):
             rel = getattr(self.iso, key)
-            if not (self.isoimage_dir / rel).is_file():
+            if rel not in files:
                 raise CosbuildError(f"{rel} is not in the ISO root", file=self.iso.file, key=key,
                                     hint="add the BIOS boot loader package to packages.isoimage")
+        catalog = self.iso.boot_catalog
+        folder = catalog.rpartition("/")[0]
+        taken = any(f == catalog or f.startswith(f"{catalog}/") for f in files)
+        if taken or (folder and not any(f.startswith(f"{folder}/") for f in files)):
+            raise CosbuildError(f"{catalog} is in the ISO root already" if taken else
+                                f"the ISO root has no folder {folder} for {catalog}",
+                                file=self.iso.file, key="boot_catalog",
+                                hint="name a new file in a folder of the ISO root")
 
     def iso_files(self) -> dict[str, Path]:
-        """ISO path -> source file."""
+        """ISO path -> source file (regular files only: a link is not followed)."""
         files = {}
         for p in sorted(self.isoimage_dir.rglob("*")):
             if p.is_file() and not p.is_symlink():
-                files[p.relative_to(self.isoimage_dir).as_posix()] = p
+                rel = p.relative_to(self.isoimage_dir).as_posix()
+                if rel != rel.encode(errors="replace").decode():   # undecodable bytes
+                    raise CosbuildError(f"{os.fsencode(rel)!r} in the ISO root is not a UTF-8 "
+                                        "name, which Rock Ridge and Joliet names need",
+                                        file=self.iso.file, key="packages.isoimage / overlay",
+                                        hint="rename the file in its package or overlay")
+                files[rel] = p
         files.update({"rootfs.squashfs": self.squashfs, "boot/kernel.xz": self.kernel,
                       "boot/rootfs.xz": self.initrd, "boot/uefi.img": self.uefi_img})
         return files
 
     def write_iso(self) -> None:
-        self.check_boot_files()
+        files = self.iso_files()
+        self.check_boot_files(files)
         with atomic_path(self.output) as tmp:
-            write_iso(tmp, self.iso_files(), self.iso, self.isoimage_dir / self.iso.isohybrid_mbr)
+            write_iso(tmp, files, self.iso)
             digest = artifact.sha256_file(tmp)
         atomic_write(self.output.with_name(self.output.name + ".sha256"),
                      f"{digest}  {self.output.name}\n")
@@ -277,22 +328,30 @@ def _comp_extra(options: str) -> str:
     return ",".join(out)
 
 
-def write_iso(out: Path, files: dict[str, Path], iso: IsoSpec, mbr: Path) -> None:
+def write_iso(out: Path, files: dict[str, Path], iso: IsoSpec) -> None:
     """ISO 9660 + Rock Ridge + Joliet with El Torito BIOS and EFI entries and an isohybrid MBR."""
     import pycdlib   # only when the ISO is written: doit loads this module for every run
 
-    names: dict[str, str] = {"": ""}   # real directory path -> ISO 9660 path
+    names: dict[str, str] = {"": ""}    # real path -> ISO 9660 path
+    joliet: dict[str, str] = {"": ""}   # real path -> Joliet path
+
+    def place(table: dict[str, str], rel: str, name) -> str:
+        """`rel`'s path in the `table` namespace: its parent's, then `name` of its own name,
+        numbered when a sibling has that name already (names are shortened there)."""
+        parent, _, base = rel.rpartition("/")
+        taken = {v for k, v in table.items() if k.rpartition("/")[0] == parent}
+        path, n = f"{table[parent]}/{name(base)}", 1
+        while path in taken:
+            n += 1
+            path = f"{table[parent]}/{name(f'{n}_{base}')}"
+        table[rel] = path
+        return path
 
     def iso_path(rel: str, is_dir: bool) -> str:
-        parent, _, base = rel.rpartition("/")
-        taken = {v for k, v in names.items() if k.rpartition("/")[0] == parent}
-        stem = _iso_name(base, is_dir)
-        name, n = stem, 1
-        while f"{names[parent]}/{name}" in taken:
-            n += 1
-            name = _iso_name(f"{n}_{base}", is_dir)
-        names[rel] = f"{names[parent]}/{name}"
-        return names[rel]
+        return place(names, rel, lambda base: _iso_name(base, is_dir))
+
+    def joliet_path(rel: str) -> str:
+        return place(joliet, rel, _joliet_name)
 
     with _deterministic_pycdlib(artifact.source_date_epoch(), iso.label):
         cd = pycdlib.PyCdlib()
@@ -300,13 +359,15 @@ def write_iso(out: Path, files: dict[str, Path], iso: IsoSpec, mbr: Path) -> Non
                sys_ident="LINUX", app_ident_str="cosbuild")
         dirs = sorted({str(Path(rel).parent) for rel in files} - {"."})
         for d in sorted({p for d in dirs for p in _parents(d)}):
-            cd.add_directory(iso_path(d, True), rr_name=d.rpartition("/")[2], joliet_path=f"/{d}")
+            cd.add_directory(iso_path(d, True), rr_name=d.rpartition("/")[2],
+                             joliet_path=joliet_path(d))
         for rel, source in sorted(files.items()):
             cd.add_file(str(source), iso_path(rel, False) + ";1", rr_name=rel.rpartition("/")[2],
-                        joliet_path=f"/{rel}", file_mode=0o100644)
-        cd.add_eltorito(names[iso.boot_file] + ";1", bootcatfile=_catalog(names, iso.boot_catalog),
+                        joliet_path=joliet_path(rel), file_mode=0o100644)
+        catalog = iso_path(iso.boot_catalog, False) + ";1"   # a name no file of the ISO has
+        cd.add_eltorito(names[iso.boot_file] + ";1", bootcatfile=catalog,
                         rr_bootcatname=iso.boot_catalog.rpartition("/")[2],
-                        joliet_bootcatfile=f"/{iso.boot_catalog}",
+                        joliet_bootcatfile=joliet_path(iso.boot_catalog),
                         boot_load_size=4, boot_info_table=True, media_name="noemul")
         cd.add_eltorito(names["boot/uefi.img"] + ";1", efi=True, platform_id=0xEF,
                         media_name="noemul", bootable=True)
@@ -315,18 +376,18 @@ def write_iso(out: Path, files: dict[str, Path], iso: IsoSpec, mbr: Path) -> Non
         cd.write(str(out))
         cd.close()
     # the MBR boot code of the syslinux that made isolinux.bin (pycdlib writes its own copy)
-    with open(mbr, "rb") as f, open(out, "r+b") as iso_file:
+    with open(files[iso.isohybrid_mbr], "rb") as f, open(out, "r+b") as iso_file:
         iso_file.write(f.read(432))
-
-
-def _catalog(names: dict, rel: str) -> str:
-    parent, _, base = rel.rpartition("/")
-    return f"{names.get(parent, '')}/{_iso_name(base, False)};1"
 
 
 def _parents(rel: str) -> list[str]:
     parts = rel.split("/")
     return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _joliet_name(name: str) -> str:
+    """A Joliet name: pycdlib takes at most 64 bytes of UTF-8 (Rock Ridge keeps the whole)."""
+    return name.encode()[:64].decode(errors="ignore")
 
 
 def _iso_name(name: str, is_dir: bool) -> str:

@@ -110,6 +110,9 @@ def loads(text: str, file: str | Path):
                             hint="fix the YAML syntax") from None
     except yaml.YAMLError as exc:
         raise CosbuildError(f"invalid YAML: {exc}", file=file) from None
+    except ValueError as exc:   # a scalar no value is made of: a 5000-digit int, 2001-02-30
+        raise CosbuildError(f"invalid YAML: {exc}", file=file,
+                            hint="quote the value to keep it as text") from None
     finally:
         loader.dispose()
 
