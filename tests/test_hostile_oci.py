@@ -21,7 +21,8 @@ import pytest
 
 from cosbuild.errors import CosbuildError, Mismatch
 from cosbuild.oci.layers import apply_layer
-from cosbuild.oci.registry import (DOCKER_MANIFEST, OCI_INDEX, Reference, Registry, _goarch)
+from cosbuild.oci.registry import (DOCKER_MANIFEST, OCI_INDEX, Reference, Registry, _goarch,
+                                   credentials)
 
 from .conftest import running
 from .hostile import deadline  # noqa: F401 (a fixture)
@@ -528,3 +529,32 @@ def test_token_realms_a_request_line_cannot_carry_are_refused(realm, no_credenti
         with pytest.raises(CosbuildError, match=re.escape(
                 f"the token realm {realm!r} is not an http(s) URL: refused")):
             registry.manifest(Reference(registry.host, "x", "t"))
+
+
+# --------------------------------------------------------------------------- the auth file
+
+@pytest.mark.parametrize("content, reason", [
+    ("[]", "'list' object has no attribute 'get'"),
+    ('{"auths": [1]}', "'list' object has no attribute 'items'"),
+    ('{"auths": {"reg.io": "user:pw"}}', "'str' object has no attribute 'get'"),
+    ('{"auths": {"reg.io": {"auth": 5}}}', "argument should be a bytes-like object"),
+    ('{"auths": {"reg.io": {"auth": "abc"}}}', "Incorrect padding"),
+    ('{"auths": {"reg.io": {"auth": "/w=="}}}', "can't decode byte 0xff"),
+    ('{"auths": {"reg.io": {"username": 5}}}', "has a user or password that is not text"),
+    ('{"auths": {"reg.io": {"username": "u", "password": ["p"]}}}', "that is not text"),
+    ('{"auths": {"reg.io": {"username": "u\\r\\nX-Evil: 1"}}}', "that is not text"),
+])
+def test_auth_files_of_the_wrong_shape_are_clear_errors(tmp_path, content, reason):
+    auth = tmp_path / "auth.json"
+    auth.write_text(content)
+    with pytest.raises(CosbuildError) as err:
+        credentials("reg.io", "x", {"REGISTRY_AUTH_FILE": str(auth)})
+    assert err.value.file == str(auth)
+    assert err.value.message.startswith("cannot read the container auth file: ")
+    assert reason in err.value.message
+
+
+def test_auth_file_entries_for_other_registries_are_not_looked_at(tmp_path):
+    auth = tmp_path / "auth.json"
+    auth.write_text('{"auths": {"other.io": {"auth": 5}, "reg.io": {"username": "u"}}}')
+    assert credentials("reg.io", "x", {"REGISTRY_AUTH_FILE": str(auth)}) == ("u", "")

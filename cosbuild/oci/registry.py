@@ -279,28 +279,40 @@ def credentials(registry: str, repository: str = "", env=None) -> tuple[str, str
     wanted = f"{registry}/{repository}".rstrip("/")
     for path in auth_files(env):
         try:
-            auths = json.loads(path.read_text()).get("auths") or {}
+            found = _credentials(json.loads(path.read_text()), wanted)
         except FileNotFoundError:
             continue
-        except (OSError, ValueError, AttributeError) as exc:
+        # whatever the shape of the file: a list for an object, a number for a string, ...
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
             raise CosbuildError(f"cannot read the container auth file: {exc}", file=path,
                                 hint="fix or remove it, then log in again") from None
-        best = None
-        for key, entry in auths.items():
-            name = re.sub(r"^https?://", "", key).removesuffix("/v1/").rstrip("/")
-            if name == "index.docker.io":
-                name = DOCKER_HUB
-            if (wanted == name or wanted.startswith(name + "/")) and \
-                    (best is None or len(name) > len(best[0])):
-                best = (name, entry)
-        if best:
-            entry = best[1]
-            if entry.get("auth"):
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-                return user, password
-            if entry.get("username"):
-                return entry["username"], entry.get("password", "")
+        if found:
+            return found
     return None
+
+
+def _credentials(doc: dict, wanted: str) -> tuple[str, str] | None:
+    best = None
+    for key, entry in (doc.get("auths") or {}).items():
+        name = re.sub(r"^https?://", "", key).removesuffix("/v1/").rstrip("/")
+        if name == "index.docker.io":
+            name = DOCKER_HUB
+        if (wanted == name or wanted.startswith(name + "/")) and \
+                (best is None or len(name) > len(best[0])):
+            best = (name, entry)
+    if best is None:
+        return None
+    entry = best[1]
+    if entry.get("auth"):
+        found = tuple(base64.b64decode(entry["auth"]).decode().partition(":")[::2])
+    elif entry.get("username"):
+        found = entry["username"], entry.get("password", "")
+    else:
+        return None
+    # they go into a header
+    if not all(isinstance(x, str) and x.isprintable() for x in found):
+        raise ValueError(f"the entry for {best[0]} has a user or password that is not text")
+    return found
 
 
 # --------------------------------------------------------------------------- the API
