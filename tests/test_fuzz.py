@@ -9,10 +9,14 @@ Deterministic (a fixed seed): CI sees the same examples every run. For a longer 
 from __future__ import annotations
 
 import contextlib
+import email.message
 import hashlib
 import io
+import json
 import os
+import re
 import tarfile
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -22,7 +26,7 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from cosbuild import luetformat
 from cosbuild.errors import CosbuildError
-from cosbuild.oci import layers
+from cosbuild.oci import layers, registry
 from cosbuild.repos import client
 from cosbuild.runtime import cloudconfig, setup
 from cosbuild.tree import spec, yamlio
@@ -283,3 +287,136 @@ def test_artifact_and_layer_extraction_stay_in_their_folder(tmp_path_factory, en
     except CosbuildError:
         pass
     assert _outside(top, dest) == before
+
+
+# --------------------------------------------------------------------------- image layers
+
+# whiteouts and markers among the names: each may name the folder, its parent or nothing
+layer_parts = st.sampled_from(["a", "d", "l", ".", "..", "", ".wh.", ".wh..", ".wh...", ".wh.a",
+                               ".wh.l", ".wh.d", ".wh..wh..opq", ".wh..layers", ".layers",
+                               "sentinel", ".wh.sentinel", ".wh.etc"])
+layer_entries = st.lists(
+    st.tuples(st.lists(layer_parts, min_size=1, max_size=4).map("/".join)
+              | st.sampled_from(["./.wh.", "/.wh...", "etc/.wh..", "./", "/"]),
+              st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE]),
+              st.sampled_from(["", ".", "..", "/", "../..", "../../..", "a", "etc/passwd", "l",
+                               ".layers", ".layers/blob", "/etc"])),
+    max_size=8)
+
+
+def _state(top: Path, dest: Path) -> dict[str, str]:
+    """What is under `top` outside `dest`, contents included."""
+    return {str(p.relative_to(top)): os.readlink(p) if p.is_symlink() else
+            "dir" if p.is_dir() else p.read_text()
+            for p in top.rglob("*") if dest not in (p, *p.parents)}
+
+
+@FUZZ
+@given(layer_entries, st.booleans())
+def test_layers_never_touch_what_is_outside_nor_the_folder_itself(tmp_path_factory, entries, keep):
+    top = tmp_path_factory.mktemp("layer")
+    dest = top / "a" / "b" / "dest"
+    (dest / "etc").mkdir(parents=True)
+    (dest / "etc/passwd").write_text("root")
+    (dest / ".layers").mkdir()
+    (dest / ".layers/blob").write_text("blob")
+    for sentinel in (top / "sentinel", top / "a/sentinel", top / "a/b/sentinel"):
+        sentinel.write_text("outside")
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, link in entries:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, link
+            data = b"x" if kind == tarfile.REGTYPE else b""
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw.seek(0)
+    before = _state(top, dest)
+    try:
+        layers.apply_layer(raw, dest, "fuzz", keep=".layers" if keep else "")
+    except CosbuildError as exc:
+        event(f"refused: {exc.message.partition(':')[2][:30]}")
+    assert _state(top, dest) == before
+    assert dest.is_dir() and not dest.is_symlink()
+    if keep:
+        assert (dest / ".layers/blob").read_text() == "blob"
+
+
+# --------------------------------------------------------------------------- registry answers
+
+DIGEST = "sha256:" + "0" * 64
+INNER = b'{"layers": []}'   # what an index names, by its digest
+INNER_DIGEST = f"sha256:{hashlib.sha256(INNER).hexdigest()}"
+REGISTRY_KEYS = ("layers", "manifests", "digest", "size", "mediaType", "platform", "os",
+                 "architecture", "token", "access_token", "config", "schemaVersion")
+registry_scalars = scalars | st.sampled_from(
+    [DIGEST, DIGEST.upper(), "sha256:", "sha512:" + "0" * 128, "sha256:../../x", "linux",
+     registry.OCI_INDEX, registry.DOCKER_LIST, registry.DOCKER_MANIFEST, registry._goarch(),
+     "T0K", "T0K\r\nX: y", 0, 2, -1, 2**63])
+registry_values = st.recursive(
+    registry_scalars, lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.sampled_from(REGISTRY_KEYS) | st.text(max_size=4), inner, max_size=5),
+    max_leaves=30)
+answers = (registry_values.map(lambda v: json.dumps(v).encode())
+           | st.binary(max_size=64)
+           | st.lists(st.sampled_from(['{"layers": [', '{"manifests": [', '{"digest": "' + DIGEST
+                                       + '"', '"size": 1', "}", "]", ",", "[", "{", "NaN", "1e999",
+                                       '"token": "T"', "null", "\\ud800", '"']),
+                      max_size=30).map(lambda parts: "".join(parts).encode()))
+
+
+class _Answers:
+    """An opener in place of the network: the manifests path wants a token first; by
+    digest, it is INNER."""
+
+    def __init__(self, manifest: bytes, token: bytes):
+        self.manifest, self.token = manifest, token
+
+    def open(self, request, timeout):
+        if "/token" in request.full_url:
+            return _Response(self.token)
+        if request.unredirected_hdrs.get("Authorization") is None:
+            headers = email.message.Message()
+            headers["WWW-Authenticate"] = 'Bearer realm="http://registry.test/token"'
+            raise urllib.error.HTTPError(request.full_url, 401, "token", headers, io.BytesIO())
+        return _Response(INNER if "/manifests/sha256:" in request.full_url else self.manifest)
+
+
+class _Response(io.BytesIO):
+    status = 200
+
+
+@st.composite
+def registry_answers(draw):
+    """(manifest, token answer): mostly well-formed, each part possibly spoiled."""
+    def spoiled(good):
+        return _maybe(draw, good, registry_values)
+    if draw(st.booleans()):
+        doc = {"schemaVersion": 2, "mediaType": registry.DOCKER_MANIFEST,
+               "layers": spoiled([spoiled({"digest": spoiled(DIGEST), "size": spoiled(1)})
+                                  for _ in range(draw(st.integers(0, 3)))])}
+    else:
+        platform = {"os": spoiled("linux"), "architecture": spoiled(registry._goarch())}
+        doc = {"mediaType": registry.OCI_INDEX,
+               "manifests": spoiled([spoiled({"digest": spoiled(INNER_DIGEST),
+                                              "platform": spoiled(platform)})])}
+    manifest = draw(answers) if draw(SPOIL) else json.dumps(spoiled(doc)).encode()
+    return manifest, draw(answers) if draw(SPOIL) else b'{"token": "T0K"}'
+
+
+@FUZZ
+@given(registry_answers())
+def test_registry_answers_give_a_manifest_or_a_clear_error(monkeypatch, parts):
+    manifest, token = parts
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", "/nonexistent/auth.json")
+    client_ = registry.Registry("registry.test", _base="http://registry.test")
+    client_._opener = _Answers(manifest, token)
+    try:
+        found = client_.manifest(registry.parse_reference("registry.test/x/y:t"))
+    except CosbuildError as exc:
+        event(f"refused: {exc.message.partition(': ')[2][:40]}")
+    else:
+        assert isinstance(found, registry.Manifest)
+        assert all(re.fullmatch(r"sha256:[0-9a-f]{64}", layer.digest) and layer.size >= 0
+                   for layer in found.layers)
+        event("a manifest")

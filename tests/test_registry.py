@@ -154,8 +154,8 @@ def _manifest(digest: str, size) -> bytes:
 @pytest.mark.parametrize("manifest, blob, message", [
     (b"[" * (5 << 20), b"", "manifest is not valid (larger than 4194304 bytes)"),
     (b"not json", b"", "manifest is not valid"),
-    (_manifest("sha256:../../../etc/passwd", 1), b"", "a layer without a valid sha256 digest"),
-    (_manifest("sha256:" + "0" * 64, True), b"", "a layer without a valid sha256 digest"),
+    (_manifest("sha256:../../../etc/passwd", 1), b"", "layers[0].digest must be a sha256 digest"),
+    (_manifest("sha256:" + "0" * 64, True), b"", "layers[0].size must be a whole number >= 0"),
     (_manifest("sha256:" + "0" * 64, 10), b"x" * 100, "more than the 10 bytes its descriptor"),
     (_manifest("sha256:" + "0" * 64, 10), b"x" * 4, "4 bytes of the 10 bytes its descriptor"),
 ])

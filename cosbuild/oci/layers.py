@@ -2,11 +2,13 @@
 "Applying changesets"): entries replace what lower layers left, `.wh.NAME` deletes NAME and
 `.wh..wh..opq` hides everything lower layers put in its folder.
 
-Layers come from registries: nothing may be written outside the folder. Paths with `..` are
-refused; every path is resolved as inside a chroot of the folder (rootpath.py), so a link a
-layer made (`lib -> /etc`) leads to the folder's own /etc, and hard links are made to what
-is in the folder (the link itself, never followed). Owners, modes, times, devices and
-extended attributes (file capabilities) are kept.
+Layers come from registries: nothing may be written or removed outside the folder, nor the
+folder itself. Every name a layer gives (an entry's, a whiteout's target, a hard link's
+target) is read by one rule (`_entry`, `_path`): a relative path of proper names, strictly
+inside the folder. Every path is then resolved as inside a chroot of the folder
+(rootpath.py), so a link a layer made (`lib -> /etc`) leads to the folder's own /etc, and
+hard links are made to what is in the folder (the link itself, never followed). Owners,
+modes, times, devices and extended attributes (file capabilities) are kept.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -38,19 +41,21 @@ def apply_layer(stream: BinaryIO, root: Path, what: str, keep: str = "") -> None
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
-                name = _relative(member.name, what)
-                if name is None:
+                entry = _entry(member, what)
+                if entry is None:
                     continue
-                name = _resolved(root, name, what)
-                if keep and (name == keep or name.startswith(f"{keep}/")):
+                name = _resolved(root, entry.path, what)
+                # nor a folder above it replaced or removed (a folder written over one keeps it)
+                if keep and (keep in (name, *map(str, PurePosixPath(name).parents))
+                             or keep.startswith(f"{name}/")
+                             and not (entry.kind == "write" and member.isdir())):
                     raise CosbuildError(f"{what}: refusing {member.name!r}: it would change "
                                         f"{keep}, where the layers are downloaded to",
                                         hint="the image is corrupt or hostile")
-                parent, _, base = name.rpartition("/")
-                if base == OPAQUE:
-                    opaque.append(parent)
-                elif base.startswith(WHITEOUT):
-                    _remove(root / parent / base[len(WHITEOUT):])
+                if entry.kind == "opaque":
+                    opaque.append(name.rpartition("/")[0])
+                elif entry.kind == "whiteout":
+                    _remove(root / name)
                 else:
                     _extract(tar, member, name, root, what)
                     written.add(name)
@@ -68,13 +73,42 @@ def apply_layer(stream: BinaryIO, root: Path, what: str, keep: str = "") -> None
         os.utime(path, (mtime, mtime), follow_symlinks=False)
 
 
-def _relative(raw: str, what: str) -> str | None:
-    path = PurePosixPath(raw.lstrip("/"))
-    if ".." in path.parts:
-        raise CosbuildError(f"{what}: refusing path {raw!r} with a '..' component",
+@dataclass(frozen=True)
+class Entry:
+    """What a member of a layer does to `path`: "write" it, remove it ("whiteout": `path` is
+    the whiteout's target) or hide what lower layers put beside it ("opaque": `path` is the
+    marker)."""
+    path: str
+    kind: str
+
+
+def _entry(member: tarfile.TarInfo, what: str) -> Entry | None:
+    """The member as an Entry; None for the folder's own entry (`./` in a tar of a tree)."""
+    if member.isdir() and set(member.name.split("/")) <= {"", "."}:
+        return None
+    path = _path(member.name, what, member.name)
+    folder, _, base = path.rpartition("/")
+    if base == OPAQUE:
+        return Entry(path, "opaque")
+    if base.startswith(WHITEOUT):
+        # by the same rule: `.wh.`, `.wh..` and `.wh...` would name nothing, the folder, its parent
+        target = _path(base[len(WHITEOUT):], what, member.name)
+        return Entry(f"{folder}/{target}" if folder else target, "whiteout")
+    return Entry(path, "write")
+
+
+def _path(raw: str, what: str, entry: str) -> str:
+    """The one rule for a name a layer gives: a relative path of proper names, strictly inside
+    the folder. The leading `/` or `./` of a tar of a tree (and a `//` or a trailing `/`)
+    mean nothing; a `.` or `..` elsewhere, or no name at all, is refused."""
+    parts = [p for p in raw.split("/") if p]
+    while parts and parts[0] == ".":
+        parts.pop(0)
+    if not parts or any(p in (".", "..") for p in parts):
+        raise CosbuildError(f"{what}: refusing entry {entry!r}: {raw!r} is not a path inside "
+                            "the image (it has a '.' or '..' component, or no name)",
                             hint="the image is corrupt or hostile")
-    name = str(path)
-    return None if name in ("", ".") else name
+    return "/".join(parts)
 
 
 def _resolved(root: Path, name: str, what: str) -> str:
@@ -91,10 +125,7 @@ def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, root: Pat
     if os.path.lexists(target) and not (member.isdir() and target.is_dir() and not target.is_symlink()):
         _remove(target)   # replaced: never written through (a symlink) or into (a file)
     if member.islnk():
-        link = _relative(member.linkname, what)
-        if link is None:
-            raise CosbuildError(f"{what}: hard link {name!r} to the root folder")
-        source = root / _resolved(root, link, what)
+        source = root / _resolved(root, _path(member.linkname, what, member.name), what)
         if not os.path.lexists(source) or source.is_dir() and not source.is_symlink():
             raise CosbuildError(f"{what}: hard link {name!r} to {member.linkname!r}, which is "
                                 "not a file of the image", hint="the image is corrupt or hostile")

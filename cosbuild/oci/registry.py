@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import gzip
 import hashlib
+import http.client
 import json
+import math
 import os
 import platform
 import re
@@ -32,12 +35,13 @@ import ssl
 import tarfile
 import tempfile
 import time
+import typing
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Callable, Iterator
+from typing import Annotated, BinaryIO, Callable, Iterator
 
 from .. import __version__
 from ..errors import CosbuildError, Mismatch, NotFound
@@ -56,14 +60,143 @@ USER_AGENT = f"cosbuild/{__version__}"
 CHUNK = 1 << 20
 # the distribution registry refuses to store larger manifests: anything bigger is not one
 MAX_MANIFEST = 4 << 20
+MAX_TOKEN_ANSWER = 1 << 20   # a token is a few KB
+MAX_ITEMS = 1024             # layers of an image, images of an index
+MAX_INDEX_DEPTH = 3          # an index of indexes of indexes: deeper is not an image
 # the compressions container tools recognize layers by (containerd's DecompressStream)
 GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 # go-containerregistry's zero time, as in luet's images: a config without a clock in it
 ZERO_TIME = "0001-01-01T00:00:00Z"
 DOCKER_HUB = "docker.io"
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# what a dropped connection or a broken HTTP answer raises (http.client's own are no OSError)
+_BROKEN = (OSError, http.client.HTTPException)
 _INSECURE_HINT = ("for a registry without TLS, mark it insecure (`--insecure-registries HOST` "
                   "for builds, `insecure: true` in a client's repository entry)")
+
+
+# --------------------------------------------------------------------------- answers
+#
+# Every JSON answer of a registry or of its token server is read by `_answer` into one of the
+# frozen dataclasses below, which declare its format: a dataclass is a JSON object (its other
+# keys are ignored), a field without a default is required, `tuple[X, ...]` is a list of at
+# most MAX_ITEMS, `Annotated[str, Pattern]` a string the pattern matches, int a count. Only
+# what is declared is looked at: the nesting is bounded by the declarations.
+
+@dataclass(frozen=True)
+class Pattern:
+    regex: re.Pattern
+    meaning: str
+
+
+# sha256 only: a digest is checked, and the registry's content with it, by computing it
+Digest = Annotated[str, Pattern(re.compile(r"sha256:[0-9a-f]{64}"),
+                                "a sha256 digest (sha256: and 64 lower-case hex digits)")]
+# it goes into a header as it is
+TokenText = Annotated[str, Pattern(re.compile(r"[\x21-\x7e]*"), "a token (visible ASCII)")]
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """A blob of an image: its digest becomes part of a URL, its size bounds the download."""
+    digest: Digest
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    layers: tuple[Descriptor, ...]
+
+
+@dataclass(frozen=True)
+class Platform:
+    os: str = "linux"
+    architecture: str = ""   # any
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    digest: Digest
+    platform: Platform = Platform()
+
+
+@dataclass(frozen=True)
+class Index:
+    """A multi-platform image (OCI image index, Docker manifest list)."""
+    manifests: tuple[IndexEntry, ...]
+
+
+@dataclass(frozen=True)
+class TokenAnswer:
+    token: TokenText = ""
+    access_token: TokenText = ""   # OAuth 2's name for it
+
+
+def _json(raw: bytes, what: str):
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:   # RecursionError: nested too deeply
+        raise _invalid(what, f"not JSON: {exc}") from None
+
+
+def _answer(form, value, what: str, key: str = ""):
+    """`value` (parsed JSON) read as `form` (see above), else a CosbuildError naming `what`
+    and the key."""
+    if dataclasses.is_dataclass(form):
+        if not isinstance(value, dict):
+            raise _invalid(what, _wrong(key, "an object", value))
+        hints = typing.get_type_hints(form, include_extras=True)
+        found = {}
+        for f in dataclasses.fields(form):
+            inner = f"{key}.{f.name}" if key else f.name
+            if f.name in value:
+                found[f.name] = _answer(hints[f.name], value[f.name], what, inner)
+            elif f.default is dataclasses.MISSING:
+                raise _invalid(what, f"{inner} is missing")
+        return form(**found)
+    if typing.get_origin(form) is tuple:
+        if not isinstance(value, list) or len(value) > MAX_ITEMS:
+            raise _invalid(what, _wrong(key, f"a list of at most {MAX_ITEMS} items", value))
+        item = typing.get_args(form)[0]
+        return tuple(_answer(item, v, what, f"{key}[{n}]") for n, v in enumerate(value))
+    if typing.get_origin(form) is Annotated:
+        pattern = typing.get_args(form)[1]
+        if not (isinstance(value, str) and pattern.regex.fullmatch(value)):
+            raise _invalid(what, _wrong(key, pattern.meaning, value))
+        return value
+    if form is int:
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise _invalid(what, _wrong(key, "a whole number >= 0", value))
+        return value
+    if not isinstance(value, str):   # form is str: the declarations use no other type
+        raise _invalid(what, _wrong(key, "a string", value))
+    return value
+
+
+def _wrong(key: str, expected: str, value) -> str:
+    # never the repr of a list or an object: it may be large, or nested too deeply to print
+    shown = ("an object" if isinstance(value, dict) else "a list" if isinstance(value, list)
+             else json.dumps(value)[:80])
+    return f"{key or 'it'} must be {expected}, not {shown}"
+
+
+def _invalid(what: str, problem: str) -> CosbuildError:
+    return CosbuildError(f"{what} is not valid: {problem}",
+                         hint="the registry is corrupt, hostile or not a container registry")
+
+
+def _http_url(url: str, what: str) -> str:
+    """`url` if it is an http(s) URL (of visible ASCII, as a request line takes it): the
+    client reads no file, nor any other scheme, a registry names."""
+    try:
+        parts = urllib.parse.urlsplit(url) if re.fullmatch(r"[\x21-\x7e]+", url) else None
+    except ValueError:   # a malformed [IPv6] host
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise CosbuildError(f"{what} {url!r} is not an http(s) URL: refused",
+                            hint="the registry is misconfigured or hostile; nothing was sent "
+                                 "there")
+    return url
 
 
 # --------------------------------------------------------------------------- names
@@ -81,6 +214,15 @@ class Reference:
 
     def with_tag(self, tag: str) -> "Reference":
         return Reference(self.registry, self.repository, tag)
+
+    def manifest_path(self) -> str:
+        """The API path of its manifest; the tag or digest is checked: it is part of a URL."""
+        if ":" in self.tag:
+            _answer(Digest, self.tag, f"image {self}", "its digest")
+        elif not _TAG.fullmatch(self.tag):
+            raise CosbuildError(f"image {self}: {self.tag!r} is not a valid tag",
+                                hint="tags are up to 128 letters, digits, '_', '.' and '-'")
+        return f"{self.repository}/manifests/{self.tag}"
 
 
 def registry_of(name: str) -> str | None:
@@ -137,28 +279,40 @@ def credentials(registry: str, repository: str = "", env=None) -> tuple[str, str
     wanted = f"{registry}/{repository}".rstrip("/")
     for path in auth_files(env):
         try:
-            auths = json.loads(path.read_text()).get("auths") or {}
+            found = _credentials(json.loads(path.read_text()), wanted)
         except FileNotFoundError:
             continue
-        except (OSError, ValueError, AttributeError) as exc:
+        # whatever the shape of the file: a list for an object, a number for a string, ...
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
             raise CosbuildError(f"cannot read the container auth file: {exc}", file=path,
                                 hint="fix or remove it, then log in again") from None
-        best = None
-        for key, entry in auths.items():
-            name = re.sub(r"^https?://", "", key).removesuffix("/v1/").rstrip("/")
-            if name == "index.docker.io":
-                name = DOCKER_HUB
-            if (wanted == name or wanted.startswith(name + "/")) and \
-                    (best is None or len(name) > len(best[0])):
-                best = (name, entry)
-        if best:
-            entry = best[1]
-            if entry.get("auth"):
-                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-                return user, password
-            if entry.get("username"):
-                return entry["username"], entry.get("password", "")
+        if found:
+            return found
     return None
+
+
+def _credentials(doc: dict, wanted: str) -> tuple[str, str] | None:
+    best = None
+    for key, entry in (doc.get("auths") or {}).items():
+        name = re.sub(r"^https?://", "", key).removesuffix("/v1/").rstrip("/")
+        if name == "index.docker.io":
+            name = DOCKER_HUB
+        if (wanted == name or wanted.startswith(name + "/")) and \
+                (best is None or len(name) > len(best[0])):
+            best = (name, entry)
+    if best is None:
+        return None
+    entry = best[1]
+    if entry.get("auth"):
+        found = tuple(base64.b64decode(entry["auth"]).decode().partition(":")[::2])
+    elif entry.get("username"):
+        found = entry["username"], entry.get("password", "")
+    else:
+        return None
+    # they go into a header
+    if not all(isinstance(x, str) and x.isprintable() for x in found):
+        raise ValueError(f"the entry for {best[0]} has a user or password that is not text")
+    return found
 
 
 # --------------------------------------------------------------------------- the API
@@ -178,7 +332,14 @@ class Registry:
         if self.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+        # http(s) only, not build_opener's file://, ftp:// and data: handlers: whatever URL a
+        # registry names (a token realm, an upload location, a redirect), nothing else is read
+        self._opener = urllib.request.OpenerDirector()
+        for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
+                        urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(context=context),
+                        urllib.request.HTTPDefaultErrorHandler(),
+                        urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor()):
+            self._opener.add_handler(handler)
 
     def base(self) -> str:
         """https://HOST, or http://HOST for an insecure registry that does not speak TLS."""
@@ -189,7 +350,7 @@ class Registry:
                 try:
                     self._ping(f"{scheme}://{endpoint}")
                     break
-                except urllib.error.URLError as exc:
+                except _BROKEN as exc:
                     if n == len(schemes):
                         raise self._unreachable(exc) from None
         return self._base
@@ -210,7 +371,7 @@ class Registry:
 
     def _unreachable(self, exc: BaseException) -> CosbuildError:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        reason = getattr(reason, "strerror", None) or str(reason)
+        reason = getattr(reason, "strerror", None) or str(reason).strip() or type(reason).__name__
         return CosbuildError(f"cannot reach registry {self.host}: {reason}",
                              hint=f"check that it is up and the address is right; {_INSECURE_HINT}")
 
@@ -247,9 +408,7 @@ class Registry:
                         hint="log in (`buildah login` or `podman login`) so the container "
                              "auth file has credentials for it") from None
                 raise
-            except urllib.error.URLError as exc:
-                raise self._unreachable(exc) from None
-            except OSError as exc:   # a connection dropped mid-request
+            except _BROKEN as exc:
                 raise self._unreachable(exc) from None
             if response.status not in ok:
                 response.close()
@@ -271,28 +430,57 @@ class Registry:
             raise CosbuildError(f"registry {self.host} asks for unsupported authentication "
                                 f"'{kind}'")
         params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+        # the credentials go there: never to a file or another scheme
+        realm = _http_url(params.get("realm", ""), f"registry {self.host}: the token realm")
         query = {"service": params.get("service", ""), "scope": scope}
-        url = f"{params.get('realm', '')}?{urllib.parse.urlencode(query)}"
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        request = urllib.request.Request(f"{realm}?{urllib.parse.urlencode(query)}",
+                                         headers={"User-Agent": USER_AGENT})
         if basic:
             request.add_header("Authorization", basic)
+        what = f"registry {self.host}: the answer of token server {realm}"
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                answer = json.load(response)
+                raw = self._read(response, MAX_TOKEN_ANSWER, self.timeout, what)
         except urllib.error.HTTPError as exc:
             exc.close()
             raise CosbuildError(f"registry {self.host}: token server refused access to "
                                 f"{repository} (HTTP {exc.code})",
                                 hint="log in (`buildah login` or `podman login`)") from None
-        except (urllib.error.URLError, ValueError) as exc:
-            raise CosbuildError(f"registry {self.host}: no token from {params.get('realm')}: {exc}") from None
-        return f"Bearer {answer.get('token') or answer.get('access_token')}"
+        except _BROKEN as exc:
+            raise CosbuildError(f"registry {self.host}: no token from {realm}: {exc}") from None
+        answer = _answer(TokenAnswer, _json(raw, what), what)
+        if not (answer.token or answer.access_token):
+            raise _invalid(what, "it has no token")
+        return f"Bearer {answer.token or answer.access_token}"
+
+    def _read(self, response, limit: int, deadline: float, what: str) -> bytes:
+        """A whole answer of at most `limit` bytes, read within `deadline` seconds."""
+        raw = b"".join(self._chunks(response, limit, deadline, what))
+        if len(raw) > limit:
+            raise _invalid(what, f"larger than {limit} bytes")
+        return raw
+
+    def _chunks(self, response, limit: float, deadline: float | None, what: str) -> Iterator[bytes]:
+        """The body of `response` as it comes, at most `limit` + 1 bytes (the caller tells a
+        longer one by it); reading stops after `deadline` seconds."""
+        end = None if deadline is None else time.monotonic() + deadline
+        got = 0
+        try:
+            # read1: what has come, so that a dripping server meets the deadline
+            while got <= limit and (chunk := response.read1(min(CHUNK, limit + 1 - got))):
+                got += len(chunk)
+                yield chunk
+                if end is not None and time.monotonic() > end:
+                    raise CosbuildError(f"{what} did not finish within {deadline:g} s",
+                                        hint="the registry is too slow or stalls; try again")
+        except _BROKEN as exc:   # mid-answer
+            raise self._unreachable(exc) from None
 
     # ----------------------------------------------------------------- reading
 
     def exists(self, ref: Reference) -> bool:
         try:
-            self.request("HEAD", f"{ref.repository}/manifests/{ref.tag}", ref.repository,
+            self.request("HEAD", ref.manifest_path(), ref.repository,
                          headers={"Accept": ACCEPT}).close()
             return True
         except urllib.error.HTTPError as exc:
@@ -301,32 +489,28 @@ class Registry:
                 return False
             raise self._failed("look up", ref, exc) from None
 
-    def manifest(self, ref: Reference) -> dict:
+    def manifest(self, ref: Reference, depth: int = 0) -> Manifest:
         """The image manifest of `ref`; from a multi-platform index, this machine's one."""
-        raw = self.raw_manifest(ref)
-        try:
-            doc = json.loads(raw)
-            if not isinstance(doc, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            raise CosbuildError(f"image {ref}: the registry's manifest is not valid ({exc})",
-                                hint="the registry is corrupt or not a container "
-                                     "registry") from None
-        if doc.get("mediaType") in (OCI_INDEX, DOCKER_LIST) or "manifests" in doc:
-            arch = _goarch()
-            for m in doc.get("manifests", []):
-                p = m.get("platform") or {}
-                if p.get("os", "linux") == "linux" and p.get("architecture", arch) == arch:
-                    return self.manifest(ref.with_tag(m["digest"]))
-            raise CosbuildError(f"image {ref} has no linux/{arch} variant")
-        return doc
+        what = f"image {ref}: the registry's manifest"
+        doc = _json(self.raw_manifest(ref), what)
+        if not (isinstance(doc, dict) and (doc.get("mediaType") in (OCI_INDEX, DOCKER_LIST)
+                                           or "manifests" in doc)):
+            return _answer(Manifest, doc, what)
+        if depth >= MAX_INDEX_DEPTH:
+            raise _invalid(what, f"an index more than {MAX_INDEX_DEPTH} indexes deep")
+        arch = _goarch()
+        for m in _answer(Index, doc, what).manifests:
+            if m.platform.os == "linux" and m.platform.architecture in ("", arch):
+                return self.manifest(ref.with_tag(m.digest), depth + 1)
+        raise CosbuildError(f"image {ref} has no linux/{arch} variant")
 
     def raw_manifest(self, ref: Reference) -> bytes:
         """The manifest of `ref` as the registry stores it: its sha256 is the image's digest."""
         try:
-            with self.request("GET", f"{ref.repository}/manifests/{ref.tag}", ref.repository,
+            with self.request("GET", ref.manifest_path(), ref.repository,
                               headers={"Accept": ACCEPT}) as response:
-                raw = response.read(MAX_MANIFEST + 1)
+                raw = b"".join(self._chunks(response, MAX_MANIFEST, self.timeout,
+                                            f"image {ref}: the registry's manifest"))
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 404:
@@ -334,8 +518,6 @@ class Registry:
                                     hint="check the name; the repository may not be published "
                                          "(yet)") from None
             raise self._failed("read", ref, exc) from None
-        except OSError as exc:   # a connection dropped mid-answer
-            raise self._unreachable(exc) from None
         if ref.tag.startswith("sha256:") and _digest(raw)[0] != ref.tag:
             # asked for by digest (a signed repository's): the registry must answer that one
             raise Mismatch(f"image {ref}: the registry's manifest does not have that digest "
@@ -352,7 +534,7 @@ class Registry:
         """Download a blob into `dest`, all or nothing, checking its digest and (as the
         descriptor says) its size: never more than `size` bytes are read, and reading stops
         after `deadline` seconds."""
-        end = None if deadline is None else time.monotonic() + deadline
+        _answer(Digest, digest, f"blob of {self.host}/{repository}", "its digest")
         try:
             response = self.request("GET", f"{repository}/blobs/{digest}", repository)
         except urllib.error.HTTPError as exc:
@@ -360,18 +542,11 @@ class Registry:
             raise self._failed("download", f"{repository}@{digest}", exc) from None
         sha, got = hashlib.sha256(), 0
         with response, atomic_path(dest) as tmp, tmp.open("wb") as out:
-            try:
-                # read1: what has come, so that a dripping server meets the deadline
-                while chunk := response.read1(CHUNK if size is None else min(CHUNK, size + 1 - got)):
-                    sha.update(chunk)
-                    out.write(chunk)
-                    got += len(chunk)
-                    if end is not None and time.monotonic() > end:
-                        raise CosbuildError(f"download of blob {digest} from {self.host}/"
-                                            f"{repository} did not finish within {deadline:g} s",
-                                            hint="the registry is too slow or stalls; try again")
-            except OSError as exc:
-                raise self._unreachable(exc) from None
+            for chunk in self._chunks(response, math.inf if size is None else size, deadline,
+                                      f"download of blob {digest} from {self.host}/{repository}"):
+                sha.update(chunk)
+                out.write(chunk)
+                got += len(chunk)
             if size is not None and got != size:
                 raise CosbuildError(f"blob {digest} of {self.host}/{repository}: "
                                     f"{'more than' if got > size else f'{got} bytes of'} the "
@@ -400,7 +575,9 @@ class Registry:
         try:
             with self.request("POST", f"{repository}/blobs/uploads/", repository, push=True,
                               ok=(202,)) as response:
-                location = urllib.parse.urljoin(self.base(), response.headers["Location"])
+                location = _http_url(urllib.parse.urljoin(self.base(),
+                                                          response.headers.get("Location", "")),
+                                     f"registry {self.host}: the upload location")
             url = f"{location}{'&' if '?' in location else '?'}digest={urllib.parse.quote(digest)}"
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
             if isinstance(data, bytes):
@@ -417,9 +594,8 @@ class Registry:
 
     def put_manifest(self, ref: Reference, manifest: bytes, media_type: str) -> None:
         try:
-            self.request("PUT", f"{ref.repository}/manifests/{ref.tag}", ref.repository,
-                         push=True, headers={"Content-Type": media_type}, data=manifest,
-                         ok=(201,)).close()
+            self.request("PUT", ref.manifest_path(), ref.repository, push=True,
+                         headers={"Content-Type": media_type}, data=manifest, ok=(201,)).close()
         except urllib.error.HTTPError as exc:
             exc.close()
             raise self._failed("push", ref, exc) from None
@@ -502,17 +678,18 @@ def layer_tar(registry: Registry, ref: Reference, work: Path, deadline: float | 
     """The uncompressed tar of the one-layer image `ref`; its blob is downloaded into `work`
     and checked against the manifest's digest and size, as luet does (go-containerregistry's
     verify.ReadCloser)."""
-    layers = registry.manifest(ref).get("layers") or []
+    layers = registry.manifest(ref).layers
     if len(layers) != 1:
         raise CosbuildError(f"image {ref} has {len(layers)} layers, expected one",
                             hint="luet and cosbuild publish repository files and packages as "
                                  "one-layer images")
-    digest, size = _descriptor(layers[0], ref)
-    if limit is not None and size > limit:
-        raise CosbuildError(f"image {ref}: its layer is {size} bytes, more than the {limit} "
-                            "it may be", hint="the repository is damaged or hostile")
+    layer = layers[0]
+    if limit is not None and layer.size > limit:
+        raise CosbuildError(f"image {ref}: its layer is {layer.size} bytes, more than the "
+                            f"{limit} it may be", hint="the repository is damaged or hostile")
     with tempfile.TemporaryDirectory(dir=work, prefix=".layer-") as tmp:
-        blob = registry.blob(ref.repository, digest, Path(tmp) / "layer", size, deadline)
+        blob = registry.blob(ref.repository, layer.digest, Path(tmp) / "layer", layer.size,
+                             deadline)
         with decompressed(blob, f"image {ref}") as stream:
             yield stream
 
@@ -565,25 +742,12 @@ def apply_image(ref: str | Reference, root: Path, work: Path,
     registry = (registries or Registries())[ref.registry]
     # `work` may be in `root` (cos-upgrade has no room elsewhere): no layer may touch it
     keep = str(work.relative_to(root)) if work.is_relative_to(root) else ""
-    for n, layer in enumerate(registry.manifest(ref).get("layers") or []):
-        digest, size = _descriptor(layer, ref)
-        blob = registry.blob(ref.repository, digest, work / f"layer-{n}", size)
+    for n, layer in enumerate(registry.manifest(ref).layers):
+        blob = registry.blob(ref.repository, layer.digest, work / f"layer-{n}", layer.size)
         what = f"{ref} layer {n + 1}"
         with decompressed(blob, what) as stream:
             apply_layer(stream, root, what, keep)
         blob.unlink()
-
-
-def _descriptor(layer, ref: Reference) -> tuple[str, int]:
-    # from the registry: the digest becomes part of a URL, the size bounds the download
-    digest, size = (layer.get("digest"), layer.get("size")) if isinstance(layer, dict) \
-        else (None, None)
-    if not (isinstance(digest, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", digest)
-            and isinstance(size, int) and not isinstance(size, bool) and size >= 0):
-        raise CosbuildError(f"image {ref}: the manifest has a layer without a valid sha256 "
-                            f"digest and size ({layer!r:.120})",
-                            hint="the image is corrupt or was not made by a container tool")
-    return digest, size
 
 
 @contextlib.contextmanager
