@@ -37,13 +37,18 @@ from ..fsutil import atomic_write
 from ..tools import TaskLog, run
 from ..tree import versions
 from ..tree.yamlio import dumps, load_mapping
-from .config import RepoConfig
+from .config import TRUST_STATE, RepoConfig
 from .extract import extract_safely
 from .index import Candidate, load_repository
 from .resolve import DB_PATH, Installed, choose, plan
 
 FINALIZE_LOG = "var/log/cosbuild-finalize.log"
 TRANSACTION = ".cosbuild-transaction"
+# the client's own state in a root: no package may hold a file there, nor a file or link
+# where one of its folders is (the trust state anchors what the next upgrade believes)
+CLIENT_STATE = {TRANSACTION: "cosbuild's transaction folder",
+                DB_PATH: "cosbuild's installed-package database",
+                TRUST_STATE: "cosbuild's trust state of signed repositories"}
 
 
 def install(root: Path, requests: list[versions.PackageRef], repos: list[RepoConfig],
@@ -153,9 +158,9 @@ def _apply(root: Path, work: Path, installed: Installed, todo: list[Candidate], 
     remove: set[str] = set()
     for c in todo:   # from the index, before anything is downloaded
         for path in c.files:
-            if PurePosixPath(path).parts[1:2] == (TRANSACTION,):
-                raise CosbuildError(f"refusing to install {c}: it has {path}, the name of "
-                                    "cosbuild's transaction folder",
+            if state := _client_state(path):
+                raise CosbuildError(f"refusing to install {c}: it has {path}, in the place "
+                                    f"of {CLIENT_STATE[state]} (/{state})",
                                     hint="the package is hostile or broken; nothing was installed")
             other = new_owner.get(path) or owners.get(path)
             if other and other != c.id and not (replace_files and other in replaced):
@@ -183,6 +188,16 @@ def _apply(root: Path, work: Path, installed: Installed, todo: list[Candidate], 
     remove -= set(new_owner)
     _check_against_root(root, staging, remove)
     _commit(root, work, db, sorted(remove, reverse=True))
+
+
+def _client_state(path: str) -> str | None:
+    """The client's state (CLIENT_STATE) a package file at `path` would be in or replace."""
+    parts = PurePosixPath("/", path).parts[1:]
+    for state in CLIENT_STATE:
+        own = PurePosixPath(state).parts
+        if parts[:len(own)] == own or own[:len(parts)] == parts:
+            return state
+    return None
 
 
 def _check_against_root(root: Path, staging: Path, vanishing: set[str]) -> None:
