@@ -11,20 +11,24 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
+import stat
 import tarfile
 from pathlib import Path
 
 import pytest
-import yaml
 
+from cosbuild import luetformat
 from cosbuild.errors import CosbuildError
 from cosbuild.repos import signing, transaction
-from cosbuild.repos.config import TRUST_STATE, file_name, repositories
+from cosbuild.repos.config import TRUST_STATE, RepoConfig, file_name, repositories
+from cosbuild.repos.extract import extract_safely
 from cosbuild.repos.resolve import DB_PATH
 
-from .test_repository_client import Workspace, lib_and_app, ref, snapshot
+from .hostile_repo import Repo, entry
+from .test_repository_client import Sym, Workspace, ref, snapshot
 from .test_signed_repositories import cosbuild, published, sign, version
 
 
@@ -102,7 +106,6 @@ def test_no_package_file_in_or_over_the_clients_state(ws, tmp_path, path):
 
 
 def test_a_link_over_the_state_folder_is_refused(ws, tmp_path):
-    from .test_repository_client import Sym
     ws.add("evil", files={"var/lib/cosbuild": Sym("/usr/share/evil"), "usr/share/evil/x": "x"})
     repo = ws.publish()
     root = tmp_path / "root"
@@ -246,3 +249,178 @@ def test_the_cli_warns_and_refuses_the_foreign_repository(ws, keys, foreign, tmp
     assert code == 1 and "Traceback" not in err
     assert "trust state of repository" in err and "discarded" in err
     assert "refused (signature)" in err and "nothing was installed" in err
+
+
+# --------------------------------------------------------------------------- tar headers
+
+def pax(name: str = "usr/bin/app", data: bytes = b"x\n", kind: bytes = tarfile.REGTYPE,
+        **headers) -> bytes:
+    """A tar of one entry whose pax header says `headers` (what any writer may put there)."""
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = kind, 0o644
+    info.size, info.linkname = (len(data), "") if kind == tarfile.REGTYPE else (0, "x")
+    info.pax_headers = {k: str(v) for k, v in headers.items()}
+    return tar_of([(info, data)])
+
+
+def raw_field(field: str, value: bytes, kind: bytes = tarfile.REGTYPE) -> bytes:
+    """A ustar tar of one entry whose header `field` is `value` (as a hostile writer puts
+    it: base-256 or octal beyond what tarfile writes), its checksum fixed."""
+    offsets = {"mode": (100, 8), "devmajor": (329, 8), "devminor": (337, 8)}
+    info = tarfile.TarInfo("usr/bin/app")
+    info.type, info.size = kind, 2 if kind == tarfile.REGTYPE else 0
+    data = bytearray(tar_of([(info, b"x\n" if kind == tarfile.REGTYPE else b"")],
+                            tarfile.USTAR_FORMAT))
+    start, width = offsets[field]
+    data[start:start + width] = value.ljust(width, b"\0")
+    data[148:156] = b" " * 8
+    data[148:156] = b"%06o\0 " % sum(data[:512])
+    return bytes(data)
+
+
+def tar_of(entries, fmt=tarfile.PAX_FORMAT) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return buf.getvalue()
+
+
+APP = "'usr/bin/app' has"
+HEADERS = {
+    "mtime far future": (pax(mtime="1e30"), rf"{APP} mtime 1e\+30 in its header"),
+    "mtime infinite": (pax(mtime="inf"), rf"{APP} mtime inf in its header"),
+    "mtime NaN": (pax(mtime="nan"), rf"{APP} mtime nan in its header"),
+    "mtime negative": (pax(mtime="-100"), rf"{APP} mtime -100\.0 in its header"),
+    "uid huge": (pax(uid=2**40), rf"{APP} uid 1099511627776 in its header, not between 0 and"),
+    "uid negative": (pax(uid=-5), rf"{APP} uid -5 in its header"),
+    "gid huge": (pax(gid=10**20), rf"{APP} gid 100000000000000000000 in its header"),
+    "size negative": (pax(size=-5), rf"{APP} size -5 in its header"),
+    "mode beyond the file type bits": (raw_field("mode", b"7777777"),
+                                       rf"{APP} mode 2097151 in its header, not between 0 "
+                                       r"and 65535"),
+    "mode negative (base-256)": (raw_field("mode", b"\xff" * 8), rf"{APP} mode -1 in its"),
+    "devmajor huge (base-256)": (raw_field("devmajor", b"\x80\x01", tarfile.CHRTYPE),
+                                 rf"{APP} devmajor \d+ in its header, not between 0 and "
+                                 r"4294967295"),
+    "NUL in the name": (pax(path="usr/bin/a\0b"), r"'usr/bin/a\\x00b' has a NUL character in "
+                                                  r"its name"),
+    "NUL in a link target": (pax(kind=tarfile.SYMTYPE, linkpath="a\0b"),
+                             rf"{APP} a NUL character in its link target"),
+    "NUL in an xattr name": (pax(**{"SCHILY.xattr.user.a\0b": "v"}),
+                             rf"{APP} a NUL character in its pax header 'SCHILY\.xattr\.user\.a"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HEADERS))
+def test_artifact_headers_are_checked_before_use(tmp_path, case):
+    data, message = HEADERS[case]
+    archive = tmp_path / "app.tar"
+    archive.write_bytes(data)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(CosbuildError, match=rf"refusing to install test/app@1\.0: {message}") \
+            as info:
+        extract_safely(archive, dest, "test/app@1.0", compression=luetformat.NONE,
+                       devices=True)
+    assert "nothing was installed" in str(info.value)
+    assert info.value.__context__ is None or info.value.__suppress_context__
+    assert list(dest.iterdir()) == []
+
+
+def test_go_style_modes_with_the_file_type_bits_install(tmp_path):
+    """luet's artifacts come from Go's archive/tar, which keeps c_ISREG in the mode."""
+    archive = tmp_path / "app.tar"
+    archive.write_bytes(raw_field("mode", b"0100750"))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    assert extract_safely(archive, dest, "x", compression=luetformat.NONE) == ["/usr/bin/app"]
+    assert stat.S_IMODE((dest / "usr/bin/app").stat().st_mode) == 0o750
+
+
+@pytest.mark.parametrize("headers", [{"mtime": "1e30"}, {"uid": str(2**40)}])
+def test_a_hostile_header_through_the_cli_is_one_message(tmp_path, run_cli, headers):
+    info = tarfile.TarInfo("usr/bin/app")
+    info.size, info.pax_headers = 2, headers
+    repo = Repo(tmp_path / "repo", [(info, b"x\n")]).write()
+    root = tmp_path / "root"
+    code, out, err = run_cli("install", "--root", str(root), "--repo", str(repo.folder),
+                             "test/app")
+    field = next(iter(headers))
+    assert code == 1 and "Traceback" not in err and err.count("\n") == 1, err
+    assert f"refusing to install test/app@1.0: 'usr/bin/app' has {field} " in err
+    assert not (root / "usr").exists()
+
+
+# --------------------------------------------------------------------------- unpacking bounds
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def disk_free(monkeypatch):
+    """Makes every disk report `free(n)` bytes free (what the target's disk can hold)."""
+    real = shutil.disk_usage
+
+    def free(n: int) -> None:
+        monkeypatch.setattr(shutil, "disk_usage",
+                            lambda path: real(path)._replace(free=n))
+    return free
+
+
+def zeros_repo(folder: Path, size: int, **record_extra) -> Repo:
+    """An unsigned repository whose artifact is `size` zero bytes in one file (a few KiB
+    compressed), its index recording `record_extra` (luet's fields and cosbuild's sizes)."""
+    repo = Repo(folder, [entry("usr/share/zeros", data=bytes(size))], record_extra=record_extra)
+    return repo.write()
+
+
+def install_from(repo: Repo, root: Path, bounds: luetformat.Bounds = luetformat.DEFAULT_BOUNDS):
+    return transaction.install(root, [ref("test/app")], [
+        RepoConfig(name="r", urls=(str(repo.folder),), bounds=bounds)])
+
+
+def test_an_index_cannot_raise_the_fixed_bound(tmp_path, disk_free):
+    """The index claims 1 TiB, the disk has room for it: the fixed bound still holds."""
+    disk_free(2 << 40)
+    repo = zeros_repo(tmp_path / "repo", 8 * MiB, unpacked_size=1 << 40)
+    root = tmp_path / "root"
+    with pytest.raises(CosbuildError, match=r"refusing to install test/app@1\.0: the archive is "
+                                            r"larger than 4 MiB once decompressed, more than "
+                                            r"any artifact may unpack to"):
+        install_from(repo, root, luetformat.Bounds(artifact=4 * MiB))
+    assert not (root / "usr").exists() and not (root / transaction.TRANSACTION).exists()
+
+
+def test_unpacking_is_bounded_by_the_free_space_of_the_target(tmp_path, disk_free):
+    repo = zeros_repo(tmp_path / "repo", 8 * MiB)   # no sizes recorded: 64 MiB by the floor
+    root = tmp_path / "root"
+    root.mkdir()
+    disk_free(3 * MiB)
+    with pytest.raises(CosbuildError, match=r"larger than 3 MiB once decompressed, more than "
+                                            r"is free in .*root"):
+        install_from(repo, root)
+    assert snapshot(root) == {}
+
+
+def test_header_sizes_are_counted_before_their_data(tmp_path, disk_free):
+    """A header announcing 1 TiB is refused by its count, before any of it is read."""
+    disk_free(2 << 40)
+    info = tarfile.TarInfo("usr/share/zeros")
+    info.size, info.pax_headers = 0, {"size": str(1 << 40)}
+    repo = Repo(tmp_path / "repo", [(info, b"")], record_extra={"unpacked_size": 1 << 40})
+    repo.index[0]["files"] = ["usr/share/zeros"]
+    repo.write()
+    root = tmp_path / "root"
+    with pytest.raises(CosbuildError, match=r"the archive is larger than 65536 MiB once "
+                                            r"decompressed, more than any artifact may"):
+        install_from(repo, root)
+    assert not (root / "usr").exists()
+
+
+def test_within_every_bound_it_installs(tmp_path, disk_free):
+    disk_free(2 << 40)
+    repo = zeros_repo(tmp_path / "repo", 2 * MiB, unpacked_size=1 << 40)
+    root = tmp_path / "root"
+    install_from(repo, root, luetformat.Bounds(artifact=4 * MiB))
+    assert (root / "usr/share/zeros").stat().st_size == 2 * MiB
