@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import shutil
 import stat
 import tarfile
@@ -25,7 +26,10 @@ from cosbuild.errors import CosbuildError
 from cosbuild.repos import signing, transaction
 from cosbuild.repos.config import TRUST_STATE, RepoConfig, file_name, repositories
 from cosbuild.repos.extract import extract_safely
-from cosbuild.repos.resolve import DB_PATH
+from cosbuild.repos.index import Candidate
+from cosbuild.repos.resolve import DB_PATH, Installed, plan
+from cosbuild.tree.load import parse_definition
+from cosbuild.tree.spec import Finalize
 
 from .hostile_repo import Repo, entry
 from .test_repository_client import Sym, Workspace, ref, snapshot
@@ -424,3 +428,140 @@ def test_within_every_bound_it_installs(tmp_path, disk_free):
     root = tmp_path / "root"
     install_from(repo, root, luetformat.Bounds(artifact=4 * MiB))
     assert (root / "usr/share/zeros").stat().st_size == 2 * MiB
+
+
+# --------------------------------------------------------------------------- local data
+
+DATABASES = {
+    "not YAML": (b"packages: [\n", r"installed\.yaml"),
+    "not UTF-8": (b"\xff\xfe\x00", r"installed\.yaml: not UTF-8 text"),
+    "a list": (b"- 1\n", r"installed\.yaml:1: expected a mapping at the top level"),
+    "packages a list": (b"packages: [1, 2]\n", r"packages: expected a mapping of packages"),
+    "record text": (b"packages: {test/a: x}\n", r"packages\.test/a: expected a mapping"),
+    "no version": (b"packages: {test/a: {files: []}}\n",
+                   r"missing required keyword 'version' in the record of test/a"),
+    "files a number": (b"packages: {test/a: {version: '1', files: 3}}\n",
+                       r"packages\.test/a\.files: expected a list, got"),
+    "requires a mapping": (b"packages: {test/a: {version: '1', requires: {x: 1}}}\n",
+                           r"packages\.test/a\.requires: expected a list"),
+    "empty finalizer": (b"packages: {test/a: {version: '1', finalize: [[]]}}\n",
+                        r"packages\.test/a\.finalize: an empty command line"),
+    "finalized text": (b"packages: {test/a: {version: '1', finalized: maybe}}\n",
+                       r"packages\.test/a\.finalized: expected"),
+    "id without a category": (b"packages: {app: {version: '1'}}\n",
+                              r"packages\.app: not a package name \(category/name\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATABASES))
+@pytest.mark.parametrize("command", ["install", "upgrade", "uninstall"])
+def test_a_corrupt_package_database_is_one_message(tmp_path, run_cli, case, command):
+    data, message = DATABASES[case]
+    repo = Repo(tmp_path / "repo").write()
+    root = tmp_path / "root"
+    (root / DB_PATH).parent.mkdir(parents=True)
+    (root / DB_PATH).write_bytes(data)
+    before = snapshot(root)
+    args = {"install": ["--repo", str(repo.folder), "test/app"],
+            "upgrade": ["--repo", str(repo.folder)], "uninstall": ["test/app"]}[command]
+    code, out, err = run_cli(command, "--root", str(root), *args)
+    assert code == 1 and "Traceback" not in err and err.count("\n") == 1, err
+    assert str(root / DB_PATH) in err and re.search(message, err), err
+    assert "the package database is damaged" in err
+    assert snapshot(root) == before
+
+
+JOURNALS = {
+    "not YAML": (b"db: [\n", r"journal\.yaml"),
+    "no db": (b"remove: []\n", r"missing required keyword 'db' in journal"),
+    "db a list": (b"db: [1]\n", r"journal\.yaml:1: db: expected a string"),
+    "db not a database": (b"db: '- 1'\n", r"journal\.yaml: db: expected a mapping at the top"),
+    "db with a bad record": (b"db: 'packages: {test/a: {files: 3}}'\n",
+                             r"journal\.yaml: db:1: version: missing required keyword 'version' "
+                             r"in the record of test/a"),
+    "remove a mapping": (b"db: ''\nremove: {a: 1}\n", r"remove: expected a list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JOURNALS))
+def test_a_corrupt_journal_is_one_message_and_nothing_moves(tmp_path, run_cli, case):
+    data, message = JOURNALS[case]
+    repo = Repo(tmp_path / "repo").write()
+    root = tmp_path / "root"
+    work = root / transaction.TRANSACTION
+    (work / "rootfs/etc").mkdir(parents=True)
+    (work / "rootfs/etc/staged").write_text("x\n")
+    (work / "journal.yaml").write_bytes(data)
+    before = snapshot(root)
+    code, out, err = run_cli("install", "--root", str(root), "--repo", str(repo.folder),
+                             "test/app")
+    assert code == 1 and "Traceback" not in err and err.count("\n") == 1, err
+    assert re.search(message, err) and "journal of an interrupted install is damaged" in err, err
+    assert snapshot(root) == before   # neither moved nor removed
+
+
+def test_a_package_requiring_itself_is_installed(ws, tmp_path):
+    """As luet: a package satisfies its own requirement (documented in resolve.py)."""
+    ws.add("a", files={"usr/bin/a": "a\n"}, requires=["test/a@>=1.0"])
+    root = tmp_path / "root"
+    done = transaction.install(root, [ref("test/a")], repositories([str(ws.publish())], None))
+    assert [str(c) for c in done] == ["test/a@1.0"] and (root / "usr/bin/a").is_file()
+
+
+def test_a_self_requirement_it_does_not_satisfy_is_a_clear_error(ws, tmp_path):
+    ws.add("a", files={"usr/bin/a": "a\n"}, requires=["test/a@>=2"])
+    root = tmp_path / "root"
+    with pytest.raises(CosbuildError, match=r"test/a@1\.0 requires test/a@>=2, but "
+                                            r"test/a@1\.0 is also required"):
+        transaction.install(root, [ref("test/a")], repositories([str(ws.publish())], None))
+    assert not (root / "usr").exists()
+
+
+def test_a_requires_cycle_is_installed_together(ws, tmp_path):
+    ws.add("a", files={"usr/bin/a": "a\n"}, requires=["test/b"])
+    ws.add("b", files={"usr/bin/b": "b\n"}, requires=["test/c"])
+    ws.add("c", files={"usr/bin/c": "c\n"}, requires=["test/a"])
+    repo = ws.publish()
+    root = tmp_path / "root"
+    done = transaction.install(root, [ref("test/a")], repositories([str(repo)], None))
+    assert [str(c) for c in done] == ["test/c@1.0", "test/b@1.0", "test/a@1.0"]
+    with pytest.raises(CosbuildError, match=r"test/a requires test/b"):
+        transaction.uninstall(root, ["test/b"])
+    transaction.uninstall(root, ["test/a", "test/b", "test/c"])
+    assert not (root / "usr/bin/a").exists()
+
+
+DEPTH = 5000   # far beyond Python's recursion limit
+
+
+def chain_candidates(depth: int) -> list:
+    """p0 requires p1 requires ... p<depth>, as a repository would offer them."""
+    repo = RepoConfig(name="r", urls=("x",))
+    out = []
+    for n in range(depth + 1):
+        data = {"name": f"p{n}", "category": "test", "version": "1.0"}
+        if n < depth:
+            data["requires"] = [{"name": f"p{n + 1}", "category": "test", "version": ">=0"}]
+        out.append(Candidate(parse_definition(data, Path("tree")), Finalize(), f"p{n}.tar",
+                             "0" * 64, (), luetformat.NONE, repo))
+    return out
+
+
+def test_a_very_deep_requires_chain_is_solved_without_recursion():
+    order = plan([ref("test/p0")], chain_candidates(DEPTH), Installed({}))
+    assert [c.definition.name for c in order] == [f"p{n}" for n in range(DEPTH, -1, -1)]
+
+
+def test_a_very_deep_chain_of_unfinalized_packages_is_ordered_without_recursion():
+    installed = Installed.parse({"packages": {
+        f"test/p{n}": {"version": "1.0", "finalized": n % 2 == 0,
+                       "requires": [f"test/p{n + 1}"] if n < DEPTH else []}
+        for n in range(DEPTH + 1)}}, "db")
+    assert installed.unfinalized() == [f"test/p{n}" for n in range(DEPTH, -1, -1) if n % 2]
+
+
+def test_a_requires_cycle_in_the_database_is_ordered_once():
+    installed = Installed.parse({"packages": {
+        "test/a": {"version": "1", "finalized": False, "requires": ["test/b", "test/a"]},
+        "test/b": {"version": "1", "finalized": False, "requires": ["test/a"]}}}, "db")
+    assert installed.unfinalized() == ["test/b", "test/a"]

@@ -35,7 +35,7 @@ from .. import rootpath, sandbox
 from ..errors import CosbuildError
 from ..fsutil import atomic_write
 from ..tools import TaskLog, run
-from ..tree import versions
+from ..tree import spec, versions
 from ..tree.yamlio import dumps, load_mapping
 from .config import TRUST_STATE, RepoConfig
 from .extract import extract_safely
@@ -44,6 +44,10 @@ from .resolve import DB_PATH, Installed, choose, plan
 
 FINALIZE_LOG = "var/log/cosbuild-finalize.log"
 TRANSACTION = ".cosbuild-transaction"
+# what a commit writes first (TRANSACTION/journal.yaml), and the next run completes from
+JOURNAL = (spec.Keyword("db", spec.STR, None, "the package database once committed",
+                        required=True),
+           spec.Keyword("remove", spec.STRS, (), "the files of replaced versions to remove"))
 # the client's own state in a root: no package may hold a file there, nor a file or link
 # where one of its folders is (the trust state anchors what the next upgrade believes)
 CLIENT_STATE = {TRANSACTION: "cosbuild's transaction folder",
@@ -123,12 +127,25 @@ def recover(root: Path) -> None:
         raise CosbuildError(f"{work} is a symbolic link, not cosbuild's transaction folder",
                             hint="remove it; nothing was changed")
     if (work / "journal.yaml").is_file():
-        journal = load_mapping(work / "journal.yaml")
-        _remove(root, journal.get("remove") or [])   # first: a vanished file may be in the way
+        journal = _journal(work / "journal.yaml")
+        _remove(root, journal["remove"])   # first: a vanished file may be in the way
         _move_staged(root, work / "rootfs")
         rootpath.write_file(root, DB_PATH, journal["db"].encode())
     if work.exists():
         shutil.rmtree(work)
+
+
+def _journal(path: Path) -> dict:
+    """The journal of an interrupted commit, checked before it changes anything."""
+    try:
+        journal = spec.parse(JOURNAL, load_mapping(path), path, what="journal")
+        Installed.loads(journal["db"], f"{path}: db")
+    except CosbuildError as exc:
+        raise CosbuildError(exc.message, file=exc.file or path, line=exc.line, key=exc.key,
+                            hint=f"the journal of an interrupted install is damaged: remove "
+                                 f"{path.parent} to drop it, then reinstall what it was "
+                                 "installing (the root may be half-installed)") from None
+    return journal
 
 
 @contextlib.contextmanager
