@@ -37,7 +37,7 @@ from .transport import RegistryTransport, Transport
 
 # ngclient's URLs for the inner transport's files: <BASE><role>.json, <BASE><N>.root.json
 BASE = "tuf:///"
-ROTATION = re.compile(r"(\d+)\.root\.json")   # a root version, in a URL and in the state
+ROTATION = re.compile(r"(\d+)\.root\.json")   # a root version ngclient asks for (a rotation)
 
 log = logging.getLogger(__name__)
 
