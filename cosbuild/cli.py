@@ -343,37 +343,39 @@ def _check_client_paths(args) -> None:
 
 
 def _install(args) -> None:
-    from .repos import client
-    repos = client.repositories(args.repo, args.config, args.root, own_build=args.own_build,
-                                trusted_root=args.trusted_root)
-    done = client.install(args.root, [parse_ref(p) for p in args.packages], repos,
-                          progress=True)
+    from .repos.config import repositories
+    from .repos.transaction import install
+    repos = repositories(args.repo, args.config, args.root, own_build=args.own_build,
+                         trusted_root=args.trusted_root)
+    done = install(args.root, [parse_ref(p) for p in args.packages], repos, progress=True)
     print("installed: " + (", ".join(map(str, done)) or "nothing (already installed)"))
 
 
 def _upgrade(args) -> None:
-    from .repos import client
-    done = client.upgrade(args.root, client.repositories(args.repo, args.config, args.root,
-                                                         own_build=args.own_build,
-                                                         trusted_root=args.trusted_root),
-                          progress=True)
+    from .repos.config import repositories
+    from .repos.transaction import upgrade
+    done = upgrade(args.root, repositories(args.repo, args.config, args.root,
+                                           own_build=args.own_build,
+                                           trusted_root=args.trusted_root),
+                   progress=True)
     print("upgraded: " + (", ".join(map(str, done)) or "nothing (up to date)"))
 
 
 def _uninstall(args) -> None:
-    from .repos import client
-    client.uninstall(args.root, [parse_ref(p).id for p in args.packages])
+    from .repos.transaction import uninstall
+    uninstall(args.root, [parse_ref(p).id for p in args.packages])
     print("uninstalled: " + ", ".join(args.packages))
 
 
 def _search(args) -> None:
     import tempfile
 
-    from .repos import client
+    from .repos.config import repositories
+    from .repos.index import search
     with tempfile.TemporaryDirectory() as tmp:
-        repos = client.repositories(args.repo, args.config, own_build=args.own_build,
-                                    trusted_root=args.trusted_root)
-        for c in client.search(repos, args.term, Path(tmp)):
+        repos = repositories(args.repo, args.config, own_build=args.own_build,
+                             trusted_root=args.trusted_root)
+        for c in search(repos, args.term, Path(tmp)):
             print(f"{c.id}@{c.version}  [{c.repo.name}]  {c.definition.description}")
 
 

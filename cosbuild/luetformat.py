@@ -38,7 +38,7 @@ GiB = 1 << 30
 # cosbuild's own fields of an artifact record (luet's readers ignore unknown fields): the
 # artifact's size, its tar's size once decompressed, and whether its build may carry device
 # nodes and FIFOs (a bootstrapped base image's /dev); only the build folder's own index is
-# believed about the last one (repos/client.py)
+# believed about the last one (repos/config.py)
 SIZE_KEY, UNPACKED_KEY, DEVICES_KEY = "size", "unpacked_size", "device_nodes"
 
 

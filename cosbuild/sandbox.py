@@ -1,4 +1,4 @@
-"""Commands of an untrusted root run confined to it: repository finalizers (repos/client.py)
+"""Commands of an untrusted root run confined to it: repository finalizers (repos/transaction.py)
 and the `commands` of `cos-setup --root` (runtime/setup.py).
 
 bubblewrap gives the command new mount, PID, network, IPC, UTS and cgroup namespaces with

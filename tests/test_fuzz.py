@@ -27,7 +27,9 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from cosbuild import luetformat
 from cosbuild.errors import CosbuildError
 from cosbuild.oci import layers, registry
-from cosbuild.repos import client
+from cosbuild.repos.config import RepoConfig
+from cosbuild.repos.extract import extract_safely
+from cosbuild.repos.index import load_repository
 from cosbuild.runtime import cloudconfig, setup
 from cosbuild.tree import spec, yamlio
 from cosbuild.tree.load import parse_definition
@@ -83,7 +85,7 @@ def test_yaml_loader_gives_data_or_a_clear_error(text):
 def test_spec_parsers_give_a_spec_or_a_clear_error(data, kind):
     where = f"fuzz/{kind}.yaml"
     if not isinstance(data, dict):
-        return   # the loaders check the shape first (yamlio.load_mapping, client._mapping)
+        return   # the loaders check the shape first (yamlio.load_mapping, index._mapping)
     try:
         if kind == "definition":
             parse_definition(yamlio.LineMap(data), where)
@@ -174,9 +176,9 @@ def test_repository_reader_gives_packages_or_a_clear_error(tmp_path_factory, par
     _repository(top / "repo", index_yaml=surrogate_safe(index_yaml) if index_yaml else "",
                 tree=tree, meta=surrogate_safe(meta) if meta is not None else None,
                 raw_tree=raw_tree, right_sums=right_sums)
-    repo = client.RepoConfig(name="fuzz", urls=(str(top / "repo"),))
+    repo = RepoConfig(name="fuzz", urls=(str(top / "repo"),))
     try:
-        found = client.load_repository(repo, top / "work")
+        found = load_repository(repo, top / "work")
         event(f"{len(found)} packages")
     except CosbuildError as exc:
         event(f"refused: {exc.message[:40]}")
@@ -282,7 +284,7 @@ def test_artifact_and_layer_extraction_stay_in_their_folder(tmp_path_factory, en
             with archive.open("rb") as stream:
                 layers.apply_layer(stream, dest, "fuzz")
         else:
-            client.extract_safely(archive, dest, "fuzz",
+            extract_safely(archive, dest, "fuzz",
                                   compression=luetformat.compression("none", "fuzz"))
     except CosbuildError:
         pass

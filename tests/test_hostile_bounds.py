@@ -23,8 +23,9 @@ import zstandard
 from cosbuild import luetformat
 from cosbuild.errors import CosbuildError
 from cosbuild.luetformat import Bounds, MiB
-from cosbuild.repos import client, remote
-from cosbuild.repos.client import RepoConfig
+from cosbuild.repos import remote, transaction
+from cosbuild.repos.config import RepoConfig
+from cosbuild.repos.index import TREE_FILES
 from cosbuild.repos.serve import make_server
 from cosbuild.repos.transport import DiskTransport, HttpTransport
 from cosbuild.tree.versions import PackageRef
@@ -38,7 +39,7 @@ APP = [PackageRef("test", "app")]
 
 def install(root: Path, url: str, bounds: Bounds = luetformat.DEFAULT_BOUNDS,
             kind: str = "disk"):
-    return client.install(root, APP, [RepoConfig(name="r", urls=(url,), type=kind,
+    return transaction.install(root, APP, [RepoConfig(name="r", urls=(url,), type=kind,
                                                  bounds=bounds)])
 
 
@@ -247,7 +248,7 @@ def test_recorded_sizes_within_bounds_install(tmp_path, root):
     sizes = {"size": len(data), "unpacked_size": len(tar_of(APP_ARTIFACT))}
     repo = Repo(tmp_path / "repo", record_extra=sizes).write()
     assert members_of(APP_ARTIFACT) == ["usr/bin/app"]
-    install(root, str(repo.folder), Bounds(ratio=1, ratio_floor=0, artifact=100))
+    install(root, str(repo.folder), Bounds(ratio=1, ratio_floor=0, artifact=MiB))
     assert (root / "usr/bin/app").is_file()
 
 
@@ -314,7 +315,7 @@ def test_tree_files_other_than_definitions_are_not_kept(tmp_path):
     repo.tree["test/app/1.0/big.bin"] = bytes(MiB)
     repo.write()
     kept = luetformat.read_members(repo.folder / "tree.tar.zst", luetformat.ZSTD,
-                                   lambda name: Path(name).name in client.TREE_FILES)
+                                   lambda name: Path(name).name in TREE_FILES)
     assert list(kept) == ["test/app/1.0/definition.yaml"]
 
 

@@ -19,7 +19,7 @@ import yaml
 
 from cosbuild import sandbox
 from cosbuild.errors import CosbuildError
-from cosbuild.repos import client
+from cosbuild.repos import transaction
 
 from .confined import build_escape, outside, small_root
 from .test_repository_client import F, Workspace, db, disk, ref
@@ -70,11 +70,11 @@ def test_a_static_binary_cannot_break_out_with_chroot(ws, root, escape):
                    {"usr/bin/escape": F(escape.read_bytes(), 0o755)})
     with pytest.raises(CosbuildError, match=r"test/fin@1.0: finalizer 2 failed: sh -c "
                                             r"'/usr/bin/escape chroot .*escaped'") as exc:
-        client.install(root, [ref("test/fin")], [disk(repo)])
+        transaction.install(root, [ref("test/fin")], [disk(repo)])
     assert "the next install or upgrade runs its finalizers again" in str(exc.value)
     assert not host.exists()
     assert outside(root.parent, root) == before
-    log = (root / client.FINALIZE_LOG).read_text()
+    log = (root / transaction.FINALIZE_LOG).read_text()
     assert "chroot: operation not permitted" in log   # no CAP_SYS_CHROOT
     assert (root / "var/mount").read_text() == "mount: operation not permitted\n"
 
@@ -96,7 +96,7 @@ def test_no_network_no_host_processes_file_capabilities_only_a_clean_environment
             f"kill -9 {host_process.pid} 2> /var/kill; true",
             f"/usr/bin/escape dial 127.0.0.1:{server.getsockname()[1]} 2> /var/dial; true",
         ], {"usr/bin/escape": F(escape.read_bytes(), 0o755)})
-        client.install(root, [ref("test/fin")], [disk(repo)])
+        transaction.install(root, [ref("test/fin")], [disk(repo)])
         with pytest.raises(socket.timeout):
             server.accept()   # the finalizer's loopback is its own
         assert host_process.poll() is None   # not visible in its PID namespace
@@ -129,7 +129,7 @@ def test_a_finalizer_may_give_files_of_its_root_to_other_users(ws, root):
     # what `useradd -m` and package scripts do: chown to a uid of the root, setgid folders
     small_root(root, ("chown", "chmod", "mkdir"))
     repo = publish(ws, ["mkdir -p /home/u && chown 1000:1000 /home/u && chmod 2770 /home/u"])
-    client.install(root, [ref("test/fin")], [disk(repo)])
+    transaction.install(root, [ref("test/fin")], [disk(repo)])
     st = (root / "home/u").stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 1000, 0o2770)
     assert db(root)["test/fin"]["finalized"] is True
@@ -139,28 +139,28 @@ def test_a_failed_finalizer_is_run_again_until_it_succeeds(ws, root):
     repo = publish(ws, ["echo run >> /var/runs; test -e /etc/ok"])
     with pytest.raises(CosbuildError, match=r"test/fin@1.0: finalizer 1 failed: "
                                             r"sh -c 'echo run >> /var/runs; test -e /etc/ok'"):
-        client.install(root, [ref("test/fin")], [disk(repo)])
+        transaction.install(root, [ref("test/fin")], [disk(repo)])
     assert db(root)["test/fin"]["finalized"] is False
     with pytest.raises(CosbuildError, match="finalizer 1 failed"):
-        client.install(root, [ref("test/fin")], [disk(repo)])   # nothing new: it runs again
+        transaction.install(root, [ref("test/fin")], [disk(repo)])   # nothing new: it runs again
     assert (root / "var/runs").read_text() == "run\nrun\n"
     (root / "etc/ok").write_text("")
-    assert client.install(root, [ref("test/fin")], [disk(repo)]) == []
+    assert transaction.install(root, [ref("test/fin")], [disk(repo)]) == []
     assert db(root)["test/fin"]["finalized"] is True
-    client.install(root, [ref("test/fin")], [disk(repo)])
+    transaction.install(root, [ref("test/fin")], [disk(repo)])
     assert (root / "var/runs").read_text() == "run\n" * 3   # done: not run again
 
 
 def test_an_upgrade_runs_a_failed_finalizer_again(ws, root):
     ws.add("fin", "1.0", {"etc/fin": "1\n"}, finalize=["true"])
     ws.add("fin", "2.0", {"etc/fin": "2\n"}, finalize=["echo run >> /var/runs; test -e /etc/ok"])
-    client.install(root, [ref("test/fin")], [disk(ws.publish(only=["fin@1.0"]))])
+    transaction.install(root, [ref("test/fin")], [disk(ws.publish(only=["fin@1.0"]))])
     repo = ws.publish("build2")
     with pytest.raises(CosbuildError, match="test/fin@2.0: finalizer 1 failed"):
-        client.upgrade(root, [disk(repo)])
+        transaction.upgrade(root, [disk(repo)])
     assert (root / "etc/fin").read_text() == "2\n" and db(root)["test/fin"]["finalized"] is False
     (root / "etc/ok").write_text("")
-    assert client.upgrade(root, [disk(repo)]) == []
+    assert transaction.upgrade(root, [disk(repo)]) == []
     assert (root / "var/runs").read_text() == "run\nrun\n"
     assert db(root)["test/fin"]["finalized"] is True
 
@@ -169,7 +169,7 @@ def test_a_finalizer_that_never_ends_is_stopped_at_the_time_limit(ws, root):
     repo = publish(ws, ["touch /var/started; while :; do :; done"])
     with pytest.raises(CosbuildError, match=r"(?s)test/fin@1.0: finalizer 1 failed: .*"
                                             r"stopped after the time limit of 1 s"):
-        client.install(root, [ref("test/fin")], [disk(repo)], finalizer_timeout=1)
+        transaction.install(root, [ref("test/fin")], [disk(repo)], finalizer_timeout=1)
     assert (root / "var/started").exists()
     assert db(root)["test/fin"]["finalized"] is False
     # nothing of it is left running
@@ -187,10 +187,10 @@ def _root_of(pid: str) -> str | None:
 
 def test_the_finalize_log_is_not_written_through_a_link(ws, root):
     (root / "var/log").mkdir(parents=True)
-    (root / client.FINALIZE_LOG).symlink_to(sentinel(root))
-    client.install(root, [ref("test/fin")], [disk(publish(ws, ["echo logged"]))])
+    (root / transaction.FINALIZE_LOG).symlink_to(sentinel(root))
+    transaction.install(root, [ref("test/fin")], [disk(publish(ws, ["echo logged"]))])
     assert sentinel(root).read_text() == "untouched\n"
-    assert "logged" in (root / client.FINALIZE_LOG).read_text()
+    assert "logged" in (root / transaction.FINALIZE_LOG).read_text()
 
 
 @pytest.mark.parametrize("name", ["tmp", "proc", "dev"])
@@ -198,7 +198,7 @@ def test_a_mount_point_that_is_a_link_is_refused(ws, root, name):
     (root / name).symlink_to(root.parent)
     before = outside(root.parent, root)
     with pytest.raises(CosbuildError, match=rf"/{name} of .* is not a directory"):
-        client.install(root, [ref("test/fin")], [disk(publish(ws, ["true"]))])
+        transaction.install(root, [ref("test/fin")], [disk(publish(ws, ["true"]))])
     assert outside(root.parent, root) == before
     assert db(root)["test/fin"]["finalized"] is False
 
@@ -208,7 +208,7 @@ def test_missing_bubblewrap_is_named(ws, root, tmp_path, monkeypatch):
     bin_dir.mkdir()
     monkeypatch.setenv("PATH", str(bin_dir))
     with pytest.raises(CosbuildError, match=r"bwrap is not installed.*apt-get install bubblewrap"):
-        client.install(root, [ref("test/fin")], [disk(publish(ws, ["true"]))])
+        transaction.install(root, [ref("test/fin")], [disk(publish(ws, ["true"]))])
 
 
 # --------------------------------------------------------------------------- cos-setup --root

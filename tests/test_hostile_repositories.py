@@ -25,8 +25,8 @@ from cosbuild import luetformat, settings
 from cosbuild.builds import artifact
 from cosbuild.builds.builder import Builder
 from cosbuild.errors import CosbuildError
-from cosbuild.repos import client, remote
-from cosbuild.repos.client import RepoConfig
+from cosbuild.repos import remote, transaction
+from cosbuild.repos.config import RepoConfig, local_build
 from cosbuild.repos.create import create_repo
 from cosbuild.settings import RepoInfo
 from cosbuild.tools import TaskLog
@@ -264,7 +264,7 @@ def test_hostile_http_answers_are_one_clear_error(place, case):
         repo = RepoConfig(name="h", urls=(url,), type="http",
                           bounds=luetformat.Bounds(timeout=2, metadata_deadline=10, retries=1))
         with pytest.raises(CosbuildError, match=match) as info:
-            client.install(place.root, [PackageRef("test", "app")], [repo])
+            transaction.install(place.root, [PackageRef("test", "app")], [repo])
         assert server.requests <= 20   # retries and redirects are bounded
     assert url in str(info.value)
     assert info.value.__suppress_context__ or info.value.__context__ is None
@@ -330,14 +330,14 @@ def test_allow_devices_names_the_package_not_any(place, tmp_path):
     repo = RepoConfig(name="r", urls=(str(place.repo),), allow_devices=("test/other",))
     place.freeze()
     with pytest.raises(CosbuildError, match=r"'dev/fifo' is a FIFO"):
-        client.install(place.root, [PackageRef("test", "app")], [repo])
+        transaction.install(place.root, [PackageRef("test", "app")], [repo])
     place.unchanged()
 
 
 def test_own_build_index_flag_allows_device_nodes(place):
     """The build folder's own index (local_build) is believed: its bootstrap base images."""
     device_repo(place.repo, DEVICES["FIFO"], device_nodes=True)
-    client.install(place.root, [PackageRef("test", "app")], [client.local_build(place.repo)])
+    transaction.install(place.root, [PackageRef("test", "app")], [local_build(place.repo)])
     assert stat.S_ISFIFO((place.root / "dev/fifo").lstat().st_mode)
 
 
@@ -358,7 +358,7 @@ def test_own_build_without_the_flag_refuses_device_nodes(place):
     device_repo(place.repo, DEVICES["FIFO"])
     place.freeze()
     with pytest.raises(CosbuildError, match=r"'dev/fifo' is a FIFO"):
-        client.install(place.root, [PackageRef("test", "app")], [client.local_build(place.repo)])
+        transaction.install(place.root, [PackageRef("test", "app")], [local_build(place.repo)])
     place.unchanged()
 
 
@@ -389,11 +389,11 @@ def test_own_builds_record_whether_they_carry_device_nodes(project):
     assert records["base"]["size"] == (project.path / "build" / records["base"]["path"]).stat().st_size
     create_repo(loaded, Path("build"), RepoInfo(name="local"))
     root = project.path / "root"
-    client.install(root, [PackageRef("distro", "base")], [client.local_build(Path("build"))])
+    transaction.install(root, [PackageRef("distro", "base")], [local_build(Path("build"))])
     assert stat.S_ISFIFO((root / "dev/initctl").lstat().st_mode)
     copy = RepoConfig(name="copy", urls=(str(project.path / "build"),))
     with pytest.raises(CosbuildError, match=r"distro/base@1\.0: 'dev/initctl' is a FIFO"):
-        client.install(project.path / "root2", [PackageRef("distro", "base")], [copy])
+        transaction.install(project.path / "root2", [PackageRef("distro", "base")], [copy])
     assert not (project.path / "root2/dev").exists()
 
 
@@ -414,7 +414,7 @@ def test_fetched_build_dependency_with_device_nodes_is_refused(tmp_path, case):
 def test_setuid_files_are_installed_as_they_are(place):
     """Kept on purpose (a package may ship sudo): reported, not refused."""
     Repo(place.repo, [*APP_ARTIFACT, entry("usr/bin/su", data=b"x", mode=0o4755)]).write()
-    client.install(place.root, [PackageRef("test", "app")],
+    transaction.install(place.root, [PackageRef("test", "app")],
                    [RepoConfig(name="r", urls=(str(place.repo),))])
     assert (place.root / "usr/bin/su").stat().st_mode & stat.S_ISUID
 

@@ -20,7 +20,8 @@ from cosbuild import rootpath
 from cosbuild.errors import CosbuildError
 from cosbuild.images.layout import boot_files
 from cosbuild.oci.layers import apply_layer
-from cosbuild.repos import client
+from cosbuild.repos import transaction
+from cosbuild.repos.resolve import Installed
 
 from .confined import outside
 from .test_repository_client import Workspace, disk, ref
@@ -201,18 +202,18 @@ def test_the_package_database_is_written_inside_the_root(ws, root):
     (root / "var/lib/cosbuild").symlink_to(root.parent)     # planted: the host's folder
     before = outside(root.parent, root)
     ws.add("pkg", files={"etc/pkg": "x\n"})
-    client.install(root, [ref("test/pkg")], [disk(ws.publish())])
+    transaction.install(root, [ref("test/pkg")], [disk(ws.publish())])
     assert outside(root.parent, root) == before
-    assert client.Installed.load(root).packages["test/pkg"]["version"] == "1.0"
+    assert Installed.load(root).packages["test/pkg"]["version"] == "1.0"
     assert (root / str(root.parent).lstrip("/") / "installed.yaml").is_file()
 
 
 def test_a_package_may_not_hold_the_transaction_folder(ws, root):
-    ws.add("pkg", files={f"{client.TRANSACTION}/journal.yaml": "db: ''\n"})
+    ws.add("pkg", files={f"{transaction.TRANSACTION}/journal.yaml": "db: ''\n"})
     with pytest.raises(CosbuildError, match=r"refusing to install test/pkg@1.0: it has "
                                             r"/.cosbuild-transaction/journal.yaml"):
-        client.install(root, [ref("test/pkg")], [disk(ws.publish())])
-    assert not (root / client.TRANSACTION).exists()
+        transaction.install(root, [ref("test/pkg")], [disk(ws.publish())])
+    assert not (root / transaction.TRANSACTION).exists()
 
 
 def test_a_planted_transaction_link_is_refused(ws, root):
@@ -220,11 +221,11 @@ def test_a_planted_transaction_link_is_refused(ws, root):
     (host / "rootfs/etc").mkdir(parents=True)
     (host / "rootfs/etc/secret").write_text("host\n")
     (host / "journal.yaml").write_text("db: 'packages: {}'\nremove: []\n")
-    (root / client.TRANSACTION).symlink_to(host)
+    (root / transaction.TRANSACTION).symlink_to(host)
     before = outside(root.parent, root)
     ws.add("pkg", files={"etc/pkg": "x\n"})
     with pytest.raises(CosbuildError, match="is a symbolic link, not cosbuild's transaction folder"):
-        client.install(root, [ref("test/pkg")], [disk(ws.publish())])
+        transaction.install(root, [ref("test/pkg")], [disk(ws.publish())])
     assert outside(root.parent, root) == before and not (root / "etc/secret").exists()
 
 

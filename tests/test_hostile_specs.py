@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from cosbuild.errors import CosbuildError
-from cosbuild.repos import client
+from cosbuild.repos.index import load_repository
 
 from .conftest import BASIC, REPO
 from .test_repository_client import disk, read_tar_zst, sha256, write_tar_zst, member, ws  # noqa: F401
@@ -70,7 +70,7 @@ def test_a_repository_finalizer_of_the_wrong_type_is_refused(ws, text, fragment)
     index["repo_files"]["tree"]["checksums"]["sha256"] = sha256(repo / "tree.tar.zst")
     (repo / "repository.yaml").write_text(yaml.safe_dump(index))
     with pytest.raises(CosbuildError) as info:
-        client.load_repository(disk(repo), ws.base / "work")
+        load_repository(disk(repo), ws.base / "work")
     assert "tree/test/fin/1.0/finalize.yaml" in str(info.value)
     assert fragment in str(info.value)
 
@@ -86,7 +86,7 @@ def test_a_repository_definition_with_an_unsafe_name_is_refused(ws):  # noqa: F8
     (repo / "repository.yaml").write_text(yaml.safe_dump(index))
     with pytest.raises(CosbuildError, match=r"tree/test/pkg/1.0/definition.yaml:1: name: "
                                             r"invalid package name '../../../etc'"):
-        client.load_repository(disk(repo), ws.base / "work")
+        load_repository(disk(repo), ws.base / "work")
 
 
 # --------------------------------------------------------------------------- iso.yaml, disk.yaml

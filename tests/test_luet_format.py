@@ -24,8 +24,9 @@ import zstandard
 
 from cosbuild import luetformat
 from cosbuild.errors import CosbuildError
-from cosbuild.repos import client
-from cosbuild.repos.client import RepoConfig
+from cosbuild.repos import transaction
+from cosbuild.repos.config import RepoConfig
+from cosbuild.repos.index import load_repository
 
 from .test_repository_client import LIB_FILES, Workspace, lib_and_app, ref, serving, snapshot
 
@@ -127,7 +128,7 @@ def installed(root: Path) -> set[str]:
 
 
 def install(root: Path, url: str, kind: str = "disk"):
-    return client.install(root, [ref("test/app")], [RepoConfig(name="luet", urls=(url,), type=kind)])
+    return transaction.install(root, [ref("test/app")], [RepoConfig(name="luet", urls=(url,), type=kind)])
 
 
 # --------------------------------------------------------------------------- cosbuild reads luet
@@ -238,7 +239,7 @@ def fails(root: Path, repo: Path, match: str) -> CosbuildError:
         install(root, str(repo))
     error = info.value   # raised on its own, not chained to the exception it explains
     assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
-    assert not (root / client.TRANSACTION).exists()
+    assert not (root / transaction.TRANSACTION).exists()
     return error
 
 
@@ -319,7 +320,7 @@ def test_error_index_larger_than_the_bound(tmp_path):
     bounds = luetformat.Bounds(metadata_unpacked=4096)
     with pytest.raises(CosbuildError, match=r"tree\.tar\.gz from .*: larger than 4096 bytes "
                                             r"once decompressed"):
-        client.install(tmp_path / "root", [ref("test/app")],
+        transaction.install(tmp_path / "root", [ref("test/app")],
                        [RepoConfig(name="luet", urls=(str(repo),), bounds=bounds)])
 
 
@@ -359,4 +360,4 @@ def test_empty_luet_repository_offers_nothing(tmp_path):
     repo = write_luet_repo(tmp_path / "repo", {}, meta="none")
     (repo / "repository.meta.yaml.tar").write_bytes(tar_bytes({"repository.meta.yaml": b"{}\n"}))
     vouch(repo, "meta")
-    assert client.load_repository(RepoConfig(name="luet", urls=(str(repo),)), tmp_path / "w") == []
+    assert load_repository(RepoConfig(name="luet", urls=(str(repo),)), tmp_path / "w") == []

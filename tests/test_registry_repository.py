@@ -25,8 +25,8 @@ import zstandard
 
 from cosbuild.errors import CosbuildError
 from cosbuild.oci.registry import Registries
-from cosbuild.repos import client
-from cosbuild.repos.client import RepoConfig
+from cosbuild.repos import transaction
+from cosbuild.repos.config import RepoConfig
 from cosbuild.repos.create import publish_docker
 from cosbuild.settings import RepoInfo
 
@@ -203,7 +203,7 @@ def test_registry_repository_reads_as_luet_reads_it(ws, target, tmp_path):
         assert luet.file(f"{stem}.metadata.yaml") == (build / f"{stem}.metadata.yaml").read_bytes()
 
     root = tmp_path / "root"
-    done = client.install(root, [ref("test/app"), ref("test/plus")], [docker(target)])
+    done = transaction.install(root, [ref("test/app"), ref("test/plus")], [docker(target)])
     assert [str(c) for c in done] == ["test/lib@1.0", "test/app@1.0", "test/plus@1.0+2"]
     assert snapshot(root, skip=DB_SKIP) == ws.expected_root(("lib", "1.0"), ("app", "1.0"),
                                                             ("plus", "1.0+2"))
@@ -238,9 +238,9 @@ def test_registry_repository_published_as_luet_does_installs(ws, target, tmp_pat
     luet.push_file(build / "repository.yaml")
 
     by_disk, by_docker = tmp_path / "root-disk", tmp_path / "root-docker"
-    client.install(by_disk, [ref("test/app"), ref("test/plus")],
+    transaction.install(by_disk, [ref("test/app"), ref("test/plus")],
                    [RepoConfig(name="shared", urls=(str(build),))])
-    done = client.install(by_docker, [ref("test/app"), ref("test/plus")], [docker(target)])
+    done = transaction.install(by_docker, [ref("test/app"), ref("test/plus")], [docker(target)])
     assert [str(c) for c in done] == ["test/lib@1.0", "test/app@1.0", "test/plus@1.0+2"]
     assert snapshot(by_docker) == snapshot(by_disk)
     # and cosbuild publishes the next revision over it
@@ -300,6 +300,6 @@ def test_registry_repository_bad_input(ws, tmp_path, damage, message):
         else:
             server.close()
         with pytest.raises(CosbuildError, match=message.format(target=target)) as err:
-            client.install(root, [ref("test/app")], [docker(target)])
+            transaction.install(root, [ref("test/app")], [docker(target)])
     assert "\n" not in str(err.value)
     assert snapshot(root) == {}

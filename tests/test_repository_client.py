@@ -28,8 +28,11 @@ from cosbuild import luetformat, settings
 from cosbuild.builds import artifact
 from cosbuild.builds.builder import Builder
 from cosbuild.errors import CosbuildError
-from cosbuild.repos import client
-from cosbuild.repos.client import RepoConfig
+from cosbuild.repos import transaction
+from cosbuild.repos.config import DEFAULT_CONFIG, RepoConfig, repositories
+from cosbuild.repos.extract import extract_safely
+from cosbuild.repos.index import load_repository, search
+from cosbuild.repos.resolve import DB_PATH
 from cosbuild.repos.create import create_repo
 from cosbuild.repos.serve import make_server
 from cosbuild.settings import RepoInfo
@@ -163,7 +166,7 @@ def disk(path: Path, name: str = "test", priority: int = 1) -> RepoConfig:
 
 
 def db(root: Path) -> dict:
-    return yaml.safe_load((root / client.DB_PATH).read_text())["packages"]
+    return yaml.safe_load((root / DB_PATH).read_text())["packages"]
 
 
 class Workspace:
@@ -384,14 +387,14 @@ def test_create_repo_without_artifacts_or_with_bad_type(ws):
 def test_install_with_requirement_from_disk(ws, root):
     lib_and_app(ws)
     repo = ws.publish()
-    done = client.install(root, [ref("test/app")], [disk(repo)])
+    done = transaction.install(root, [ref("test/app")], [disk(repo)])
     assert [str(c) for c in done] == ["test/lib@1.0", "test/app@1.0"]   # dependencies first
 
     assert snapshot(root, skip=DB_SKIP) == ws.expected_root(("lib", "1.0"), ("app", "1.0"))
     assert os.stat(root / "usr/bin/app").st_ino == os.stat(root / "usr/bin/app-link").st_ino
     assert os.readlink(root / "usr/bin/abs") == "/usr/lib/libfoo.so.1"
     assert stat.S_IMODE(os.lstat(root / "etc/foo.conf").st_mode) == 0o600
-    assert not (root / client.TRANSACTION).exists()
+    assert not (root / transaction.TRANSACTION).exists()
 
     installed = db(root)
     assert set(installed) == {"test/lib", "test/app"}
@@ -403,8 +406,8 @@ def test_install_with_requirement_from_disk(ws, root):
                                               "/usr/lib/libfoo.so.1"]
 
     before = snapshot(root)
-    assert client.install(root, [ref("test/app")], [disk(repo)]) == []
-    assert client.install(root, [ref("test/lib"), ref("test/app@1.0")], [disk(repo)]) == []
+    assert transaction.install(root, [ref("test/app")], [disk(repo)]) == []
+    assert transaction.install(root, [ref("test/lib"), ref("test/app@1.0")], [disk(repo)]) == []
     assert snapshot(root) == before
 
 
@@ -412,9 +415,9 @@ def test_install_over_http_gives_the_same_root(ws):
     lib_and_app(ws)
     repo = ws.publish()
     by_disk, by_http = ws.base / "root-disk", ws.base / "root-http"
-    client.install(by_disk, [ref("test/app")], [disk(repo)])
+    transaction.install(by_disk, [ref("test/app")], [disk(repo)])
     with serving(repo) as url:
-        done = client.install(by_http, [ref("test/app")],
+        done = transaction.install(by_http, [ref("test/app")],
                               [RepoConfig(name="test", urls=(url,), type="http")])
     assert [str(c) for c in done] == ["test/lib@1.0", "test/app@1.0"]
     assert snapshot(by_http) == snapshot(by_disk)
@@ -427,18 +430,18 @@ def test_finalizer_shell_travels_through_the_repository(ws, root):
     tree = read_tar_zst(repo / "tree.tar.zst")
     assert yaml.safe_load(tree["test/fin/1.0/finalize.yaml"]) == {
         "install": ["echo done"], "shell": ["/bin/bash", "-e", "-c"]}
-    [candidate] = client.load_repository(disk(repo), ws.base / "work")
+    [candidate] = load_repository(disk(repo), ws.base / "work")
     assert candidate.finalize.commands() == [["/bin/bash", "-e", "-c", "echo done"]]
     # the root has no /bin/bash: the error names the package and the shell, before any chroot
     with pytest.raises(CosbuildError, match=r"test/fin@1.0 in .*: it has no /bin/bash"):
-        client.install(root, [ref("test/fin")], [disk(repo)])
+        transaction.install(root, [ref("test/fin")], [disk(repo)])
 
 
 def test_install_falls_back_to_the_next_url(ws, root):
     lib_and_app(ws)
     repo = ws.publish()
     config = RepoConfig(name="test", urls=(str(ws.base / "missing"), str(repo)))
-    assert [str(c) for c in client.install(root, [ref("test/lib")], [config])] == ["test/lib@1.0"]
+    assert [str(c) for c in transaction.install(root, [ref("test/lib")], [config])] == ["test/lib@1.0"]
 
 
 # --------------------------------------------------------------------------- 4. repositories
@@ -465,9 +468,9 @@ def test_repositories_priority_from_config(ws, root):
         {"name": "off", "type": "disk", "urls": [str(ws.base / "nowhere")], "enable": False,
          "priority": 0},
     ])
-    repos = client.repositories([], config)
+    repos = repositories([], config)
     assert [(r.name, r.priority) for r in repos] == [("newer", 2), ("older", 1)]
-    done = client.install(root, [ref("test/foo")], repos)
+    done = transaction.install(root, [ref("test/foo")], repos)
     # lower priority number wins even over a newer version
     assert [str(c) for c in done] == ["test/foo@1.0"]
     assert (root / "etc/foo").read_text() == "one\n"
@@ -483,40 +486,40 @@ def test_repositories_same_version_in_both(ws, root):
         {"name": "a", "urls": [str(a)], "priority": 5},
         {"name": "b", "urls": [str(b)], "priority": 3},
     ])
-    client.install(root, [ref("test/foo")], client.repositories([], config))
+    transaction.install(root, [ref("test/foo")], repositories([], config))
     assert (root / "etc/foo").read_text() == "from b\n"
 
 
 def test_repositories_repo_args_and_default_config(ws, root):
     a, b = two_repositories(ws)
-    repos = client.repositories([str(b), "http://example.invalid/repo"], None)
+    repos = repositories([str(b), "http://example.invalid/repo"], None)
     assert [(r.urls, r.type) for r in repos] == [((str(b),), "disk"),
                                                 (("http://example.invalid/repo",), "http")]
     assert repos[0].priority < repos[1].priority
 
     # the root's own config is read, and --repo arguments beat it
-    write_config(root / client.DEFAULT_CONFIG, [{"name": "older", "urls": [str(a)], "priority": 1}])
-    from_root = client.repositories([], None, root)
+    write_config(root / DEFAULT_CONFIG, [{"name": "older", "urls": [str(a)], "priority": 1}])
+    from_root = repositories([], None, root)
     assert [r.name for r in from_root] == ["older"]
-    both = client.repositories([str(b)], None, root)
-    done = client.install(root, [ref("test/foo")], both)
+    both = repositories([str(b)], None, root)
+    done = transaction.install(root, [ref("test/foo")], both)
     assert [str(c) for c in done] == ["test/foo@2.0"]
     assert (root / "etc/foo").read_text() == "two\n"
 
     with pytest.raises(CosbuildError, match="no repository given"):
-        client.repositories([], None)
+        repositories([], None)
 
 
 def test_repositories_config_errors(ws):
     bad = write_config(ws.base / "bad.yaml", [{"name": "x"}])
     with pytest.raises(CosbuildError, match="needs 'urls'"):
-        client.repositories([], bad)
+        repositories([], bad)
     (ws.base / "bad2.yaml").write_text("repositories: {name: x}\n")
     with pytest.raises(CosbuildError, match="'repositories' must be a list"):
-        client.repositories([], ws.base / "bad2.yaml")
+        repositories([], ws.base / "bad2.yaml")
     off = write_config(ws.base / "off.yaml", [{"name": "x", "urls": ["/x"], "enable": False}])
     with pytest.raises(CosbuildError, match="no repository given"):
-        client.repositories([], off)
+        repositories([], off)
 
 
 # --------------------------------------------------------------------------- 5. errors
@@ -530,7 +533,7 @@ def guarded(ws, root):
         with pytest.raises(CosbuildError, match=match) as info:
             yield info
         assert snapshot(ws.base) == before
-        assert not (root / client.TRANSACTION).exists()
+        assert not (root / transaction.TRANSACTION).exists()
     return check
 
 
@@ -545,14 +548,14 @@ def test_error_unknown_package(ws, root, guarded):
     repo = ws.publish()
     prepared_root(ws, root, repo)
     with guarded("unknown package test/nope: no repository has it"):
-        client.install(root, [ref("test/app"), ref("test/nope")], [disk(repo)])
+        transaction.install(root, [ref("test/app"), ref("test/nope")], [disk(repo)])
 
 
 def test_error_unknown_requirement(ws, root, guarded):
     ws.add("app", files={"a": "a"}, requires=["test/ghost"])
     repo = ws.publish()
     with guarded(r"test/app@1.0 requires unknown package test/ghost"):
-        client.install(root, [ref("test/app")], [disk(repo)])
+        transaction.install(root, [ref("test/app")], [disk(repo)])
 
 
 def test_error_unsatisfiable_selector(ws, root, guarded):
@@ -563,9 +566,9 @@ def test_error_unsatisfiable_selector(ws, root, guarded):
     prepared_root(ws, root, repo)
     with guarded(r"test/app@1.0 requires test/lib@>=2.0, but no version satisfies it "
                  r"\(available: 1.0, 1.5\)"):
-        client.install(root, [ref("test/app")], [disk(repo)])
+        transaction.install(root, [ref("test/app")], [disk(repo)])
     with guarded(r"test/lib@=3, but no version satisfies it \(available: 1.0, 1.5\)"):
-        client.install(root, [ref("test/lib@=3")], [disk(repo)])
+        transaction.install(root, [ref("test/lib@=3")], [disk(repo)])
 
 
 def test_error_incompatible_requirements(ws, root, guarded):
@@ -575,7 +578,7 @@ def test_error_incompatible_requirements(ws, root, guarded):
     ws.add("b", files={"usr/bin/b": "b"}, requires=["test/lib@>=2.0"])
     repo = ws.publish()
     with guarded(r"test/b@1.0 requires test/lib@>=2.0, but test/lib@1.0 is also required"):
-        client.install(root, [ref("test/a"), ref("test/b")], [disk(repo)])
+        transaction.install(root, [ref("test/a"), ref("test/b")], [disk(repo)])
 
 
 def test_error_declared_conflict(ws, root, guarded):
@@ -583,10 +586,10 @@ def test_error_declared_conflict(ws, root, guarded):
     ws.add("b", files={"usr/bin/b": "b"})
     repo = ws.publish()
     with guarded(r"test/a@1.0 conflicts with test/b@1.0"):
-        client.install(root, [ref("test/a"), ref("test/b")], [disk(repo)])
-    client.install(root, [ref("test/b")], [disk(repo)])
+        transaction.install(root, [ref("test/a"), ref("test/b")], [disk(repo)])
+    transaction.install(root, [ref("test/b")], [disk(repo)])
     with guarded(r"test/a@1.0 conflicts with test/b@1.0"):
-        client.install(root, [ref("test/a")], [disk(repo)])
+        transaction.install(root, [ref("test/a")], [disk(repo)])
 
 
 def test_error_file_conflict(ws, root, guarded):
@@ -594,10 +597,10 @@ def test_error_file_conflict(ws, root, guarded):
     ws.add("b", files={"etc/shared": "b\n", "usr/bin/b": "b"})
     repo = ws.publish()
     with guarded(r"file conflict: /etc/shared of test/b@1.0 belongs to test/a"):
-        client.install(root, [ref("test/a"), ref("test/b")], [disk(repo)])
-    client.install(root, [ref("test/a")], [disk(repo)])
+        transaction.install(root, [ref("test/a"), ref("test/b")], [disk(repo)])
+    transaction.install(root, [ref("test/a")], [disk(repo)])
     with guarded(r"file conflict: /etc/shared of test/b@1.0 belongs to test/a"):
-        client.install(root, [ref("test/b")], [disk(repo)])
+        transaction.install(root, [ref("test/b")], [disk(repo)])
     assert (root / "etc/shared").read_text() == "a\n"
 
 
@@ -615,7 +618,7 @@ def test_error_checksum_mismatch(ws, root, guarded, victim):
     prepared_root(ws, root, repo)
     corrupt(repo / victim)
     with guarded(f"checksum mismatch for {victim.replace('.', '[.]')} from"):
-        client.install(root, [ref("test/app")], [disk(repo)])
+        transaction.install(root, [ref("test/app")], [disk(repo)])
 
 
 def test_error_truncated_artifact(ws, root, guarded):
@@ -625,7 +628,7 @@ def test_error_truncated_artifact(ws, root, guarded):
     path.write_bytes(path.read_bytes()[:-20])
     # the size the index records tells first
     with guarded("app-test-1.0.package.tar.zst: truncated: got"):
-        client.install(root, [ref("test/app")], [disk(repo)])
+        transaction.install(root, [ref("test/app")], [disk(repo)])
 
 
 def test_error_truncated_artifact_with_matching_checksum(ws, root, guarded):
@@ -636,7 +639,7 @@ def test_error_truncated_artifact_with_matching_checksum(ws, root, guarded):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     ws.fix_checksum("app-test-1.0")
     with guarded("app-test-1.0|test/app@1.0"):
-        client.install(root, [ref("test/app")], [disk(repo)])
+        transaction.install(root, [ref("test/app")], [disk(repo)])
 
 
 def test_error_missing_artifact(ws, root, guarded):
@@ -644,16 +647,16 @@ def test_error_missing_artifact(ws, root, guarded):
     repo = ws.publish()
     (repo / "app-test-1.0.package.tar.zst").unlink()
     with guarded("repository file .*app-test-1.0.package.tar.zst does not exist"):
-        client.install(root, [ref("test/app")], [disk(repo)])
+        transaction.install(root, [ref("test/app")], [disk(repo)])
 
 
 def test_stale_transaction_folder_does_not_block_install(ws, root):
     lib_and_app(ws)
     repo = ws.publish()
     # a transaction folder without journal is an aborted run: recovered, not refused
-    (root / client.TRANSACTION).mkdir()
-    client.install(root, [ref("test/lib")], [disk(repo)])
-    assert not (root / client.TRANSACTION).exists()
+    (root / transaction.TRANSACTION).mkdir()
+    transaction.install(root, [ref("test/lib")], [disk(repo)])
+    assert not (root / transaction.TRANSACTION).exists()
 
 
 # --------------------------------------------------------------------------- 6. hostile artifacts
@@ -685,12 +688,12 @@ HOSTILE = {
 def test_hostile_artifact_is_refused(ws, root, guarded, case):
     lib_and_app(ws)
     repo = ws.publish()
-    client.install(root, [ref("test/lib")], [disk(repo)])
+    transaction.install(root, [ref("test/lib")], [disk(repo)])
     target = outside_target()
     ws.replace_artifact("app-test-1.0", HOSTILE[case](target))
     try:
         with guarded("refusing to install test/app@1.0"):
-            client.install(root, [ref("test/app")], [disk(repo)])
+            transaction.install(root, [ref("test/app")], [disk(repo)])
         assert not os.path.lexists(target)
         assert not (ws.base / "escaped").exists() and not (root.parent / "escaped").exists()
         assert not Path("/etc/evil-absolute").exists()
@@ -712,7 +715,7 @@ def test_hostile_file_over_own_symlink_is_refused(ws, root, guarded):
                                          member("evil", data=b"pwned\n")])
     try:
         with guarded("refusing to install test/app@1.0"):
-            client.install(root, [ref("test/app")], [disk(repo)])
+            transaction.install(root, [ref("test/app")], [disk(repo)])
     finally:
         written = os.path.lexists(target)
         if written:
@@ -727,7 +730,7 @@ def test_file_over_symlink_of_another_package_writes_nothing_outside(ws, root, g
     repo = ws.publish()
     try:
         with guarded("test/b@1.0"):
-            client.install(root, [ref("test/a"), ref("test/b")], [disk(repo)])
+            transaction.install(root, [ref("test/a"), ref("test/b")], [disk(repo)])
     finally:
         written = os.path.lexists(target)
         if written:
@@ -739,19 +742,19 @@ def test_file_over_directory_of_another_package_is_a_conflict(ws, root, guarded)
     ws.add("base", files={"etc/passwd": "root:x:0:0\n", "etc/group": "root:x:0:\n"})
     ws.add("bad", files={"etc": "I am a file\n"})
     repo = ws.publish()
-    client.install(root, [ref("test/base")], [disk(repo)])
+    transaction.install(root, [ref("test/base")], [disk(repo)])
     (root / "etc/hostname").write_text("box\n")   # an unowned file the admin wrote
     with guarded("/etc"):
-        client.install(root, [ref("test/bad")], [disk(repo)])
+        transaction.install(root, [ref("test/bad")], [disk(repo)])
 
 
 def test_upgrade_file_becomes_directory(ws, root):
     ws.add("foo", "1.0", {"etc/foo": "old\n"})
     repo = ws.publish()
-    client.install(root, [ref("test/foo")], [disk(repo)])
+    transaction.install(root, [ref("test/foo")], [disk(repo)])
     ws.add("foo", "2.0", {"etc/foo/conf": "new\n"})
     ws.publish(only=["foo@2.0"])
-    assert [str(c) for c in client.upgrade(root, [disk(repo)])] == ["test/foo@2.0"]
+    assert [str(c) for c in transaction.upgrade(root, [disk(repo)])] == ["test/foo@2.0"]
     assert (root / "etc/foo/conf").read_text() == "new\n"
     assert db(root)["test/foo"]["files"] == ["/etc/foo/conf"]
 
@@ -759,10 +762,10 @@ def test_upgrade_file_becomes_directory(ws, root):
 def test_upgrade_directory_becomes_file(ws, root):
     ws.add("foo", "1.0", {"etc/foo/conf": "old\n"})
     repo = ws.publish()
-    client.install(root, [ref("test/foo")], [disk(repo)])
+    transaction.install(root, [ref("test/foo")], [disk(repo)])
     ws.add("foo", "2.0", {"etc/foo": "new\n"})
     ws.publish(only=["foo@2.0"])
-    client.upgrade(root, [disk(repo)])
+    transaction.upgrade(root, [disk(repo)])
     assert (root / "etc/foo").read_text() == "new\n"
     assert db(root)["test/foo"]["files"] == ["/etc/foo"]
 
@@ -773,7 +776,7 @@ def test_symlink_of_one_package_is_not_written_through_by_another(ws, root, guar
     ws.add("b", files={"evil/pwned": "pwned\n"})
     repo = ws.publish()
     with guarded("refusing to install test/b@1.0: 'evil"):
-        client.install(root, [ref("test/a"), ref("test/b")], [disk(repo)])
+        transaction.install(root, [ref("test/a"), ref("test/b")], [disk(repo)])
     assert not os.path.lexists(target)
 
 
@@ -782,10 +785,10 @@ def test_directory_over_installed_dangling_symlink(ws, root, guarded):
     ws.add("a", files={"evil": Sym(str(target))})
     ws.add("b", files={"evil/pwned": "pwned\n"})
     repo = ws.publish()
-    client.install(root, [ref("test/a")], [disk(repo)])
+    transaction.install(root, [ref("test/a")], [disk(repo)])
     try:
         with guarded("evil"):
-            client.install(root, [ref("test/b")], [disk(repo)])
+            transaction.install(root, [ref("test/b")], [disk(repo)])
     finally:
         assert not os.path.lexists(target)
 
@@ -795,8 +798,8 @@ def test_installed_absolute_symlink_is_resolved_inside_the_root(ws, root):
     ws.add("base", files={"usr/lib": D(), "lib": Sym("/usr/lib")})
     ws.add("extra", files={"lib/extra.so": "so\n"})
     repo = ws.publish()
-    client.install(root, [ref("test/base")], [disk(repo)])
-    client.install(root, [ref("test/extra")], [disk(repo)])
+    transaction.install(root, [ref("test/base")], [disk(repo)])
+    transaction.install(root, [ref("test/extra")], [disk(repo)])
     assert (root / "usr/lib/extra.so").read_text() == "so\n"
     assert os.readlink(root / "lib") == "/usr/lib"
     assert not Path("/usr/lib/extra.so").exists()
@@ -810,7 +813,7 @@ def test_extract_safely_reports_the_files(tmp_path):
                             member("usr/c", tarfile.SYMTYPE, linkname="a")])
     dest = tmp_path / "dest"
     dest.mkdir()
-    assert client.extract_safely(archive, dest, "x", compression=luetformat.ZSTD) == [
+    assert extract_safely(archive, dest, "x", compression=luetformat.ZSTD) == [
         "/usr/a", "/usr/b", "/usr/c"]
     assert os.stat(dest / "usr/a").st_ino == os.stat(dest / "usr/b").st_ino
     assert os.readlink(dest / "usr/c") == "a"
@@ -822,12 +825,12 @@ def test_upgrade_replaces_files_and_removes_the_old_ones(ws, root):
     ws.add("foo", "1.0", {"etc/foo/a": "a1\n", "etc/foo/b": "b1\n"})
     ws.add("other", "1.0", {"etc/other": "o\n"})
     repo = ws.publish(only=["foo@1.0", "other"])
-    client.install(root, [ref("test/foo"), ref("test/other")], [disk(repo)])
-    assert client.upgrade(root, [disk(repo)]) == []
+    transaction.install(root, [ref("test/foo"), ref("test/other")], [disk(repo)])
+    assert transaction.upgrade(root, [disk(repo)]) == []
 
     ws.add("foo", "2.0", {"etc/foo/a": "a2\n", "etc/foo/c": "c2\n"})
     ws.publish(only=["foo@2.0"])
-    done = client.upgrade(root, [disk(repo)])
+    done = transaction.upgrade(root, [disk(repo)])
     assert [str(c) for c in done] == ["test/foo@2.0"]
     assert (root / "etc/foo/a").read_text() == "a2\n"
     assert not (root / "etc/foo/b").exists()
@@ -838,17 +841,17 @@ def test_upgrade_replaces_files_and_removes_the_old_ones(ws, root):
     assert installed["test/foo"]["files"] == ["/etc/foo/a", "/etc/foo/c"]
     assert installed["test/other"]["version"] == "1.0"
     assert snapshot(root, skip=DB_SKIP) == ws.expected_root(("foo", "2.0"), ("other", "1.0"))
-    assert client.upgrade(root, [disk(repo)]) == []
+    assert transaction.upgrade(root, [disk(repo)]) == []
 
 
 def test_upgrade_installs_new_requirements(ws, root):
     ws.add("foo", "1.0", {"etc/foo": "1\n"})
     repo = ws.publish()
-    client.install(root, [ref("test/foo")], [disk(repo)])
+    transaction.install(root, [ref("test/foo")], [disk(repo)])
     ws.add("bar", "1.0", {"etc/bar": "bar\n"})
     ws.add("foo", "2.0", {"etc/foo": "2\n"}, requires=["test/bar"])
     ws.publish(only=["foo@2.0", "bar"])
-    client.upgrade(root, [disk(repo)])
+    transaction.upgrade(root, [disk(repo)])
     assert db(root)["test/foo"]["version"] == "2.0"
     assert "test/bar" in db(root)
     assert (root / "etc/bar").read_text() == "bar\n"
@@ -859,30 +862,30 @@ def test_upgrade_installs_new_requirements(ws, root):
 def test_uninstall(ws, root, guarded):
     lib_and_app(ws)
     repo = ws.publish()
-    client.install(root, [ref("test/app")], [disk(repo)])
+    transaction.install(root, [ref("test/app")], [disk(repo)])
     with guarded(r"test/app requires test/lib \(uninstall test/app too\)"):
-        client.uninstall(root, ["test/lib"])
+        transaction.uninstall(root, ["test/lib"])
     with guarded("test/nope is not installed"):
-        client.uninstall(root, ["test/nope"])
+        transaction.uninstall(root, ["test/nope"])
 
-    client.uninstall(root, ["test/app"])
+    transaction.uninstall(root, ["test/app"])
     for path in APP_FILES:
         if not isinstance(APP_FILES[path], D):
             assert not os.path.lexists(root / path), path
     assert (root / "usr/lib/libfoo.so.1").exists()
     assert set(db(root)) == {"test/lib"}
 
-    client.uninstall(root, ["test/lib"])
+    transaction.uninstall(root, ["test/lib"])
     assert db(root) == {}
     assert not any(os.path.lexists(root / p) for p in LIB_FILES)
-    assert not (root / client.TRANSACTION).exists()
+    assert not (root / transaction.TRANSACTION).exists()
 
 
 def test_uninstall_together_with_its_dependant(ws, root):
     lib_and_app(ws)
     repo = ws.publish()
-    client.install(root, [ref("test/app")], [disk(repo)])
-    client.uninstall(root, ["test/lib", "test/app"])
+    transaction.install(root, [ref("test/app")], [disk(repo)])
+    transaction.uninstall(root, ["test/lib", "test/app"])
     assert db(root) == {}
     files = {k for k, v in snapshot(root, skip=DB_SKIP).items() if v[0] != "dir"}
     assert files == set()
@@ -893,28 +896,28 @@ def test_uninstall_together_with_its_dependant(ws, root):
 def test_recover_discards_an_uncommitted_transaction(ws, root):
     lib_and_app(ws)
     repo = ws.publish()
-    client.install(root, [ref("test/lib")], [disk(repo)])
+    transaction.install(root, [ref("test/lib")], [disk(repo)])
     before = snapshot(root)
-    staged = root / client.TRANSACTION / "rootfs/usr/bin"
+    staged = root / transaction.TRANSACTION / "rootfs/usr/bin"
     staged.mkdir(parents=True)
     (staged / "half").write_text("half\n")
-    (root / client.TRANSACTION / "app-test-1.0.package.tar.zst").write_bytes(b"partial")
-    client.recover(root)
+    (root / transaction.TRANSACTION / "app-test-1.0.package.tar.zst").write_bytes(b"partial")
+    transaction.recover(root)
     assert snapshot(root) == before
     assert not (root / "usr/bin/half").exists()
 
 
 def interrupt_commit(monkeypatch, move_first: list[str]):
     """Make the next commit die after moving only the staged top-level entries `move_first`."""
-    real = client._move_staged
+    real = transaction._move_staged
 
     def dying(root: Path, staging: Path) -> None:
-        monkeypatch.setattr(client, "_move_staged", real)
+        monkeypatch.setattr(transaction, "_move_staged", real)
         for name in move_first:
             os.replace(staging / name, root / name)
         raise SystemExit("killed")   # the process dies: no clean-up code of ours runs
 
-    monkeypatch.setattr(client, "_move_staged", dying)
+    monkeypatch.setattr(transaction, "_move_staged", dying)
 
 
 @pytest.mark.parametrize("resume", ["recover", "install"])
@@ -923,36 +926,36 @@ def test_interrupted_commit_is_completed(ws, root, monkeypatch, resume):
                          "opt/pkg/data": "data\n"})
     repo = ws.publish()
     reference = ws.base / "reference"
-    client.install(reference, [ref("test/pkg")], [disk(repo)])
+    transaction.install(reference, [ref("test/pkg")], [disk(repo)])
 
     interrupt_commit(monkeypatch, ["etc"])
     with pytest.raises(SystemExit):
-        client.install(root, [ref("test/pkg")], [disk(repo)])
+        transaction.install(root, [ref("test/pkg")], [disk(repo)])
     # halfway: the journal is there, part of the files are in place
-    assert (root / client.TRANSACTION / "journal.yaml").is_file()
+    assert (root / transaction.TRANSACTION / "journal.yaml").is_file()
     assert (root / "etc/pkg.conf").exists() and not (root / "usr/bin/pkg").exists()
-    assert not (root / client.DB_PATH).exists()
+    assert not (root / DB_PATH).exists()
 
     if resume == "recover":
-        client.recover(root)
+        transaction.recover(root)
     else:
-        assert client.install(root, [ref("test/pkg")], [disk(repo)]) == []
+        assert transaction.install(root, [ref("test/pkg")], [disk(repo)]) == []
     assert snapshot(root) == snapshot(reference)
-    assert not (root / client.TRANSACTION).exists()
+    assert not (root / transaction.TRANSACTION).exists()
 
 
 def test_interrupted_upgrade_is_completed(ws, root, monkeypatch):
     ws.add("foo", "1.0", {"etc/foo/a": "a1\n", "etc/foo/b": "b1\n", "usr/share/foo": "1\n"})
     repo = ws.publish()
-    client.install(root, [ref("test/foo")], [disk(repo)])
+    transaction.install(root, [ref("test/foo")], [disk(repo)])
     ws.add("foo", "2.0", {"etc/foo/a": "a2\n", "etc/foo/c": "c2\n", "usr/share/foo": "2\n"})
     ws.publish(only=["foo@2.0"])
 
     interrupt_commit(monkeypatch, [])
     with pytest.raises(SystemExit):
-        client.upgrade(root, [disk(repo)])
-    assert (root / client.TRANSACTION / "journal.yaml").exists()   # killed mid-commit
-    assert client.upgrade(root, [disk(repo)]) == []   # recovers first: nothing left to do
+        transaction.upgrade(root, [disk(repo)])
+    assert (root / transaction.TRANSACTION / "journal.yaml").exists()   # killed mid-commit
+    assert transaction.upgrade(root, [disk(repo)]) == []   # recovers first: nothing left to do
     assert snapshot(root, skip=DB_SKIP) == ws.expected_root(("foo", "2.0"))
     assert db(root)["test/foo"]["version"] == "2.0"
 
@@ -961,7 +964,7 @@ def test_sigint_is_deferred_until_the_block_ends():
     previous = signal.getsignal(signal.SIGINT)
     steps = []
     with pytest.raises(KeyboardInterrupt):
-        with client._signals_held():
+        with transaction._signals_held():
             signal.raise_signal(signal.SIGINT)
             steps.append("after the signal")
             signal.raise_signal(signal.SIGTERM)
@@ -973,18 +976,18 @@ def test_sigint_is_deferred_until_the_block_ends():
 def test_sigint_during_commit_still_completes_it(ws, root, monkeypatch):
     lib_and_app(ws)
     repo = ws.publish()
-    real = client._move_staged
+    real = transaction._move_staged
 
     def interrupted(root_: Path, staging: Path) -> None:
         signal.raise_signal(signal.SIGINT)
         real(root_, staging)
 
-    monkeypatch.setattr(client, "_move_staged", interrupted)
+    monkeypatch.setattr(transaction, "_move_staged", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        client.install(root, [ref("test/app")], [disk(repo)])
+        transaction.install(root, [ref("test/app")], [disk(repo)])
     assert snapshot(root, skip=DB_SKIP) == ws.expected_root(("lib", "1.0"), ("app", "1.0"))
     assert set(db(root)) == {"test/lib", "test/app"}
-    assert not (root / client.TRANSACTION).exists()
+    assert not (root / transaction.TRANSACTION).exists()
 
 
 # --------------------------------------------------------------------------- 10. search
@@ -996,9 +999,9 @@ def test_search(ws, tmp_path):
     repo = ws.publish()
     work = tmp_path / "search-work"
 
-    found = client.search([disk(repo)], "FOO", work)
+    found = search([disk(repo)], "FOO", work)
     assert [str(c) for c in found] == ["test/lib@1.0", "test/lib@2.0"]   # by description
-    assert [str(c) for c in client.search([disk(repo)], "app", work)] == ["test/app@1.0"]  # by name
-    assert client.search([disk(repo)], "secret", work) == []
-    assert client.search([disk(repo)], "nothing-like-this", work) == []
+    assert [str(c) for c in search([disk(repo)], "app", work)] == ["test/app@1.0"]  # by name
+    assert search([disk(repo)], "secret", work) == []
+    assert search([disk(repo)], "nothing-like-this", work) == []
     assert found[0].definition.description == "the foo library"

@@ -26,8 +26,9 @@ from securesystemslib.signer import SSlibKey, SSlibSigner
 from cosbuild import settings, tasks
 from cosbuild.errors import CosbuildError
 from cosbuild.oci.registry import Registries, parse_reference, push_file
-from cosbuild.repos import client, signing
-from cosbuild.repos.client import RepoConfig
+from cosbuild.repos import signing, transaction
+from cosbuild.repos.config import RepoConfig, TRUST_STATE, repositories
+from cosbuild.repos.index import load_repository
 from cosbuild.repos.create import create_repo, publish_docker
 from cosbuild.repos.transport import RegistryTransport
 from cosbuild.settings import RepoInfo, Signing
@@ -37,7 +38,7 @@ from .conftest import REPO
 from .test_repository_client import Workspace, lib_and_app, ref, serving, snapshot
 
 EXPIRY = timedelta(days=1)
-STATE = client.TRUST_STATE
+STATE = TRUST_STATE
 
 
 @pytest.fixture
@@ -227,10 +228,10 @@ def test_tampered_or_unsigned_repository_is_refused(ws, keys, tamper, file, reas
 def test_unsigned_repository_is_refused_before_anything_is_fetched(ws, keys):
     lib_and_app(ws)
     repo = ws.publish()   # never signed
-    trusted = client.repositories([str(repo)], None, ws.base / "root",
+    trusted = repositories([str(repo)], None, ws.base / "root",
                                   trusted_root=keys / "root.json")
     with pytest.raises(CosbuildError, match=r"tuf-timestamp.json: refused \(not signed\)"):
-        client.load_repository(trusted[0], ws.base / "work")
+        load_repository(trusted[0], ws.base / "work")
     assert not (ws.base / "work").exists() or not any((ws.base / "work").iterdir())
 
 
@@ -322,13 +323,13 @@ def test_trusted_root_in_luet_yaml_is_relative_to_it(ws, keys, tmp_path):
     config.write_text(f"repositories:\n  - name: signed\n    urls: [{repo}]\n"
                       "    trusted_root: trusted.json\n")
     root = ws.base / "root"
-    [repo_config] = client.repositories([], config, root)
+    [repo_config] = repositories([], config, root)
     assert repo_config.trusted_root == config.parent / "trusted.json"
     assert repo_config.trust_state == root / STATE / "signed"
-    done = client.install(root, [ref("test/app")], [repo_config])
+    done = transaction.install(root, [ref("test/app")], [repo_config])
     assert [str(c) for c in done] == ["test/lib@1.0", "test/app@1.0"]
     # --trusted-root is for the others: a repository's own wins
-    [own] = client.repositories([], config, root, trusted_root=tmp_path / "other.json")
+    [own] = repositories([], config, root, trusted_root=tmp_path / "other.json")
     assert own.trusted_root == config.parent / "trusted.json"
 
 
@@ -396,11 +397,11 @@ def test_signed_docker_repository_installs_the_images_it_vouches_for(ws, keys, r
     other.write_text("name: evil\n")
     push_over(target, "repository.yaml", other)
     root = tmp_path / "root"
-    done = client.install(root, [ref("test/app")],
+    done = transaction.install(root, [ref("test/app")],
                           [signed_docker(target, keys, tmp_path / "state")])
     assert [str(c) for c in done] == ["test/lib@1.0", "test/app@1.0"]
     from_disk = tmp_path / "root-disk"
-    client.install(from_disk, [ref("test/app")],
+    transaction.install(from_disk, [ref("test/app")],
                    [RepoConfig(name="shared", urls=(str(ws.base / "build"),))])
     assert content(root) == content(from_disk)
 
@@ -416,7 +417,7 @@ def test_tampered_docker_metadata_is_refused(ws, keys, registry, tmp_path):
     push_over(target, "tuf-timestamp.json", pulled)
     root = tmp_path / "root"
     with pytest.raises(CosbuildError, match=r"tuf-timestamp\.json: refused \(signature\)"):
-        client.install(root, [ref("test/app")], [signed_docker(target, keys, tmp_path / "s")])
+        transaction.install(root, [ref("test/app")], [signed_docker(target, keys, tmp_path / "s")])
     assert content(root) == {}
 
 
@@ -426,7 +427,7 @@ def test_unsigned_docker_repository_is_refused_with_a_trusted_root(ws, keys, reg
     target = docker_published(ws, registry, None)
     root = tmp_path / "root"
     with pytest.raises(CosbuildError, match=r"tuf-timestamp\.json: refused \(not signed\)"):
-        client.install(root, [ref("test/app")], [signed_docker(target, keys, tmp_path / "s")])
+        transaction.install(root, [ref("test/app")], [signed_docker(target, keys, tmp_path / "s")])
     assert content(root) == {}
 
 

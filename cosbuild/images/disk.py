@@ -27,7 +27,8 @@ from pathlib import Path
 from .. import tools
 from ..errors import CosbuildError
 from ..fsutil import atomic_path, atomic_write
-from ..repos.client import local_build, stage_root
+from ..repos.config import local_build
+from ..repos.transaction import stage_root
 from ..tools import TaskLog
 from ..tree import spec
 from ..tree.versions import PackageRef, parse_ref

@@ -30,7 +30,8 @@ from .. import rootpath, tools
 from ..builds import artifact
 from ..errors import CosbuildError
 from ..fsutil import atomic_path, atomic_write
-from ..repos import client
+from ..repos.config import local_build, read_config_data
+from ..repos.transaction import stage_root
 from ..tools import TaskLog
 from ..tree import spec
 from ..tree.project import Project
@@ -187,8 +188,8 @@ class IsoBuilder:
                        verbose=self.project.settings.verbose)
 
     def repositories(self):
-        return [client.local_build(self.project.settings.build_dir),
-                *(r for r in client.read_config_data(list(self.iso.repositories), self.iso.file)
+        return [local_build(self.project.settings.build_dir),
+                *(r for r in read_config_data(list(self.iso.repositories), self.iso.file)
                   if r.enable)]
 
     # ----------------------------------------------------------------- staged roots
@@ -198,7 +199,7 @@ class IsoBuilder:
         target = {"rootfs": self.rootfs_dir, "uefi": self.uefi_dir,
                   "isoimage": self.isoimage_dir}[kind]
         refs = getattr(self.iso, kind)
-        packages = client.stage_root(target, refs, self.repositories())
+        packages = stage_root(target, refs, self.repositories())
         if kind != "rootfs":   # boot media carry files, not a package database
             shutil.rmtree(target / "var", ignore_errors=True)
         overlay = {}

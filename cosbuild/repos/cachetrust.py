@@ -20,7 +20,7 @@ from pathlib import Path
 from ..oci.registry import Registries, parse_reference, registry_of
 from ..settings import Settings
 from ..tools import TaskLog
-from .client import RepoConfig
+from .config import RepoConfig
 
 
 def cache_trust(settings: Settings) -> "CacheTrust | None":

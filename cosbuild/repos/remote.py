@@ -25,7 +25,8 @@ from ..tools import TaskLog
 from ..tree.graph import Package, Remote
 from ..tree.load import PackageSource
 from ..tree.yamlio import dumps
-from . import client
+from .config import RepoConfig, read_config, repo_kind
+from .index import load_repository
 
 CONFIG_FILES = (".luet.yaml", "luet.yaml")   # the project's luet client config, as luet reads it
 
@@ -34,7 +35,7 @@ class BuildRepositories:
     """The build repositories of a project, read when the graph needs them (tree.graph's
     RemoteSource)."""
 
-    def __init__(self, repos: list[client.RepoConfig], workdir: Path):
+    def __init__(self, repos: list[RepoConfig], workdir: Path):
         self.repos = sorted(repos, key=lambda r: r.priority)   # lower priority wins, as in luet
         self.workdir = workdir
 
@@ -51,7 +52,7 @@ class BuildRepositories:
     def packages(self) -> list[tuple[PackageSource, Remote]]:
         out, seen = [], set()
         for repo in self.repos:
-            offered = client.load_repository(repo, self.workdir / _safe(repo.name))
+            offered = load_repository(repo, self.workdir / _safe(repo.name))
             for c in offered:
                 if c.id in seen:
                     continue   # a repository before this one offers the package
@@ -65,11 +66,11 @@ class BuildRepositories:
 
 def build_repositories(settings: Settings) -> BuildRepositories | None:
     """The build_repo setting's repositories, then those of .luet.yaml / luet.yaml."""
-    repos = [client.RepoConfig(name=url, urls=(url,), type=client.repo_kind(url), priority=n - 100)
+    repos = [RepoConfig(name=url, urls=(url,), type=repo_kind(url), priority=n - 100)
              for n, url in enumerate(settings.build_repo)]
     config = next((Path(f) for f in CONFIG_FILES if Path(f).is_file()), None)
     if config is not None:
-        repos += [r for r in client.read_config(config) if r.enable]
+        repos += [r for r in read_config(config) if r.enable]
     if not repos:
         return None
     return BuildRepositories(repos, settings.build_dir / ".cache" / "build-repos")
@@ -155,12 +156,12 @@ def _refuse_devices(artifact: Path, bounds: luetformat.Bounds) -> None:
         raise CosbuildError(f"its artifact is damaged ({exc})") from None
 
 
-def _repos_of(builder) -> list[client.RepoConfig]:
+def _repos_of(builder) -> list[RepoConfig]:
     found = build_repositories(builder.settings)
     return found.repos if found else []
 
 
-def _index(repo: client.RepoConfig, workdir: Path) -> Path:
+def _index(repo: RepoConfig, workdir: Path) -> Path:
     errors = []
     for url in repo.urls:
         try:

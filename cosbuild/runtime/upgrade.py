@@ -33,7 +33,10 @@ from ..images import fsimage
 from ..images.fsimage import MIB
 from ..images.layout import DEFAULT_IMAGE_SIZE, IMAGE_LABELS, IMAGES_DIR
 from ..oci.registry import Registries, apply_image
-from ..repos import client
+from ..repos.config import repositories
+from ..repos.index import load_repository
+from ..repos.resolve import DB_PATH, choose
+from ..repos.transaction import install
 from ..tools import TaskLog
 from ..tree import versions
 from ..tree.yamlio import loads
@@ -164,21 +167,21 @@ def newest(ref_text: str, repos):
     """The package reference and the candidate the channel would install."""
     ref = versions.parse_ref(ref_text)
     with tempfile.TemporaryDirectory(prefix="cos-upgrade.") as work:
-        candidates = [c for r in repos for c in client.load_repository(r, Path(work))]
-    return ref, client.choose(ref, candidates)
+        candidates = [c for r in repos for c in load_repository(r, Path(work))]
+    return ref, choose(ref, candidates)
 
 
 def installed_version(image: Path, package: str, log: TaskLog) -> str | None:
     """The version of `package` in an image file's package database (read with debugfs: the
     image that boots next, not the running one, is what an upgrade compares with)."""
-    text = tools.run(["debugfs", "-R", f"cat /{client.DB_PATH}", str(image)], log=log, capture=True,
+    text = tools.run(["debugfs", "-R", f"cat /{DB_PATH}", str(image)], log=log, capture=True,
                      what=f"read the package database of {image.name}")
-    record = ((loads(text, f"{image}:/{client.DB_PATH}") or {}).get("packages") or {}).get(package)
+    record = ((loads(text, f"{image}:/{DB_PATH}") or {}).get("packages") or {}).get(package)
     return (record or {}).get("version")
 
 
 def fill_from_channel(root: Path, ref, repos) -> None:
-    client.install(root, [ref], repos, progress=sys.stderr.isatty())
+    install(root, [ref], repos, progress=sys.stderr.isatty())
 
 
 def fill_from_image(root: Path, reference: str, insecure: tuple[str, ...], log: TaskLog) -> None:
@@ -211,8 +214,8 @@ def upgrade(args, log: TaskLog) -> str:
     with writable_partition(slot.label, log) as part:
         if channel:
             # TRUSTED_ROOT for every repository without a trusted_root: of its own
-            repos = client.repositories([], args.repo_config, trusted_root=config.trusted_root,
-                                        trust_dir=part / TRUST_STATE)
+            repos = repositories([], args.repo_config, trusted_root=config.trusted_root,
+                                 trust_dir=part / TRUST_STATE)
             ref, chosen = newest(source, repos)
         images = part / IMAGES_DIR
         current = images / slot.image
