@@ -1199,7 +1199,8 @@ def value_size(value, limit: int = MAX_OUTPUT, work: int = MAX_STEPS) -> tuple[i
     either passes its limit. A shared value counts every time it is referred to: that is
     what printing, joining or encoding it makes (a map built of itself twice, forty times, or
     a YAML alias bomb, is small in memory and huge as text); it is read once: the work is a
-    step per item and per CHARS_PER_STEP characters of each string."""
+    step per item and per CHARS_PER_STEP characters of each string. A number counts as the
+    most digits it can print as (a bound of a function's result is a bound only so)."""
     sizes: dict[int, int] = {}
     strings: set[int] = set()   # only those long enough to cost a step
     looked = 0
@@ -1212,7 +1213,7 @@ def value_size(value, limit: int = MAX_OUTPUT, work: int = MAX_STEPS) -> tuple[i
                 looked += len(item) // CHARS_PER_STEP
             return len(item)
         if not isinstance(item, (dict, list, tuple, set, frozenset)):
-            return 1
+            return _scalar_size(item)
         if id(item) not in sizes:
             looked += len(item) + 1
             total = sizes[id(item)] = len(item)   # so far: a list may hold itself
@@ -1224,3 +1225,22 @@ def value_size(value, limit: int = MAX_OUTPUT, work: int = MAX_STEPS) -> tuple[i
         return sizes[id(item)]
 
     return size(value), looked
+
+
+def _scalar_size(item) -> int:
+    """The most characters a scalar prints as: an integer's digits and sign, a float's 24
+    (-1.7976931348623157e+308), anything else ten (`<no value>`)."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        return item.bit_length() * 3 // 10 + 2
+    return 24 if isinstance(item, float) else 10
+
+
+def value_depth(value, limit: int = 1000) -> int:
+    """How many lists and mappings deep a value is (at most `limit`): an indented encoding
+    writes each item indented once per level."""
+    depth, level = 0, [value]
+    while level and depth < limit:
+        depth += 1
+        level = [v for item in level if isinstance(item, (dict, list, tuple))
+                 for v in (item.values() if isinstance(item, dict) else item)]
+    return depth

@@ -25,7 +25,8 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-from .gotemplate import CHARS_PER_STEP, MAX_OUTPUT, MAX_STEPS, value_size
+from .gotemplate import CHARS_PER_STEP, MAX_OUTPUT, MAX_STEPS, value_depth, value_size
+from .sprig import yaml_bound
 from .sealed import cache_key, read_sealed, write_sealed
 
 MAX_INT_BITS = 1 << 16   # an integer beyond this is no build setting (and slow to print)
@@ -244,6 +245,8 @@ def _environment_call(method: str, arg: nodes.Expr) -> nodes.Call:
 def _sum(environment, iterable, attribute=None, start=0):
     """Jinja2's sum, each addition a template `+`: sized and counted (a sum of lists copies
     the total so far at each one)."""
+    if isinstance(start, str):   # as Python's sum, which Jinja2's is
+        raise TypeError("sum() can't sum strings [use ''.join(seq) instead]")
     if attribute is not None:
         iterable = map(jinja2.filters.make_attrgetter(environment, attribute), iterable)
     total = start
@@ -330,18 +333,7 @@ def _fill_bound(value, count, fill_with=None) -> int:
 
 def _tojson_bound(value, indent=None) -> int:
     """An escape is at most six characters; each item is indented once per level it is in."""
-    return 6 * _size(value) + _count(indent or 0) * _size(value) * _depth(value)
-
-
-def _depth(value) -> int:
-    depth, level = 0, [value]
-    while level:
-        depth += 1
-        level = [v for item in level if isinstance(item, (dict, list, tuple))
-                 for v in (item.values() if isinstance(item, dict) else item)]
-        if depth > 1000:   # deeper than Python can encode anyway
-            break
-    return depth
+    return 6 * _size(value) + _count(indent or 0) * _size(value) * value_depth(value)
 
 
 def _times_bound(left, right) -> int:
@@ -374,6 +366,7 @@ BOUNDS = {
     "batch": _fill_bound,
     "slice": _fill_bound,
     "tojson": _tojson_bound,
+    "toyaml": yaml_bound,
     "urlize": _urlize_bound,
     **{name: lambda text, *a, **k: 6 * _size(text) for name in
        ("escape", "e", "forceescape", "xmlattr")},

@@ -25,7 +25,7 @@ import zlib
 import yaml
 
 from .gotemplate import (MAX_OUTPUT, MISSING, Func, FuncError, IMap, Int64, go_kind, go_str,
-                         go_type, truth, value_size)
+                         go_type, truth, value_depth, value_size)
 
 
 def _int64(v) -> Int64:
@@ -1120,6 +1120,13 @@ def _times(factor: int):
     return lambda *args: factor * value_size(args)[0]
 
 
+def yaml_bound(value) -> int:
+    """Block YAML: an escape is at most ten characters (\\U0001f600), and each item is on a
+    line indented two spaces per level it is in (a multi-line string one more)."""
+    size = value_size(value)[0]
+    return 10 * size + 2 * size * (value_depth(value) + 1)
+
+
 def _replace_bound(old: str, new: str, s: str) -> int:
     return len(s) + len(new) * (s.count(old) if old else len(s) + 1)
 
@@ -1131,7 +1138,8 @@ def _regex_replace_bound(regex: str, s: str, repl: str) -> int:
 
 
 def _join_bound(sep: str, v) -> int:
-    return value_size(v)[0] + len(sep) * (len(v) if isinstance(v, (list, tuple)) else 1)
+    # an element printed is at most twice its size (a map's `map[k:v ...]`)
+    return 2 * value_size(v)[0] + len(sep) * (len(v) if isinstance(v, (list, tuple)) else 1)
 
 
 TABLE: dict[str, tuple[Func, str]] = {
@@ -1155,7 +1163,7 @@ TABLE: dict[str, tuple[Func, str]] = {
     "js": _f(js, "...any", doc="JavaScript-escaped text", bound=_times(6)),
     "urlquery": _f(urlquery, "...any", doc="URL query-escaped text", bound=_times(12)),
     # Helm
-    "toYaml": _f(to_yaml, "any", doc="value as block YAML (combine with nindent)", bound=_times(10)),
+    "toYaml": _f(to_yaml, "any", doc="value as block YAML (combine with nindent)", bound=yaml_bound),
     "fromYaml": _f(_from_yaml, "string", doc="parse a YAML mapping"),
     "fromYamlArray": _f(_from_yaml_array, "string", doc="parse a YAML list"),
     "toJson": _f(to_json, "any", doc="value as JSON", bound=_times(6)),
