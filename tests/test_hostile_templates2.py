@@ -62,7 +62,7 @@ HELM_CASES = {
 }
 
 JINJA_CASES = {
-    "sum of lists": ("{{ (range(100000)|map('string')|map('list')|list)|sum(start=[])|length }}",
+    "sum of lists": ("{{ (range(20000)|map('string')|map('list')|list)|sum(start=[])|length }}",
                      ["runs too long"]),
     "sum of strings": ("{{ ['a', 'b']|sum(start='') }}", ["can't sum strings"]),
     "join with a large separator": ("{{ range(3000)|join('x' * 1000000) }}",
@@ -94,6 +94,10 @@ JINJA_CASES = {
                                   ["tojson: result larger than 16 MiB"]),
     "replace with a count": ("{{ ('x' * 100000)|replace('x', 'y' * 1000, 100000) }}",
                              ["replace: result larger than 16 MiB"]),
+    "center of a number": ("{{ 5|center(999999999) }}", ["center: result larger than 16 MiB"]),
+    "format of a list's text": ("{{ ['%999999999d']|format(1) }}", ["format: result larger than 16 MiB"]),
+    "replace in a list's text": ("{{ (['x'] * 10000)|replace('x', 'y' * 10000) }}",
+                                 ["replace: result larger than 16 MiB"]),
     "a call's work is counted": ("{% set s = 'x' * 1000000 %}{% for i in range(100000) %}"
                                  "{% set t = s.upper() %}{% endfor %}", ["runs too long"]),
     "division by zero": ("{{ 1 / 0 }}", ["template error: division by zero"]),
@@ -101,6 +105,8 @@ JINJA_CASES = {
     "modulo by zero": ("{{ 1 % 0 }}", ["template error: integer modulo by zero"]),
     "format without its argument": ("{{ '{0}'.format() }}", ["template error: "]),
     "percent with a missing key": ("{{ '%(a)s' % {} }}", ["template error: no value for the key 'a'"]),
+    "a filter given the wrong kind of value": ("{{ 12|wordwrap(1) }}",
+                                               ["template error: 'int' object has no attribute"]),
 }
 
 
@@ -210,6 +216,8 @@ JINJA_SAMPLES = [
     "{{ '-'.join(['a', 'b']) }}", "{{ 'a\\n\\nb'|indent(3, true, true) }}", "{{ 'ab'|center(9) }}",
     "{{ 'ab'.zfill(7) }}", "{{ '\\ta\\tb'.expandtabs(5) }}", "{{ 'aa bb cc'|wordwrap(2, wrapstring='<>') }}",
     "{{ {'a': [[1, {'b': '<'}]]}|tojson(indent=3) }}", "{{ 'see https://x.org now'|urlize(target='_t') }}",
+    "{{ 5|center(9) }}", "{{ ['%s', {'k': 1}]|format('a') }}", "{{ ['x', 'xx']|replace('x', 'yy') }}",
+    "{{ [1, 'a', [2]]|join(0) }}", "{{ 12345|replace(3, 'abc') }}",
     "{{ '<&>'|e }}", "{{ {'a': '\"'}|xmlattr }}", "{{ 'é ü'|urlencode }}", "{{ 'ab' * 3 }}",
 ]
 

@@ -236,8 +236,9 @@ class Renderer:
                                 if isinstance(v, jinja2.runtime.Macro)})
             return template.render(context)
         except (jinja2.UndefinedError, jinja2.TemplateRuntimeError, TypeError, ValueError,
-                ArithmeticError, LookupError, RecursionError) as exc:
-            # ArithmeticError: `/` or `%` by zero; LookupError: '{0}'.format() with no argument
+                ArithmeticError, LookupError, AttributeError, RecursionError) as exc:
+            # ArithmeticError: `/` or `%` by zero; LookupError: '{0}'.format() with no argument;
+            # AttributeError: a filter given the wrong kind of value (12|wordwrap)
             file, line = _template_position(exc, [path, *self.templates])
             detail = exc.message if isinstance(exc, jinja2.TemplateError) else str(exc)
             if isinstance(exc, RecursionError):   # a macro or include calling itself

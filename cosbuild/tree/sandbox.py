@@ -298,24 +298,36 @@ def _format_bound(text, *args, **kwargs) -> int:
     return total
 
 
+def _text_size(value) -> int:
+    """The most characters a value is as text: filters take any value as its text (a repr
+    quotes and separates each item of a list or mapping)."""
+    return len(value) if isinstance(value, str) else 4 * _size(value)
+
+
 def _replace_bound(text, old, new, count=None) -> int:
-    matches = len(_str(text)) + 1 if _str(old) == "" else text.count(old)
+    size = _text_size(text)
+    if isinstance(text, str) and isinstance(old, str) and old:
+        matches = text.count(old)
+    else:   # an empty `old` matches between every two characters (any other, at most so)
+        matches = size + 1
     if isinstance(count, int) and count >= 0:
         matches = min(matches, count)
-    return len(text) + matches * len(_str(new))
+    return size + matches * _text_size(new)
 
 
 def _join_bound(value, separator="", attribute=None) -> int:
     items = list(value) if not isinstance(value, (str, dict)) else value
-    return _size(items) + len(_str(separator)) * len(items)
+    return _text_size(items) + _text_size(separator) * len(items)
 
 
 def _indent_bound(text, width=4, *args, **kwargs) -> int:
-    return len(_str(text)) + (text.count("\n") + 1) * _count(width)
+    size = _text_size(text)
+    lines = text.count("\n") + 1 if isinstance(text, str) else size + 1
+    return size + lines * _count(width)
 
 
 def _width_bound(text, width=80, *args, **kwargs) -> int:
-    return len(_str(text)) + _count(width)
+    return _text_size(text) + _count(width)
 
 
 def _tabs_bound(text, tabsize=8) -> int:
@@ -323,7 +335,7 @@ def _tabs_bound(text, tabsize=8) -> int:
 
 
 def _wordwrap_bound(text, width=79, break_long_words=True, wrapstring=None, *args, **kwargs):
-    return len(_str(text)) + (len(text) + 1) * len(wrapstring or "\n")
+    return _text_size(text) + (_text_size(text) + 1) * _text_size(wrapstring or "\n")
 
 
 def _fill_bound(value, count, fill_with=None) -> int:
@@ -345,14 +357,15 @@ def _times_bound(left, right) -> int:
 
 def _urlize_bound(text, *args, **kwargs) -> int:
     """Each link is written twice with the tag's text and attributes around it."""
-    return len(_str(text)) * (40 + _size((args, kwargs)))
+    return _text_size(text) * (40 + _size((args, kwargs)))
 
 
 # filters by name, str methods as `str.name`, binary operators by themselves
 BOUNDS = {
     "*": _times_bound,
     "%": lambda text, values: _format_bound(text, values),
-    "format": _format_bound,
+    "format": lambda value, *args, **kwargs: _format_bound(
+        value if isinstance(value, str) else str(value), *args, **kwargs),   # as the filter does
     "str.format": _format_bound,
     "replace": _replace_bound,
     "str.replace": _replace_bound,
