@@ -173,6 +173,18 @@ def test_jinja2_ordinary_uses_still_render():
                    '{\n  "a": [\n    1\n  ]\n}|a b')
 
 
+def test_jinja2_bounds_read_an_iterator_once():
+    """A bound reads its operation's arguments: an iterator (map, select) is read into a list
+    that the operation reads again, not used up before it runs."""
+    env = sandbox.Sandbox(set(), {}, {})
+    env.begin()
+    out = env.from_string(
+        "{{ range(3)|map('string')|join(',') }}|{{ '-'.join(range(3)|map('string')) }}|"
+        "{{ [1, 2, 3]|select('odd')|batch(1)|list }}|{{ [[1], [2]]|map('list')|sum(start=[]) }}|"
+        "{{ ['%s']|map('format', 'x')|join }}").render()
+    assert out == "0,1,2|0-1-2|[[1], [3]]|[1, 2]|x"
+
+
 # --------------------------------------------------------------------------- the bounds are bounds
 
 HELM_SAMPLES = {

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import jinja2
@@ -128,6 +129,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         """The filter, with its arguments and result held to the bounds."""
 
         def bounded(*args, **kwargs):
+            args = _readable(name, args)
             plain = [a for a in args if not isinstance(a, (jinja2.runtime.Context,
                                                            jinja2.nodes.EvalContext,
                                                            jinja2.Environment))]
@@ -145,7 +147,9 @@ class Sandbox(ImmutableSandboxedEnvironment):
         __self.sized((args, kwargs))
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str):
-            __self.bounded(f"str.{getattr(__obj, '__name__', '')}", (owner, *args), kwargs)
+            name = f"str.{getattr(__obj, '__name__', '')}"
+            args = _readable(name, args)
+            __self.bounded(name, (owner, *args), kwargs)
         return __self.sized(super().call(__context, __obj, *args, **kwargs))
 
     def call_binop(self, context, op: str, left, right):
@@ -256,6 +260,14 @@ def _sum(environment, iterable, attribute=None, start=0):
 
 
 # -- bounds: the most each operation can make, from its arguments (TypeError: not its kind)
+
+def _readable(name: str, args: tuple) -> tuple:
+    """The arguments of a bounded operation, an iterator (what map or select give) read into
+    a list: its bound reads them, and so does the operation after it."""
+    if name not in BOUNDS:
+        return args
+    return tuple(list(a) if isinstance(a, Iterator) else a for a in args)
+
 
 def _size(value) -> int:
     return value_size(value)[0]
