@@ -122,21 +122,23 @@ def graph_text(graph: Graph) -> str:
     g = graph
     lines = []
 
-    def show(key: str, depth: int, seen: set) -> None:
-        pkg = g.packages[key]
-        mark = (" (hidden)" if pkg.definition.hidden else "") + \
-            (f" (remote: {pkg.remote.repo})" if pkg.remote else "")
-        again = " ..." if key in seen and pkg.build_deps else ""
-        lines.append(f"{'  ' * depth}{key}{mark}  {pkg.hash[:12]}{again}")
-        if key not in seen:
-            seen.add(key)
-            for dep in pkg.build_deps:
-                show(dep, depth + 1, seen)
+    def show(root: str, seen: set) -> None:
+        todo = [(root, 0)]   # a stack of its own: a chain of requires may be thousands deep
+        while todo:
+            key, depth = todo.pop()
+            pkg = g.packages[key]
+            mark = (" (hidden)" if pkg.definition.hidden else "") + \
+                (f" (remote: {pkg.remote.repo})" if pkg.remote else "")
+            again = " ..." if key in seen and pkg.build_deps else ""
+            lines.append(f"{'  ' * depth}{key}{mark}  {pkg.hash[:12]}{again}")
+            if key not in seen:
+                seen.add(key)
+                todo += [(dep, depth + 1) for dep in reversed(pkg.build_deps)]
 
     roots = [k for k in g.order if not any(k in p.build_deps for p in g.packages.values())]
     seen: set = set()
     for key in roots:
-        show(key, 0, seen)
+        show(key, seen)
     return "\n".join(lines)
 
 

@@ -18,6 +18,9 @@ from decimal import Decimal
 MAX_DEPTH = 100
 MAX_STEPS = 2_000_000
 MAX_OUTPUT = 16 * 1024 * 1024   # also the bound of any value a function is given or makes
+# A function's work is counted in steps too: one per item it is given or makes, and one per
+# CHARS_PER_STEP characters (a 16 MiB string read or written costs 1/8 of the budget).
+CHARS_PER_STEP = 64
 
 
 class TemplateError(Exception):
@@ -818,11 +821,15 @@ class Func:
     """A template function: its Python implementation and Go parameter types.
 
     Types: any, string, int, int64, float64, bool, list, map, and a leading "..." for a
-    variadic tail. `lazy` functions (and, or) get thunks instead of values."""
+    variadic tail. `lazy` functions (and, or) get thunks instead of values. `bound`, for a
+    function whose result can be much larger than its arguments, takes the same arguments and
+    returns an upper bound of the result's size (see value_size): it is checked before the
+    function runs, so no such value is ever made."""
     fn: object
     params: tuple[str, ...]
     lazy: bool = False
     error_prefix: bool = True
+    bound: object = None
 
 
 class Executor:
@@ -872,14 +879,18 @@ class Executor:
         out.append(text)
 
     def _sized(self, value, func: Ident):
-        """The value given to or made by a function, when not larger than MAX_OUTPUT; looking
-        at it costs steps."""
-        size, looked = value_size(value, work=MAX_STEPS - self.steps)
+        """The value given to or made by a function, when not larger than MAX_OUTPUT; its size
+        is the function's work (see value_size)."""
+        size, work = value_size(value, work=MAX_STEPS - self.steps)
+        self._bounded(size, func)
+        self._tick(func.pos, work)
+        return value
+
+    @staticmethod
+    def _bounded(size: int, func: Ident) -> None:
         if size > MAX_OUTPUT:
             raise ExecError(f"error calling {func.name}: value larger than "
                             f"{MAX_OUTPUT // (1024 * 1024)} MiB", func.pos)
-        self._tick(func.pos, looked)
-        return value
 
     def _tick(self, pos: int, count: int = 1) -> None:
         self.steps += count
@@ -1072,8 +1083,14 @@ class Executor:
         try:
             # a value doubles at most per call (cat $x $x), so checking what goes in and what
             # comes out keeps memory near the bound; a list of one string many times (or a
-            # map built of itself) is small in memory but huge once joined or encoded
-            return self._sized(func.fn(*self._sized(call, ident)), ident)
+            # map built of itself) is small in memory but huge once joined or encoded; a
+            # function that multiplies (join, replace, printf...) is bounded before it runs
+            self._sized(call, ident)
+            if func.bound:   # making that much is work too (escaping functions loop in Python)
+                bound = func.bound(*call)
+                self._bounded(bound, ident)
+                self._tick(ident.pos, bound // CHARS_PER_STEP)
+            return self._sized(func.fn(*call), ident)
         except FuncError as exc:
             prefix = f"error calling {ident.name}: " if func.error_prefix else ""
             raise ExecError(f"{prefix}{exc}", ident.pos) from None
@@ -1178,19 +1195,25 @@ def _go_kind_name(kind: str) -> str:
 
 
 def value_size(value, limit: int = MAX_OUTPUT, work: int = MAX_STEPS) -> tuple[int, int]:
-    """(about how large a value is as text, how many items were looked at), counted until
+    """(about how large a value is as text, the work of reading it in steps), counted until
     either passes its limit. A shared value counts every time it is referred to: that is
     what printing, joining or encoding it makes (a map built of itself twice, forty times, or
-    a YAML alias bomb, is small in memory and huge as text); it is looked at once."""
+    a YAML alias bomb, is small in memory and huge as text); it is read once: the work is a
+    step per item and per CHARS_PER_STEP characters of each string. A number counts as the
+    most digits it can print as (a bound of a function's result is a bound only so)."""
     sizes: dict[int, int] = {}
+    strings: set[int] = set()   # only those long enough to cost a step
     looked = 0
 
     def size(item) -> int:
         nonlocal looked
         if isinstance(item, (str, bytes)):
+            if len(item) >= CHARS_PER_STEP and id(item) not in strings:
+                strings.add(id(item))
+                looked += len(item) // CHARS_PER_STEP
             return len(item)
         if not isinstance(item, (dict, list, tuple, set, frozenset)):
-            return 1
+            return _scalar_size(item)
         if id(item) not in sizes:
             looked += len(item) + 1
             total = sizes[id(item)] = len(item)   # so far: a list may hold itself
@@ -1202,3 +1225,22 @@ def value_size(value, limit: int = MAX_OUTPUT, work: int = MAX_STEPS) -> tuple[i
         return sizes[id(item)]
 
     return size(value), looked
+
+
+def _scalar_size(item) -> int:
+    """The most characters a scalar prints as: an integer's digits and sign, a float's 24
+    (-1.7976931348623157e+308), anything else ten (`<no value>`)."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        return item.bit_length() * 3 // 10 + 2
+    return 24 if isinstance(item, float) else 10
+
+
+def value_depth(value, limit: int = 1000) -> int:
+    """How many lists and mappings deep a value is (at most `limit`): an indented encoding
+    writes each item indented once per level."""
+    depth, level = 0, [value]
+    while level and depth < limit:
+        depth += 1
+        level = [v for item in level if isinstance(item, (dict, list, tuple))
+                 for v in (item.values() if isinstance(item, dict) else item)]
+    return depth

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+from collections import deque
 import json
 import os
 import re
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from .render import Renderer
 
 HASH_SCHEMA = "cosbuild-build-hash-2"   # bump when the hash recipe changes
+# luet builds every image of a chain again for each package on it: a chain this deep is
+# already days of builds (and a tree's chains are a handful of images)
+MAX_CHAIN = 500
 ARTIFACT_SUFFIX = ".package.tar.zst"
 REMOTE_RENDERED = Rendered("", {}, BuildSpec(), Finalize(), "", "remote")
 
@@ -202,15 +206,15 @@ class Resolver:
 
     def runtime_closure(self, refs, asked_by: str = "") -> list[str]:
         """Keys of `refs` and, transitively, their definitions' runtime requires."""
-        out: list[str] = []
-        todo = [(ref, asked_by) for ref in refs]
+        out: dict[str, None] = {}   # in order, and a set: a closure may be thousands long
+        todo = deque((ref, asked_by) for ref in refs)
         while todo:
-            ref, who = todo.pop(0)
+            ref, who = todo.popleft()
             key = self.key(ref, who)
             if key not in out:
-                out.append(key)
+                out[key] = None
                 todo += [(r, key) for r in self.by_key[key].definition.requires]
-        return out
+        return list(out)
 
 
 def build_graph(tree: Tree, renderer: "Renderer", errors: Collector | None = None,
@@ -293,6 +297,8 @@ def _build_deps(src: PackageSource, r: Rendered, resolver: Resolver,
     b = r.build
     refs = [*b.requires, *b.join, *(c.package for c in b.copy if c.package)]
     keys = [resolver.key(ref, src.key) for ref in refs]
+    if src.key in keys:   # luet would chain it on its own image, which it has yet to build
+        raise CycleError([src.key, src.key])
     # a final-images build unpacks the runtime closure: all of it must be built first
     keys += resolver.runtime_closure(b.final_image_deps, src.key)
     for pattern in b.retrieve:
@@ -318,26 +324,29 @@ class CycleError(CosbuildError):
 
 
 def topological_order(deps: dict[str, tuple[str, ...]]) -> list[str]:
-    """Deps first, ties broken by key; a cycle is reported with its full path."""
+    """Deps first, ties broken by key; a cycle is reported with its full path. Depth first
+    with a stack of its own: a chain of requires may be deeper than Python's recursion."""
     order: list[str] = []
     state: dict[str, str] = {}   # key -> "active" | "done"
-    stack: list[str] = []
-
-    def visit(key: str) -> None:
-        if state.get(key) == "done":
-            return
-        if state.get(key) == "active":
-            raise CycleError(stack[stack.index(key):] + [key])
-        state[key] = "active"
-        stack.append(key)
-        for dep in sorted(deps[key]):
-            visit(dep)
-        stack.pop()
-        state[key] = "done"
-        order.append(key)
-
-    for key in sorted(deps):
-        visit(key)
+    for root in sorted(deps):
+        if root in state:
+            continue
+        state[root] = "active"
+        stack = [(root, iter(sorted(deps[root])))]
+        while stack:
+            key, todo = stack[-1]
+            for dep in todo:
+                if state.get(dep) == "active":
+                    path = [k for k, _ in stack]
+                    raise CycleError(path[path.index(dep):] + [dep])
+                if dep not in state:
+                    state[dep] = "active"
+                    stack.append((dep, iter(sorted(deps[dep]))))
+                    break
+            else:
+                stack.pop()
+                state[key] = "done"
+                order.append(key)
     return order
 
 
@@ -350,16 +359,22 @@ def luet_order(key: str, requires: dict[str, tuple[str, ...]], sources) -> tuple
         d = sources[k].definition
         return f"{d.name}-{d.category}-{d.version}"
 
-    order: list[str] = []
+    def requires_of(k: str):
+        return iter(sorted(requires[k], key=fingerprint))
 
-    def visit(k: str) -> None:
-        for dep in sorted(requires[k], key=fingerprint):
-            if dep not in order:   # no cycles: topological_order has rejected them
-                visit(dep)
-        order.append(k)
-
-    visit(key)
-    return tuple(order[:-1])
+    # no cycles (topological_order has rejected them): what is not done is not on the stack
+    order: dict[str, None] = {}
+    stack = [(key, requires_of(key))]
+    while stack:
+        k, todo = stack[-1]
+        for dep in todo:
+            if dep not in order:
+                stack.append((dep, requires_of(dep)))
+                break
+        else:
+            stack.pop()
+            order[k] = None
+    return tuple(order)[:-1]
 
 
 def chain_steps(pkg: Package, order: tuple[str, ...],
@@ -368,25 +383,36 @@ def chain_steps(pkg: Package, order: tuple[str, ...],
     of the one before it, restarting at each one with an image source of its own (the ones
     before it only order the build, so they are left out). A package with no image source
     at all is passed over: luet builds no image for it, so something must come before."""
+    def no_image(who: Package) -> CosbuildError:
+        return CosbuildError(
+            f"{who.key} builds on the package image of the package before it in luet's "
+            f"build order of {pkg.key} ({', '.join(order)}), but none of them has an image",
+            file=who.source.build_file, key="requires",
+            hint="give one of the requires (or a package they require) an 'image'")
+
+    # the images before the last image source are left out: only whether each has one
+    # below it matters (a chain of thousands is not hashed for every package on it)
+    sources = [i for i, k in enumerate(order) if packages[k].own_source]
+    for k in order[:sources[0]] if sources else ():
+        if packages[k].needs_images:
+            raise no_image(packages[k])
+    chain = order[sources[-1] if sources else 0:]
+    if sum(packages[k].needs_images for k in chain) > MAX_CHAIN:
+        raise CosbuildError(f"{pkg.key} builds on a chain of more than {MAX_CHAIN} package "
+                            f"images (luet builds each again for it)",
+                            file=pkg.source.build_file, key="requires",
+                            hint="give a package of the chain an 'image' of its own")
     steps: list[ChainStep] = []
-
-    def top(who: Package) -> str:
-        if not steps:
-            raise CosbuildError(
-                f"{who.key} builds on the package image of the package before it in luet's "
-                f"build order of {pkg.key} ({', '.join(order)}), but none of them has an image",
-                file=who.source.build_file, key="requires",
-                hint="give one of the requires (or a package they require) an 'image'")
-        return steps[-1].tag
-
-    for k in order:
+    for k in chain:
         dep = packages[k]
         if dep.own_source:
             steps = [ChainStep(k, None, dep.hash)]
         elif dep.needs_images:
-            base = top(dep)
-            steps.append(ChainStep(k, base, image_hash(dep, packages, base)))
-    top(pkg)
+            if not steps:
+                raise no_image(dep)
+            steps.append(ChainStep(k, steps[-1].tag, image_hash(dep, packages, steps[-1].tag)))
+    if not steps:
+        raise no_image(pkg)
     return tuple(steps)
 
 

@@ -236,11 +236,15 @@ class Renderer:
                                 if isinstance(v, jinja2.runtime.Macro)})
             return template.render(context)
         except (jinja2.UndefinedError, jinja2.TemplateRuntimeError, TypeError, ValueError,
-                OverflowError, RecursionError) as exc:
+                ArithmeticError, LookupError, AttributeError, RecursionError) as exc:
+            # ArithmeticError: `/` or `%` by zero; LookupError: '{0}'.format() with no argument;
+            # AttributeError: a filter given the wrong kind of value (12|wordwrap)
             file, line = _template_position(exc, [path, *self.templates])
             detail = exc.message if isinstance(exc, jinja2.TemplateError) else str(exc)
             if isinstance(exc, RecursionError):   # a macro or include calling itself
                 detail = "template nesting too deep (a macro or include calls itself?)"
+            elif isinstance(exc, KeyError):   # str() of it is the bare key
+                detail = f"no value for the key {exc}"
             name = re.search(r"has no attribute '([^']+)'|'([^']+)' is undefined", detail or "")
             if isinstance(exc, jinja2.UndefinedError) and name:
                 detail = f"undefined variable '{name.group(1) or name.group(2)}' ({detail})"

@@ -3,10 +3,12 @@
 Trees come from other people, so a template runs nothing on the host and reads nothing but
 the tree's own templates (Jinja2's immutable sandbox: no `_`-attributes, no mutating methods,
 and a loader that serves only the files it was given). It is also bounded the way the Helm
-engine is (gotemplate's limits): at most MAX_STEPS loop iterations and calls, and no value or
-output larger than MAX_OUTPUT. Sizes that a single operation multiplies (`'x' * n`, a width
-in a format, `center(n)`, `**`) are checked before it runs; the rest grows at most twofold
-per step and is checked after each step, so memory stays within a few times the bound.
+engine is (gotemplate's limits): at most MAX_STEPS steps, counting loop iterations, calls
+and the work of each call (what goes in and what comes out, see value_size), and no value
+or output larger than MAX_OUTPUT. An operation that can make much more than it is given
+(`'x' * n`, a width in a format, `join`, `replace`, `center(n)`, `**`) has its result's size
+bounded before it runs (BOUNDS); the rest grows at most twofold per step and is checked
+after each step, so memory stays within a few times the bound.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import jinja2
@@ -23,13 +26,11 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-from .gotemplate import MAX_OUTPUT, MAX_STEPS, value_size
+from .gotemplate import CHARS_PER_STEP, MAX_OUTPUT, MAX_STEPS, value_depth, value_size
+from .sprig import yaml_bound
 from .sealed import cache_key, read_sealed, write_sealed
 
 MAX_INT_BITS = 1 << 16   # an integer beyond this is no build setting (and slow to print)
-# filters and str methods whose integer arguments are sizes of what they make
-SIZE_ARGUMENTS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs", "indent",
-                            "wordwrap", "truncate", "batch", "slice", "format"})
 _NUMBER = re.compile(r"\d+")
 
 
@@ -56,7 +57,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         self.steps = 0
         del self.globals["lipsum"]   # lipsum(n) writes n paragraphs: nothing a spec needs
         self.filters = {name: self._bounded_filter(name, f)
-                        for name, f in {**self.filters, **filters}.items()}
+                        for name, f in {**self.filters, "sum": _sum, **filters}.items()}
         self.globals.update(globals_)
 
     def begin(self) -> None:
@@ -86,14 +87,28 @@ class Sandbox(ImmutableSandboxedEnvironment):
             yield item
 
     def sized(self, value):
-        """The value, when not larger than MAX_OUTPUT; looking at it costs steps."""
+        """The value, when not larger than MAX_OUTPUT; reading it is work (see value_size)."""
         if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
             raise SecurityError(f"integer larger than {MAX_INT_BITS} bits")
-        size, looked = value_size(value, work=MAX_STEPS - self.steps)
+        size, work = value_size(value, work=MAX_STEPS - self.steps)
         if size > MAX_OUTPUT:
             raise SecurityError(_too_large())
-        self.step(looked)
+        self.step(work)
         return value
+
+    def bounded(self, name: str, args, kwargs) -> None:
+        """Before `name` (a filter, or `str.method`) runs: its result's bound (BOUNDS) within
+        MAX_OUTPUT, and making it counted as work."""
+        bound = BOUNDS.get(name)
+        if bound is None:
+            return
+        try:
+            size = bound(*args, **kwargs)
+        except TypeError:   # arguments the operation itself refuses: let it say so
+            return
+        if size > MAX_OUTPUT:
+            raise SecurityError(f"{name}: result larger than {MAX_OUTPUT // (1024 * 1024)} MiB")
+        self.step(size // CHARS_PER_STEP)
 
     @staticmethod
     def bounded_buffer() -> "_Buffer":
@@ -112,18 +127,14 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
     def _bounded_filter(self, name: str, func):
         """The filter, with its arguments and result held to the bounds."""
-        counts = name in SIZE_ARGUMENTS
 
         def bounded(*args, **kwargs):
+            args = _readable(name, args)
             plain = [a for a in args if not isinstance(a, (jinja2.runtime.Context,
+                                                           jinja2.nodes.EvalContext,
                                                            jinja2.Environment))]
-            if counts:
-                _check_counts(plain[1:], kwargs)
-            if name == "format" and plain and isinstance(plain[0], str):
-                _check_format(plain[0])
-            if name == "replace" and len(plain) >= 3 and isinstance(plain[0], str):
-                _check_replace(*plain[:3])
             self.sized((plain, kwargs))
+            self.bounded(name, plain, kwargs)
             return self.sized(func(*args, **kwargs))
 
         if hasattr(func, "jinja_pass_arg"):   # Jinja2 passes the context to filters marked so
@@ -133,31 +144,32 @@ class Sandbox(ImmutableSandboxedEnvironment):
     # -- sandbox hooks
     def call(__self, __context, __obj, *args, **kwargs):   # noqa: N805 (the base's names)
         __self.step()
-        if isinstance(getattr(__obj, "__self__", None), str) and \
-                getattr(__obj, "__name__", "") in SIZE_ARGUMENTS:
-            _check_counts(args, kwargs)
         __self.sized((args, kwargs))
-        if getattr(__obj, "__name__", "") == "replace" and isinstance(getattr(__obj, "__self__", None), str):
-            _check_replace(__obj.__self__, *args[:2])
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            name = f"str.{getattr(__obj, '__name__', '')}"
+            args = _readable(name, args)
+            __self.bounded(name, (owner, *args), kwargs)
         return __self.sized(super().call(__context, __obj, *args, **kwargs))
 
     def call_binop(self, context, op: str, left, right):
-        if op == "*":
-            count, seq = (left, right) if isinstance(left, int) else (right, left)
-            if isinstance(count, int) and not isinstance(seq, int):
-                if max(count, 0) * value_size(seq)[0] > MAX_OUTPUT:
-                    raise SecurityError(_too_large())
-        elif op == "**" and isinstance(left, int) and isinstance(right, int):
+        if op == "**" and isinstance(left, int) and isinstance(right, int):
             if abs(left) > 1 and right * left.bit_length() > MAX_INT_BITS:
                 raise SecurityError(f"integer larger than {MAX_INT_BITS} bits")
-        elif op == "%" and isinstance(left, str):
-            _check_format(left)
+        self.bounded(op, (left, right), {})
         return self.sized(super().call_binop(context, op, left, right))
 
     def wrap_str_format(self, value):
-        if isinstance(getattr(value, "__self__", None), str):
-            _check_format(value.__self__)
-        return super().wrap_str_format(value)
+        """str.format and format_map (Jinja2 sandboxes them where they are looked up), bounded
+        with the arguments they are called with."""
+        wrapper = super().wrap_str_format(value)
+        if wrapper is None:
+            return None
+
+        def bounded(*args, **kwargs):
+            self.bounded("str.format", (value.__self__, *args), kwargs)
+            return wrapper(*args, **kwargs)
+        return bounded
 
 
 class SealedBytecodeCache(jinja2.FileSystemBytecodeCache):
@@ -233,23 +245,158 @@ def _environment_call(method: str, arg: nodes.Expr) -> nodes.Call:
                       lineno=arg.lineno)
 
 
-def _check_counts(args, kwargs) -> None:
-    for value in [*args, *kwargs.values()]:
-        if isinstance(value, int) and value > MAX_OUTPUT:
-            raise SecurityError(_too_large())
+@jinja2.pass_environment
+def _sum(environment, iterable, attribute=None, start=0):
+    """Jinja2's sum, each addition a template `+`: sized and counted (a sum of lists copies
+    the total so far at each one)."""
+    if isinstance(start, str):   # as Python's sum, which Jinja2's is
+        raise TypeError("sum() can't sum strings [use ''.join(seq) instead]")
+    if attribute is not None:
+        iterable = map(jinja2.filters.make_attrgetter(environment, attribute), iterable)
+    total = start
+    for item in iterable:
+        total = environment.call_binop(None, "+", total, item)
+    return total
 
 
-def _check_format(text: str) -> None:
-    """A width or precision in a format makes that many characters."""
-    if any(int(n) > MAX_OUTPUT for n in _NUMBER.findall(text) if len(n) >= 8):
-        raise SecurityError(_too_large())
+# -- bounds: the most each operation can make, from its arguments (TypeError: not its kind)
+
+def _readable(name: str, args: tuple) -> tuple:
+    """The arguments of a bounded operation, an iterator (what map or select give) read into
+    a list: its bound reads them, and so does the operation after it."""
+    if name not in BOUNDS:
+        return args
+    return tuple(list(a) if isinstance(a, Iterator) else a for a in args)
 
 
-def _check_replace(text: str, old, new) -> None:
-    if isinstance(old, str) and isinstance(new, str):
-        count = len(text) + 1 if old == "" else text.count(old)
-        if len(text) + count * len(new) > MAX_OUTPUT:
-            raise SecurityError(_too_large())
+def _size(value) -> int:
+    return value_size(value)[0]
+
+
+def _str(value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value
+
+
+def _count(value) -> int:
+    """A size argument (Jinja2's indent also takes a string: its length)."""
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, int):
+        raise TypeError(value)
+    return max(value, 0)
+
+
+_FORMAT_FIELD = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d*)(?:\.(\*|\d*))?|"
+                           r"\{(?:[^{}]|\{[^{}]*\})*\}")
+
+
+def _format_bound(text, *args, **kwargs) -> int:
+    """At most what a `%` or `{}` format makes: the text, and each field the largest argument
+    (a field can name one argument many times) padded by the widths and precisions written in
+    it, or by the largest integer argument where it takes one from them (`*`, `{:{}}`)."""
+    values = [v for a in (*args, *kwargs.values())
+              for v in (a.values() if isinstance(a, dict) else a if isinstance(a, tuple) else [a])]
+    largest = max(map(_size, values), default=0)
+    widest = max((v for v in values if isinstance(v, int)), default=0)
+    total = len(_str(text))
+    for field in _FORMAT_FIELD.finditer(text):
+        spec = field.group()
+        written = spec if spec[0] == "%" else spec.partition(":")[2]
+        total += largest + 400 + sum(map(int, _NUMBER.findall(written)))
+        if "*" in spec or "{" in spec[1:]:
+            total += max(widest, 0)
+    return total
+
+
+def _text_size(value) -> int:
+    """The most characters a value is as text: filters take any value as its text (a repr
+    quotes and separates each item of a list or mapping)."""
+    return len(value) if isinstance(value, str) else 4 * _size(value)
+
+
+def _replace_bound(text, old, new, count=None) -> int:
+    size = _text_size(text)
+    if isinstance(text, str) and isinstance(old, str) and old:
+        matches = text.count(old)
+    else:   # an empty `old` matches between every two characters (any other, at most so)
+        matches = size + 1
+    if isinstance(count, int) and count >= 0:
+        matches = min(matches, count)
+    return size + matches * _text_size(new)
+
+
+def _join_bound(value, separator="", attribute=None) -> int:
+    items = list(value) if not isinstance(value, (str, dict)) else value
+    return _text_size(items) + _text_size(separator) * len(items)
+
+
+def _indent_bound(text, width=4, *args, **kwargs) -> int:
+    size = _text_size(text)
+    lines = text.count("\n") + 1 if isinstance(text, str) else size + 1
+    return size + lines * _count(width)
+
+
+def _width_bound(text, width=80, *args, **kwargs) -> int:
+    return _text_size(text) + _count(width)
+
+
+def _tabs_bound(text, tabsize=8) -> int:
+    return len(_str(text)) + text.count("\t") * _count(tabsize)
+
+
+def _wordwrap_bound(text, width=79, break_long_words=True, wrapstring=None, *args, **kwargs):
+    return _text_size(text) + (_text_size(text) + 1) * _text_size(wrapstring or "\n")
+
+
+def _fill_bound(value, count, fill_with=None) -> int:
+    """batch and slice: lists of `count` at most, padded with `fill_with`."""
+    return 2 * _size(value) + _count(count) * (1 + (0 if fill_with is None else _size(fill_with)))
+
+
+def _tojson_bound(value, indent=None) -> int:
+    """An escape is at most six characters; each item is indented once per level it is in."""
+    return 6 * _size(value) + _count(indent or 0) * _size(value) * value_depth(value)
+
+
+def _times_bound(left, right) -> int:
+    count, seq = (left, right) if isinstance(left, int) else (right, left)
+    if not isinstance(count, int) or isinstance(seq, (int, float)):
+        raise TypeError(seq)   # a product of numbers: `**` and sized() bound it
+    return max(count, 0) * _size(seq)
+
+
+def _urlize_bound(text, *args, **kwargs) -> int:
+    """Each link is written twice with the tag's text and attributes around it."""
+    return _text_size(text) * (40 + _size((args, kwargs)))
+
+
+# filters by name, str methods as `str.name`, binary operators by themselves
+BOUNDS = {
+    "*": _times_bound,
+    "%": lambda text, values: _format_bound(text, values),
+    "format": lambda value, *args, **kwargs: _format_bound(
+        value if isinstance(value, str) else str(value), *args, **kwargs),   # as the filter does
+    "str.format": _format_bound,
+    "replace": _replace_bound,
+    "str.replace": _replace_bound,
+    "join": _join_bound,
+    "str.join": lambda separator, items: _join_bound(items, separator),
+    "indent": _indent_bound,
+    "center": _width_bound,
+    **{f"str.{name}": _width_bound for name in ("center", "ljust", "rjust", "zfill")},
+    "str.expandtabs": _tabs_bound,
+    "wordwrap": _wordwrap_bound,
+    "batch": _fill_bound,
+    "slice": _fill_bound,
+    "tojson": _tojson_bound,
+    "toyaml": yaml_bound,
+    "urlize": _urlize_bound,
+    **{name: lambda text, *a, **k: 6 * _size(text) for name in
+       ("escape", "e", "forceescape", "xmlattr")},
+    "urlencode": lambda value: 12 * _size(value),
+}
 
 
 def _too_large() -> str:

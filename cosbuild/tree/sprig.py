@@ -24,11 +24,13 @@ import zlib
 
 import yaml
 
-from .gotemplate import MAX_OUTPUT, MISSING, Func, FuncError, IMap, Int64, go_kind, go_str, go_type, truth
+from .gotemplate import (MAX_OUTPUT, MISSING, Func, FuncError, IMap, Int64, go_kind, go_str,
+                         go_type, truth, value_depth, value_size)
 
 
 def _int64(v) -> Int64:
-    return Int64(v)
+    """Go's int64 arithmetic wraps around (and a product of many numbers stays small)."""
+    return Int64((v + (1 << 63)) % (1 << 64) - (1 << 63))
 
 
 # --------------------------------------------------------------------------- Go's fmt
@@ -158,6 +160,15 @@ def sprintf(fmt: str, *args) -> str:
         extra = ", ".join("<nil>" if a is None else f"{go_type(a)}={go_str(a)}" for a in args[n:])
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)
+
+
+def _sprintf_bound(fmt: str, *args) -> int:
+    """At most what sprintf makes: the text, every width and precision it reads (each is at
+    most 1e6, see _too_large), and each argument printed (a %q or %x of a character is at most
+    ten characters), with the rest of a float's digits."""
+    widths = sum(int(m.group(2) or 0) + int(m.group(3) or 0) for m in _SPEC.finditer(fmt)
+                 if not (_too_large(m.group(2)) or _too_large(m.group(3))))
+    return len(fmt) + widths + 10 * value_size(args)[0] + 400 * len(args)
 
 
 def _too_large(digits: str | None) -> bool:
@@ -387,9 +398,12 @@ def _mod(a, b):
 def _round(a, p, *opt) -> float:
     r = opt[0] if opt else 0.5
     val = to_float64(a)
-    pow_ = 10 ** p
+    # Go's math.Pow(10, p) in float64 (an integer 10 ** p of a huge p would take ages)
+    pow_ = math.inf if p > 308 else 10.0 ** p
     digit = pow_ * val
     frac, whole = math.modf(digit)
+    if not math.isfinite(digit):
+        return digit / pow_
     rounder = math.ceil(digit) if frac >= r else math.floor(digit)
     return rounder / pow_
 
@@ -671,16 +685,30 @@ def _reverse(v):
     return list(reversed(_as_list(v, "find reverse")))
 
 
+def _deep_key(v):
+    """A hashable stand-in for a value, equal exactly when Go's reflect.DeepEqual says so (1,
+    1.0 and true differ): uniq and without compare in linear time, not pairwise."""
+    if isinstance(v, dict):
+        return ("map", go_type(v), frozenset((k, _deep_key(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return ("slice", tuple(_deep_key(x) for x in v))
+    return (go_type(v) if v is not None else "<nil>", v)
+
+
 def _uniq(v):
+    seen: set = set()
     out = []
     for x in _as_list(v, "find uniq"):
-        if x not in out:
+        key = _deep_key(x)
+        if key not in seen:
+            seen.add(key)
             out.append(x)
     return out
 
 
 def _without(v, *omit):
-    return [x for x in _as_list(v, "find without") if x not in omit]
+    keys = {_deep_key(o) for o in omit}
+    return [x for x in _as_list(v, "find without") if _deep_key(x) not in keys]
 
 
 def _has(needle, haystack) -> bool:
@@ -735,7 +763,8 @@ def _pick(d: dict, *keys) -> dict:
 
 
 def _omit(d: dict, *keys) -> dict:
-    return {k: v for k, v in d.items() if k not in keys}
+    omitted = set(keys)   # not the tuple: many keys of many would be quadratic
+    return {k: v for k, v in d.items() if k not in omitted}
 
 
 def _pluck(name: str, *dicts) -> list:
@@ -1010,9 +1039,19 @@ def through_json(v):
     return str(v)
 
 
+def _parse_yaml(s: str):
+    """The YAML document, refused when unfolding its aliases (as JSON does) would make more
+    than MAX_OUTPUT: checked on the shared parse, before anything is unfolded."""
+    data = yaml.load(s, Loader=_go_loader())
+    if value_size(data)[0] > MAX_OUTPUT:
+        raise FuncError(f"YAML larger than {MAX_OUTPUT // (1024 * 1024)} MiB once its aliases "
+                        f"are unfolded")
+    return data
+
+
 def _from_yaml(s: str) -> dict:
     try:
-        data = yaml.load(s, Loader=_go_loader())
+        data = _parse_yaml(s)
     except yaml.YAMLError as exc:
         return {"Error": str(exc)}
     if data is None:
@@ -1025,7 +1064,7 @@ def _from_yaml(s: str) -> dict:
 
 def _from_yaml_array(s: str) -> list:
     try:
-        data = yaml.load(s, Loader=_go_loader())
+        data = _parse_yaml(s)
     except yaml.YAMLError as exc:
         return [str(exc)]
     return through_json(data) if isinstance(data, list) else [] if data is None else \
@@ -1071,8 +1110,36 @@ def _fail(msg: str):
 
 # --------------------------------------------------------------------------- the table
 
-def _f(fn, *params, lazy=False, doc=""):
-    return (Func(fn, params, lazy), doc)
+def _f(fn, *params, lazy=False, doc="", bound=None):
+    return (Func(fn, params, lazy, bound=bound), doc)
+
+
+def _times(factor: int):
+    """The bound of a function that writes each character of its arguments as at most
+    `factor` characters (escapes, encodings)."""
+    return lambda *args: factor * value_size(args)[0]
+
+
+def yaml_bound(value) -> int:
+    """Block YAML: an escape is at most ten characters (\\U0001f600), and each item is on a
+    line indented two spaces per level it is in (a multi-line string one more)."""
+    size = value_size(value)[0]
+    return 10 * size + 2 * size * (value_depth(value) + 1)
+
+
+def _replace_bound(old: str, new: str, s: str) -> int:
+    return len(s) + len(new) * (s.count(old) if old else len(s) + 1)
+
+
+def _regex_replace_bound(regex: str, s: str, repl: str) -> int:
+    """At most one match per character and one more; each writes `repl`, and each `$` in it
+    a group (the matches do not overlap, so a group's text adds up to at most `s`)."""
+    return len(s) + (len(s) + 1) * len(repl) + repl.count("$") * len(s)
+
+
+def _join_bound(sep: str, v) -> int:
+    # an element printed is at most twice its size (a map's `map[k:v ...]`)
+    return 2 * value_size(v)[0] + len(sep) * (len(v) if isinstance(v, (list, tuple)) else 1)
 
 
 TABLE: dict[str, tuple[Func, str]] = {
@@ -1083,7 +1150,8 @@ TABLE: dict[str, tuple[Func, str]] = {
     "len": _f(length, "any", doc="length of a string, list or map"),
     "index": _f(index, "any", "...any", doc='index .Values.labels "package.checksum": map key or list index'),
     "print": _f(sprint, "...any", doc="fmt.Sprint"),
-    "printf": _f(sprintf, "string", "...any", doc='printf "%s-%d" a 1: fmt.Sprintf'),
+    "printf": _f(sprintf, "string", "...any", doc='printf "%s-%d" a 1: fmt.Sprintf',
+                bound=_sprintf_bound),
     "println": _f(sprintln, "...any", doc="fmt.Sprintln"),
     "eq": _f(eq, "any", "...any", doc="equal to any of the following arguments"),
     "ne": _f(ne, "any", "any", doc="not equal"),
@@ -1091,14 +1159,14 @@ TABLE: dict[str, tuple[Func, str]] = {
     "le": _f(le, "any", "any", doc="less or equal"),
     "gt": _f(gt, "any", "any", doc="greater than"),
     "ge": _f(ge, "any", "any", doc="greater or equal"),
-    "html": _f(html, "...any", doc="HTML-escaped text"),
-    "js": _f(js, "...any", doc="JavaScript-escaped text"),
-    "urlquery": _f(urlquery, "...any", doc="URL query-escaped text"),
+    "html": _f(html, "...any", doc="HTML-escaped text", bound=_times(6)),
+    "js": _f(js, "...any", doc="JavaScript-escaped text", bound=_times(6)),
+    "urlquery": _f(urlquery, "...any", doc="URL query-escaped text", bound=_times(12)),
     # Helm
-    "toYaml": _f(to_yaml, "any", doc="value as block YAML (combine with nindent)"),
+    "toYaml": _f(to_yaml, "any", doc="value as block YAML (combine with nindent)", bound=yaml_bound),
     "fromYaml": _f(_from_yaml, "string", doc="parse a YAML mapping"),
     "fromYamlArray": _f(_from_yaml_array, "string", doc="parse a YAML list"),
-    "toJson": _f(to_json, "any", doc="value as JSON"),
+    "toJson": _f(to_json, "any", doc="value as JSON", bound=_times(6)),
     "fromJson": _f(_from_json, "string", doc="parse a JSON object"),
     "fromJsonArray": _f(_from_json_array, "string", doc="parse a JSON array"),
     "required": _f(_required, "string", "any", doc='required "msg" .Values.x: fail when missing or empty'),
@@ -1135,23 +1203,26 @@ TABLE: dict[str, tuple[Func, str]] = {
     "contains": _f(lambda sub, s: sub in s, "string", "string", doc="contains sub s"),
     "hasPrefix": _f(lambda p, s: s.startswith(p), "string", "string", doc="hasPrefix p s"),
     "hasSuffix": _f(lambda p, s: s.endswith(p), "string", "string", doc="hasSuffix p s"),
-    "quote": _f(_quote, "...any", doc='a double-quoted string ("x")'),
+    "quote": _f(_quote, "...any", doc='a double-quoted string ("x")', bound=_times(10)),
     "squote": _f(_squote, "...any", doc="a single-quoted string ('x')"),
     "cat": _f(_cat, "...any", doc="join arguments with spaces"),
     "indent": _f(_indent, "int", "string", doc="indent n s: indent every line"),
     "nindent": _f(lambda n, s: "\n" + _indent(n, s), "int", "string", doc="a newline, then indent n s"),
-    "replace": _f(lambda old, new, s: s.replace(old, new), "string", "string", "string", doc="replace old new s"),
+    "replace": _f(lambda old, new, s: s.replace(old, new), "string", "string", "string", doc="replace old new s",
+                 bound=_replace_bound),
     "plural": _f(_plural, "string", "string", "int", doc="plural one many n"),
     "split": _f(_split, "string", "string", doc='split sep s: a map _0, _1, ...'),
     "splitList": _f(lambda sep, s: _go_split(s, sep), "string", "string", doc="splitList sep s"),
     "splitn": _f(_splitn, "string", "int", "string", doc="splitn sep n s"),
-    "join": _f(lambda sep, v: sep.join(strslice(v)), "string", "any", doc="join sep list"),
+    "join": _f(lambda sep, v: sep.join(strslice(v)), "string", "any", doc="join sep list", bound=_join_bound),
     "sortAlpha": _f(lambda v: sorted(strslice(v)), "any", doc="strings of a list, sorted"),
     "regexMatch": _f(_timed(lambda r, s: bool(_re(r).search(s))), "string", "string", doc="regexMatch re s"),
     "regexFind": _f(_timed(lambda r, s: (m.group() if (m := _re(r).search(s)) else "")), "string", "string", doc="first match"),
     "regexFindAll": _f(_timed(_regex_find_all), "string", "string", "int", doc="regexFindAll re s n"),
-    "regexReplaceAll": _f(_timed(_regex_replace), "string", "string", "string", doc="regexReplaceAll re s repl ($1)"),
-    "regexReplaceAllLiteral": _f(_timed(lambda r, s, repl: _re(r).sub(lambda m: repl, s)), "string", "string", "string", doc="without $ expansion"),
+    "regexReplaceAll": _f(_timed(_regex_replace), "string", "string", "string", doc="regexReplaceAll re s repl ($1)",
+                         bound=_regex_replace_bound),
+    "regexReplaceAllLiteral": _f(_timed(lambda r, s, repl: _re(r).sub(lambda m: repl, s)), "string", "string", "string", doc="without $ expansion",
+                                bound=_regex_replace_bound),
     "regexSplit": _f(_timed(_regex_split), "string", "string", "int", doc="regexSplit re s n"),
     # sprig: numbers
     "int": _f(lambda v: to_int64(v), "any", doc="to an integer"),
@@ -1161,7 +1232,8 @@ TABLE: dict[str, tuple[Func, str]] = {
     "add1": _f(lambda a: _int64(to_int64(a) + 1), "any", doc="a + 1"),
     "add": _f(lambda *v: _int64(sum(to_int64(x) for x in v)), "...any", doc="sum"),
     "sub": _f(lambda a, b: _int64(to_int64(a) - to_int64(b)), "any", "any", doc="a - b"),
-    "mul": _f(lambda a, *v: _int64(math.prod([to_int64(a)] + [to_int64(x) for x in v])), "any", "...any", doc="product"),
+    "mul": _f(lambda a, *v: functools.reduce(lambda p, x: _int64(p * to_int64(x)), v, _int64(to_int64(a))),
+              "any", "...any", doc="product"),
     "div": _f(_div, "any", "any", doc="integer division"),
     "mod": _f(_mod, "any", "any", doc="remainder"),
     "max": _f(lambda a, *v: _int64(max([to_int64(a)] + [to_int64(x) for x in v])), "any", "...any", doc="largest"),
@@ -1203,9 +1275,9 @@ TABLE: dict[str, tuple[Func, str]] = {
     "mergeOverwrite": _f(_merge_overwrite, "map", "...map", doc="deep merge, the last wins"),
     "deepCopy": _f(copy.deepcopy, "any", doc="a deep copy"),
     # sprig: encodings, checksums, paths, versions
-    "b64enc": _f(lambda s: base64.b64encode(s.encode()).decode(), "string", doc="base64"),
+    "b64enc": _f(lambda s: base64.b64encode(s.encode()).decode(), "string", doc="base64", bound=_times(6)),
     "b64dec": _f(_b64dec, "string", doc="from base64"),
-    "b32enc": _f(lambda s: base64.b32encode(s.encode()).decode(), "string", doc="base32"),
+    "b32enc": _f(lambda s: base64.b32encode(s.encode()).decode(), "string", doc="base32", bound=_times(7)),
     "b32dec": _f(_b32dec, "string", doc="from base32"),
     "sha1sum": _f(lambda s: hashlib.sha1(s.encode()).hexdigest(), "string", doc="SHA-1, hex"),
     "sha256sum": _f(lambda s: hashlib.sha256(s.encode()).hexdigest(), "string", doc="SHA-256, hex"),
