@@ -56,7 +56,7 @@ class BuildRepositories:
                 if c.id in seen:
                     continue   # a repository before this one offers the package
                 where = Remote(repo.name, c.url, c.artifact, c.sha256, c.cache_image, c.files,
-                               c.compression.name)
+                               c.compression.name, c.size)
                 out.append((PackageSource(c.definition, {}, declared_in=Path(c.url, c.artifact)),
                             where))
             seen |= {c.id for c in offered}
@@ -88,7 +88,7 @@ def fetch(pkg: Package, builder, needs_image: bool, log: TaskLog) -> str:
     devices = f"{pkg.definition.category}/{pkg.definition.name}" in repo.allow_devices
     try:
         repo.transport(where.url).fetch(where.artifact, download, sha256=where.sha256,
-                                        progress=f"{pkg.key} from {where.repo}")
+                                        size=where.size, progress=f"{pkg.key} from {where.repo}")
         if not same:   # luet's gzip or plain artifacts: the builds here read zstd
             _transcode(download, luetformat.COMPRESSIONS[where.compression], artifact,
                        repo.bounds)
@@ -165,7 +165,8 @@ def _index(repo: client.RepoConfig, workdir: Path) -> Path:
     for url in repo.urls:
         try:
             return repo.transport(url).fetch("repository.yaml",
-                                             workdir / f"{_safe(repo.name)}.repository.yaml")
+                                             workdir / f"{_safe(repo.name)}.repository.yaml",
+                                             metadata=True)
         except CosbuildError as exc:
             errors.append(f"{url}: {exc.message}")
     raise CosbuildError(f"build repository {repo.name} is unreachable: {'; '.join(errors)}",
