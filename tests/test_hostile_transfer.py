@@ -17,11 +17,13 @@ import os
 import re
 import socket
 import stat
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+import zstandard
 
 from cosbuild import luetformat, terminal
 from cosbuild.errors import CosbuildError
@@ -34,7 +36,7 @@ from cosbuild.repos.transport import HttpTransport
 
 from .conftest import running
 from .hostile import deadline  # noqa: F401 (a fixture)
-from .hostile_repo import Repo, definition, endless, hostile_server
+from .hostile_repo import Repo, definition, endless, entry, hostile_server, tar_of
 from .test_repository_client import Workspace, lib_and_app, read_tar_zst
 
 ARTIFACT = "app-test-1.0.package.tar.zst"
@@ -255,6 +257,16 @@ def test_build_repository_artifacts_carry_their_recorded_size(tmp_path):
                                      tmp_path / "work")
     [(_, where)] = repos.packages()
     assert (where.artifact, where.size) == (ARTIFACT, 1234)
+
+
+def test_build_dependency_member_names_are_shown_escaped(tmp_path):
+    data = zstandard.ZstdCompressor().compress(tar_of([entry("dev/\x1b[2Jfifo", tarfile.FIFOTYPE)]))
+    artifact = tmp_path / ARTIFACT
+    artifact.write_bytes(data)
+    with pytest.raises(CosbuildError) as info:
+        remote._refuse_devices(artifact, Bounds())
+    assert str(info.value).startswith("its artifact holds a FIFO (dev/\\x1b[2Jfifo)")
+    assert "\x1b" not in str(info.value)
 
 
 # --------------------------------------------------------------------------- 2. create-repo

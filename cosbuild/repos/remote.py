@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .. import luetformat
+from .. import luetformat, terminal
 from ..builds.artifact import COMPRESSION, sha256_file
 from ..errors import CosbuildError
 from ..fsutil import atomic_path, atomic_write
@@ -115,11 +115,11 @@ def fetch(pkg: Package, builder, needs_image: bool, log: TaskLog) -> str:
             builder.buildah.ensure_image(where.cache_image, log)
         except CosbuildError as exc:
             raise CosbuildError(f"{pkg.key} from {where.repo}: cannot pull its image "
-                                f"{where.cache_image}: {exc.message}",
+                                f"{terminal.safe(where.cache_image)}: {exc.message}",
                                 hint="a registry must be reachable to build on a remote "
                                      "package's image") from None
         builder.buildah.tag(where.cache_image, builder.tags(pkg).package, log)
-        how += f", image {where.cache_image}"
+        how += f", image {terminal.safe(where.cache_image)}"   # the index's text, printed
     return how
 
 
@@ -148,7 +148,8 @@ def _refuse_devices(artifact: Path, bounds: luetformat.Bounds) -> None:
         with luetformat.open_tar(artifact, COMPRESSION, limit) as tar:
             for member in tar:
                 if kind := luetformat.device_kind(member):
-                    raise CosbuildError(f"its artifact holds a {kind} ({member.name})",
+                    raise CosbuildError(f"its artifact holds a {kind} "
+                                        f"({terminal.safe(member.name)})",
                                         hint="list the package in its repository's "
                                              "allow_devices (.luet.yaml) if it may")
     except luetformat.Damaged as exc:
