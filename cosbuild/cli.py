@@ -374,11 +374,13 @@ def _search(args) -> None:
 
     from .repos.config import repositories
     from .repos.index import search
+    from .terminal import safe
     with tempfile.TemporaryDirectory() as tmp:
         repos = repositories(args.repo, args.config, own_build=args.own_build,
                              trusted_root=args.trusted_root)
         for c in search(repos, args.term, Path(tmp)):
-            print(f"{c.id}@{c.version}  [{c.repo.name}]  {c.definition.description}")
+            # every field is the repository's: no escape sequence of it reaches a terminal
+            print(safe(f"{c.id}@{c.version}  [{c.repo.name}]  {c.definition.description}"))
 
 
 def _keys(args) -> None:

@@ -50,7 +50,8 @@ class Bounds:
     artifacts a few hundred MiB) and far below what fills a machine; tests pass small ones."""
     metadata: int = 64 * MiB            # repository.yaml, a tree/meta archive, one file in one
     metadata_unpacked: int = 256 * MiB  # a tree/meta archive once decompressed
-    artifact: int = 64 * GiB            # an artifact whose index records no size, and unpacked
+    artifact: int = 2 * GiB             # an artifact whose index records no size
+    artifact_unpacked: int = 16 * GiB   # ... once decompressed, when none is recorded either
     ratio: int = 100                    # unpacked/compressed, when no unpacked size is recorded
     ratio_floor: int = 64 * MiB         # ... but small archives may always unpack to this
     yaml_nodes: int = 10_000_000        # values of a repository's YAML, its aliases expanded
@@ -63,7 +64,7 @@ class Bounds:
         """The most an artifact may decompress to: as its index records, else by ratio."""
         if recorded is not None:
             return recorded
-        return min(self.artifact, max(compressed * self.ratio, self.ratio_floor))
+        return min(self.artifact_unpacked, max(compressed * self.ratio, self.ratio_floor))
 
 
 DEFAULT_BOUNDS = Bounds()

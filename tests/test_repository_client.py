@@ -631,12 +631,14 @@ def test_error_truncated_artifact(ws, root, guarded):
         transaction.install(root, [ref("test/app")], [disk(repo)])
 
 
-def test_error_truncated_artifact_with_matching_checksum(ws, root, guarded):
+def test_error_truncated_artifact_with_matching_checksum(ws, root, guarded, monkeypatch):
     """A repository that vouches for a broken artifact: still an error, not a traceback."""
     lib_and_app(ws)
     repo = ws.publish()
     path = repo / "app-test-1.0.package.tar.zst"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    # made by a tool that does not look at its artifacts (cosbuild's create-repo refuses it)
+    monkeypatch.setattr("cosbuild.repos.create._check_artifact", lambda *args: None)
     ws.fix_checksum("app-test-1.0")
     with guarded("app-test-1.0|test/app@1.0"):
         transaction.install(root, [ref("test/app")], [disk(repo)])

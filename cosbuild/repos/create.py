@@ -11,7 +11,11 @@ them (its installer/repository.go, repository_local.go) but zstd-compressed as c
   {tree, meta, compilertree}, each `{filename, compressiontype, checksums: {sha256}}`.
 
 The revision is bumped, and repository.yaml rewritten, only when the content changed, so the
-same inputs give the same files.
+same inputs give the same files. The build folder is input like any other: a metadata file or
+artifact that is not a regular file inside it (a link out, a FIFO), is not the package's, or
+is not the archive its metadata describes is one error naming the file, and nothing is
+written: the tree, meta and compiler-tree files are renamed into place together, once all are
+written, and repository.yaml after them.
 
 With signing keys (RepoInfo.signing) the repository also carries TUF metadata (signing.py)
 whose targets are every file a client fetches: repository.yaml, the tree, meta and
@@ -28,6 +32,7 @@ is checked is the layer's digest (oci/registry.py: layer_tar).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -37,9 +42,11 @@ from pathlib import Path
 from .. import luetformat
 from ..builds import artifact
 from ..errors import CosbuildError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_path, atomic_write
 from ..settings import RepoInfo
+from ..tree.graph import Package
 from ..tree.project import Project
+from ..tree.versions import NAME, NAME_RULE
 from ..tree.yamlio import dumps, load_mapping
 
 REPOSITORY_FILE = luetformat.REPOSITORY_FILE
@@ -59,29 +66,69 @@ def repository_outputs(output: Path, signed: bool = False) -> list[Path]:
                                  *(SIGNED_FILES if signed else ()))]
 
 
-def index_entries(project: Project, output: Path) -> list[dict]:
-    """The metadata of every package of the project whose artifact is in `output`."""
+def index_entries(project: Project, output: Path) -> list[tuple[Package, dict]]:
+    """Every package of the project whose artifact is in `output`, with its metadata."""
     entries = []
     for key in project.graph.order:
         pkg = project.graph.packages[key]
-        meta_path = output / pkg.metadata_file
-        if pkg.remote or not meta_path.is_file():
-            continue   # a remote package stays in the repository it came from
+        meta_path = None if pkg.remote else _built(output, pkg.metadata_file)
+        if meta_path is None:
+            continue   # not built; a remote package stays in the repository it came from
         meta = load_mapping(meta_path)
         if meta.get("build_hash") != pkg.hash:
             raise CosbuildError(f"{meta_path.name} is from another build of {key}",
                                 file=meta_path, hint="run `doit build` first")
-        if not isinstance(meta.get("runtime"), dict):   # before luet's field names
+        runtime = meta.get("runtime")
+        if not isinstance(runtime, dict):   # before luet's field names
             raise CosbuildError(f"{meta_path.name} is not in luet's format (no 'runtime')",
                                 file=meta_path, hint="run `doit build` again")
-        luetformat.ArtifactEntry.parse(meta, str(meta_path))   # what a client will need
-        if not (output / pkg.artifact_file).is_file():
+        # the index and tree say what the project says: a record naming another package or
+        # file (`../x`) is not this package's
+        d = pkg.definition
+        if (runtime.get("category"), runtime.get("name"), runtime.get("version"),
+                meta.get("path")) != (d.category, d.name, d.version, pkg.artifact_file):
+            raise CosbuildError(f"{meta_path.name} is not the metadata of {key}",
+                                file=meta_path, hint="run `doit build` again")
+        record = luetformat.ArtifactEntry.parse(meta, str(meta_path))   # what a client needs
+        archive = _built(output, pkg.artifact_file)
+        if archive is None:
             raise CosbuildError(f"artifact {pkg.artifact_file} is missing", file=meta_path,
                                 hint="run `doit build` again")
-        entries.append(dict(meta))
+        _check_artifact(archive, record)
+        entries.append((pkg, dict(meta)))
     if not entries:
         raise CosbuildError(f"no built packages in {output}", hint="run `doit build` first")
     return entries
+
+
+def _built(folder: Path, name: str) -> Path | None:
+    """The build folder's file `name`; None if there is none. Only a regular file inside
+    the folder is read: not what a link leads to elsewhere, not a FIFO (reading blocks)."""
+    path = folder / name
+    if not os.path.lexists(path):
+        return None
+    real = os.path.realpath(path)
+    if not (real.startswith(os.path.realpath(folder).rstrip("/") + "/")
+            and os.path.isfile(real)):
+        raise CosbuildError(f"{name} is not a regular file in {folder}", file=path,
+                            hint="a build writes its files there itself; remove this one and "
+                                 "run `doit build` again")
+    return path
+
+
+def _check_artifact(path: Path, record: luetformat.ArtifactEntry) -> None:
+    """The artifact is the archive its metadata describes: its size, a tar compressed as
+    recorded (its first entry is read, not the whole)."""
+    size = path.stat().st_size
+    if record.size is not None and size != record.size:
+        raise CosbuildError(f"artifact {path.name} is {size} bytes, its metadata records "
+                            f"{record.size}", file=path, hint="run `doit build` again")
+    try:
+        with luetformat.open_tar(path, record.compression) as tar:
+            tar.next()
+    except luetformat.Damaged as exc:
+        raise CosbuildError(f"artifact {path.name} is {exc}", file=path,
+                            hint="run `doit build` again") from None
 
 
 def create_repo(project: Project, output: Path, info: RepoInfo, packages: Path | None = None) -> bool:
@@ -90,13 +137,16 @@ def create_repo(project: Project, output: Path, info: RepoInfo, packages: Path |
     if info.type not in TYPES:
         raise CosbuildError(f"unknown repository type '{info.type}'",
                             hint=f"use one of: {', '.join(TYPES)}")
-    entries = index_entries(project, packages or output)
-    graph = project.graph
+    # luet keeps a repository under its name (its cache folder): a plain name
+    if not NAME.fullmatch(info.name):
+        raise CosbuildError(f"invalid repository name {info.name!r}", key="--name / repo_name",
+                            hint=NAME_RULE)
+    found = index_entries(project, packages or output)
+    entries = [meta for _, meta in found]
     runtime: dict[str, bytes] = {}
     package_files: list[str] = []   # of each package of the index, as the repository has them
-    for meta in entries:
+    for pkg, meta in found:
         p = meta["runtime"]   # the tree holds the runtime definitions, as luet's does
-        pkg = graph.packages[f"{p['category']}/{p['name']}@{p['version']}"]
         package_files += [pkg.artifact_file, pkg.metadata_file]
         folder = f"{p['category']}/{p['name']}/{p['version']}"
         runtime[f"{folder}/definition.yaml"] = dumps(p).encode()
@@ -105,17 +155,22 @@ def create_repo(project: Project, output: Path, info: RepoInfo, packages: Path |
             runtime[f"{folder}/finalize.yaml"] = dumps(
                 {"install": list(finalize.install), **({"shell": list(finalize.shell)}
                                                         if finalize.shell else {})}).encode()
-    files = {
-        "tree": (TREE_FILE, artifact.write_tar_blobs(runtime, output / TREE_FILE)),
-        "meta": (META_FILE, artifact.write_tar_blobs(
-            {luetformat.META_MEMBER: dumps({"index": entries}).encode()}, output / META_FILE)),
-        "compilertree": (COMPILERTREE_FILE, _write_compilertree(project, output / COMPILERTREE_FILE)),
-    }
+    previous = _previous(output / REPOSITORY_FILE)
+    # written under temporary names, renamed into place when all three are there
+    with contextlib.ExitStack() as stack:
+        def staged(name: str) -> Path:
+            return stack.enter_context(atomic_path(output / name))
+        files = {
+            "tree": (TREE_FILE, artifact.write_tar_blobs(runtime, staged(TREE_FILE))),
+            "meta": (META_FILE, artifact.write_tar_blobs(
+                {luetformat.META_MEMBER: dumps({"index": entries}).encode()}, staged(META_FILE))),
+            "compilertree": (COMPILERTREE_FILE,
+                             _write_compilertree(project, staged(COMPILERTREE_FILE))),
+        }
     repo_files = {kind: {"filename": name, "compressiontype": artifact.COMPRESSION.name,
                          "checksums": {"sha256": sha}} for kind, (name, sha) in files.items()}
     content = {"name": info.name, "description": info.description, "type": info.type,
                "urls": list(info.urls), "repo_files": repo_files}
-    previous = _previous(output / REPOSITORY_FILE)
     changed = not previous or {k: previous.get(k) for k in content} != content
     if changed:
         revision = int(previous.get("revision", 0)) + 1 if previous else 1
@@ -142,9 +197,13 @@ def _previous(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return dict(load_mapping(path))
+        previous = dict(load_mapping(path))
     except CosbuildError:
         return None   # unreadable: start over with a new revision
+    revision = previous.get("revision", 0)
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 0:
+        return None   # ... as without a revision to continue from
+    return previous
 
 
 def _write_compilertree(project: Project, out: Path) -> str:

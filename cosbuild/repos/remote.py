@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from .. import luetformat
+from .. import luetformat, terminal
 from ..builds.artifact import COMPRESSION, sha256_file
 from ..errors import CosbuildError
 from ..fsutil import atomic_path, atomic_write
@@ -57,7 +57,7 @@ class BuildRepositories:
                 if c.id in seen:
                     continue   # a repository before this one offers the package
                 where = Remote(repo.name, c.url, c.artifact, c.sha256, c.cache_image, c.files,
-                               c.compression.name)
+                               c.compression.name, c.size)
                 out.append((PackageSource(c.definition, {}, declared_in=Path(c.url, c.artifact)),
                             where))
             seen |= {c.id for c in offered}
@@ -89,7 +89,7 @@ def fetch(pkg: Package, builder, needs_image: bool, log: TaskLog) -> str:
     devices = f"{pkg.definition.category}/{pkg.definition.name}" in repo.allow_devices
     try:
         repo.transport(where.url).fetch(where.artifact, download, sha256=where.sha256,
-                                        progress=f"{pkg.key} from {where.repo}")
+                                        size=where.size, progress=f"{pkg.key} from {where.repo}")
         if not same:   # luet's gzip or plain artifacts: the builds here read zstd
             _transcode(download, luetformat.COMPRESSIONS[where.compression], artifact,
                        repo.bounds)
@@ -116,11 +116,11 @@ def fetch(pkg: Package, builder, needs_image: bool, log: TaskLog) -> str:
             builder.buildah.ensure_image(where.cache_image, log)
         except CosbuildError as exc:
             raise CosbuildError(f"{pkg.key} from {where.repo}: cannot pull its image "
-                                f"{where.cache_image}: {exc.message}",
+                                f"{terminal.safe(where.cache_image)}: {exc.message}",
                                 hint="a registry must be reachable to build on a remote "
                                      "package's image") from None
         builder.buildah.tag(where.cache_image, builder.tags(pkg).package, log)
-        how += f", image {where.cache_image}"
+        how += f", image {terminal.safe(where.cache_image)}"   # the index's text, printed
     return how
 
 
@@ -149,7 +149,8 @@ def _refuse_devices(artifact: Path, bounds: luetformat.Bounds) -> None:
         with luetformat.open_tar(artifact, COMPRESSION, limit) as tar:
             for member in tar:
                 if kind := luetformat.device_kind(member):
-                    raise CosbuildError(f"its artifact holds a {kind} ({member.name})",
+                    raise CosbuildError(f"its artifact holds a {kind} "
+                                        f"({terminal.safe(member.name)})",
                                         hint="list the package in its repository's "
                                              "allow_devices (.luet.yaml) if it may")
     except luetformat.Damaged as exc:
@@ -166,7 +167,8 @@ def _index(repo: RepoConfig, workdir: Path) -> Path:
     for url in repo.urls:
         try:
             return repo.transport(url).fetch("repository.yaml",
-                                             workdir / f"{_safe(repo.name)}.repository.yaml")
+                                             workdir / f"{_safe(repo.name)}.repository.yaml",
+                                             metadata=True)
         except CosbuildError as exc:
             errors.append(f"{url}: {exc.message}")
     raise CosbuildError(f"build repository {repo.name} is unreachable: {'; '.join(errors)}",

@@ -1,6 +1,10 @@
 """`cosbuild serve`: a small read-only web server for a repository folder.
 
-It answers GET and HEAD, with byte ranges so interrupted client downloads can resume.
+It answers GET and HEAD, with byte ranges so interrupted client downloads can resume. It
+serves the regular files that are inside its folder, nothing else (404): not `..`, not a
+file that a symbolic link (or a link swapped in meanwhile) leads to outside the folder, not
+a FIFO or a device node (one would block, the other never end), no folder listings (a
+client asks for the files the index names).
 """
 
 from __future__ import annotations
@@ -11,35 +15,31 @@ import logging
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
+from .. import terminal
 from ..errors import CosbuildError
 
 log = logging.getLogger("cosbuild")
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """SimpleHTTPRequestHandler (only GET/HEAD; translate_path drops '..') plus Range."""
+    """SimpleHTTPRequestHandler (only GET/HEAD; translate_path drops '..') confined to the
+    regular files of its folder, plus Range."""
 
-    _remaining: int | None = None   # bytes left to send for a 206 answer
+    _remaining = 0   # bytes left to send of the answer
 
     def send_head(self):
-        self._remaining = None
-        requested = self.headers.get("Range")
         path = self.translate_path(self.path)
-        # directories, missing files and odd paths: the base class knows the answers
-        if requested is None or not os.path.isfile(path):
-            return super().send_head()
-        try:
-            f = open(path, "rb")
-        except OSError:
+        f = _open_inside(path, self.directory)
+        if f is None:
             self.send_error(404, "File not found")
             return None
-        size = os.fstat(f.fileno()).st_size
-        span = _parse_range(requested, size)
-        if span is None:   # not a single range we understand: the RFC says answer the whole file
-            f.close()
-            return super().send_head()
+        info = os.fstat(f.fileno())
+        size = info.st_size
+        requested = self.headers.get("Range")
+        span = _parse_range(requested, size) if requested is not None else None
         if span == "unsatisfiable":
             f.close()
             self.send_response(416)
@@ -47,21 +47,21 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return None
-        start, end = span
+        # no Range, or not a single range we understand: the whole file, as the RFC says
+        start, end = (0, size - 1) if span is None else span
         f.seek(start)
         self._remaining = end - start + 1
-        self.send_response(206)
+        self.send_response(200 if span is None else 206)
         self.send_header("Content-Type", self.guess_type(path))
-        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        if span is not None:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.send_header("Content-Length", str(self._remaining))
-        self.send_header("Last-Modified", self.date_time_string(int(os.fstat(f.fileno()).st_mtime)))
+        self.send_header("Last-Modified", self.date_time_string(int(info.st_mtime)))
         self.end_headers()
         return f
 
     def copyfile(self, source, outputfile):
-        if self._remaining is None:
-            return super().copyfile(source, outputfile)
-        left = self._remaining
+        left = self._remaining   # no more than announced, should the file grow meanwhile
         while left > 0 and (chunk := source.read(min(left, shutil.COPY_BUFSIZE))):
             outputfile.write(chunk)
             left -= len(chunk)
@@ -71,13 +71,32 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         super().end_headers()
 
     def log_message(self, format, *args):
-        log.debug("serve: %s %s", self.address_string(), format % args)
+        # the request line is the client's: no escape sequences reach a terminal
+        log.debug("serve: %s %s", self.address_string(), terminal.safe(format % args))
 
 
 class _Server(http.server.ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         # clients going away mid-download are routine, not worth a traceback on stderr
         log.debug("serve: error while answering %s", client_address, exc_info=True)
+
+
+def _open_inside(path: str, root: str):
+    """The regular file at `path`, opened, if it really is inside `root` (a real path);
+    else None. What is checked is the file opened, not the name: no race swaps a link in."""
+    try:
+        # O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused below)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError):   # missing, unreadable, or a NUL in the name
+        return None
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")   # where the opened file really is
+        if stat.S_ISREG(os.fstat(fd).st_mode) and real.startswith(root.rstrip("/") + "/"):
+            return os.fdopen(fd, "rb")
+    except OSError:
+        pass
+    os.close(fd)
+    return None
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
@@ -104,7 +123,8 @@ def make_server(directory: Path, host: str = "127.0.0.1", port: int = 8000) -> h
     directory = Path(directory)
     if not directory.is_dir():
         raise CosbuildError(f"cannot serve {directory}: not a folder", file=directory)
-    handler = functools.partial(_Handler, directory=str(directory))
+    # its real path: what a served file's real path must be inside
+    handler = functools.partial(_Handler, directory=os.path.realpath(directory))
     try:
         return _Server((host, port), handler)
     except OSError as exc:

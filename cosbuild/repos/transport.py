@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
 
-from .. import __version__
+from .. import __version__, terminal
 from ..errors import CosbuildError, Mismatch, NotFound
 from ..fsutil import atomic_path
 from ..luetformat import DEFAULT_BOUNDS, Bounds, bound_text, check_space
@@ -225,7 +225,8 @@ class HttpTransport(Transport):
             else:
                 offset, mode = 0, "wb"   # a 200 is the whole file: the server ignored our Range
             length = response.headers.get("Content-Length", "")
-            announced = int(length) if length.isdigit() else None
+            # ASCII digits only: str.isdigit() takes '\xb2' (latin-1's ², what int() refuses)
+            announced = int(length) if re.fullmatch(r"[0-9]+", length) else None
             if announced is not None and offset + announced > limit:
                 raise self._too_large(name, offset + announced, size, metadata)
             if announced is not None and size is None:
@@ -303,9 +304,10 @@ class RegistryTransport(Transport):
         with dest.open("wb") as raw, _compressor(suffix, raw) as out, \
                 registry.layer_tar(self.registry, ref, dest.parent,
                                    deadline=self.bounds.deadline) as layer:
-            if _copy(layer, out, None, self.bounds.artifact) > self.bounds.artifact:
-                raise CosbuildError(f"image {ref} is larger than "
-                                    f"{bound_text(self.bounds.artifact)} once decompressed")
+            limit = self.bounds.artifact_unpacked
+            if _copy(layer, out, None, limit) > limit:
+                raise CosbuildError(f"image {ref} is larger than {bound_text(limit)} once "
+                                    "decompressed")
 
 
 def _compressor(suffix: str, raw: BinaryIO):
@@ -326,11 +328,14 @@ class _Retry(Exception):
 
 
 def _check_name(name: str, url: str) -> None:
-    # names come from a remote index: never let one write or read outside its folder
+    # names come from a remote index: never let one write or read outside its folder, nor
+    # reach a terminal (messages, progress bars) with control characters
     parts = PurePosixPath(name).parts
-    if not parts or name.startswith("/") or ".." in parts or "\\" in name or "\0" in name:
-        raise CosbuildError(f"unsafe repository file name '{name}' from {url}",
-                            hint="repository file names must be relative paths without '..'")
+    if not parts or name.startswith("/") or ".." in parts or "\\" in name or \
+            not name.isprintable():
+        raise CosbuildError(f"unsafe repository file name {name!r} from {url}",
+                            hint="repository file names must be relative paths without '..' "
+                                 "or control characters")
 
 
 def _check_sha256(name: str, url: str, path: Path, expected: str | None) -> None:
@@ -472,6 +477,6 @@ def _progress_bar(label: str | None, total: int | None) -> Iterator:
         return
     from tqdm import tqdm   # only loaded when a bar is wanted
     # disable=None: silent when stderr is not a terminal (logs, CI)
-    with tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+    with tqdm(total=total, desc=terminal.safe(label), unit="B", unit_scale=True, unit_divisor=1024,
               disable=None, file=sys.stderr) as bar:
         yield bar

@@ -82,6 +82,7 @@ class Remote:
     cache_image: str = ""
     files: tuple[str, ...] = ()
     compression: str = "zstd"   # of its artifact in the repository (luet's compressiontype)
+    size: int | None = None     # of its artifact, as the index records (bounds its download)
 
 
 @dataclass(frozen=True)
