@@ -51,7 +51,7 @@ class Bounds:
     metadata: int = 64 * MiB            # repository.yaml, a tree/meta archive, one file in one
     metadata_unpacked: int = 256 * MiB  # a tree/meta archive once decompressed
     artifact: int = 2 * GiB             # an artifact whose index records no size
-    artifact_unpacked: int = 16 * GiB   # ... once decompressed, when none is recorded either
+    artifact_unpacked: int = 16 * GiB   # any artifact once decompressed, whatever is recorded
     ratio: int = 100                    # unpacked/compressed, when no unpacked size is recorded
     ratio_floor: int = 64 * MiB         # ... but small archives may always unpack to this
     yaml_nodes: int = 10_000_000        # values of a repository's YAML, its aliases expanded

@@ -248,7 +248,7 @@ def test_recorded_sizes_within_bounds_install(tmp_path, root):
     sizes = {"size": len(data), "unpacked_size": len(tar_of(APP_ARTIFACT))}
     repo = Repo(tmp_path / "repo", record_extra=sizes).write()
     assert members_of(APP_ARTIFACT) == ["usr/bin/app"]
-    install(root, str(repo.folder), Bounds(ratio=1, ratio_floor=0, artifact=MiB))
+    install(root, str(repo.folder), Bounds(ratio=1, ratio_floor=0, artifact=100))
     assert (root / "usr/bin/app").is_file()
 
 

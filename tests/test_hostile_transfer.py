@@ -30,7 +30,7 @@ from cosbuild.errors import CosbuildError
 from cosbuild.luetformat import Bounds, MiB
 from cosbuild.repos import create, remote
 from cosbuild.repos import transport as transport_module
-from cosbuild.repos.client import RepoConfig
+from cosbuild.repos.config import RepoConfig
 from cosbuild.repos.serve import make_server
 from cosbuild.repos.transport import HttpTransport
 

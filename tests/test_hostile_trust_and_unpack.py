@@ -392,7 +392,7 @@ def test_an_index_cannot_raise_the_fixed_bound(tmp_path, disk_free):
     with pytest.raises(CosbuildError, match=r"refusing to install test/app@1\.0: the archive is "
                                             r"larger than 4 MiB once decompressed, more than "
                                             r"any artifact may unpack to"):
-        install_from(repo, root, luetformat.Bounds(artifact=4 * MiB))
+        install_from(repo, root, luetformat.Bounds(artifact_unpacked=4 * MiB))
     assert not (root / "usr").exists() and not (root / transaction.TRANSACTION).exists()
 
 
@@ -416,7 +416,7 @@ def test_header_sizes_are_counted_before_their_data(tmp_path, disk_free):
     repo.index[0]["files"] = ["usr/share/zeros"]
     repo.write()
     root = tmp_path / "root"
-    with pytest.raises(CosbuildError, match=r"the archive is larger than 65536 MiB once "
+    with pytest.raises(CosbuildError, match=r"the archive is larger than 16384 MiB once "
                                             r"decompressed, more than any artifact may"):
         install_from(repo, root)
     assert not (root / "usr").exists()
@@ -426,7 +426,7 @@ def test_within_every_bound_it_installs(tmp_path, disk_free):
     disk_free(2 << 40)
     repo = zeros_repo(tmp_path / "repo", 2 * MiB, unpacked_size=1 << 40)
     root = tmp_path / "root"
-    install_from(repo, root, luetformat.Bounds(artifact=4 * MiB))
+    install_from(repo, root, luetformat.Bounds(artifact_unpacked=4 * MiB))
     assert (root / "usr/share/zeros").stat().st_size == 2 * MiB
 
 

@@ -31,7 +31,7 @@ def extract_safely(archive: Path, dest: Path, what: str, symlinks: set[str] | No
 
     It may decompress to `unpacked_size` (as the index records), else as `bounds` allow;
     that much must be free. Whatever the index says, it never unpacks to more than
-    `bounds.artifact` nor than the space free in `dest`, counted as it is written.
+    `bounds.artifact_unpacked` nor than the space free in `dest`, counted as it is written.
     `symlinks` are the links already in `dest` (updated): no entry may be written through
     one. Returns the package's file list (absolute paths of non-directories)."""
     files: list[str] = []
@@ -43,7 +43,7 @@ def extract_safely(archive: Path, dest: Path, what: str, symlinks: set[str] | No
     limit, recorded = min(
         (bounds.unpacked_limit(compressed, unpacked_size),
          "its index records" if unpacked_size is not None else "it may be"),
-        (bounds.artifact, "any artifact may unpack to"),
+        (bounds.artifact_unpacked, "any artifact may unpack to"),
         (shutil.disk_usage(dest).free, f"is free in {dest}"))
     written = 0
     try:
