@@ -16,8 +16,9 @@ from doit.cmd_base import ModuleTaskLoader
 from doit.doit_cmd import DoitMain
 
 from . import __version__, settings
-from .errors import Collector, CosbuildError
+from .errors import Collector, CosbuildError, ErrorList
 from .tasks import dodo_namespace, ensure_build_dir, load, project_namespace, validate
+from .terminal import safe
 from .tree.graph import Graph
 from .tree.project import render_package
 from .tree.versions import parse_ref
@@ -205,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except CosbuildError as exc:
-        print(f"cosbuild: error: {exc}", file=sys.stderr)
+        # a message quotes its input (a repository's names, a file's text): shown escaped,
+        # one line per mistake
+        mistakes = exc.errors if isinstance(exc, ErrorList) else [exc]
+        print("cosbuild: error: " + "\n".join(safe(str(e)) for e in mistakes), file=sys.stderr)
         return 1
     except BrokenPipeError:
         # the reader left (`cosbuild graph | head -1`): stop quietly, as other programs do;
@@ -218,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"cosbuild: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"cosbuild: error: {safe(where)}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("cosbuild: interrupted", file=sys.stderr)
@@ -374,7 +378,6 @@ def _search(args) -> None:
 
     from .repos.config import repositories
     from .repos.index import search
-    from .terminal import safe
     with tempfile.TemporaryDirectory() as tmp:
         repos = repositories(args.repo, args.config, own_build=args.own_build,
                              trusted_root=args.trusted_root)

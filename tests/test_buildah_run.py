@@ -60,3 +60,20 @@ def test_a_step_that_ran_and_failed_is_not_tried_again(tmp_path, monkeypatch, re
     with pytest.raises(CosbuildError):
         box.run("false")
     assert calls(tmp_path) == 1
+
+
+@pytest.mark.parametrize("ref", ["--help", "-q", "", "a b", "repo/app:1\n--root=/", "a\x1b[2J"])
+@pytest.mark.parametrize("call", ["ensure_image", "pull", "push", "container", "remove_image"])
+def test_an_image_reference_is_never_read_as_an_option(tmp_path, monkeypatch, ref, call):
+    """References come from specs and repository indexes (`package_cacheimage`): buildah is
+    not run with one it could read as an option, and the message shows it escaped."""
+    c = container(tmp_path, monkeypatch, transient=0)
+    buildah, log = c.buildah, c.log
+    with pytest.raises(CosbuildError, match="invalid image reference") as refused:
+        if call == "container":
+            with buildah.container(ref, log):
+                pass
+        else:
+            getattr(buildah, call)(ref, log)
+    assert not (tmp_path / "calls").exists()
+    assert "\x1b" not in str(refused.value) and "\n" not in str(refused.value)

@@ -599,6 +599,16 @@ def test_names_with_control_characters_never_reach_search_output(tmp_path, run_c
     assert "\x1b" not in err and "invalid package name 'app\\x1b[2J'" in err
 
 
+def test_an_error_quoting_its_input_prints_it_escaped(tmp_path, run_cli):
+    """Every error message goes to the terminal through one door (cli.main), escaped: here
+    a repository path given on the command line, quoted by the error."""
+    code, out, err = run_cli("install", "--root", str(tmp_path / "root"), "--repo",
+                             str(tmp_path / "no\x1b]0;pwned\x07where"), "test/app")
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert CONTROL.search(err.rstrip("\n")) is None, repr(err)
+    assert "no\\x1b]0;pwned\\x07where" in err
+
+
 @pytest.mark.parametrize("text, shown", [
     ("plain text, é, 中文, emoji \U0001f600", "plain text, é, 中文, emoji \U0001f600"),
     ("\x1b[31mred", "\\x1b[31mred"),

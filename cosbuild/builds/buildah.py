@@ -19,6 +19,7 @@ from typing import Iterator
 
 from .. import tools
 from ..errors import CosbuildError
+from ..terminal import safe
 from ..tools import TaskLog
 
 NAME_PREFIX = "cosbuild-"
@@ -29,6 +30,16 @@ _counter = itertools.count()
 # step has started. Only that failure, alone in the run's output, is tried again.
 TRANSIENT_RUN_ERROR = "sealing memfd copy: Device or resource busy"
 RUN_ATTEMPTS = 3
+
+
+def image_ref(ref: str) -> str:
+    """`ref`, when it can only be read as an image reference: the references buildah is given
+    come from specs and from repository indexes (`package_cacheimage`), and one starting
+    with `-` would be read as an option."""
+    if not ref or ref[0] == "-" or not ref.isprintable() or any(c.isspace() for c in ref):
+        raise CosbuildError(f"invalid image reference '{safe(ref)}'",
+                            hint="a registry/name[:tag][@digest] reference")
+    return ref
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,7 @@ class Buildah:
 
     def ensure_image(self, ref: str, log: TaskLog) -> None:
         """Local storage first, then pull."""
+        image_ref(ref)
         if self.image_exists(ref) or self._inspect(ref, log):
             return
         log.write(f"image {ref} not in local storage, pulling")
@@ -99,21 +111,23 @@ class Buildah:
 
     def pull(self, ref: str, log: TaskLog, *, tls_verify: bool = True) -> None:
         """Pull `ref` from its registry (raises sh.ErrorReturnCode: the caller words the error)."""
+        image_ref(ref)
         tools.run(self._argv("pull", "--quiet", f"--tls-verify={str(tls_verify).lower()}",
                              f"docker://{ref}"), log=log, capture=True, quiet=True)
         self._remember(ref)
 
     def push(self, ref: str, log: TaskLog, *, tls_verify: bool = True) -> None:
         """Push the local image `ref` to the registry it names (raises sh.ErrorReturnCode)."""
+        image_ref(ref)
         tools.run(self._argv("push", "--quiet", f"--tls-verify={str(tls_verify).lower()}",
                              ref, f"docker://{ref}"), log=log, quiet=True)
 
     def tag(self, ref: str, new: str, log: TaskLog) -> None:
-        tools.run(self._argv("tag", ref, new), log=log)
+        tools.run(self._argv("tag", image_ref(ref), image_ref(new)), log=log)
         self._remember(new)
 
     def remove_image(self, ref: str, log: TaskLog) -> None:
-        tools.run(self._argv("rmi", "--force", ref), log=log)
+        tools.run(self._argv("rmi", "--force", image_ref(ref)), log=log)
         self.forget_images()
 
     # ----------------------------------------------------------------- containers
@@ -122,7 +136,7 @@ class Buildah:
     def container(self, image: str, log: TaskLog) -> Iterator["Container"]:
         """A working container from `image` ("scratch" for an empty one), always removed."""
         name = f"{NAME_PREFIX}{os.getpid()}-{next(_counter)}"
-        self.cmd("from", "--quiet", "--pull=never", "--name", name, image, log=log,
+        self.cmd("from", "--quiet", "--pull=never", "--name", name, image_ref(image), log=log,
                  capture=True, what=f"create a container from {image}")
         try:
             yield Container(self, name, log)
