@@ -25,28 +25,10 @@ from cosbuild.oci.registry import (DOCKER_MANIFEST, OCI_INDEX, Reference, Regist
                                    credentials)
 
 from .conftest import running
-from .hostile import deadline  # noqa: F401 (a fixture)
+from .hostile import deadline, layer  # noqa: F401 (a fixture)
 
 
 # --------------------------------------------------------------------------- layers
-
-def layer(*entries) -> io.BytesIO:
-    """A layer tar from (name, kind, data): kind file/dir/symlink/hardlink."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, kind, data in entries:
-            info = tarfile.TarInfo(name)
-            if kind == "file":
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                info.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
-                             "dir": tarfile.DIRTYPE}[kind]
-                info.linkname = data or ""
-                tar.addfile(info)
-    out.seek(0)
-    return out
-
 
 def snapshot(top: Path) -> dict[str, str]:
     """Every path under `top` (the folder included) with what it is."""

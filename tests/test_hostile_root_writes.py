@@ -24,6 +24,7 @@ from cosbuild.repos import transaction
 from cosbuild.repos.resolve import Installed
 
 from .confined import outside
+from .hostile import layer
 from .test_repository_client import Workspace, disk, ref
 
 
@@ -230,23 +231,6 @@ def test_a_planted_transaction_link_is_refused(ws, root):
 
 
 # --------------------------------------------------------------------------- layers and staging
-
-def layer(*entries) -> io.BytesIO:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, kind, data in entries:
-            info = tarfile.TarInfo(name)
-            if kind == "file":
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                info.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
-                             "dir": tarfile.DIRTYPE}[kind]
-                info.linkname = data or ""
-                tar.addfile(info)
-    out.seek(0)
-    return out
-
 
 def test_layer_links_are_followed_inside_the_root(root):
     host = root.parent

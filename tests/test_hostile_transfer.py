@@ -37,6 +37,7 @@ from cosbuild.repos.transport import HttpTransport
 from .conftest import running
 from .hostile import deadline  # noqa: F401 (a fixture)
 from .hostile_repo import Repo, definition, endless, entry, hostile_server, tar_of
+from .test_hostile_bounds import Timer
 from .test_repository_client import Workspace, lib_and_app, read_tar_zst
 
 ARTIFACT = "app-test-1.0.package.tar.zst"
@@ -62,15 +63,6 @@ def snapshot(top: Path) -> dict:
 
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-
-class Timer:
-    def __enter__(self):
-        self.start = time.monotonic()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.monotonic() - self.start
 
 
 def raw_answer(head: bytes, body_chunk: bytes = b"", chunks: int = 0, pause: float = 0.0):

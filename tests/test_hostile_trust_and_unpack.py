@@ -33,19 +33,9 @@ from cosbuild.tree.spec import Finalize
 
 from .hostile_repo import Repo, entry
 from .test_repository_client import Sym, Workspace, ref, snapshot
-from .test_signed_repositories import cosbuild, published, sign, version
+from .test_signed_repositories import (cosbuild, keys, published, sign,  # noqa: F401
+                                       version, ws)  # (keys, ws: fixtures)
 
-
-
-@pytest.fixture
-def ws(project) -> Workspace:
-    return Workspace(project.path)
-
-
-@pytest.fixture
-def keys(tmp_path) -> Path:
-    signing.generate(tmp_path / "keys")
-    return tmp_path / "keys"
 
 
 @pytest.fixture
