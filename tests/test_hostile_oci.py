@@ -7,12 +7,10 @@ import contextlib
 import functools
 import hashlib
 import http.server
-import io
 import json
 import os
 import re
 import socket
-import tarfile
 import threading
 import time
 from pathlib import Path

@@ -5,11 +5,9 @@ climbs out is a clear error (cos-setup: the step is logged, the others run, exit
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
-import tarfile
 import threading
 from pathlib import Path
 
