@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from cosbuild.errors import CosbuildError
+from cosbuild.tree import spec
+
 from .conftest import BASIC, write_files
 
 APP = "tree/app/definition.yaml"
@@ -50,7 +53,11 @@ def check_refused(run_cli, fragments, *args):
 
 # --------------------------------------------------------------------------- names, categories
 
-BAD_NAMES = ["../../../x", "a/b", "..", ".hidden", "", "a b", "x\ny", "-x", "x:y", "/etc"]
+BAD_NAMES = ["../../../x", "a/b", "..", ".hidden", "", "a b", "x\ny", "-x", "x:y", "/etc",
+             # what a terminal acts on or a listing splits at: ESC, DEL, a C1 code (CSI),
+             # NEL, a bidi override, a zero-width space, a line separator, a trailing newline
+             "x\x1b[2Jy", "x\x7f", "x\x9by", "x\x85y", "x\u202ey", "x\u200by", "x\u2028y",
+             "app\n"]
 
 
 @pytest.mark.parametrize("key", ["name", "category"])
@@ -170,3 +177,64 @@ def test_no_traceback_through_the_console_script(nested):
         assert "Traceback" not in proc.stderr
         assert f"{APP}:1: name: invalid package name '../../../x'" in proc.stderr
     assert files_outside(nested.top, root / "build") == before
+
+
+@pytest.mark.parametrize("written", ["1.0\n", "1.0\r", "1.0\x1b", "1.0\u202e", "1.0\x85"])
+def test_a_version_with_a_control_character_is_refused(nested, run_cli, written):
+    # python-debian's pattern ends in `$`: alone, it takes "1.0\n" for a version
+    root, before = nested({APP: f"name: app\ncategory: app\nversion: {json.dumps(written)}\n"})
+    check_refused(run_cli, [f"{APP}:3: version: invalid version {written!r}", "a Debian version"],
+                  "validate")
+    check_refused(run_cli, [f"{APP}:3: version: invalid version"], "run", "render")
+    assert files_outside(nested.top, root / "build") == before
+
+
+def test_a_version_with_a_control_character_in_a_collection_is_refused(project, run_cli):
+    text = 'packages:\n  - {name: a, category: c, version: "1.0\\n"}\n'
+    project({**BASIC, "tree/coll/collection.yaml": text})
+    check_refused(run_cli, ["tree/coll/collection.yaml:2: version: invalid version '1.0\\n'"],
+                  "validate")
+
+
+# --------------------------------------------------------------------------- file names
+
+# each one printed raw would move the cursor, clear the screen, reverse the text or split
+# the line it is shown on
+CONTROLS = ["\n", "\r", "\t", "\0", "\x1b[2J", "\x07", "\x7f", "\x9b", "\x85", "\u202e",
+            "\u2066", "\u200b", "\ufeff", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("control", CONTROLS)
+def test_file_name_refuses_control_characters(control):
+    where = spec.Where("iso.yaml", 3, "image_name")
+    with pytest.raises(CosbuildError) as info:
+        spec.file_name(f"live{control}.iso", where)
+    assert str(info.value).startswith(
+        f"iso.yaml:3: image_name: {f'live{control}.iso'!r} cannot name a file in the build folder")
+    assert "without '/' or control characters" in str(info.value)
+
+
+@pytest.mark.parametrize("good", ["cOS-0.8.14-x86_64.iso", "live iso.iso", "été-ünïcode.iso",
+                                  "日本語.iso", "x" * 196 + ".iso"])
+def test_file_name_keeps_printable_names(good):
+    assert spec.file_name(good, spec.Where("iso.yaml", 3, "image_name")) == good
+
+
+ISO = "packages:\n  rootfs: [app/app]\n"
+
+
+@pytest.mark.parametrize("control", ["\n", "\x1b[2J", "\x7f", "\x9b", "\u202e", "\u2028", "\0"])
+@pytest.mark.parametrize("option, key, text, line, shown", [
+    ("--iso", "image_name", ISO + "image_name: {}\n", 3, "live{}.iso"),
+    ("--iso", "image_name", ISO + "image_prefix: {}\nimage_name: x\n", 4, "live{}x.iso"),
+    ("--disk", "name", "system: [app/app]\nname: {}\n", 2, "live{}"),
+])
+def test_a_control_character_in_an_image_file_name_is_refused(nested, run_cli, control, option,
+                                                              key, text, line, shown):
+    root, before = nested({"bad.yaml": text.format(json.dumps(f"live{control}"))})
+    shown = repr(shown.format(control))   # as the message shows it: escaped
+    for command in ("validate", "list"):
+        check_refused(run_cli, [f"bad.yaml:{line}: {key}: {shown} cannot name a file in the "
+                                "build folder", "or control characters"], option, "bad.yaml", command)
+    assert files_outside(nested.top, root / "build") == before
+

@@ -74,12 +74,16 @@ FILE_NAME_MAX = 200
 
 def file_name(text: str, where: Where) -> str:
     """`text` as the name of one file of the build folder (an artifact's, an ISO's), or a
-    clear error: the last line before a name from a spec becomes a path."""
-    if (text in ("", ".", "..") or "/" in text or "\0" in text
+    clear error: the last line before a name from a spec becomes a path. Only printable
+    text: a control character (NUL, newline, ESC, DEL, a C1 code), a format one (a bidi
+    override) or a line separator would make a name that splits a listing's lines or lies
+    on the terminal."""
+    if (text in ("", ".", "..") or "/" in text or not text.isprintable()
             or len(text.encode()) > FILE_NAME_MAX):
         shown = text if len(text) <= 60 else f"{text[:60]}..."
         raise where.error(f"{shown!r} cannot name a file in the build folder",
-                          hint=f"one file name of at most {FILE_NAME_MAX} bytes, without '/'")
+                          hint=f"one file name of at most {FILE_NAME_MAX} bytes, without '/' "
+                               "or control characters")
     return text
 
 
