@@ -3,15 +3,24 @@ and key, a non-zero exit, no traceback, and nothing written outside the build fo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from cosbuild import settings
+from cosbuild.builds import artifact
+from cosbuild.builds.builder import Builder
 from cosbuild.errors import CosbuildError
+from cosbuild.tools import TaskLog
 from cosbuild.tree import spec
+from cosbuild.tree.project import load_project
+from cosbuild.tree.yamlio import loads
 
 from .conftest import BASIC, write_files
 
@@ -235,6 +244,58 @@ def test_a_control_character_in_an_image_file_name_is_refused(nested, run_cli, c
     shown = repr(shown.format(control))   # as the message shows it: escaped
     for command in ("validate", "list"):
         check_refused(run_cli, [f"bad.yaml:{line}: {key}: {shown} cannot name a file in the "
-                                "build folder", "or control characters"], option, "bad.yaml", command)
+                                "build folder", "or control characters"],
+                      option, "bad.yaml", command)
     assert files_outside(nested.top, root / "build") == before
 
+
+# --------------------------------------------------------------------------- artifact file lists
+
+def write_outputs(root: Path, names: list[bytes]):
+    """The artifact and metadata of app/app made from a folder holding `names` (bytes: file
+    names need not be UTF-8), as a build writes them once its images are made."""
+    content = root / "content"
+    for name in names:
+        path = os.path.join(os.fsencode(content), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(b"x\n")
+    with contextlib.chdir(root):
+        project = load_project(settings.resolve({}, env={}))
+        pkg = project.graph.packages["app/app@0.1"]
+        builder = Builder(project)
+        with TaskLog(root / "log") as log:
+            builder.write_outputs(pkg, list(artifact.walk(content)), log)
+    return builder, pkg
+
+
+@pytest.mark.parametrize("name, shown, why", [
+    (b"\xff.cfg", "/etc/\\xff.cfg", "is not UTF-8 text"),
+    (b"caf\xe9\x1b[2J.cfg", "/etc/caf\\xe9\\x1b[2J.cfg", "is not UTF-8 text"),
+    ("a\x85b".encode(), "/etc/a\\x85b", "holds a NEL (U+0085)"),
+])
+def test_a_file_name_the_metadata_cannot_hold_is_a_clear_build_error(project, name, shown, why):
+    root = project(BASIC)
+    with pytest.raises(CosbuildError) as info:
+        write_outputs(root, [b"etc/ok.cfg", b"etc/" + name])
+    assert str(info.value) == (
+        f"tree/app/build.yaml: app/app@0.1: the name of the file '{shown}' {why}: the "
+        "package's file list cannot hold it (rename or remove it in the build steps, or "
+        "leave it out with 'excludes')")
+    # refused before the artifact is written: no artifact, metadata or temporary file
+    assert [p.name for p in (root / "build").iterdir() if "app-app" in p.name] == []
+
+
+CONTROL_FILE_NAMES = ["a\nb", "a\rb", "\x1b[2J", "tab\t", "\x7f", "\x9b", "\u2028",
+                      "\u202eevil", "\ufeffbom", "日本語", "space x", "\\", "'\"quoted\"'",
+                      "- not a list item", "key: value", "#comment", "!!binary"]
+
+
+def test_the_metadata_of_any_utf8_file_name_reads_back_the_same(project):
+    root = project(BASIC)
+    builder, pkg = write_outputs(root, [f"etc/{n}".encode() for n in CONTROL_FILE_NAMES])
+    text = builder.metadata_path(pkg).read_text(encoding="utf-8")
+    files = yaml.safe_load(text)["files"]
+    assert sorted(files) == sorted(f"etc/{n}" for n in CONTROL_FILE_NAMES)
+    # and cosbuild's own reader (create-repo's) takes it
+    assert loads(text, "x")["files"] == files
