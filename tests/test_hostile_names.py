@@ -249,6 +249,41 @@ def test_a_control_character_in_an_image_file_name_is_refused(nested, run_cli, c
     assert files_outside(nested.top, root / "build") == before
 
 
+# --------------------------------------------------------------------------- image references
+
+BUILD = "tree/app/build.yaml"
+
+
+@pytest.mark.parametrize("ref, shown", [
+    ("debian\n", "debian\\x0a"), ("debian:12\x1b[2J", "debian:12\\x1b[2J"),
+    ("debian\u202e21:kat", "debian\\u202e21:kat"), ("-q", "-q"), ("--root=/", "--root=/"),
+    ("a b", "a b"), ("repo/app:1\n--root=/", "repo/app:1\\x0a--root=/"),
+])
+@pytest.mark.parametrize("text, line", [
+    ("image: {}\nsteps: [make]\n", 1),
+    ("image: debian\ncopy:\n  - {{image: {}, source: /a, destination: /b}}\n", 3),
+])
+def test_an_image_reference_buildah_would_refuse_is_refused_when_read(nested, run_cli, ref,
+                                                                      shown, text, line):
+    """buildah's rule (spec.image_ref) as the spec is read: the file and key are
+    named, before any build, and the message shows the reference escaped."""
+    root, before = nested({BUILD: text.format(json.dumps(ref))})
+    err = check_refused(run_cli, [f"{BUILD} (rendered):{line}: image: invalid image "
+                                  f"reference '{shown}'", "registry/name[:tag]"], "validate")
+    assert "\x1b" not in err and "\u202e" not in err and err.count("\n") == 1
+    check_refused(run_cli, [f"{BUILD} (rendered):{line}: image: invalid image"], "run", "render")
+    assert files_outside(nested.top, root / "build") == before
+
+
+@pytest.mark.parametrize("ref", ["debian:bookworm", "localhost:5000/a/b@sha256:" + "0" * 64,
+                                 "quay.io/costoolkit/releases-green:luet-toolchain-0.21.2",
+                                 "''"])   # an unset template value: no image, as before
+def test_image_references_real_trees_use_still_load(project, run_cli, ref):
+    project({**BASIC, BUILD: f"image: {ref}\nrequires:\n  - {{name: base, category: distro}}\n"})
+    code, out, err = run_cli("validate")
+    assert code == 0, err
+
+
 # --------------------------------------------------------------------------- artifact file lists
 
 def write_outputs(root: Path, names: list[bytes]):
