@@ -3,12 +3,24 @@ and key, a non-zero exit, no traceback, and nothing written outside the build fo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from cosbuild import settings
+from cosbuild.builds import artifact
+from cosbuild.builds.builder import Builder
+from cosbuild.errors import CosbuildError
+from cosbuild.tools import TaskLog
+from cosbuild.tree import spec
+from cosbuild.tree.project import load_project
+from cosbuild.tree.yamlio import loads
 
 from .conftest import BASIC, write_files
 
@@ -50,7 +62,11 @@ def check_refused(run_cli, fragments, *args):
 
 # --------------------------------------------------------------------------- names, categories
 
-BAD_NAMES = ["../../../x", "a/b", "..", ".hidden", "", "a b", "x\ny", "-x", "x:y", "/etc"]
+BAD_NAMES = ["../../../x", "a/b", "..", ".hidden", "", "a b", "x\ny", "-x", "x:y", "/etc",
+             # what a terminal acts on or a listing splits at: ESC, DEL, a C1 code (CSI),
+             # NEL, a bidi override, a zero-width space, a line separator, a trailing newline
+             "x\x1b[2Jy", "x\x7f", "x\x9by", "x\x85y", "x\u202ey", "x\u200by", "x\u2028y",
+             "app\n"]
 
 
 @pytest.mark.parametrize("key", ["name", "category"])
@@ -170,3 +186,151 @@ def test_no_traceback_through_the_console_script(nested):
         assert "Traceback" not in proc.stderr
         assert f"{APP}:1: name: invalid package name '../../../x'" in proc.stderr
     assert files_outside(nested.top, root / "build") == before
+
+
+@pytest.mark.parametrize("written", ["1.0\n", "1.0\r", "1.0\x1b", "1.0\u202e", "1.0\x85"])
+def test_a_version_with_a_control_character_is_refused(nested, run_cli, written):
+    # python-debian's pattern ends in `$`: alone, it takes "1.0\n" for a version
+    root, before = nested({APP: f"name: app\ncategory: app\nversion: {json.dumps(written)}\n"})
+    check_refused(run_cli, [f"{APP}:3: version: invalid version {written!r}", "a Debian version"],
+                  "validate")
+    check_refused(run_cli, [f"{APP}:3: version: invalid version"], "run", "render")
+    assert files_outside(nested.top, root / "build") == before
+
+
+def test_a_version_with_a_control_character_in_a_collection_is_refused(project, run_cli):
+    text = 'packages:\n  - {name: a, category: c, version: "1.0\\n"}\n'
+    project({**BASIC, "tree/coll/collection.yaml": text})
+    check_refused(run_cli, ["tree/coll/collection.yaml:2: version: invalid version '1.0\\n'"],
+                  "validate")
+
+
+# --------------------------------------------------------------------------- file names
+
+# each one printed raw would move the cursor, clear the screen, reverse the text or split
+# the line it is shown on
+CONTROLS = ["\n", "\r", "\t", "\0", "\x1b[2J", "\x07", "\x7f", "\x9b", "\x85", "\u202e",
+            "\u2066", "\u200b", "\ufeff", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("control", CONTROLS)
+def test_file_name_refuses_control_characters(control):
+    where = spec.Where("iso.yaml", 3, "image_name")
+    with pytest.raises(CosbuildError) as info:
+        spec.file_name(f"live{control}.iso", where)
+    assert str(info.value).startswith(
+        f"iso.yaml:3: image_name: {f'live{control}.iso'!r} cannot name a file in the build folder")
+    assert "without '/' or control characters" in str(info.value)
+
+
+@pytest.mark.parametrize("good", ["cOS-0.8.14-x86_64.iso", "live iso.iso", "été-ünïcode.iso",
+                                  "日本語.iso", "x" * 196 + ".iso"])
+def test_file_name_keeps_printable_names(good):
+    assert spec.file_name(good, spec.Where("iso.yaml", 3, "image_name")) == good
+
+
+ISO = "packages:\n  rootfs: [app/app]\n"
+
+
+@pytest.mark.parametrize("control", ["\n", "\x1b[2J", "\x7f", "\x9b", "\u202e", "\u2028", "\0"])
+@pytest.mark.parametrize("option, key, text, line, shown", [
+    ("--iso", "image_name", ISO + "image_name: {}\n", 3, "live{}.iso"),
+    ("--iso", "image_name", ISO + "image_prefix: {}\nimage_name: x\n", 4, "live{}x.iso"),
+    ("--disk", "name", "system: [app/app]\nname: {}\n", 2, "live{}"),
+])
+def test_a_control_character_in_an_image_file_name_is_refused(nested, run_cli, control, option,
+                                                              key, text, line, shown):
+    root, before = nested({"bad.yaml": text.format(json.dumps(f"live{control}"))})
+    shown = repr(shown.format(control))   # as the message shows it: escaped
+    for command in ("validate", "list"):
+        check_refused(run_cli, [f"bad.yaml:{line}: {key}: {shown} cannot name a file in the "
+                                "build folder", "or control characters"],
+                      option, "bad.yaml", command)
+    assert files_outside(nested.top, root / "build") == before
+
+
+# --------------------------------------------------------------------------- image references
+
+BUILD = "tree/app/build.yaml"
+
+
+@pytest.mark.parametrize("ref, shown", [
+    ("debian\n", "debian\\x0a"), ("debian:12\x1b[2J", "debian:12\\x1b[2J"),
+    ("debian\u202e21:kat", "debian\\u202e21:kat"), ("-q", "-q"), ("--root=/", "--root=/"),
+    ("a b", "a b"), ("repo/app:1\n--root=/", "repo/app:1\\x0a--root=/"),
+])
+@pytest.mark.parametrize("text, line", [
+    ("image: {}\nsteps: [make]\n", 1),
+    ("image: debian\ncopy:\n  - {{image: {}, source: /a, destination: /b}}\n", 3),
+])
+def test_an_image_reference_buildah_would_refuse_is_refused_when_read(nested, run_cli, ref,
+                                                                      shown, text, line):
+    """buildah's rule (spec.image_ref) as the spec is read: the file and key are
+    named, before any build, and the message shows the reference escaped."""
+    root, before = nested({BUILD: text.format(json.dumps(ref))})
+    err = check_refused(run_cli, [f"{BUILD} (rendered):{line}: image: invalid image "
+                                  f"reference '{shown}'", "registry/name[:tag]"], "validate")
+    assert "\x1b" not in err and "\u202e" not in err and err.count("\n") == 1
+    check_refused(run_cli, [f"{BUILD} (rendered):{line}: image: invalid image"], "run", "render")
+    assert files_outside(nested.top, root / "build") == before
+
+
+@pytest.mark.parametrize("ref", ["debian:bookworm", "localhost:5000/a/b@sha256:" + "0" * 64,
+                                 "quay.io/costoolkit/releases-green:luet-toolchain-0.21.2",
+                                 "''"])   # an unset template value: no image, as before
+def test_image_references_real_trees_use_still_load(project, run_cli, ref):
+    project({**BASIC, BUILD: f"image: {ref}\nrequires:\n  - {{name: base, category: distro}}\n"})
+    code, out, err = run_cli("validate")
+    assert code == 0, err
+
+
+# --------------------------------------------------------------------------- artifact file lists
+
+def write_outputs(root: Path, names: list[bytes]):
+    """The artifact and metadata of app/app made from a folder holding `names` (bytes: file
+    names need not be UTF-8), as a build writes them once its images are made."""
+    content = root / "content"
+    for name in names:
+        path = os.path.join(os.fsencode(content), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(b"x\n")
+    with contextlib.chdir(root):
+        project = load_project(settings.resolve({}, env={}))
+        pkg = project.graph.packages["app/app@0.1"]
+        builder = Builder(project)
+        with TaskLog(root / "log") as log:
+            builder.write_outputs(pkg, list(artifact.walk(content)), log)
+    return builder, pkg
+
+
+@pytest.mark.parametrize("name, shown, why", [
+    (b"\xff.cfg", "/etc/\\xff.cfg", "is not UTF-8 text"),
+    (b"caf\xe9\x1b[2J.cfg", "/etc/caf\\xe9\\x1b[2J.cfg", "is not UTF-8 text"),
+    ("a\x85b".encode(), "/etc/a\\x85b", "holds a NEL (U+0085)"),
+])
+def test_a_file_name_the_metadata_cannot_hold_is_a_clear_build_error(project, name, shown, why):
+    root = project(BASIC)
+    with pytest.raises(CosbuildError) as info:
+        write_outputs(root, [b"etc/ok.cfg", b"etc/" + name])
+    assert str(info.value) == (
+        f"tree/app/build.yaml: app/app@0.1: the name of the file '{shown}' {why}: the "
+        "package's file list cannot hold it (rename or remove it in the build steps, or "
+        "leave it out with 'excludes')")
+    # refused before the artifact is written: no artifact, metadata or temporary file
+    assert [p.name for p in (root / "build").iterdir() if "app-app" in p.name] == []
+
+
+CONTROL_FILE_NAMES = ["a\nb", "a\rb", "\x1b[2J", "tab\t", "\x7f", "\x9b", "\u2028",
+                      "\u202eevil", "\ufeffbom", "日本語", "space x", "\\", "'\"quoted\"'",
+                      "- not a list item", "key: value", "#comment", "!!binary"]
+
+
+def test_the_metadata_of_any_utf8_file_name_reads_back_the_same(project):
+    root = project(BASIC)
+    builder, pkg = write_outputs(root, [f"etc/{n}".encode() for n in CONTROL_FILE_NAMES])
+    text = builder.metadata_path(pkg).read_text(encoding="utf-8")
+    files = yaml.safe_load(text)["files"]
+    assert sorted(files) == sorted(f"etc/{n}" for n in CONTROL_FILE_NAMES)
+    # and cosbuild's own reader (create-repo's) takes it
+    assert loads(text, "x")["files"] == files

@@ -521,8 +521,8 @@ def test_toyaml_scalar(tmp_path, value, expected):
 
 
 def test_toyaml_scalar_in_build_yaml(project):
-    _, out = render_build(project, "image: {{ values.brand_name | toyaml }}\nunpack: true\n")
-    assert out.build.image == "Hello OS"
+    _, out = render_build(project, "seed: {{ values.brand_name | toyaml }}\nunpack: true\n")
+    assert out.build.seed == "Hello OS"
     assert out.build.unpack is True
 
 

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .. import luetformat, settings
+from ..errors import CosbuildError
 from ..fsutil import atomic_path
+from ..terminal import safe
 
 COMPRESSION = luetformat.ZSTD   # cOS publishes zstd artifacts and repositories
 _KEEP_XATTRS = ("security.capability", "user.")   # overlayfs' own trusted.* never leak
@@ -54,6 +56,27 @@ def delta(package_root: Path, builder_root: Path) -> Iterator[Entry]:
 def rerooted(root: Path, subdir: str) -> Iterator[Entry]:
     """package_dir: the subtree `subdir`, re-rooted at /."""
     return walk(root / subdir.strip("/"))
+
+
+def check_listable(entries: Iterable[Entry], what: str, file: Path | None) -> None:
+    """A clear error (`what` and the spec `file` at fault) for the first entry whose path
+    the artifact's metadata cannot list as it is: the file list is YAML text, which cannot
+    hold a name that is not UTF-8 (os.walk gives its bytes as lone surrogates; luet's Go
+    strings are bytes), and a NEL (U+0085) PyYAML writes raw, to be read back as a space."""
+    for entry in entries:
+        try:
+            entry.path.encode()
+        except UnicodeEncodeError:
+            why = "is not UTF-8 text"
+        else:
+            if "\x85" not in entry.path:
+                continue
+            why = "holds a NEL (U+0085)"
+        shown = safe(os.fsencode(entry.path).decode("utf-8", "backslashreplace"))
+        raise CosbuildError(f"{what}: the name of the file '{shown}' {why}: the package's "
+                            "file list cannot hold it", file=file,
+                            hint="rename or remove it in the build steps, or leave it out "
+                                 "with 'excludes'")
 
 
 def select(entries: Iterable[Entry], includes: tuple[str, ...], excludes: tuple[str, ...]) -> list[Entry]:

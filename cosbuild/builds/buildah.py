@@ -19,8 +19,8 @@ from typing import Iterator
 
 from .. import tools
 from ..errors import CosbuildError
-from ..terminal import safe
 from ..tools import TaskLog
+from ..tree.spec import image_ref
 
 NAME_PREFIX = "cosbuild-"
 _counter = itertools.count()
@@ -30,16 +30,6 @@ _counter = itertools.count()
 # step has started. Only that failure, alone in the run's output, is tried again.
 TRANSIENT_RUN_ERROR = "sealing memfd copy: Device or resource busy"
 RUN_ATTEMPTS = 3
-
-
-def image_ref(ref: str) -> str:
-    """`ref`, when it can only be read as an image reference: the references buildah is given
-    come from specs and from repository indexes (`package_cacheimage`), and one starting
-    with `-` would be read as an option."""
-    if not ref or ref[0] == "-" or not ref.isprintable() or any(c.isspace() for c in ref):
-        raise CosbuildError(f"invalid image reference '{safe(ref)}'",
-                            hint="a registry/name[:tag][@digest] reference")
-    return ref
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,7 @@ class Builder:
             self.write_outputs(pkg, artifact.select(entries, b.includes, b.excludes), log)
 
     def write_outputs(self, pkg: Package, entries: list, log: TaskLog) -> None:
+        artifact.check_listable(entries, pkg.key, pkg.source.build_file or pkg.source.declared_in)
         path = self.artifact_path(pkg)
         sha, files = artifact.write_tar(entries, path)
         log.write(f"artifact {path}: {len(files)} files, {path.stat().st_size} bytes, sha256 {sha}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import CosbuildError, did_you_mean
+from ..terminal import safe
 from .versions import (NAME_RULE, VERSION_RULE, PackageRef, check_name, check_selector,
                        check_version, parse_ref)
 from .yamlio import LineMap, load_mapping
@@ -74,13 +75,27 @@ FILE_NAME_MAX = 200
 
 def file_name(text: str, where: Where) -> str:
     """`text` as the name of one file of the build folder (an artifact's, an ISO's), or a
-    clear error: the last line before a name from a spec becomes a path."""
-    if (text in ("", ".", "..") or "/" in text or "\0" in text
+    clear error: the last line before a name from a spec becomes a path. Only printable
+    text: a control character (NUL, newline, ESC, DEL, a C1 code), a format one (a bidi
+    override) or a line separator would make a name that splits a listing's lines or lies
+    on the terminal."""
+    if (text in ("", ".", "..") or "/" in text or not text.isprintable()
             or len(text.encode()) > FILE_NAME_MAX):
         shown = text if len(text) <= 60 else f"{text[:60]}..."
         raise where.error(f"{shown!r} cannot name a file in the build folder",
-                          hint=f"one file name of at most {FILE_NAME_MAX} bytes, without '/'")
+                          hint=f"one file name of at most {FILE_NAME_MAX} bytes, without '/' "
+                               "or control characters")
     return text
+
+
+def image_ref(ref: str) -> str:
+    """`ref`, when it can only be read as an image reference: the references buildah is given
+    come from specs (checked as they are read too, by OPT_IMAGE) and from repository indexes
+    (`package_cacheimage`), and one starting with `-` would be read as an option."""
+    if not ref or ref[0] == "-" or not ref.isprintable() or any(c.isspace() for c in ref):
+        raise CosbuildError(f"invalid image reference '{safe(ref)}'",
+                            hint="a registry/name[:tag][@digest] reference")
+    return ref
 
 
 def _typename(value) -> str:
@@ -175,12 +190,26 @@ def _optional_str(value, where: Where):
     return None if value is None else _scalar_str(value, where)
 
 
+def _optional_image(value, where: Where):
+    """An image reference, by the rule buildah is given one (image_ref), checked as the spec
+    is read so that a bad one is refused naming its file and key, not halfway through a
+    build; an empty one (a template value left unset) is no image, as before."""
+    text = _optional_str(value, where)
+    if text:
+        try:
+            image_ref(text)
+        except CosbuildError as exc:
+            raise where.error(exc.message, exc.hint) from None
+    return text
+
+
 STR = Type("string", _scalar_str)
 NAME = Type("name (one path component)", _identifier("package name"))
 CATEGORY = Type("category (one path component)", _identifier("category"))
 VERSION = Type("version (a string: quote 1.10)", lambda v, w: check_version(_exact_str(v, w), w))
 SELECTOR = Type("version selector (a string)", _exact_str)
 OPT_STR = Type("string", _optional_str)
+OPT_IMAGE = Type("image reference", _optional_image)
 BOOL = Type("boolean", _bool)
 STRS = Type("list of strings", _list_of(_scalar_str))
 ENV = Type("list of NAME=value", _list_of(_env_entry))
@@ -371,7 +400,7 @@ REF_KEYWORDS = (
 
 COPY_KEYWORDS = (
     Keyword("package", OPT_REF, None, "copy from this package's build container"),
-    Keyword("image", OPT_STR, None, "copy from this container image"),
+    Keyword("image", OPT_IMAGE, None, "copy from this container image"),
     Keyword("source", STR, "", "path in the source container"),
     Keyword("destination", STR, "", "path in this build"),
 )
@@ -402,7 +431,7 @@ DEFINITION_KEYWORDS = (
 )
 
 BUILD_KEYWORDS = (
-    Keyword("image", OPT_STR, None, "base container image (local storage first, then pulled); "
+    Keyword("image", OPT_IMAGE, None, "base container image (local storage first, then pulled); "
             "with 'requires', the build starts from it and the requires only order the build"),
     Keyword("seed", OPT_STR, None, "recorded and hashed only: luet 0.20 replaces it by the "
             "image the build starts from, so it is not an image source"),

@@ -55,9 +55,10 @@ VERSION_RULE = ("a Debian version as luet validates it: [epoch:]upstream[-revisi
 
 def valid_version(version: str) -> bool:
     """luet's rule (Debian's, upstream starting with a digit), and no empty part: `1..2` is
-    no version luet's semver comparison can read."""
+    no version luet's semver comparison can read. python-debian's pattern ends in `$`, which
+    lets a trailing newline through: a version names files, so it is printable text too."""
     upstream = version.split(":", 1)[-1]
-    if not upstream[:1].isdigit() or ".." in version:
+    if not upstream[:1].isdigit() or ".." in version or not version.isprintable():
         return False
     try:
         _key(version)
