@@ -284,6 +284,32 @@ def test_image_references_real_trees_use_still_load(project, run_cli, ref):
     assert code == 0, err
 
 
+@pytest.mark.parametrize("url, fragment", [
+    ("file:///etc/shadow", "'file:///etc/shadow' is not an http(s) URL"),
+    ("ftp://host/a.tar", "'ftp://host/a.tar' is not an http(s) URL"),
+    ("http:///a.tar", "'http:///a.tar' is not an http(s) URL"),
+    ("http://[::1/a.tar", "'http://[::1/a.tar' is not an http(s) URL"),
+    ("gopher://x\x1b[2J/a", "'gopher://x\\x1b[2J/a' is not an http(s) URL"),
+    ("http://host/..", "'..' cannot name a file in the build folder"),
+    ("http://host/", "'' cannot name a file in the build folder"),
+    ("https://host/a\x1b[2J.tar", "'a\\x1b[2J.tar' cannot name a file"),
+])
+def test_a_retrieve_url_is_http_and_names_a_file(nested, run_cli, url, fragment):
+    """retrieve downloads as luet's ADD does, from http(s) only: a file:// URL would copy a
+    host file into the build, a URL ending in `..` would name the downloads' parent."""
+    root, before = nested({BUILD: f"image: debian\nretrieve: [{json.dumps(url)}]\n"})
+    err = check_refused(run_cli, [f"{BUILD} (rendered):2: retrieve: ", fragment], "validate")
+    assert "\x1b" not in err
+    assert files_outside(nested.top, root / "build") == before
+
+
+def test_retrieve_globs_and_http_urls_still_load(project, run_cli):
+    project({**BASIC, BUILD: "image: debian\nretrieve: ['*.tar.zst', 'app-*',"
+                             " 'https://example.org/dl/v1.2/src.tar.gz', 'HTTP://h:8080/x']\n"})
+    code, out, err = run_cli("validate")
+    assert code == 0, err
+
+
 # --------------------------------------------------------------------------- artifact file lists
 
 def write_outputs(root: Path, names: list[bytes]):

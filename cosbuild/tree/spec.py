@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import types
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -203,6 +204,23 @@ def _optional_image(value, where: Where):
     return text
 
 
+def _retrieve(value, where: Where) -> str:
+    """A retrieve entry: a glob of the build folder, or an http(s) URL (luet's ADD fetches
+    no other scheme; a file:// URL would read the host) whose last part names the file."""
+    text = _scalar_str(value, where)
+    if "://" in text:
+        try:
+            url = urllib.parse.urlsplit(text)
+            host = url.hostname
+        except ValueError:   # a broken [IPv6] host or port
+            host = None
+        if not host or url.scheme.lower() not in ("http", "https"):
+            raise where.error(f"'{safe(text)}' is not an http(s) URL",
+                              hint="retrieve downloads from http:// or https:// only")
+        file_name(url.path.rstrip("/").rsplit("/", 1)[-1], where)
+    return text
+
+
 STR = Type("string", _scalar_str)
 NAME = Type("name (one path component)", _identifier("package name"))
 CATEGORY = Type("category (one path component)", _identifier("category"))
@@ -212,6 +230,7 @@ OPT_STR = Type("string", _optional_str)
 OPT_IMAGE = Type("image reference", _optional_image)
 BOOL = Type("boolean", _bool)
 STRS = Type("list of strings", _list_of(_scalar_str))
+RETRIEVES = Type("list of globs or http(s) URLs", _list_of(_retrieve))
 ENV = Type("list of NAME=value", _list_of(_env_entry))
 REGEXES = Type("list of regular expressions", _list_of(_regex))
 STR_MAP = Type("mapping of strings", _str_map)
@@ -448,7 +467,7 @@ BUILD_KEYWORDS = (
     Keyword("prelude", STRS, (), "commands run in the builder image (not part of a delta artifact)"),
     Keyword("steps", STRS, (), "commands run in the package image"),
     Keyword("copy", COPIES, (), "copy a path from a package's build container or an image"),
-    Keyword("retrieve", STRS, (), "artifact names/globs or URLs added to /luetbuild"),
+    Keyword("retrieve", RETRIEVES, (), "artifact names/globs or http(s) URLs added to /luetbuild"),
     Keyword("unpack", BOOL, False, "artifact = the whole final container filesystem"),
     Keyword("package_dir", OPT_STR, None, "artifact = this subtree of the final container, re-rooted at /"),
     Keyword("includes", REGEXES, (), "keep only paths matching one of these"),
