@@ -150,15 +150,16 @@ def test_a_folder_written_over_the_download_folders_parent_keeps_it(target):
 
 class Scripted(http.server.BaseHTTPRequestHandler):
     """A registry on 127.0.0.1 answering from `server.routes`: the first (prefix, answer)
-    whose prefix starts the path; an answer is bytes (200) or a function of the handler."""
+    whose prefix starts the path; an answer is bytes (200) or a function of the handler.
+    Without a route, /v2/ answers as a registry does."""
 
     def do_GET(self):
         self.server.requests.append((self.command, self.path, self.headers.get("Authorization")))
-        if self.path == "/v2/":
-            return send(self, 200, b"{}")
         for prefix, answer in self.server.routes:
             if self.path.startswith(prefix):
                 return answer(self) if callable(answer) else send(self, 200, answer)
+        if self.path == "/v2/":
+            return send(self, 200, b"{}")
         send(self, 404)
 
     do_HEAD = do_POST = do_PUT = do_GET
@@ -177,13 +178,15 @@ def send(handler, code: int, body: bytes = b"", **headers) -> None:
 
 
 @contextlib.contextmanager
-def scripted(routes):
-    """A Registry (plain HTTP, 2 s per answer) for the scripted server; its requests too."""
+def scripted(routes, timeout: float = 2):
+    """A Registry (plain HTTP, `timeout` s per answer) for the scripted server; its requests
+    too."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
     server.daemon_threads = True
     server.routes, server.requests = routes, []
     with running(server) as url:
-        yield Registry(url.removeprefix("http://"), insecure=True, timeout=2), server.requests
+        yield Registry(url.removeprefix("http://"), insecure=True, timeout=timeout), \
+            server.requests
 
 
 def digest(raw: bytes) -> str:
@@ -335,6 +338,56 @@ def test_a_manifest_that_drips_forever_meets_the_deadline(deadline):
         assert time.monotonic() - start < 6
 
 
+HEAD = b"HTTP/1.1 200 OK\r\nX-Drip: " + b"y" * 40
+
+
+def dripping(sent: int):
+    """An answer whose first `sent` bytes of HEAD come at once, the others one every 0.2 s:
+    each read is within the timeout, yet the status line and headers take 13 s (as many as
+    http.client allows, 100 headers of 64 KiB, would take weeks)."""
+    def answer(handler):
+        handler.wfile.write(HEAD[:sent])
+        with contextlib.suppress(OSError):
+            for n in range(sent, len(HEAD)):   # the test's own bound
+                handler.wfile.write(HEAD[n:n + 1])
+                handler.wfile.flush()
+                time.sleep(0.2)
+    return answer
+
+
+STATUS_LINE = len(b"HTTP/1.1 200 OK\r\n")
+
+
+@pytest.mark.parametrize("route, sent, call, message", [
+    ("/v2/", 0, lambda r, _: r.base(), "registry {host}: GET http://{host}/v2/ did not finish "
+                                       "within 1 s"),
+    ("/v2/x/manifests/", 0, lambda r, _: r.manifest(Reference(r.host, "x", "t")),
+     "image {host}/x:t: the registry's manifest did not finish within 1 s"),
+    ("/v2/x/manifests/", STATUS_LINE, lambda r, _: r.manifest(Reference(r.host, "x", "t")),
+     "image {host}/x:t: the registry's manifest did not finish within 1 s"),
+    ("/v2/x/manifests/", STATUS_LINE, lambda r, _: r.exists(Reference(r.host, "x", "t")),
+     "registry {host}: HEAD http://{host}/v2/x/manifests/t did not finish within 1 s"),
+    ("/token", 0, lambda r, _: r.manifest(Reference(r.host, "x", "t")),
+     "registry {host}: the answer of token server http://{host}/token did not finish within "
+     "1 s"),
+    ("/v2/x/blobs/", STATUS_LINE, lambda r, tmp: r.blob("x", GOOD, tmp / "blob", 1, 1.5),
+     "download of blob %s from {host}/x did not finish within 1.5 s" % GOOD),
+], ids=["ping", "manifest", "manifest-headers", "exists-headers", "token", "blob-headers"])
+def test_an_answer_dripping_its_status_line_or_headers_meets_the_deadline(
+        tmp_path, route, sent, call, message, no_credentials, deadline):
+    """Connecting, the status line, the headers and the body of every answer (the ping, an
+    API request, the token server's, a blob's) have one deadline: the timeout, a blob's own."""
+    routes = [(route, dripping(sent))]
+    with scripted(routes, timeout=1) as (registry, _):
+        routes.append(("/v2/x/", challenge(f"http://{registry.host}/token")))
+        start = time.monotonic()
+        with pytest.raises(CosbuildError) as err:
+            call(registry, tmp_path)
+        assert time.monotonic() - start < 4
+    assert err.value.message == message.format(host=registry.host)
+    assert not (tmp_path / "blob").exists()
+
+
 # --------------------------------------------------------------------------- the token flow
 
 def challenge(realm: str):
@@ -427,7 +480,8 @@ def test_the_client_reads_no_url_but_http(tmp_path, deadline):
     with scripted([]) as (registry, _):
         for url in (f"file://{secret}", f"FILE://{secret}", f"ftp://127.0.0.1:1/{secret.name}"):
             with pytest.raises(CosbuildError, match=r"cannot reach registry .*unknown url type"):
-                registry.request("GET", url, "x")
+                with registry.request("GET", url, "x"):
+                    pass
 
 
 def test_a_blob_redirected_to_a_local_file_is_not_read(tmp_path, deadline):

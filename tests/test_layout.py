@@ -19,7 +19,7 @@ from .conftest import REPO
 # repositories and container images with it.
 WINGS = ("faces-low", "tree", "oci", "builds", "repos", "images", "runtime", "faces-high")
 LOW_FACES = {"cosbuild", "cosbuild.errors", "cosbuild.fsutil", "cosbuild.luetformat", "cosbuild.programs",
-             "cosbuild.rootpath", "cosbuild.sandbox", "cosbuild.terminal",
+             "cosbuild.rootpath", "cosbuild.sandbox", "cosbuild.terminal", "cosbuild.netio",
              "cosbuild.tools", "cosbuild.settings"}
 HIGH_FACES = {"cosbuild.cli", "cosbuild.tasks"}
 

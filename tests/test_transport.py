@@ -13,6 +13,7 @@ import pytest
 
 from .conftest import running
 
+from cosbuild import netio
 from cosbuild.errors import CosbuildError
 from cosbuild.luetformat import Bounds
 from cosbuild.repos.serve import make_server
@@ -29,7 +30,8 @@ class Scripted(http.server.BaseHTTPRequestHandler):
     """Answers each request with the next step of the server's script; records the requests.
 
     Steps: ("full",) the whole file; ("cut", n) announce the whole file, send n bytes, hang up;
-    ("status", code); ("sleep", s) wait, then the whole file; ("honour",) obey Range."""
+    ("status", code); ("sleep", s) wait, then the whole file; ("honour",) obey Range;
+    ("redirect", path); ("drip", s) the status line and headers a byte every s seconds."""
 
     def do_GET(self):
         server = self.server
@@ -38,6 +40,19 @@ class Scripted(http.server.BaseHTTPRequestHandler):
         kind = step[0]
         if kind == "status":
             self.send_error(step[1])
+            return
+        if kind == "redirect":
+            self.send_response(302)
+            self.send_header("Location", step[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if kind == "drip":
+            head = b"HTTP/1.1 200 OK\r\nX-Drip: " + b"y" * 40
+            for n in range(len(head)):   # the test's own bound
+                self.wfile.write(head[n:n + 1])
+                self.wfile.flush()
+                time.sleep(step[1])
             return
         if kind == "sleep":
             time.sleep(step[1])
@@ -206,6 +221,28 @@ def test_http_server_down(tmp_path):
         http_transport(url, retries=1).fetch(NAME, tmp_path / NAME)
     assert f"download of {NAME} from {url} failed after 2 attempts: Connection refused" in str(err.value)
     assert leftovers(tmp_path) == []
+
+
+def test_a_redirect_is_within_the_downloads_deadline(tmp_path):
+    """The connection a redirect opens is cut at the deadline too."""
+    with scripted(("redirect", "/elsewhere"), ("drip", 0.2)) as (url, requests):
+        start = time.monotonic()
+        with pytest.raises(CosbuildError, match=rf"^download of {NAME} from {url}/{NAME} did "
+                                                r"not finish within 1\.5 s"):
+            HttpTransport(url, retries=0, bounds=Bounds(timeout=1, deadline=1.5)).fetch(
+                NAME, tmp_path / NAME)
+        assert time.monotonic() - start < 4
+    assert len(requests) == 2 and leftovers(tmp_path) == []
+
+
+def test_a_deadline_that_passed_fails_its_block_however_the_block_ended():
+    """An answer cut off at the deadline may look complete (its headers ended early)."""
+    with pytest.raises(netio.Expired, match=r"^reading x did not finish within 0\.1 s \(hint\)"):
+        with netio.Deadline(0.1, "reading x", hint="hint"):
+            time.sleep(0.3)
+    with netio.Deadline(5, "reading x", hint="hint") as deadline:
+        pass
+    assert not deadline.expired
 
 
 # --- cosbuild serve ---

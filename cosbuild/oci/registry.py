@@ -13,6 +13,9 @@ is quicker than a failing pull.
   `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`,
   `~/.docker/config.json`): sent as Basic auth, or traded for a Bearer token when the
   registry asks for one (the token flow of Docker Hub, quay.io, GitLab, ...).
+- Every answer of a registry or of its token server, connecting, status line, headers and
+  body, has a deadline (netio): `timeout`, or a blob's own, long one; whatever URL a registry
+  names, nothing but http(s) is read.
 
 Importable with the standard library, PyYAML and zstandard only.
 """
@@ -34,7 +37,6 @@ import shutil
 import ssl
 import tarfile
 import tempfile
-import time
 import typing
 import urllib.error
 import urllib.parse
@@ -43,9 +45,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Annotated, BinaryIO, Callable, Iterator
 
-from .. import __version__
+from .. import __version__, netio
 from ..errors import CosbuildError, Mismatch, NotFound
 from ..fsutil import atomic_path
+from ..luetformat import DEFAULT_BOUNDS
 from .layers import apply_layer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -61,6 +64,8 @@ CHUNK = 1 << 20
 # the distribution registry refuses to store larger manifests: anything bigger is not one
 MAX_MANIFEST = 4 << 20
 MAX_TOKEN_ANSWER = 1 << 20   # a token is a few KB
+# a blob (a download or an upload) may take as long as a repository's artifact
+BLOB_DEADLINE = DEFAULT_BOUNDS.deadline
 MAX_ITEMS = 1024             # layers of an image, images of an index
 MAX_INDEX_DEPTH = 3          # an index of indexes of indexes: deeper is not an image
 # the compressions container tools recognize layers by (containerd's DecompressStream)
@@ -71,6 +76,7 @@ DOCKER_HUB = "docker.io"
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # what a dropped connection or a broken HTTP answer raises (http.client's own are no OSError)
 _BROKEN = (OSError, http.client.HTTPException)
+_SLOW_HINT = "the registry is too slow or stalls; try again"
 _INSECURE_HINT = ("for a registry without TLS, mark it insecure (`--insecure-registries HOST` "
                   "for builds, `insecure: true` in a client's repository entry)")
 
@@ -322,7 +328,7 @@ class Registry:
     """One registry host; remembers how it answered (scheme, tokens) between requests."""
     host: str
     insecure: bool = False
-    timeout: float = 60
+    timeout: float = 60   # to connect and for each read; an API answer's deadline
     _base: str | None = field(default=None, repr=False)
     _auth: dict = field(default_factory=dict, repr=False)   # scope -> Authorization header
     _challenge: str | None = field(default=None, repr=False)
@@ -332,14 +338,7 @@ class Registry:
         if self.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        # http(s) only, not build_opener's file://, ftp:// and data: handlers: whatever URL a
-        # registry names (a token realm, an upload location, a redirect), nothing else is read
-        self._opener = urllib.request.OpenerDirector()
-        for handler in (urllib.request.ProxyHandler(), urllib.request.UnknownHandler(),
-                        urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(context=context),
-                        urllib.request.HTTPDefaultErrorHandler(),
-                        urllib.request.HTTPRedirectHandler(), urllib.request.HTTPErrorProcessor()):
-            self._opener.add_handler(handler)
+        self._opener = netio.opener(context)
 
     def base(self) -> str:
         """https://HOST, or http://HOST for an insecure registry that does not speak TLS."""
@@ -353,21 +352,30 @@ class Registry:
                 except _BROKEN as exc:
                     if n == len(schemes):
                         raise self._unreachable(exc) from None
+                except netio.Expired:   # as a timeout: the next scheme may answer
+                    if n == len(schemes):
+                        raise
         return self._base
 
     def _ping(self, base: str) -> None:
-        request = urllib.request.Request(f"{base}/v2/", headers={"User-Agent": USER_AGENT})
-        try:
-            with self._opener.open(request, timeout=self.timeout):
-                pass
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            if exc.code != 401:
-                raise CosbuildError(f"{self.host} does not look like a container registry "
-                                    f"(GET /v2/ answered HTTP {exc.code})",
-                                    hint="check the registry address") from None
-            self._challenge = exc.headers.get("WWW-Authenticate", "")
+        url = f"{base}/v2/"
+        with self._deadline(f"registry {self.host}: GET {url}") as deadline:
+            try:
+                self._opener.open(deadline.request(url, headers={"User-Agent": USER_AGENT}),
+                                  timeout=self.timeout).close()
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                if exc.code != 401:
+                    raise CosbuildError(f"{self.host} does not look like a container registry "
+                                        f"(GET /v2/ answered HTTP {exc.code})",
+                                        hint="check the registry address") from None
+                self._challenge = exc.headers.get("WWW-Authenticate", "")
         self._base = base
+
+    def _deadline(self, what: str, seconds: float | None = None) -> netio.Deadline:
+        """The deadline of an answer (connecting, status line, headers, body): `seconds`,
+        else the timeout."""
+        return netio.Deadline(seconds or self.timeout, what, _SLOW_HINT)
 
     def _unreachable(self, exc: BaseException) -> CosbuildError:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
@@ -375,9 +383,13 @@ class Registry:
         return CosbuildError(f"cannot reach registry {self.host}: {reason}",
                              hint=f"check that it is up and the address is right; {_INSECURE_HINT}")
 
+    @contextlib.contextmanager
     def request(self, method: str, path: str, repository: str, *, push: bool = False,
-                headers: dict | None = None, data=None, ok=(200,)):
-        """An API request (path below /v2/ or an absolute URL); returns the open response.
+                headers: dict | None = None, data=None, ok=(200,), what: str | None = None,
+                deadline: float | None = None) -> Iterator[http.client.HTTPResponse]:
+        """An API request (path below /v2/ or an absolute URL): its open response, to be
+        read in the `with` block, which the answer's deadline (`deadline` seconds, else the
+        timeout) ends; `what` the answer is, for its error.
 
         A 401 is answered once with credentials (Basic, or a Bearer token for the
         repository's pull or pull+push scope), which later requests reuse; other errors
@@ -385,36 +397,42 @@ class Registry:
         base = self.base()
         url = path if "://" in path else f"{base}/v2/{path}"
         scope = f"repository:{repository}:{'pull,push' if push else 'pull'}"
+        challenge = None
         for attempt in (1, 2):
-            request = urllib.request.Request(url, method=method, data=data,
-                                             headers={"User-Agent": USER_AGENT, **(headers or {})})
-            if scope in self._auth:
-                # not sent on to a redirect target (blob storage has its own signed URL)
-                request.add_unredirected_header("Authorization", self._auth[scope])
-            try:
-                response = self._opener.open(request, timeout=self.timeout)
-            except urllib.error.HTTPError as exc:
-                # first time, or an expired token; a streamed body cannot be sent twice
-                if exc.code == 401 and attempt == 1 and not hasattr(data, "read"):
-                    challenge = exc.headers.get("WWW-Authenticate", "") or self._challenge or ""
-                    exc.close()
-                    self._auth[scope] = self._authorize(challenge, scope, repository)
-                    continue
-                if exc.code in (401, 403):
-                    exc.close()
-                    raise CosbuildError(
-                        f"registry {self.host} refused {'push' if push else 'pull'} access to "
-                        f"{repository} (HTTP {exc.code})",
-                        hint="log in (`buildah login` or `podman login`) so the container "
-                             "auth file has credentials for it") from None
-                raise
-            except _BROKEN as exc:
-                raise self._unreachable(exc) from None
-            if response.status not in ok:
-                response.close()
-                raise CosbuildError(f"registry {self.host}: unexpected answer HTTP "
-                                    f"{response.status} to {method} {url}")
-            return response
+            if challenge is not None:   # outside the answer's deadline: the token has its own
+                self._auth[scope] = self._authorize(challenge, scope, repository)
+            with self._deadline(what or f"registry {self.host}: {method} {url}",
+                                deadline) as clock:
+                request = clock.request(url, method=method, data=data,
+                                        headers={"User-Agent": USER_AGENT, **(headers or {})})
+                if scope in self._auth:
+                    # not sent on to a redirect target (blob storage has its own signed URL)
+                    request.add_unredirected_header("Authorization", self._auth[scope])
+                try:
+                    response = self._opener.open(request, timeout=self.timeout)
+                except urllib.error.HTTPError as exc:
+                    # first time, or an expired token; a streamed body cannot be sent twice
+                    if exc.code == 401 and attempt == 1 and not hasattr(data, "read"):
+                        challenge = exc.headers.get("WWW-Authenticate", "") or \
+                            self._challenge or ""
+                        exc.close()
+                        continue
+                    if exc.code in (401, 403):
+                        exc.close()
+                        raise CosbuildError(
+                            f"registry {self.host} refused {'push' if push else 'pull'} access "
+                            f"to {repository} (HTTP {exc.code})",
+                            hint="log in (`buildah login` or `podman login`) so the container "
+                                 "auth file has credentials for it") from None
+                    raise
+                except _BROKEN as exc:
+                    raise self._unreachable(exc) from None
+                with response:
+                    if response.status not in ok:
+                        raise CosbuildError(f"registry {self.host}: unexpected answer HTTP "
+                                            f"{response.status} to {method} {url}")
+                    yield response
+                return
         raise AssertionError("unreachable")
 
     def _authorize(self, challenge: str, scope: str, repository: str) -> str:
@@ -433,46 +451,44 @@ class Registry:
         # the credentials go there: never to a file or another scheme
         realm = _http_url(params.get("realm", ""), f"registry {self.host}: the token realm")
         query = {"service": params.get("service", ""), "scope": scope}
-        request = urllib.request.Request(f"{realm}?{urllib.parse.urlencode(query)}",
-                                         headers={"User-Agent": USER_AGENT})
-        if basic:
-            request.add_header("Authorization", basic)
         what = f"registry {self.host}: the answer of token server {realm}"
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                raw = self._read(response, MAX_TOKEN_ANSWER, self.timeout, what)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise CosbuildError(f"registry {self.host}: token server refused access to "
-                                f"{repository} (HTTP {exc.code})",
-                                hint="log in (`buildah login` or `podman login`)") from None
-        except _BROKEN as exc:
-            raise CosbuildError(f"registry {self.host}: no token from {realm}: {exc}") from None
+        with self._deadline(what) as deadline:
+            request = deadline.request(f"{realm}?{urllib.parse.urlencode(query)}",
+                                       headers={"User-Agent": USER_AGENT})
+            if basic:
+                request.add_header("Authorization", basic)
+            try:
+                with self._opener.open(request, timeout=self.timeout) as response:
+                    raw = self._read(response, MAX_TOKEN_ANSWER, what)
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                raise CosbuildError(f"registry {self.host}: token server refused access to "
+                                    f"{repository} (HTTP {exc.code})",
+                                    hint="log in (`buildah login` or `podman login`)") from None
+            except _BROKEN as exc:
+                raise CosbuildError(f"registry {self.host}: no token from {realm}: "
+                                    f"{exc}") from None
         answer = _answer(TokenAnswer, _json(raw, what), what)
         if not (answer.token or answer.access_token):
             raise _invalid(what, "it has no token")
         return f"Bearer {answer.token or answer.access_token}"
 
-    def _read(self, response, limit: int, deadline: float, what: str) -> bytes:
-        """A whole answer of at most `limit` bytes, read within `deadline` seconds."""
-        raw = b"".join(self._chunks(response, limit, deadline, what))
+    def _read(self, response, limit: int, what: str) -> bytes:
+        """A whole answer of at most `limit` bytes."""
+        raw = b"".join(self._chunks(response, limit))
         if len(raw) > limit:
             raise _invalid(what, f"larger than {limit} bytes")
         return raw
 
-    def _chunks(self, response, limit: float, deadline: float | None, what: str) -> Iterator[bytes]:
+    def _chunks(self, response, limit: float) -> Iterator[bytes]:
         """The body of `response` as it comes, at most `limit` + 1 bytes (the caller tells a
-        longer one by it); reading stops after `deadline` seconds."""
-        end = None if deadline is None else time.monotonic() + deadline
+        longer one by it); the answer's deadline ends it."""
         got = 0
         try:
-            # read1: what has come, so that a dripping server meets the deadline
+            # read1: what has come, not a whole CHUNK that may never come
             while got <= limit and (chunk := response.read1(min(CHUNK, limit + 1 - got))):
                 got += len(chunk)
                 yield chunk
-                if end is not None and time.monotonic() > end:
-                    raise CosbuildError(f"{what} did not finish within {deadline:g} s",
-                                        hint="the registry is too slow or stalls; try again")
         except _BROKEN as exc:   # mid-answer
             raise self._unreachable(exc) from None
 
@@ -480,9 +496,9 @@ class Registry:
 
     def exists(self, ref: Reference) -> bool:
         try:
-            self.request("HEAD", ref.manifest_path(), ref.repository,
-                         headers={"Accept": ACCEPT}).close()
-            return True
+            with self.request("HEAD", ref.manifest_path(), ref.repository,
+                              headers={"Accept": ACCEPT}):
+                return True
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 404:
@@ -508,9 +524,9 @@ class Registry:
         """The manifest of `ref` as the registry stores it: its sha256 is the image's digest."""
         try:
             with self.request("GET", ref.manifest_path(), ref.repository,
-                              headers={"Accept": ACCEPT}) as response:
-                raw = b"".join(self._chunks(response, MAX_MANIFEST, self.timeout,
-                                            f"image {ref}: the registry's manifest"))
+                              headers={"Accept": ACCEPT},
+                              what=f"image {ref}: the registry's manifest") as response:
+                raw = b"".join(self._chunks(response, MAX_MANIFEST))
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 404:
@@ -530,34 +546,36 @@ class Registry:
         return raw
 
     def blob(self, repository: str, digest: str, dest: Path, size: int | None = None,
-             deadline: float | None = None) -> Path:
+             deadline: float = BLOB_DEADLINE) -> Path:
         """Download a blob into `dest`, all or nothing, checking its digest and (as the
-        descriptor says) its size: never more than `size` bytes are read, and reading stops
-        after `deadline` seconds."""
+        descriptor says) its size: never more than `size` bytes are read, and the whole
+        answer must come within `deadline` seconds."""
         _answer(Digest, digest, f"blob of {self.host}/{repository}", "its digest")
+        sha, got = hashlib.sha256(), 0
         try:
-            response = self.request("GET", f"{repository}/blobs/{digest}", repository)
+            # the deadline's Expired leaves `dest` as it was too
+            with atomic_path(dest) as tmp, tmp.open("wb") as out, \
+                    self.request("GET", f"{repository}/blobs/{digest}", repository,
+                                 what=f"download of blob {digest} from {self.host}/{repository}",
+                                 deadline=deadline) as response:
+                for chunk in self._chunks(response, math.inf if size is None else size):
+                    sha.update(chunk)
+                    out.write(chunk)
+                    got += len(chunk)
+                if size is not None and got != size:
+                    raise CosbuildError(f"blob {digest} of {self.host}/{repository}: "
+                                        f"{'more than' if got > size else f'{got} bytes of'} "
+                                        f"the {size} bytes its descriptor announces",
+                                        hint="the download was damaged or the registry is "
+                                             "corrupt; try again")
+                if f"sha256:{sha.hexdigest()}" != digest:
+                    raise CosbuildError(f"blob {digest} of {self.host}/{repository} does not "
+                                        f"match its digest (got sha256:{sha.hexdigest()})",
+                                        hint="the download was damaged or the registry is "
+                                             "corrupt; try again")
         except urllib.error.HTTPError as exc:
             exc.close()
             raise self._failed("download", f"{repository}@{digest}", exc) from None
-        sha, got = hashlib.sha256(), 0
-        with response, atomic_path(dest) as tmp, tmp.open("wb") as out:
-            for chunk in self._chunks(response, math.inf if size is None else size, deadline,
-                                      f"download of blob {digest} from {self.host}/{repository}"):
-                sha.update(chunk)
-                out.write(chunk)
-                got += len(chunk)
-            if size is not None and got != size:
-                raise CosbuildError(f"blob {digest} of {self.host}/{repository}: "
-                                    f"{'more than' if got > size else f'{got} bytes of'} the "
-                                    f"{size} bytes its descriptor announces",
-                                    hint="the download was damaged or the registry is corrupt; "
-                                         "try again")
-            if f"sha256:{sha.hexdigest()}" != digest:
-                raise CosbuildError(f"blob {digest} of {self.host}/{repository} does not match "
-                                    f"its digest (got sha256:{sha.hexdigest()})",
-                                    hint="the download was damaged or the registry is corrupt; "
-                                         "try again")
         return dest
 
     # ----------------------------------------------------------------- writing
@@ -566,8 +584,8 @@ class Registry:
         """Upload a blob unless the registry has it; returns its descriptor."""
         digest, size = _digest(data)
         try:
-            self.request("HEAD", f"{repository}/blobs/{digest}", repository, push=True).close()
-            return {"digest": digest, "size": size}
+            with self.request("HEAD", f"{repository}/blobs/{digest}", repository, push=True):
+                return {"digest": digest, "size": size}
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code != 404:
@@ -580,13 +598,11 @@ class Registry:
                                      f"registry {self.host}: the upload location")
             url = f"{location}{'&' if '?' in location else '?'}digest={urllib.parse.quote(digest)}"
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
-            if isinstance(data, bytes):
-                self.request("PUT", url, repository, push=True, headers=headers, data=data,
-                             ok=(201,)).close()
-            else:
-                with data.open("rb") as body:
+            with (contextlib.nullcontext(data) if isinstance(data, bytes)
+                  else data.open("rb")) as body, \
                     self.request("PUT", url, repository, push=True, headers=headers, data=body,
-                                 ok=(201,)).close()
+                                 ok=(201,), deadline=BLOB_DEADLINE):
+                pass
         except urllib.error.HTTPError as exc:
             exc.close()
             raise self._failed("push to", repository, exc) from None
@@ -594,8 +610,9 @@ class Registry:
 
     def put_manifest(self, ref: Reference, manifest: bytes, media_type: str) -> None:
         try:
-            self.request("PUT", ref.manifest_path(), ref.repository, push=True,
-                         headers={"Content-Type": media_type}, data=manifest, ok=(201,)).close()
+            with self.request("PUT", ref.manifest_path(), ref.repository, push=True,
+                              headers={"Content-Type": media_type}, data=manifest, ok=(201,)):
+                pass
         except urllib.error.HTTPError as exc:
             exc.close()
             raise self._failed("push", ref, exc) from None
@@ -673,7 +690,7 @@ def push_file(registry: Registry, ref: Reference, path: Path, work: Path) -> str
 
 
 @contextlib.contextmanager
-def layer_tar(registry: Registry, ref: Reference, work: Path, deadline: float | None = None,
+def layer_tar(registry: Registry, ref: Reference, work: Path, deadline: float = BLOB_DEADLINE,
               limit: int | None = None) -> Iterator[BinaryIO]:
     """The uncompressed tar of the one-layer image `ref`; its blob is downloaded into `work`
     and checked against the manifest's digest and size, as luet does (go-containerregistry's
@@ -695,7 +712,7 @@ def layer_tar(registry: Registry, ref: Reference, work: Path, deadline: float | 
 
 
 def pull_file(registry: Registry, ref: Reference, name: str, dest: Path,
-              limit: int | None = None, deadline: float | None = None) -> Path:
+              limit: int | None = None, deadline: float = BLOB_DEADLINE) -> Path:
     """The file `name` from the one-file image `ref`, into `dest` (all or nothing), if it
     is at most `limit` bytes."""
     with layer_tar(registry, ref, dest.parent, deadline, limit) as stream:

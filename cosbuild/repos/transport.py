@@ -8,7 +8,7 @@ retried with exponential backoff and resumed where they broke off (Range request
 Every fetch is bounded (luetformat.Bounds): never more bytes than the index records (or
 than a metadata file or an artifact may be), a timeout for each connect and read and a
 deadline for the whole download, however slowly a server drips its answer; redirects only
-lead to http(s) URLs.
+lead to http(s) URLs (netio).
 """
 
 from __future__ import annotations
@@ -19,18 +19,15 @@ import hashlib
 import http.client
 import os
 import re
-import socket
 import stat
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
 
-from .. import __version__, terminal
+from .. import __version__, netio, terminal
 from ..errors import CosbuildError, Mismatch, NotFound
 from ..fsutil import atomic_path
 from ..luetformat import DEFAULT_BOUNDS, Bounds, bound_text, check_space
@@ -159,22 +156,26 @@ class HttpTransport(Transport):
         # a leftover from an earlier run may belong to another version of the file
         part.unlink(missing_ok=True)
         attempts = self.retries + 1
-        deadline = _Deadline(self.bounds.metadata_deadline if metadata else self.bounds.deadline)
+        deadline = netio.Deadline(
+            self.bounds.metadata_deadline if metadata else self.bounds.deadline,
+            f"download of {name} from {file_url}",
+            hint="the server is too slow or stalls; try again later or another mirror")
         limit = self._limit(size, metadata)
         if size is not None:
             check_space(dest.parent, size, f"{name} from {self.url}")
         try:
+            # past the deadline, whatever the attempts made of their cut connections, the
+            # download fails with its Expired
             with _progress_bar(progress, size) as bar, deadline:
-                opener = deadline.opener()
+                opener = netio.opener()
                 for attempt in range(1, attempts + 1):
                     try:
-                        self._attempt(opener, name, file_url, part, limit, size, metadata, bar)
-                        if deadline.expired:   # its connection was cut: not the whole file
-                            raise deadline.error(name, file_url)
+                        self._attempt(opener, deadline, name, file_url, part, limit, size,
+                                      metadata, bar)
                         break
                     except _Retry as exc:
                         if deadline.expired:
-                            raise deadline.error(name, file_url) from None
+                            raise deadline.error() from None
                         if attempt == attempts:
                             raise CosbuildError(
                                 f"download of {name} from {self.url} failed after {attempts} "
@@ -192,11 +193,11 @@ class HttpTransport(Transport):
             raise
         return dest
 
-    def _attempt(self, opener, name: str, file_url: str, part: Path, limit: int,
-                 size: int | None, metadata: bool, bar) -> None:
+    def _attempt(self, opener, deadline: netio.Deadline, name: str, file_url: str, part: Path,
+                 limit: int, size: int | None, metadata: bool, bar) -> None:
         """One request, appending to `part`; raises _Retry for trouble worth another try."""
         offset = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(file_url, headers={"User-Agent": USER_AGENT})
+        request = deadline.request(file_url, headers={"User-Agent": USER_AGENT})
         if offset:
             request.add_header("Range", f"bytes={offset}-")
         try:
@@ -386,88 +387,6 @@ def _existing(folder: Path) -> Path:
     while not folder.exists():
         folder = folder.parent
     return folder
-
-
-class _Deadline:
-    """The end of one download. Each connection it opens is shut down then, so that no wait
-    outlives it (a read's timeout alone lets a server dripping a byte at a time go on)."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.end = time.monotonic() + seconds
-        self.expired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> "_Deadline":
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._timer.cancel()
-
-    def left(self) -> float:
-        return self.end - time.monotonic()
-
-    def watch(self, sock: socket.socket) -> socket.socket:
-        with self._lock:
-            self._sockets.append(sock)
-            if self.expired:
-                sock.shutdown(socket.SHUT_RDWR)
-        return sock
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):   # already closed
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def error(self, name: str, url: str) -> CosbuildError:
-        return CosbuildError(f"download of {name} from {url} did not finish within "
-                             f"{self.seconds:g} s", hint="the server is too slow or stalls; "
-                                                         "try again later or another mirror")
-
-    def opener(self) -> urllib.request.OpenerDirector:
-        """urllib with this deadline on its connections, following http(s) redirects only."""
-        handlers = [_WatchedHTTP(), _WatchedHTTPS(), _Redirects()]
-        for h in handlers[:2]:
-            h.deadline = self
-        return urllib.request.build_opener(*handlers)
-
-
-class _Watched:
-    deadline: _Deadline
-
-    def do_open(self, http_class, req, **kwargs):
-        def connection(*args, **kw):
-            conn = http_class(*args, **kw)
-            create = conn._create_connection   # the raw socket: TLS handshakes included
-            conn._create_connection = lambda *a, **k: self.deadline.watch(create(*a, **k))
-            return conn
-        return super().do_open(connection, req, **kwargs)
-
-
-class _WatchedHTTP(_Watched, urllib.request.HTTPHandler):
-    pass
-
-
-class _WatchedHTTPS(_Watched, urllib.request.HTTPSHandler):
-    pass
-
-
-class _Redirects(urllib.request.HTTPRedirectHandler):
-    """urllib follows redirects to ftp:// too: a repository is on http(s) only."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        scheme = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl)).scheme
-        if scheme.lower() not in ("http", "https"):
-            # as urllib words it for file:// and the like
-            raise urllib.error.HTTPError(newurl, code, f"{msg} - Redirection to url '{newurl}' "
-                                                       "is not allowed", headers, fp)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 @contextlib.contextmanager
