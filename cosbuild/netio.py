@@ -11,6 +11,7 @@ whatever is being waited for then.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 import ssl
 import threading
@@ -18,8 +19,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import BinaryIO
 
+from . import __version__
 from .errors import CosbuildError
+
+USER_AGENT = f"cosbuild/{__version__}"
+CHUNK = 1 << 20
 
 
 class Expired(CosbuildError):
@@ -128,3 +134,26 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         new.deadline = req.deadline
         return new
+
+
+def fetch(url: str, out: BinaryIO, *, limit: int, seconds: float, timeout: float) -> None:
+    """One plain GET of `url` into `out`: at most `limit` bytes, all within `seconds`
+    (each connect and read within `timeout`); a failure is one error naming the URL."""
+    deadline = Deadline(seconds, f"download of {url}", "the server is too slow or stalls")
+    got = 0
+    try:
+        with deadline, opener().open(deadline.request(url, headers={"User-Agent": USER_AGENT}),
+                                     timeout=timeout) as response:
+            while chunk := response.read1(CHUNK):
+                got += len(chunk)
+                if got > limit:
+                    raise CosbuildError(f"{url} is larger than the {limit >> 20} MiB a "
+                                        "download may be")
+                out.write(chunk)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise CosbuildError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        # URLError is an OSError; a malformed URL or answer a ValueError
+        raise CosbuildError(f"cannot download {url}: {getattr(exc, 'reason', None) or exc}") \
+            from None

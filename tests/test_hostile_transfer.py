@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import http.client
+import io
 import logging
 import os
 import re
@@ -25,7 +26,8 @@ import pytest
 import yaml
 import zstandard
 
-from cosbuild import luetformat, terminal
+from cosbuild import luetformat, netio, settings, terminal
+from cosbuild.builds.builder import Builder
 from cosbuild.errors import CosbuildError
 from cosbuild.luetformat import Bounds, MiB
 from cosbuild.repos import create, remote
@@ -33,10 +35,13 @@ from cosbuild.repos import transport as transport_module
 from cosbuild.repos.config import RepoConfig
 from cosbuild.repos.serve import make_server
 from cosbuild.repos.transport import HttpTransport
+from cosbuild.tools import TaskLog
+from cosbuild.tree.project import load_project
 
-from .conftest import running
+from .conftest import BASIC, running
 from .hostile import deadline  # noqa: F401 (a fixture)
-from .hostile_repo import Repo, definition, endless, entry, hostile_server, tar_of
+from .hostile_repo import (Repo, definition, dripping, endless, entry, hostile_server, redirecting,
+                           status, tar_of)
 from .test_hostile_bounds import Timer
 from .test_repository_client import Workspace, lib_and_app, read_tar_zst
 
@@ -615,3 +620,73 @@ def test_an_error_quoting_its_input_prints_it_escaped(tmp_path, run_cli):
 def test_terminal_safe(text, shown):
     assert terminal.safe(text) == shown
     assert terminal.safe(shown) == shown   # what it shows is safe as it is
+
+
+# --------------------------------------------------------------------------- retrieve URLs
+
+def fetched(url: str, **bounds) -> bytes:
+    out = io.BytesIO()
+    netio.fetch(url, out, **{"limit": MiB, "seconds": 2, "timeout": 1, **bounds})
+    return out.getvalue()
+
+
+def test_a_retrieve_download_is_bounded_in_size(deadline):
+    with hostile_server(endless) as (url, _), Timer() as t:
+        with pytest.raises(CosbuildError, match=r"/src\.tar is larger than the 1 MiB a "
+                                                r"download may be"):
+            fetched(url + "/src.tar")
+    assert t.seconds < 5
+
+
+@pytest.mark.parametrize("in_headers", [False, True])
+def test_a_retrieve_download_meets_its_deadline(deadline, in_headers):
+    with hostile_server(dripping(0.2, in_headers=in_headers)) as (url, _), Timer() as t:
+        with pytest.raises(CosbuildError, match=r"download of http://.*/src\.tar did not "
+                                                r"finish within 1 s"):
+            fetched(url + "/src.tar", seconds=1)
+    assert t.seconds < 4
+
+
+@pytest.mark.parametrize("answer, why", [
+    (status(404), "HTTP 404 Not Found"),
+    (redirecting("file:///etc/passwd"), "Redirection to url 'file:///etc/passwd' is not allowed"),
+])
+def test_a_retrieve_download_that_fails_names_the_url(deadline, answer, why):
+    with hostile_server(answer) as (url, _):
+        with pytest.raises(CosbuildError, match=rf"cannot download {re.escape(url)}/src\.tar: "
+                                                rf".*{re.escape(why)}"):
+            fetched(url + "/src.tar")
+
+
+def test_retrieve_downloads_into_the_build_and_names_build_yaml_when_it_fails(project,
+                                                                              deadline):
+    """Builder._retrieve with a stand-in container (no buildah): the file is downloaded to
+    build/downloads/NAME and copied into /luetbuild; a failure names build.yaml and key."""
+    class Container:
+        copied: dict = {}
+
+        def copy(self, source, destination):
+            self.copied[destination] = Path(source).read_bytes()
+
+    body = b"source code\n"
+    with hostile_server(status(200, body)) as (url, _):
+        root = project({**BASIC, "tree/app/build.yaml":
+                        f"image: x\nretrieve: ['{url}/dl/src.tar']\nsteps: [make]\n"})
+        with contextlib.chdir(root):
+            proj = load_project(settings.resolve({}, env={}))
+            builder, c = Builder(proj), Container()
+            pkg = proj.graph.packages["app/app@0.1"]
+            with TaskLog(root / "log") as log:
+                builder._retrieve(pkg, c, log)
+    assert c.copied == {"/luetbuild/src.tar": body}
+    assert (root / "build/downloads/src.tar").read_bytes() == body
+    with hostile_server(status(500)) as (url, _):
+        root = project({**BASIC, "tree/app/build.yaml":
+                        f"image: x\nretrieve: ['{url}/other.tar']\nsteps: [make]\n"})
+        with contextlib.chdir(root):
+            proj = load_project(settings.resolve({}, env={}))
+            with TaskLog(root / "log") as log, pytest.raises(CosbuildError) as info:
+                Builder(proj)._retrieve(proj.graph.packages["app/app@0.1"], Container(), log)
+    assert str(info.value) == ("tree/app/build.yaml: retrieve: app/app@0.1: cannot download "
+                               f"{url}/other.tar: HTTP 500 Internal Server Error")
+    assert [p.name for p in (root / "build/downloads").iterdir()] == ["src.tar"]

@@ -21,10 +21,11 @@ import hashlib
 import json
 import os
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import luetformat, tools
+from .. import luetformat, netio, tools
 from ..errors import CosbuildError
 from ..fsutil import atomic_path, atomic_write
 from ..tools import TaskLog
@@ -220,15 +221,17 @@ class Builder:
     def _retrieve(self, pkg: Package, c: Container, log: TaskLog) -> None:
         build_dir = self.settings.build_dir
         for pattern in pkg.rendered.build.retrieve:
-            if "://" in pattern:
-                import urllib.request   # rarely used: keep it off the start-up path
-                name = pattern.rstrip("/").rsplit("/", 1)[-1]
+            if "://" in pattern:   # http(s), and its last part a file name (spec.py)
+                name = urllib.parse.urlsplit(pattern).path.rstrip("/").rsplit("/", 1)[-1]
+                bounds = luetformat.DEFAULT_BOUNDS
                 with atomic_path(build_dir / "downloads" / name) as tmp:
                     log.write(f"downloading {pattern}")
                     try:
-                        urllib.request.urlretrieve(pattern, tmp)
-                    except OSError as exc:
-                        raise CosbuildError(f"{pkg.key}: cannot download {pattern}: {exc}",
+                        with open(tmp, "wb") as out:
+                            netio.fetch(pattern, out, limit=bounds.artifact,
+                                        seconds=bounds.deadline, timeout=bounds.timeout)
+                    except CosbuildError as exc:
+                        raise CosbuildError(f"{pkg.key}: {exc.message}", hint=exc.hint,
                                             file=pkg.source.build_file, key="retrieve") from None
                     c.copy(str(tmp), f"{WORKDIR}/{name}")
                 continue

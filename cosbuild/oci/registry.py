@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Annotated, BinaryIO, Callable, Iterator
 
-from .. import __version__, netio
+from .. import netio
 from ..errors import CosbuildError, Mismatch, NotFound
 from ..fsutil import atomic_path
 from ..luetformat import DEFAULT_BOUNDS
@@ -59,7 +59,6 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 ACCEPT = ", ".join((OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST))
-USER_AGENT = f"cosbuild/{__version__}"
 CHUNK = 1 << 20
 # the distribution registry refuses to store larger manifests: anything bigger is not one
 MAX_MANIFEST = 4 << 20
@@ -361,7 +360,7 @@ class Registry:
         url = f"{base}/v2/"
         with self._deadline(f"registry {self.host}: GET {url}") as deadline:
             try:
-                self._opener.open(deadline.request(url, headers={"User-Agent": USER_AGENT}),
+                self._opener.open(deadline.request(url, headers={"User-Agent": netio.USER_AGENT}),
                                   timeout=self.timeout).close()
             except urllib.error.HTTPError as exc:
                 exc.close()
@@ -404,7 +403,7 @@ class Registry:
             with self._deadline(what or f"registry {self.host}: {method} {url}",
                                 deadline) as clock:
                 request = clock.request(url, method=method, data=data,
-                                        headers={"User-Agent": USER_AGENT, **(headers or {})})
+                                        headers={"User-Agent": netio.USER_AGENT, **(headers or {})})
                 if scope in self._auth:
                     # not sent on to a redirect target (blob storage has its own signed URL)
                     request.add_unredirected_header("Authorization", self._auth[scope])
@@ -454,7 +453,7 @@ class Registry:
         what = f"registry {self.host}: the answer of token server {realm}"
         with self._deadline(what) as deadline:
             request = deadline.request(f"{realm}?{urllib.parse.urlencode(query)}",
-                                       headers={"User-Agent": USER_AGENT})
+                                       headers={"User-Agent": netio.USER_AGENT})
             if basic:
                 request.add_header("Authorization", basic)
             try:

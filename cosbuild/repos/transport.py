@@ -27,7 +27,7 @@ import urllib.parse
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
 
-from .. import __version__, netio, terminal
+from .. import netio, terminal
 from ..errors import CosbuildError, Mismatch, NotFound
 from ..fsutil import atomic_path
 from ..luetformat import DEFAULT_BOUNDS, Bounds, bound_text, check_space
@@ -35,7 +35,6 @@ from ..oci import registry
 
 CHUNK = 1 << 16
 PART_SUFFIX = ".part"
-USER_AGENT = f"cosbuild/{__version__}"
 # answers worth asking again for: server-side trouble, not a wrong URL
 RETRY_STATUS = {408, 429}
 
@@ -197,7 +196,7 @@ class HttpTransport(Transport):
                  limit: int, size: int | None, metadata: bool, bar) -> None:
         """One request, appending to `part`; raises _Retry for trouble worth another try."""
         offset = part.stat().st_size if part.exists() else 0
-        request = deadline.request(file_url, headers={"User-Agent": USER_AGENT})
+        request = deadline.request(file_url, headers={"User-Agent": netio.USER_AGENT})
         if offset:
             request.add_header("Range", f"bytes={offset}-")
         try:
