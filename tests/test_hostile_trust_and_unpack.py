@@ -38,6 +38,16 @@ from .test_signed_repositories import (cosbuild, keys, published, sign,  # noqa:
 
 
 
+@pytest.mark.parametrize("name, stored", [
+    ("r", "r"), ("../../etc", "______etc"), ("..", "__"), (".hidden", "hidden"), ("", "_"),
+    ("a\0b", "a_b"), ("a\nb\x1b[2J", "a_b_[2J"), ("http://host/repo", "http:__host_repo"),
+])
+def test_a_repository_name_is_one_plain_file_name_of_the_trust_state(name, stored):
+    """Names come from luet.yaml and URLs: a NUL (which no file name holds) or a control
+    character would be a traceback or a name no one can type."""
+    assert file_name(name) == stored
+
+
 @pytest.fixture
 def foreign(tmp_path) -> Path:
     """Another key set, rotated to root version 3: an attacker's, newer than the real root."""

@@ -140,7 +140,9 @@ def repositories(repo_args: list[str], config: Path | None, root: Path | None = 
 
 
 def file_name(name: str) -> str:
-    """A repository's name as one file name (names may be URLs), never . or .."""
+    """A repository's name as one file name (names may be URLs), never . or .., nor holding
+    a NUL (which no file name can) or another control character."""
+    name = "".join(c if c.isprintable() else "_" for c in name)
     return name.replace("/", "_").replace("..", "__").lstrip(".") or "_"
 
 
