@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -130,6 +131,179 @@ def test_entities_and_authorized_keys(cos_setup):
     keys = root / "home/bob/.ssh/authorized_keys"
     assert keys.read_text() == "ssh-ed25519 AAAA bob@host\n"
     assert os.stat(keys).st_mode & 0o777 == 0o600 and os.stat(keys).st_uid == 1001
+
+
+# elemental-toolkit v0.8.14's entities, as written there (yip's format: mudler/entities)
+ACCOUNTING = """\
+name: "Default user"
+stages:
+   initramfs:
+     - name: "Setup users"
+       ensure_entities:
+       - path: /etc/shadow
+         entity: |
+            kind: "shadow"
+            username: "root"
+            password: "cos"
+"""
+VAGRANT = """\
+stages:
+   network:
+     - name: "Setup users"
+       ensure_entities:
+       - path: /etc/passwd
+         entity: |
+            kind: "user"
+            username: "vagrant"
+            password: "x"
+            homedir: "/run/tmp/vagrant"
+            shell: "/bin/bash"
+       - path: /etc/shadow
+         entity: |
+            kind: "shadow"
+            username: "vagrant"
+            password: ""
+"""
+
+
+def test_elemental_entity_documents_validate_and_apply_as_yip_does(cos_setup):
+    root = cos_setup.root
+    assert cloudconfig.check(ACCOUNTING, "04_accounting.yaml") == []
+    assert cloudconfig.check(VAGRANT, "vagrant.yaml") == []
+    (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\nalice:!:19000::::::\n")
+    os.chmod(root / "etc/shadow", 0o640)
+    assert step(cos_setup, ACCOUNTING, "initramfs") and step(cos_setup, VAGRANT, "network")
+    shadow = (root / "etc/shadow").read_text().splitlines()
+    # the entry is replaced whole (entities' Apply), its password in clear hashed
+    name, hashed, *rest = shadow[0].split(":")
+    assert name == "root" and rest == [""] * 7
+    salt = hashed.split("$")[2]
+    assert hashed.startswith("$6$") and cos_setup.sha512_crypt("cos", salt) == hashed
+    assert shadow[1:] == ["alice:!:19000::::::", "vagrant::::::::"]
+    assert os.stat(root / "etc/shadow").st_mode & 0o777 == 0o640
+    assert (root / "etc/passwd").read_text().splitlines()[2] == \
+        "vagrant:x:0:0:Created by entities:/run/tmp/vagrant:/bin/bash"
+
+
+def test_sha512_crypt_is_crypt3s():
+    # U. Drepper's specification's example
+    assert runner.sha512_crypt("Hello world!", "saltstring") == (
+        "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYE"
+        "dFCoEOfaS35inz1")
+
+
+def test_entity_documents_of_each_kind(cos_setup, monkeypatch):
+    root = cos_setup.root
+    monkeypatch.delenv("ENTITY_DYNAMIC_RANGE", raising=False)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nsvc:x:999:999::/:/bin/sh\n")
+    assert step(cos_setup, """\
+        stages:
+          default:
+            - ensure_entities:
+                - entity: |
+                    kind: user
+                    username: bob
+                    uid: -1
+                    group: staff
+                    info: Bob
+                    homedir: /home/bob
+                    shell: /bin/sh
+                - entity: |
+                    kind: user
+                    username: svc
+                    uid: -1
+                    homedir: /srv
+                - entity: |
+                    kind: group
+                    group_name: staff
+                    users: bob,carol
+                - entity: |
+                    kind: group
+                    group_name: staff
+                    users: carol,dave
+                - entity: |
+                    kind: group
+                    group_name: new
+                    gid: -1
+                - entity: |
+                    kind: shadow
+                    username: bob
+                    password: "$6$abc$def"
+                    last_changed: now
+                    maximum_changed: 99999
+                    warn: "7"
+                - entity: |
+                    kind: gshadow
+                    name: staff
+                    password: "!"
+                    members: bob
+        """)
+    # a free uid counts down from 999 (entities' dynamic range); a user keeps its own
+    assert (root / "etc/passwd").read_text().splitlines() == [
+        "root:x:0:0:root:/root:/bin/sh", "svc::999:0:Created by entities:/srv:",
+        "bob::998:50:Bob:/home/bob:/bin/sh"]
+    # a group's users are merged, its password and gid kept
+    assert (root / "etc/group").read_text().splitlines() == [
+        "root:x:0:", "alice:x:1000:", "staff:x:50:bob,carol,dave", "new::999:"]
+    days = int(time.time()) // 86400
+    assert (root / "etc/shadow").read_text() in (
+        f"bob:$6$abc$def:{d}::99999:7:::\n" for d in (days, days + 1))
+    assert (root / "etc/gshadow").read_text() == "staff:!::bob\n"
+    assert os.stat(root / "etc/gshadow").st_mode & 0o777 == 0o600   # a new shadow file
+
+    monkeypatch.setenv("ENTITY_DYNAMIC_RANGE", "2000-2001")
+    assert step(cos_setup, """\
+        stages:
+          default:
+            - ensure_entities:
+                - entity: "{kind: group, group_name: ops, gid: -1}"
+            - delete_entities:
+                - entity: "{kind: user, username: bob}"
+                - {path: /etc/group, entity: "kind: group\\ngroup_name: new\\n"}
+                - entity: "{kind: gshadow, name: nobody}"
+                - {path: /etc/missing, entity: nobody}
+        """)
+    assert not (root / "etc/missing").exists()   # nothing to remove: no file written
+    assert "bob" not in (root / "etc/passwd").read_text()
+    assert (root / "etc/group").read_text().splitlines()[-2:] == [
+        "staff:x:50:bob,carol,dave", "ops::2001:"]
+    assert (root / "etc/gshadow").read_text() == "staff:!::bob\n"
+
+
+def test_an_entity_replaces_every_entry_of_its_name_and_reads_a_short_one(cos_setup):
+    root = cos_setup.root
+    (root / "etc/group").write_text("staff:x:50:ann\nbroken\nstaff:x:51:bob\n")
+    assert step(cos_setup, """\
+        stages:
+          default:
+            - ensure_entities:
+                - entity: "{kind: group, group_name: staff, users: carl}"
+                - entity: "{kind: group, group_name: broken, gid: -1, users: dan}"
+        """)
+    assert (root / "etc/group").read_text() == "staff:x:50:ann,carl\nbroken::999:dan\n"
+
+
+def test_an_unknown_entity_key_is_a_warning_and_the_entity_applies(cos_setup, capsys):
+    assert step(cos_setup, """\
+        stages:
+          default:
+            - ensure_entities:
+                - entity: "{kind: user, username: eve, uid: 1001, gid: 1001, home: /x}"
+        """)
+    assert "entity.home: unknown entity key 'home', ignored" in capsys.readouterr().err
+    assert (cos_setup.root / "etc/passwd").read_text().splitlines()[-1] == \
+        "eve::1001:1001:Created by entities::"
+
+
+def test_a_users_group_must_exist(cos_setup, capsys):
+    assert not step(cos_setup, """\
+        stages:
+          default:
+            - ensure_entities:
+                - entity: "{kind: user, username: eve, group: nogroup}"
+        """)
+    assert "ensure_entities: unknown group 'nogroup'" in capsys.readouterr().err
+    assert "eve" not in (cos_setup.root / "etc/passwd").read_text()
 
 
 def test_systemctl_enable_in_a_root(cos_setup):

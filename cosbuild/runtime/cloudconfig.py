@@ -37,7 +37,9 @@ class Shape:
     element of a list is an `item`; a mapping is a record of known `fields` (`required`
     ones; an unknown key, named as a `noun`, is ignored with a warning or, `strict`, an
     error) or, without fields, maps `keys` to `item`s; last `rule(value)` says what is wrong
-    with it, if anything (run only when the parts are right)."""
+    with it, if anything (run only when the parts are right), and a value that stands for
+    another (an entity's YAML document) is checked as the one `inner(value)` gives, with its
+    shape."""
     kinds: tuple[type, ...]
     what: str
     item: Shape | None = None
@@ -48,6 +50,7 @@ class Shape:
     strict: bool = False
     hint: str | None = None   # for an unknown key no field is close to
     rule: Callable[[object], str | None] | None = None
+    inner: Callable[[object], tuple[object, Shape]] | None = None
 
 
 def _rule(pattern: str, problem: str) -> Callable[[object], str | None]:
@@ -139,7 +142,84 @@ FILE = _record({**OWNED, "content": TEXT, "encoding": ENCODING},
 DIRECTORY = _record(OWNED, "directory key", required=["path"])
 DOWNLOAD = _record({"url": LINE, "path": PATH, "permissions": MODE, "timeout": SECONDS},
                    "download key", required=["url", "path"])
-ENTITY = _record({"path": PATH, "entity": LINE}, "entity key", required=["path", "entity"])
+# An entity (ensure_entities, delete_entities) is a passwd/shadow/group/gshadow entry: one
+# line (`name:x:0:0:...`), or a YAML document of mudler/entities (yip's format) whose `kind`
+# names its fields and its file, the default `path`. Each field becomes one of the entry's
+# `:`-separated fields, so it holds no `:` nor newline (which would forge another).
+ENTRY_NAME = Shape((str,), "a string", rule=_rule(
+    r"[^\x00\s:]+", "{value} is not a name (one word without ':')"))
+ENTITY_ID = Shape((int,), "a number", rule=lambda v: None if v == -1 or not UID.rule(v) else
+                  f"{v} is not a user or group id (0 to {2**32 - 2}, or -1 for a free one)")
+
+
+def _days(*words: str) -> Shape:
+    """A shadow date field: a number of days, empty (unset), or one of `words`."""
+    return Shape((int, str), "a number of days", rule=lambda v: None if (
+        v >= 0 if isinstance(v, int) else re.fullmatch("[0-9]*", v) or v in words) else
+        f"{v!r} is not a number of days" + "".join(f" or {w!r}" for w in words))
+
+
+@dataclass(frozen=True)
+class EntityKind:
+    path: str    # the file of the kind's entries, where no `path` is given
+    name: str    # the key naming the entry (its first field)
+    shape: Shape
+
+
+def _entity_kind(path: str, fields: dict) -> EntityKind:
+    name = next(iter(fields))
+    return EntityKind(path, name, _record({"kind": TEXT, **fields}, "entity key", required=[name]))
+
+
+DAYS = _days()
+ENTITY_KINDS = {   # mudler/entities' kinds; their keys in the order of the entry's fields
+    "user": _entity_kind("/etc/passwd", {   # but `group`: a group whose gid is the user's
+        "username": ENTRY_NAME, "password": FIELD, "uid": ENTITY_ID, "gid": UID,
+        "info": FIELD, "homedir": FIELD, "shell": FIELD, "group": ENTRY_NAME}),
+    "shadow": _entity_kind("/etc/shadow", {
+        "username": ENTRY_NAME, "password": FIELD, "last_changed": _days("now"),
+        "minimum_changed": DAYS, "maximum_changed": DAYS, "warn": DAYS, "inactive": DAYS,
+        "expire": DAYS, "reserved": FIELD}),
+    "group": _entity_kind("/etc/group", {
+        "group_name": ENTRY_NAME, "password": FIELD, "gid": ENTITY_ID, "users": FIELD}),
+    "gshadow": _entity_kind("/etc/gshadow", {
+        "name": ENTRY_NAME, "password": FIELD, "administrators": FIELD, "members": FIELD}),
+}
+UNKNOWN_ENTITY = Shape((dict,), "a mapping", rule=lambda doc: (
+    f"unknown entity kind {doc['kind']!r} (known: {', '.join(ENTITY_KINDS)})"))
+ENTITY_LINE = Shape((str,), "a string", rule=_rule(
+    r"[^\x00\n\r]*", "{value} must be one line (name:...), or a YAML document with a kind: "
+    + ", ".join(ENTITY_KINDS)))
+
+
+def entity_document(text: str) -> dict | None:
+    """An entity's YAML document (a mapping with a `kind`), or None: the entity is a line."""
+    try:
+        doc = loads(text, "entity")
+    except CosbuildError:
+        return None
+    # a plain dict: the lines it knows count from the entity's; its values are checked as
+    # strings or numbers, never walked (a value of aliases would be a YAML bomb)
+    return dict(doc) if isinstance(doc, dict) and "kind" in doc else None
+
+
+def entity_kind(doc: dict) -> EntityKind | None:
+    kind = doc["kind"]
+    return ENTITY_KINDS.get(kind) if isinstance(kind, str) else None
+
+
+def _entity(text: str) -> tuple[object, Shape]:
+    doc = entity_document(text)
+    if doc is None:
+        return text, ENTITY_LINE
+    kind = entity_kind(doc)
+    return doc, kind.shape if kind else UNKNOWN_ENTITY
+
+
+ENTITY = _record(
+    {"path": PATH, "entity": Shape((str,), "a string", inner=_entity)}, "entity key",
+    required=["entity"], rule=lambda item: None if "path" in item or entity_document(
+        item["entity"]) else "missing 'path' (a one-line entity names no file)")
 KEYS = _listof(LINE)   # ssh authorized keys, one a line
 SYSTEMCTL_KEYS = ("enable", "disable", "mask", "start")   # cos-setup's order: start last
 # systemd-firstboot's options that set a value (systemd 252), as `--key=value` (keys with
@@ -183,8 +263,10 @@ STEP_KEYS = {
                                   hint=f"known: {', '.join(FIRSTBOOT_KEYS)}"),
                           "systemd-firstboot settings (keymap, timezone, locale, ...)"),
     "downloads": (_listof(DOWNLOAD), "files to download: url, path, permissions, timeout"),
-    "ensure_entities": (_listof(ENTITY), "passwd/shadow/group lines to make sure of: path, entity"),
-    "delete_entities": (_listof(ENTITY), "passwd/shadow/group entries to remove: path, entity"),
+    "ensure_entities": (_listof(ENTITY), "passwd/shadow/group/gshadow entries to make sure of: "
+                        "path, entity (a line, or a YAML document of a kind)"),
+    "delete_entities": (_listof(ENTITY), "passwd/shadow/group/gshadow entries to remove: "
+                        "path, entity"),
     "timesyncd": (Shape((dict,), "a mapping"), "systemd-timesyncd settings"),
     "datasource": (Shape((dict,), "a mapping"), "cloud datasource (providers, path)"),
     "layout": (Shape((dict,), "a mapping"), "disk layout (handled by the installer)"),
@@ -240,6 +322,8 @@ class Findings:
                 self.check(element, shape.item, f"{key}[{n}]", line)
         elif isinstance(value, dict):
             self._mapping(value, shape, key, line)
+        if len(self.errors) == before and shape.inner:
+            self.check(*shape.inner(value), key, line)
         if len(self.errors) == before and shape.rule and (problem := shape.rule(value)):
             self._add(CosbuildError, problem, line, key)
         return len(self.errors) == before

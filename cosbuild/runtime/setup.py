@@ -18,9 +18,12 @@ when anything failed.
 """
 
 import argparse
+import hashlib
 import http.client
 import os
+import secrets
 import shlex
+import string
 import subprocess
 import sys
 import time
@@ -238,27 +241,135 @@ def _passwd_entry(name):
 
 
 def do_ensure_entities(items, env):
-    """Make sure a passwd/shadow/group line exists: `{path: /etc/passwd, entity: "name:..."}`;
-    a line with the same first field is replaced."""
+    """Make sure of each entry (cloudconfig.ENTITY), as mudler/entities (yip's) applies one:
+    the entry of the same name is replaced where it is, else added; a group keeps its users
+    (the new ones are added), and its password and gid where none is given."""
     for item in items:
-        _edit_entities(item["path"], item["entity"].strip(), keep=True)
+        path, name, entry = _entity(item)
+        lines, mode = _entries(path)
+        same = [n for n, line in enumerate(lines) if line.split(":", 1)[0] == name]
+        if not isinstance(entry, str):   # a short (malformed) entry reads as empty fields
+            old = (lines[same[0]] + ":" * 3).split(":") if same else None
+            entry = _entity_line(entry, old, lines)
+        lines = [entry if n == same[0] else line for n, line in enumerate(lines)
+                 if n not in same[1:]] if same else [*lines, entry]
+        write(path, ("\n".join(lines) + "\n").encode(), mode)
 
 
 def do_delete_entities(items, env):
     for item in items:
-        _edit_entities(item["path"], item["entity"].strip(), keep=False)
+        path, name, _ = _entity(item)
+        lines, mode = _entries(path)
+        kept = [line for line in lines if line.split(":", 1)[0] != name]
+        if kept != lines:
+            write(path, "".join(f"{line}\n" for line in kept).encode(), mode)
 
 
-def _edit_entities(path, entity, keep):
-    name = entity.split(":", 1)[0]
+def _entity(item):
+    """(file, name, entry) of a checked entity: `entry` is its line, or its YAML document."""
+    doc = cloudconfig.entity_document(item["entity"])
+    if doc is None:
+        line = item["entity"].strip()
+        return item["path"], line.split(":", 1)[0], line
+    kind = cloudconfig.entity_kind(doc)
+    return item.get("path") or kind.path, doc[kind.name], doc
+
+
+def _entries(path):
+    """The lines of an entries file and its mode (a new shadow file: for root only)."""
     try:
-        lines = [l for l in read(path).splitlines() if l.split(":", 1)[0] != name]
-        mode = os.stat(rootpath.resolve(ROOT, str(path), follow_last=True)).st_mode & 0o7777
+        lines = read(path).splitlines()
+        return lines, os.stat(rootpath.resolve(ROOT, str(path), follow_last=True)).st_mode & 0o7777
     except FileNotFoundError:
-        lines, mode = [], 0o644
-    if keep:
-        lines.append(entity)
-    write(path, ("\n".join(lines) + "\n").encode(), mode)
+        return [], 0o600 if "shadow" in os.path.basename(path) else 0o644
+
+
+def _entity_line(doc, old, lines):
+    """The line of an entity document, as mudler/entities writes it; `old`: the fields of
+    the entry it replaces, `lines`: the file's entries."""
+    kind, entry = doc["kind"], dict(doc)
+    if kind == "group" and old:   # merged into the group
+        users = old[3].split(",") + doc.get("users", "").split(",")
+        entry["users"] = ",".join(dict.fromkeys(u for u in users if u))
+        entry["password"] = doc.get("password") or old[1]
+        entry.setdefault("gid", old[2])
+    id_key = {"user": "uid", "group": "gid"}.get(kind)
+    if id_key and entry.get(id_key) == -1:   # an entry keeps its id (entities would pick another)
+        entry[id_key] = old[2] if old and old[2].isdigit() else _free_id(lines)
+    if kind == "user":
+        entry.setdefault("uid", 0)
+        entry["gid"] = _owner(doc["group"], "group") if doc.get("group") else doc.get("gid", 0)
+        entry["info"] = doc.get("info") or "Created by entities"
+    elif kind == "shadow":
+        if doc.get("last_changed") == "now":   # days since 1970; never 0 (change at login)
+            entry["last_changed"] = max(1, int(time.time()) // 86400)
+        entry["password"] = _shadow_password(doc.get("password", ""))
+    fields = [key for key in cloudconfig.ENTITY_KINDS[kind].shape.fields
+              if key not in ("kind", "group")]
+    return ":".join(str(entry.get(key, "")) for key in fields)
+
+
+def _free_id(lines):
+    """The highest id of mudler/entities' dynamic range (ENTITY_DYNAMIC_RANGE=MIN-MAX, else
+    500-999) that no entry of `lines` has."""
+    low, high = 500, 999
+    try:
+        first, last = (int(n) for n in os.environ.get("ENTITY_DYNAMIC_RANGE", "").split("-"))
+    except ValueError:
+        pass
+    else:
+        if 0 <= first < last < 65534:
+            low, high = first, last
+    used = {fields[2] for fields in (line.split(":") for line in lines) if len(fields) > 2}
+    for n in range(high, low - 1, -1):
+        if str(n) not in used:
+            return n
+    raise ValueError(f"no free id left in {low}-{high}")
+
+
+def _shadow_password(password):
+    """As mudler/entities writes it: a password in clear is hashed (SHA-512 crypt, a random
+    salt); a hash (`$...`), a locked one (`!...`), `*` and none are written as they are."""
+    if password in ("", "*") or password.startswith(("$", "!")):
+        return password
+    alphabet = string.ascii_letters + string.digits
+    return sha512_crypt(password, "".join(secrets.choice(alphabet) for _ in range(16)))
+
+
+CRYPT64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def sha512_crypt(password: str, salt: str) -> str:
+    """crypt(3)'s SHA-512 hash, `$6$salt$...` (5000 rounds), as U. Drepper's specification
+    writes it (Python's own crypt module is gone from Python 3.13)."""
+    p, s = password.encode(), salt.encode()[:16]
+    b = hashlib.sha512(p + s + p).digest()
+    a = hashlib.sha512(p + s + (b * (len(p) // 64 + 1))[:len(p)])
+    n = len(p)
+    while n:
+        a.update(b if n & 1 else p)
+        n >>= 1
+    c = a.digest()
+    p_bytes = (hashlib.sha512(p * len(p)).digest() * (len(p) // 64 + 1))[:len(p)]
+    s_bytes = hashlib.sha512(s * (16 + c[0])).digest()[:len(s)]
+    for i in range(5000):
+        h = hashlib.sha512(p_bytes if i & 1 else c)
+        if i % 3:
+            h.update(s_bytes)
+        if i % 7:
+            h.update(p_bytes)
+        h.update(c if i & 1 else p_bytes)
+        c = h.digest()
+    out = []
+    for i in range(21):   # the digest's bytes in the specification's order, 3 by 3
+        first, second, third = ((i, i + 21, i + 42) * 2)[i % 3:i % 3 + 3]
+        out.append(_crypt64((c[first] << 16) | (c[second] << 8) | c[third], 4))
+    out.append(_crypt64(c[63], 2))
+    return f"$6${s.decode()}${''.join(out)}"
+
+
+def _crypt64(value, count):
+    return "".join(CRYPT64[(value >> 6 * k) & 63] for k in range(count))
 
 
 def do_systemd_firstboot(settings, env):
