@@ -201,14 +201,15 @@ def _luet_validate_selector(selector: str, version: str) -> bool:
 
 # luet 0.20 validates no version, but cosbuild names files and folders with it (its build
 # folder's name-category-version, the runtime tree's category/name/version) and writes it in
-# selectors; luet takes a package whose version holds < > or = for a selector (IsSelector)
-_VERSION = re.compile(r"[A-Za-z0-9][^\s/<>=]*")
+# selectors (whose operators are < > = !; luet takes a package whose version holds < > or =
+# for a selector, IsSelector)
+_VERSION = re.compile(r"[A-Za-z0-9][^\s/<>=!]*")
 # luet keeps a package under category/name/version (its tree, its database) and cosbuild
 # names its files name-category-version: a name or category is one plain path component
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 NAME_RULE = "letters, digits and . _ + -, starting with a letter or digit (no '/' or '..')"
 VERSION_RULE = ("printable text starting with a letter or digit, without whitespace, '/', "
-                "'..' or the selector characters < > = (e.g. 1.0.2+3 or v1.21.14+k3s1)")
+                "'..' or the selector characters < > = ! (e.g. 1.0.2+3 or v1.21.14+k3s1)")
 
 
 def valid_version(version: str) -> bool:
