@@ -51,8 +51,8 @@ def _debian(version: str) -> NativeVersion | None:
     text = _sanitize(version)
     if not _DEBIAN_START.match(text):
         return None
-    try:
-        return NativeVersion(text)
+    try:   # go-deb-version takes a last `-` with nothing after it for an empty revision
+        return NativeVersion(text.removesuffix("-"))
     except ValueError:
         return None
 
@@ -114,28 +114,31 @@ def _go(text: str) -> _GoVersion | None:
     return _GoVersion(tuple(segments), m["pre"] or m["numeric_pre"] or "")
 
 
-def _go_int(part: str) -> int | None:
-    """Go's strconv.ParseInt(part, 10, 64), or None where it fails."""
-    if re.fullmatch(r"[+-]?[0-9]+", part) and -_INT64 - 1 <= int(part) <= _INT64:
-        return int(part)
-    return None
+def _go_int(part: str) -> tuple[bool, int]:
+    """Go's strconv.ParseInt(part, 10, 64): whether it is a number, and the value it gives
+    (0 for no number, the nearest int64 for one out of range)."""
+    if not re.fullmatch(r"[+-]?[0-9]+", part):
+        return False, 0
+    value = max(-_INT64 - 1, min(_INT64, int(part)))
+    return value == int(part), value
 
 
 def _go_compare_part(a: str, b: str) -> int:
     """go-version's comparePart (one dot-separated part of two pre-releases), quirks kept:
-    a missing part is older than a number and newer than a word."""
+    a missing part is older than a number and newer than a word, a number older than a
+    word."""
     if a == b:
         return 0
-    na, nb = _go_int(a), _go_int(b)
+    (numeric_a, ia), (numeric_b, ib) = _go_int(a), _go_int(b)
     if a == "":
-        return -1 if nb is not None else 1
+        return -1 if numeric_b else 1
     if b == "":
-        return 1 if na is not None else -1
-    if (na is None) != (nb is None):
-        return -1 if na is not None else 1   # a number is older than a word
-    if na is None:
-        return 1 if a > b else -1
-    return 1 if na > nb else -1
+        return 1 if numeric_a else -1
+    if numeric_a != numeric_b:
+        return -1 if numeric_a else 1
+    if not numeric_a and a > b:
+        return 1
+    return 1 if ia > ib else -1
 
 
 def _go_compare(a: _GoVersion, b: _GoVersion) -> int:
