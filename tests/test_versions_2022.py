@@ -219,7 +219,8 @@ def test_a_tree_of_v_versions_loads_with_warnings_and_resolves(project, run_cli,
 # --------------------------------------------------------------------------- hostile versions
 
 HOSTILE = ["", "..", "1.0/../../x", "../x", ".hidden", "-1", "1..2", "a b", " 1.0", "1.0\n",
-           "1.0\x00", "1.0\x1b[2J", "1.0\u202e", "1.0\x85", "1<2", "a=b", "1.0>", "!1.0", "1.0!"]
+           "1.0\x00", "1.0\x1b[2J", "1.0\u202e", "1.0\x85", "1<2", "a=b", "1.0>", "!1.0", "1.0!",
+           "1" * 129, "1." + "9" * 5000]   # no name that long, nor a number Python cannot read
 
 
 @pytest.mark.parametrize("version", HOSTILE)
@@ -236,6 +237,14 @@ def test_a_hostile_version_is_still_refused(version):
 def test_a_selector_with_a_hostile_version_is_refused(selector):
     with pytest.raises(CosbuildError, match="invalid version selector"):
         check_selector(selector)
+
+
+@pytest.mark.parametrize("version", ["1." + "9" * 5000, "v" + "9" * 5000])
+def test_an_unchecked_version_too_long_is_compared_without_failing(version):
+    # an installed-package database is read without the tree's checks
+    assert compare(version, "1.0") == -1
+    assert matches(">=1.0", version) is False
+    assert matches("<2", version) is False
 
 
 def test_a_hostile_version_in_a_tree_is_one_error_naming_the_file(project, run_cli):

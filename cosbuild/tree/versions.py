@@ -34,6 +34,11 @@ class PackageRef:
 _SELECTOR = re.compile(r"^\s*(>=|<=|>|<|=|!)?\s*([^\s<>=!]\S*)\s*$")
 
 
+# a version is part of file names and of image tags (128 characters at most); the bound
+# also keeps its numbers convertible (Python converts no more than 4300 digits)
+VERSION_MAX = 128
+
+
 def _sanitize(text: str) -> str:
     """luet's Sanitize, applied before every comparison."""
     return text.replace("_", "-").strip()
@@ -49,7 +54,7 @@ _DEBIAN_START = re.compile(r"(?:[0-9]+:)?[0-9]")
 def _debian(version: str) -> NativeVersion | None:
     """`version` as Debian reads it (after luet's Sanitize), or None."""
     text = _sanitize(version)
-    if not _DEBIAN_START.match(text):
+    if len(text) > VERSION_MAX or not _DEBIAN_START.match(text):
         return None
     try:   # go-deb-version takes a last `-` with nothing after it for an empty revision
         return NativeVersion(text.removesuffix("-"))
@@ -103,8 +108,9 @@ _INT64 = 2 ** 63 - 1
 
 @functools.lru_cache(maxsize=None)
 def _go(text: str) -> _GoVersion | None:
-    """go-version's NewVersion, or None where it fails."""
-    m = _GO_VERSION.fullmatch(text)
+    """go-version's NewVersion, or None where it fails (or the text is too long to be a
+    version cosbuild accepts)."""
+    m = _GO_VERSION.fullmatch(text) if len(text) <= VERSION_MAX else None
     if not m:
         return None
     segments = [int(s) for s in m["segments"].split(".")]
@@ -211,13 +217,15 @@ _VERSION = re.compile(r"[A-Za-z0-9][^\s/<>=!]*")
 # names its files name-category-version: a name or category is one plain path component
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 NAME_RULE = "letters, digits and . _ + -, starting with a letter or digit (no '/' or '..')"
-VERSION_RULE = ("printable text starting with a letter or digit, without whitespace, '/', "
-                "'..' or the selector characters < > = ! (e.g. 1.0.2+3 or v1.21.14+k3s1)")
+VERSION_RULE = (f"printable text of at most {VERSION_MAX} characters starting with a letter "
+                "or digit, without whitespace, '/', '..' or the selector characters < > = ! "
+                "(e.g. 1.0.2+3 or v1.21.14+k3s1)")
 
 
 def valid_version(version: str) -> bool:
     """Whether `version` can name a file and a folder, and be written in a selector."""
-    return bool(_VERSION.fullmatch(version)) and ".." not in version and version.isprintable()
+    return (bool(_VERSION.fullmatch(version)) and ".." not in version
+            and version.isprintable() and len(version) <= VERSION_MAX)
 
 
 def _unread(version: str) -> list[str]:
