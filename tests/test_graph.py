@@ -22,7 +22,7 @@ CHAIN = {
     "tree/final/build.yaml": """\
         requires:
           - {name: app, category: app}
-          - {name: lib, category: dev, version: '<2.0+1'}
+          - {name: lib, category: dev, version: '2.0'}   # exact: to luet's go-version, <2.0+1 is <2.0
         requires_final_images: true
         copy:
           - package: {name: base, category: distro}

@@ -139,7 +139,6 @@ def test_a_bad_reference_on_the_command_line(project, run_cli):
     ("'-1'", "version: invalid version '-1'"),
     ("'..'", "version: invalid version '..'"),
     ("'1.0/../../x'", "version: invalid version '1.0/../../x'"),
-    ("'v1.0'", "version: invalid version 'v1.0'"),
     ("' 1.0'", "version: invalid version ' 1.0'"),
     ("[1.0]", "version: expected a string, got a list"),
     ("true", "version: expected a string, got a boolean"),
@@ -167,6 +166,7 @@ def test_a_number_from_a_merge_keeps_its_written_text(project, run_cli):
 @pytest.mark.parametrize("written, version", [
     ("'1.0.0+2'", "1.0.0+2"), ("'0.20.1-3'", "0.20.1-3"), ("'1.2'", "1.2"),
     ("'1:2.0'", "1:2.0"), ("'1.0~rc1'", "1.0~rc1"), ("'0.2.rc1-1+12'", "0.2.rc1-1+12"),
+    ("'v1.0'", "v1.0"),   # luet validates no version (tests/test_versions_2022.py)
     ("1e3", "1e3"),   # YAML 1.1 reads it as a string, and it is a Debian version
     ("26", "26"),   # an integer reads back as written (luet's go-yaml keeps its text too)
 ])
@@ -192,7 +192,7 @@ def test_no_traceback_through_the_console_script(nested):
 def test_a_version_with_a_control_character_is_refused(nested, run_cli, written):
     # python-debian's pattern ends in `$`: alone, it takes "1.0\n" for a version
     root, before = nested({APP: f"name: app\ncategory: app\nversion: {json.dumps(written)}\n"})
-    check_refused(run_cli, [f"{APP}:3: version: invalid version {written!r}", "a Debian version"],
+    check_refused(run_cli, [f"{APP}:3: version: invalid version {written!r}", "printable text"],
                   "validate")
     check_refused(run_cli, [f"{APP}:3: version: invalid version"], "run", "render")
     assert files_outside(nested.top, root / "build") == before

@@ -102,12 +102,6 @@ def _load_from(transport, repo: RepoConfig, workdir: Path) -> list[Candidate]:
         dwhere = f"{transport.url}: tree/{path}"
         definition = parse_definition(luetformat.tree_definition(_mapping(data, dwhere, budget)),
                                       dwhere)
-        try:   # the index is solved with these: a bad one is an error here, not there
-            versions.sort_key(definition.version)
-        except ValueError:
-            raise CosbuildError(f"invalid version {definition.version!r}", file=dwhere,
-                                key="version", hint="versions are Debian-style, e.g. 1.0 or "
-                                                    "1.0+2; the repository is damaged") from None
         ident = (definition.category, definition.name, definition.version)
         if ident in declared:
             raise CosbuildError(f"{definition.id}@{definition.version} is in the tree twice, "

@@ -123,15 +123,9 @@ def choose(ref: versions.PackageRef, candidates: list[Candidate], asked_by: str 
     if not ok:
         have = ", ".join(sorted({c.version for c in named}, key=versions.sort_key))
         raise CosbuildError(f"{who}{ref}, but no version satisfies it (available: {have})")
-    return min(ok, key=lambda c: (c.repo.priority, _newest_first(c.version)))
-
-
-class _newest_first:
-    def __init__(self, version: str):
-        self.version = version
-
-    def __lt__(self, other: "_newest_first") -> bool:
-        return versions.compare(self.version, other.version) > 0
+    first = min(c.repo.priority for c in ok)
+    return max((c for c in ok if c.repo.priority == first),
+               key=lambda c: versions.sort_key(c.version))
 
 
 def plan(requests: list[versions.PackageRef], candidates: list[Candidate],

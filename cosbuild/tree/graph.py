@@ -288,7 +288,8 @@ def build_graph(tree: Tree, renderer: "Renderer", errors: Collector | None = Non
     latest: dict[str, str] = {}
     for pkg in packages.values():
         best = latest.get(pkg.id)
-        if best is None or versions.compare(pkg.version, packages[best].version) > 0:
+        if best is None or \
+                versions.sort_key(pkg.version) > versions.sort_key(packages[best].version):
             latest[pkg.id] = pkg.key
     return Graph(packages, tuple(order), latest, resolver)
 
