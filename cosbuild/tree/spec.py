@@ -232,7 +232,7 @@ def _retrieve(value, where: Where) -> str:
 STR = Type("string", _scalar_str)
 NAME = Type("name (one path component)", _identifier("package name"))
 CATEGORY = Type("category (one path component)", _identifier("category"))
-VERSION = Type("version (a string: quote 1.10)", lambda v, w: check_version(_exact_str(v, w), w))
+VERSION = Type("version (its text as written)", lambda v, w: check_version(_exact_str(v, w), w))
 SELECTOR = Type("version selector (a string)", _exact_str)
 OPT_STR = Type("string", _optional_str)
 OPT_IMAGE = Type("image reference", _optional_image)
@@ -511,8 +511,8 @@ def keyword_reference() -> str:
         out.append("")
     out += ["## Names and versions", "",
             f"A name or category: {NAME_RULE}; it names files and folders. A version: "
-            f"{VERSION_RULE}. Write a version as a string: YAML reads an unquoted `1.10` as "
-            "the number 1.1.", ""]
+            f"{VERSION_RULE}. A string keyword takes a plain value as written, as luet's go-yaml "
+            "does: `version: 1.10` is \"1.10\", `name: y` is \"y\".", ""]
     out += ["## Templates", "",
             "build.yaml, finalize.yaml and `<tree>/templates/*.yaml` are Helm templates (Go "
             "text/template with sprig, `.Values.x`, as luet 0.20 renders them) or Jinja2 "
