@@ -19,9 +19,6 @@ CASES = {
     "missing version": (
         {"tree/app/definition.yaml": "name: app\ncategory: app\n"},
         ["tree/app/definition.yaml", "missing required keyword 'version'"]),
-    "unknown build keyword": (
-        {"tree/app/build.yaml": "requires:\n  - {name: base, category: distro}\nstesp:\n  - true\n"},
-        ["tree/app/build.yaml (rendered):3", "unknown keyword 'stesp'", "did you mean 'steps'?"]),
     "undefined template variable": (
         {"tree/app/build.yaml": "image: x\nsteps:\n  - echo {{ values.nosuch }}\n"},
         ["tree/app/build.yaml:3", "nosuch", "template error"]),

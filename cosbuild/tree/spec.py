@@ -172,7 +172,7 @@ def _ref(value, where: Where) -> PackageRef:
 def _copy(value, where: Where) -> "CopySpec":
     if not isinstance(value, dict):
         raise where.error(f"expected a mapping {{package|image, source, destination}}, got {_typename(value)}")
-    fields = parse(COPY_KEYWORDS, value, where.file, what="copy entry")
+    fields = parse(COPY_KEYWORDS, value, where.file, what="copy entry", warn_unknown=True)
     inner = Where(where.file, value.line, where.key)
     if (fields["package"] is None) == (fields["image"] is None):
         raise inner.error("a copy entry needs exactly one of 'package' or 'image'")
@@ -525,7 +525,8 @@ def keyword_reference() -> str:
 
 def parse_build(data: LineMap, file: str) -> BuildSpec:
     """Parse a rendered build.yaml and check the rules that span several keywords."""
-    build = BuildSpec(**parse(BUILD_KEYWORDS, data, file, what="build.yaml"))
+    # luet decodes build.yaml into its CompilationSpec struct, which ignores other keys
+    build = BuildSpec(**parse(BUILD_KEYWORDS, data, file, what="build.yaml", warn_unknown=True))
     lines = getattr(data, "line_of", lambda key: None)
 
     def fail(key: str, message: str, hint: str) -> CosbuildError:
