@@ -99,11 +99,11 @@ def _load_folder(folder: Path, declared_in: Path, root: Path) -> list[PackageSou
     if not isinstance(stanzas, list) or not stanzas:
         raise CosbuildError("a collection needs a non-empty 'packages' list", file=declared_in,
                             line=data.line_of("packages"), key="packages")
-    extra = set(data) - {"packages"}
-    if extra:
-        key = sorted(extra)[0]
-        raise CosbuildError(f"unknown keyword '{key}' in collection", file=declared_in,
-                            line=data.line_of(key), key=key, hint="only 'packages' is allowed here")
+    for key in data:   # luet reads only `packages` (other keys may hold YAML anchors)
+        if key != "packages":
+            log.warning("%s", CosbuildError(f"unknown keyword '{key}' in collection, ignored",
+                                            file=declared_in, line=data.line_of(key), key=key,
+                                            hint="only 'packages' is read"))
     out = []
     for stanza in stanzas:
         if not isinstance(stanza, dict):
