@@ -211,8 +211,13 @@ class Renderer:
         """The values a package's template sees: for Helm as luet 0.20 computes them (top-level
         keys merged; see helm.luet_values), for Jinja2 deep-merged."""
         if engine == HELM:
-            return luet_values(pkg.values, self.values_layers,
-                               collection=pkg.declared_in.name == COLLECTION)
+            try:
+                return luet_values(pkg.values, self.values_layers,
+                                   collection=pkg.declared_in.name == COLLECTION)
+            except gotemplate.TemplateError as exc:   # a YAML alias bomb in the stanza
+                raise CosbuildError(exc.message, file=pkg.declared_in,
+                                    hint="a few bytes of YAML aliases can stand for a billion "
+                                         "values") from None
         return merge_values(pkg.values, *self.values_layers)
 
     def render_file(self, pkg: PackageSource, path: Path) -> tuple[str, str]:
