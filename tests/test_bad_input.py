@@ -56,9 +56,6 @@ CASES = {
     "bad collection": (
         {"tree/col/collection.yaml": "packages: {}\n"},
         ["tree/col/collection.yaml:1", "non-empty 'packages' list"]),
-    "unknown finalize keyword": (
-        {"tree/app/finalize.yaml": "instal:\n  - true\n"},
-        ["tree/app/finalize.yaml (rendered):1", "did you mean 'install'?"]),
 }
 
 

@@ -139,6 +139,7 @@ def test_strict_makes_each_warning_an_error(project, run_cli):
     project({**BASIC, "tree/toolchain/collection.yaml": MERGED, "tree/yip/definition.yaml": YIP,
              "tree/yip2/definition.yaml": YIP,
              "tree/base/build.yaml": "image: debian\nstesp: [make]\n",
+             "tree/base/finalize.yaml": "instal: [true]\n",
              "iso.yaml": "packages: {rootfs: [app/app]}\noverlay: true\n"})
     code, _, _ = run_cli("validate")
     assert code == 0
@@ -149,6 +150,8 @@ def test_strict_makes_each_warning_an_error(project, run_cli):
                      "(first in tree/yip/definition.yaml:1)",
                      "build.yaml (rendered):2: stesp: unknown keyword 'stesp' in build.yaml, "
                      "ignored (did you mean 'steps'?)",
+                     "finalize.yaml (rendered):1: instal: unknown keyword 'instal' in "
+                     "finalize.yaml, ignored (did you mean 'install'?)",
                      "iso.yaml:2: overlay: true: ignored"):
         assert fragment in err, f"{fragment!r} not in {err!r}"
 

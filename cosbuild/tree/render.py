@@ -292,7 +292,7 @@ class Renderer:
             if not isinstance(fdata, dict):
                 raise CosbuildError("expected a mapping at the top level", file=where, line=1)
             finalize = spec.Finalize(**spec.parse(spec.FINALIZE_KEYWORDS, fdata, where,
-                                                  what="finalize.yaml"))
+                                                  what="finalize.yaml", warn_unknown=True))
         return Rendered(text, data, build, finalize, finalize_text, "; ".join(engines))
 
 
