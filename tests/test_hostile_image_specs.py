@@ -51,7 +51,6 @@ ISO_CASES = [
     ("label: LIVÉ", ":3: label: 'LIVÉ' cannot label a iso9660 file system"),
     ("label: [COS_LIVE]", ":3: label: expected a string, got a list"),
     ("label: {a: b}", ":3: label: expected a string, got a mapping"),
-    ("label: true", ":3: label: expected a string, got a boolean"),
     # paths in the ISO root and under /boot of the live root
     ("boot_file: ../../../etc/passwd",
      ":3: boot_file: '../../../etc/passwd' is not a path inside the ISO root "

@@ -110,9 +110,6 @@ def test_a_name_too_long_for_a_file_is_refused_before_any_file(nested, run_cli):
      ["tree/app/build.yaml (rendered):2: requires.category: invalid category '../distro'"]),
     ("tree/app/build.yaml", "requires:\n  - ../distro/base\nsteps: [make]\n",
      ["tree/app/build.yaml (rendered):1: requires: invalid category '../distro'"]),
-    ("tree/app/build.yaml",
-     "requires:\n  - {name: base, category: distro, version: 1.10}\nsteps: [make]\n",
-     ["build.yaml (rendered):2: requires.version: read as the number 1.1", "quote it"]),
     (APP, "name: app\ncategory: app\nversion: '0.1'\nrequires:\n  - {name: ../x, category: a}\n",
      [f"{APP}:5: requires.name: invalid package name '../x'"]),
     (APP, "name: app\ncategory: app\nversion: '0.1'\nconflicts:\n  - {name: x, category: a/b}\n",
@@ -141,26 +138,15 @@ def test_a_bad_reference_on_the_command_line(project, run_cli):
     ("'1.0/../../x'", "version: invalid version '1.0/../../x'"),
     ("' 1.0'", "version: invalid version ' 1.0'"),
     ("[1.0]", "version: expected a string, got a list"),
-    ("true", "version: expected a string, got a boolean"),
-    ("1.10", "version: read as the number 1.1 (written 1.10)"),
-    ("0.20", "version: read as the number 0.2 (written 0.20)"),
-    ("1:2.0", "version: read as the number 62.0 (written 1:2.0)"),   # YAML 1.1 base 60
-    ("010", "version: read as the number 8 (written 010)"),          # octal
-    ("1:20", "version: read as the number 80 (written 1:20)"),
-    ("1_000", "version: read as the number 1000 (written 1_000)"),
-    ("0x10", "version: read as the number 16 (written 0x10)"),
-    ("+1", "version: read as the number 1 (written +1)"),
+    # a plain scalar YAML reads as a boolean or number is checked as its text, as luet's
+    # go-yaml gives it to a string field
+    ("true", "version: invalid version 'true'"),
+    ("1_000", "version: invalid version '1_000'"),
+    ("+1", "version: invalid version '+1'"),
 ])
 def test_invalid_version_is_refused(project, run_cli, written, fragment):
     project({**BASIC, APP: f"name: app\ncategory: app\nversion: {written}\n"})
-    err = check_refused(run_cli, [f"{APP}:3: {fragment}"], "validate")
-    if "number" in fragment:   # and it says what to do
-        assert 'quote it, e.g. version: "1.10"' in err
-
-
-def test_a_number_from_a_merge_keeps_its_written_text(project, run_cli):
-    project({**BASIC, APP: "base: &b {version: 010}\n<<: *b\nname: app\ncategory: app\n"})
-    check_refused(run_cli, ["read as the number 8 (written 010)"], "validate")
+    check_refused(run_cli, [f"{APP}:3: {fragment}"], "validate")
 
 
 @pytest.mark.parametrize("written, version", [
@@ -169,6 +155,9 @@ def test_a_number_from_a_merge_keeps_its_written_text(project, run_cli):
     ("'v1.0'", "v1.0"),   # luet validates no version (tests/test_versions_2022.py)
     ("1e3", "1e3"),   # YAML 1.1 reads it as a string, and it is a Debian version
     ("26", "26"),   # an integer reads back as written (luet's go-yaml keeps its text too)
+    # YAML 1.1 reads these as numbers; go-yaml gives a string field the text as written
+    ("1.10", "1.10"), ("0.20", "0.20"), ("1:2.0", "1:2.0"), ("010", "010"), ("1:20", "1:20"),
+    ("0x10", "0x10"),
 ])
 def test_valid_versions_are_accepted(project, run_cli, written, version):
     project({**BASIC, APP: f"name: app\ncategory: app\nversion: {written}\n"})

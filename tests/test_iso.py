@@ -133,7 +133,6 @@ def test_iso_steps_are_reproducible(iso_builder, tmp_path):
 @pytest.mark.parametrize("text, fragment", [
     (ISO_YAML.replace("label: TEST_LIVE", "label: [X]"), "label: expected a string, got a list"),
     (ISO_YAML + "image_date: 'yes'\n", "image_date: expected true or false"),
-    (ISO_YAML + "overlay: true\n", "overlay: expected a mapping, got a boolean"),
     (ISO_YAML + "overlay: {rootfs: [a]}\n", "rootfs: expected a string, got a list"),
     (ISO_YAML.replace("  rootfs: [system/os]\n", ""), "packages.rootfs is empty"),
     ("label: X\n", "missing required keyword 'packages'"),

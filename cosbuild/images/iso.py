@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import tarfile
@@ -38,6 +39,8 @@ from ..tree.project import Project
 from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
 from . import fsimage, values
+
+log = logging.getLogger("cosbuild")
 
 
 IN_BOOT = values.inside("/boot of the live root")
@@ -74,9 +77,20 @@ def _nested(table: tuple, what: str) -> spec.Type:
 
 
 _OVERLAY = _nested(OVERLAY_KEYWORDS, "overlay")
-# luet-makeiso before 0.3.2 had no overlay map, and the files of its time say `overlay: false`
-OVERLAY = spec.Type(f"{_OVERLAY.describe} or false",
-                    lambda value, where: None if value is False else _OVERLAY.parse(value, where))
+
+
+def _overlay(value, where: spec.Where):
+    """The overlay map; `overlay: true` or `false`, in files of luet-makeiso before 0.3.3
+    (which had no overlay key and so ignored it), is ignored too, with a warning."""
+    if isinstance(value, bool):
+        log.warning("%s", where.error(
+            f"{str(value).lower()}: ignored (luet-makeiso before 0.3.3 had no 'overlay' key)",
+            hint="an overlay is a mapping {rootfs, uefi, isoimage} of folders"))
+        return None
+    return _OVERLAY.parse(value, where)
+
+
+OVERLAY = spec.Type(f"{_OVERLAY.describe} (true or false: ignored)", _overlay)
 ISO_KEYWORDS = (
     spec.Keyword("packages", _nested(PACKAGES_KEYWORDS, "packages"), None, "what goes where",
                  required=True),
@@ -87,7 +101,7 @@ ISO_KEYWORDS = (
     spec.Keyword("image_date", spec.BOOL, False, "add YYYYMMDD (of SOURCE_DATE_EPOCH) to the name"),
     spec.Keyword("image_name", spec.STR, "", "ISO file name after the prefix"),
     spec.Keyword("arch", spec.STR, "x86_64", "target architecture"),
-    spec.Keyword("overlay", OVERLAY, None, "extra files (false: none)"),
+    spec.Keyword("overlay", OVERLAY, None, "extra files"),
     spec.Keyword("squashfs_options", _nested(SQUASHFS_KEYWORDS, "squashfs_options"), None,
                  "rootfs.squashfs compression"),
     spec.Keyword("boot_file", IN_ISO, "boot/syslinux/isolinux.bin", "BIOS El Torito boot file"),

@@ -74,17 +74,15 @@ def load_trees(roots: list[Path], errors: Collector | None = None) -> Tree:
                     templates.append(tree_file(path, root))
                 except CosbuildError as exc:
                     errors.add(exc)
-        for folder, dirs, files in os.walk(root):
-            here = Path(folder)
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                             and not (here == root and d == TEMPLATES))
-            for kind in (DEFINITION, COLLECTION):
-                if kind in files:
-                    try:
-                        packages += _load_folder(here, here / kind, root)
-                    except CosbuildError as exc:
-                        errors.add(exc)
-    packages = _without_duplicates(packages, errors)
+        try:
+            for path in _spec_files(root):
+                try:
+                    packages += _load_folder(path.parent, path, root)
+                except CosbuildError as exc:
+                    errors.add(exc)
+        except CosbuildError as exc:   # a folder that cannot be listed
+            errors.add(exc)
+    packages = _last_declarations(packages)
     if own:
         errors.raise_if_any()
     return Tree(tuple(packages), tuple(templates))
@@ -101,11 +99,11 @@ def _load_folder(folder: Path, declared_in: Path, root: Path) -> list[PackageSou
     if not isinstance(stanzas, list) or not stanzas:
         raise CosbuildError("a collection needs a non-empty 'packages' list", file=declared_in,
                             line=data.line_of("packages"), key="packages")
-    extra = set(data) - {"packages"}
-    if extra:
-        key = sorted(extra)[0]
-        raise CosbuildError(f"unknown keyword '{key}' in collection", file=declared_in,
-                            line=data.line_of(key), key=key, hint="only 'packages' is allowed here")
+    for key in data:   # luet reads only `packages` (other keys may hold YAML anchors)
+        if key != "packages":
+            log.warning("%s", CosbuildError(f"unknown keyword '{key}' in collection, ignored",
+                                            file=declared_in, line=data.line_of(key), key=key,
+                                            hint="only 'packages' is read"))
     out = []
     for stanza in stanzas:
         if not isinstance(stanza, dict):
@@ -126,16 +124,44 @@ def parse_definition(data: LineMap, file: Path) -> spec.Definition:
     return spec.Definition(**fields)
 
 
-def _without_duplicates(packages: list[PackageSource], errors: Collector) -> list[PackageSource]:
-    """The packages with each key once (the first); every further declaration is an error."""
-    seen: dict[str, PackageSource] = {}
+def _spec_files(root: Path):
+    """The definition and collection files of the tree at `root`, in the order luet 0.20's
+    filepath.Walk meets them (which decides which of two declarations of a package it keeps):
+    each folder's entries sorted by name, a subfolder walked where its name sorts, symlinked
+    folders not followed. Hidden folders and the top `templates` are not package folders."""
+    stack = [_entries(root, root)]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+        elif entry.is_dir(follow_symlinks=False):
+            stack.append(_entries(Path(entry.path), root))
+        elif entry.name in (DEFINITION, COLLECTION):
+            yield Path(entry.path)
+
+
+def _entries(folder: Path, root: Path):
+    try:
+        with os.scandir(folder) as listing:
+            entries = [e for e in listing if not (e.is_dir(follow_symlinks=False) and (
+                e.name.startswith(".") or (folder == root and e.name == TEMPLATES)))]
+    except OSError as exc:
+        raise CosbuildError(f"cannot list the folder: {exc.strerror}", file=folder) from None
+    return iter(sorted(entries, key=lambda e: os.fsencode(e.name)))   # Go sorts bytes
+
+
+def _last_declarations(packages: list[PackageSource]) -> list[PackageSource]:
+    """Each package once: a later declaration replaces an earlier one, as in luet's database
+    (in walk order; in a collection, the later stanza), with a warning naming both files."""
+    kept: dict[str, PackageSource] = {}
     for pkg in packages:
-        first = seen.setdefault(pkg.key, pkg)
-        if first is not pkg:
-            errors.add(CosbuildError(
-                f"duplicate package {pkg.key}, also declared in {first.declared_in}",
-                file=pkg.declared_in, hint="bump the version or remove one of them"))
-    return list(seen.values())
+        earlier = kept.pop(pkg.key, None)
+        if earlier is not None:
+            log.warning("%s:%s: package %s declared again (first in %s:%s): the last "
+                        "declaration is used, as luet does", pkg.declared_in, pkg.values.line,
+                        pkg.key, earlier.declared_in, earlier.values.line)
+        kept[pkg.key] = pkg
+    return list(kept.values())
 
 
 # --------------------------------------------------------------------------- reading tree files

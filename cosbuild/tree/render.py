@@ -211,8 +211,13 @@ class Renderer:
         """The values a package's template sees: for Helm as luet 0.20 computes them (top-level
         keys merged; see helm.luet_values), for Jinja2 deep-merged."""
         if engine == HELM:
-            return luet_values(pkg.values, self.values_layers,
-                               collection=pkg.declared_in.name == COLLECTION)
+            try:
+                return luet_values(pkg.values, self.values_layers,
+                                   collection=pkg.declared_in.name == COLLECTION)
+            except gotemplate.TemplateError as exc:   # a YAML alias bomb in the stanza
+                raise CosbuildError(exc.message, file=pkg.declared_in,
+                                    hint="a few bytes of YAML aliases can stand for a billion "
+                                         "values") from None
         return merge_values(pkg.values, *self.values_layers)
 
     def render_file(self, pkg: PackageSource, path: Path) -> tuple[str, str]:
@@ -287,7 +292,7 @@ class Renderer:
             if not isinstance(fdata, dict):
                 raise CosbuildError("expected a mapping at the top level", file=where, line=1)
             finalize = spec.Finalize(**spec.parse(spec.FINALIZE_KEYWORDS, fdata, where,
-                                                  what="finalize.yaml"))
+                                                  what="finalize.yaml", warn_unknown=True))
         return Rendered(text, data, build, finalize, finalize_text, "; ".join(engines))
 
 

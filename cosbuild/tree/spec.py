@@ -30,8 +30,8 @@ log = logging.getLogger("cosbuild")
 
 @dataclass(frozen=True)
 class Where:
-    """Where a value came from, for error messages; `written`, the text of a value YAML read
-    as a number, when known."""
+    """Where a value came from, for error messages; `written`, the text of a plain scalar YAML
+    read as other than a string (a number, a boolean, a date), when known."""
     file: str
     line: int | None
     key: str
@@ -48,19 +48,22 @@ class Type:
 
 
 def _scalar_str(value, where: Where) -> str:
-    if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
+    """A string; a plain scalar YAML read as a number, boolean or date is its text as written,
+    as go-yaml v2 decodes it into a Go string field (`name: y` is "y", `version: 1.10` "1.10")."""
+    if value is None or isinstance(value, (dict, list)):
+        raise where.error(f"expected a string, got {_typename(value)}")
+    if where.written is not None:
+        return where.written
+    if isinstance(value, bool):
         raise where.error(f"expected a string, got {_typename(value)}")
     return str(value)
 
 
 def _exact_str(value, where: Where) -> str:
-    """A string as written. YAML reads an unquoted 1.10 as the float 1.1 and 010 as the
-    integer 8: a float is refused, and so is an integer whose text is not the one written
-    (when the text is not known, as in JSON, an integer is taken as its decimal)."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if number and (isinstance(value, float) or where.written not in (None, str(value))):
-        written = f" (written {where.written})" if where.written else ""
-        raise where.error(f"read as the number {value!r}{written}, not as the text written "
+    """A string as written. Without the text as written (a value not read from YAML text, as
+    in JSON), a float is refused: 1.10 would have become 1.1; an integer is its decimal."""
+    if isinstance(value, float) and where.written is None:
+        raise where.error(f"read as the number {value!r}, not as the text written "
                           "(YAML reads 1.10 as 1.1)",
                           hint=f'quote it, e.g. {where.key.rpartition(".")[2]}: "1.10"')
     return _scalar_str(value, where)
@@ -125,7 +128,10 @@ def _str_map(value, where: Where) -> tuple[tuple[str, str], ...]:
         return ()
     if not isinstance(value, dict):
         raise where.error(f"expected a mapping of strings, got {_typename(value)}")
-    return tuple(sorted((str(k), _scalar_str(v, where)) for k, v in value.items()))
+    written = getattr(value, "written", {})
+    return tuple(sorted((str(k), _scalar_str(v, Where(where.file, where.line, where.key,
+                                                      written.get(k))))
+                        for k, v in value.items()))
 
 
 def _regex(value, where: Where) -> str:
@@ -154,8 +160,10 @@ def _ref(value, where: Where) -> PackageRef:
         return parse_ref(value, where)
     if not isinstance(value, dict):
         raise where.error(f"expected a package reference {{name, category, version}}, got {_typename(value)}")
+    # luet decodes an entry into its Package struct, which ignores other keys (a `<<:` merge
+    # of a whole package brings `labels`, `branch`, ...)
     fields = parse(REF_KEYWORDS, value, where.file, what=f"{where.key} entry",
-                   key_prefix=f"{where.key}.")
+                   warn_unknown=True, key_prefix=f"{where.key}.")
     line = value.line_of("version") if isinstance(value, LineMap) else where.line
     check_selector(fields["version"], Where(where.file, line, f"{where.key}.version"))
     return PackageRef(**fields)
@@ -164,7 +172,7 @@ def _ref(value, where: Where) -> PackageRef:
 def _copy(value, where: Where) -> "CopySpec":
     if not isinstance(value, dict):
         raise where.error(f"expected a mapping {{package|image, source, destination}}, got {_typename(value)}")
-    fields = parse(COPY_KEYWORDS, value, where.file, what="copy entry")
+    fields = parse(COPY_KEYWORDS, value, where.file, what="copy entry", warn_unknown=True)
     inner = Where(where.file, value.line, where.key)
     if (fields["package"] is None) == (fields["image"] is None):
         raise inner.error("a copy entry needs exactly one of 'package' or 'image'")
@@ -224,7 +232,7 @@ def _retrieve(value, where: Where) -> str:
 STR = Type("string", _scalar_str)
 NAME = Type("name (one path component)", _identifier("package name"))
 CATEGORY = Type("category (one path component)", _identifier("category"))
-VERSION = Type("version (a string: quote 1.10)", lambda v, w: check_version(_exact_str(v, w), w))
+VERSION = Type("version (its text as written)", lambda v, w: check_version(_exact_str(v, w), w))
 SELECTOR = Type("version selector (a string)", _exact_str)
 OPT_STR = Type("string", _optional_str)
 OPT_IMAGE = Type("image reference", _optional_image)
@@ -279,7 +287,7 @@ def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str
     wrong value's error names its key after `key_prefix` (`requires.name`)."""
     file = str(file)
     known = {k.name: k for k in table}
-    lines, numbers = getattr(data, "lines", {}), getattr(data, "numbers", {})
+    lines, written = getattr(data, "lines", {}), getattr(data, "written", {})
     line_of = lambda key: lines.get(key, getattr(data, "line", None))  # noqa: E731
     if strict or warn_unknown:
         for key in data:
@@ -296,7 +304,7 @@ def parse(table: tuple[Keyword, ...], data: dict, file: str | Path, *, what: str
     for kw in table:
         if kw.name in data and data[kw.name] is not None:
             out[kw.name] = kw.type.parse(data[kw.name], Where(
-                file, line_of(kw.name), key_prefix + kw.name, numbers.get(kw.name)))
+                file, line_of(kw.name), key_prefix + kw.name, written.get(kw.name)))
         elif kw.required:
             raise CosbuildError(f"missing required keyword '{kw.name}' in {what}", file=file,
                                 line=getattr(data, "line", None), key=kw.name)
@@ -503,8 +511,8 @@ def keyword_reference() -> str:
         out.append("")
     out += ["## Names and versions", "",
             f"A name or category: {NAME_RULE}; it names files and folders. A version: "
-            f"{VERSION_RULE}. Write a version as a string: YAML reads an unquoted `1.10` as "
-            "the number 1.1.", ""]
+            f"{VERSION_RULE}. A string keyword takes a plain value as written, as luet's go-yaml "
+            "does: `version: 1.10` is \"1.10\", `name: y` is \"y\".", ""]
     out += ["## Templates", "",
             "build.yaml, finalize.yaml and `<tree>/templates/*.yaml` are Helm templates (Go "
             "text/template with sprig, `.Values.x`, as luet 0.20 renders them) or Jinja2 "
@@ -517,7 +525,8 @@ def keyword_reference() -> str:
 
 def parse_build(data: LineMap, file: str) -> BuildSpec:
     """Parse a rendered build.yaml and check the rules that span several keywords."""
-    build = BuildSpec(**parse(BUILD_KEYWORDS, data, file, what="build.yaml"))
+    # luet decodes build.yaml into its CompilationSpec struct, which ignores other keys
+    build = BuildSpec(**parse(BUILD_KEYWORDS, data, file, what="build.yaml", warn_unknown=True))
     lines = getattr(data, "line_of", lambda key: None)
 
     def fail(key: str, message: str, hint: str) -> CosbuildError:

@@ -16,11 +16,12 @@ log = logging.getLogger("cosbuild")
 
 class LineMap(dict):
     """A mapping that knows the line of each of its keys (1-based), and the text as written
-    of each value YAML read as a number (`version: 010` is the integer 8)."""
+    of each plain scalar YAML read as other than a string (`version: 010` is the integer 8,
+    `name: y` the boolean true): go-yaml v2 gives that text to a Go string field."""
 
     line: int = 0
     lines: dict
-    numbers: types.MappingProxyType | dict = types.MappingProxyType({})
+    written: types.MappingProxyType | dict = types.MappingProxyType({})
 
     def line_of(self, key) -> int:
         return self.lines.get(key, self.line)
@@ -33,6 +34,7 @@ def _loader():
 
     class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):   # libyaml when available
         file = ""
+        merged_keys = 0   # see MAX_MERGED_KEYS
         # go-yaml v2 also reads a plain y or n as a boolean
         bool_values = {**yaml.constructor.SafeConstructor.bool_values, "y": True, "n": False}
 
@@ -43,6 +45,10 @@ def _loader():
 
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
+# keys a file's `<<:` merges may copy: an alias is shared, but a merge copies the keys, and
+# a chain of merges, each of the one before, copies a number quadratic in the file's size
+# (real trees copy a few hundred)
+MAX_MERGED_KEYS = 1_000_000
 
 
 def _construct_mapping(loader, node) -> LineMap:
@@ -53,14 +59,19 @@ def _construct_mapping(loader, node) -> LineMap:
 
     result = LineMap()
     result.line = node.start_mark.line + 1
-    result.lines, result.numbers = {}, {}
-    written: dict = {}   # key -> line, for the keys written here (not merged)
+    result.lines, result.written = {}, {}
+    own: dict = {}   # key -> line, for the keys written here (not merged)
     for key_node, value_node in node.value:
         if key_node.tag == MERGE_TAG:
             for merged in reversed(_merged_mappings(loader, value_node)):  # earlier ones win
+                loader.merged_keys += len(merged)
+                if loader.merged_keys > MAX_MERGED_KEYS:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"more than {MAX_MERGED_KEYS} keys copied by '<<' merges "
+                        "(a chain of merges grows with its square)", key_node.start_mark)
                 result.update(merged)
                 result.lines.update(merged.lines)
-                result.numbers.update(merged.numbers)
+                result.written.update(merged.written)
             continue
         key = loader.construct_object(key_node, deep=True)
         if isinstance(key, bool) and key_node.value in ("y", "Y", "n", "N"):
@@ -71,15 +82,16 @@ def _construct_mapping(loader, node) -> LineMap:
             raise yaml.constructor.ConstructorError(
                 None, None, "a mapping or list cannot be a key", key_node.start_mark) from None
         line = key_node.start_mark.line + 1
-        if key in written:
+        if key in own:
             log.warning("%s:%s: duplicate key '%s' (first at line %s): the last value is used, "
-                        "as luet does", loader.file, line, key, written[key])
+                        "as luet does", loader.file, line, key, own[key])
         result[key] = value = loader.construct_object(value_node, deep=True)
-        result.lines[key] = written[key] = line
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            result.numbers[key] = value_node.value
+        result.lines[key] = own[key] = line
+        if (isinstance(value_node, yaml.ScalarNode) and not value_node.style   # plain style
+                and value is not None and not isinstance(value, str)):
+            result.written[key] = value_node.value
         else:
-            result.numbers.pop(key, None)   # a merged number this key overrides
+            result.written.pop(key, None)   # a merged scalar this key overrides
     return result
 
 
