@@ -140,8 +140,6 @@ def test_a_bad_reference_on_the_command_line(project, run_cli):
     ("[1.0]", "version: expected a string, got a list"),
     # a plain scalar YAML reads as a boolean or number is checked as its text, as luet's
     # go-yaml gives it to a string field
-    ("true", "version: invalid version 'true'"),
-    ("1_000", "version: invalid version '1_000'"),
     ("+1", "version: invalid version '+1'"),
 ])
 def test_invalid_version_is_refused(project, run_cli, written, fragment):
@@ -157,6 +155,7 @@ def test_invalid_version_is_refused(project, run_cli, written, fragment):
     ("26", "26"),   # an integer reads back as written (luet's go-yaml keeps its text too)
     # YAML 1.1 reads these as numbers; go-yaml gives a string field the text as written
     ("1.10", "1.10"), ("0.20", "0.20"), ("1:2.0", "1:2.0"), ("010", "010"), ("1:20", "1:20"),
+    ("true", "true"), ("1_000", "1_000"),   # free-form text, as luet 0.20 takes any version
     ("0x10", "0x10"),
 ])
 def test_valid_versions_are_accepted(project, run_cli, written, version):

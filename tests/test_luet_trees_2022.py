@@ -185,20 +185,7 @@ def test_elemental_toolkit_loads_renders_and_resolves(tmp_path, values):
     assert not errors.errors, "\n".join(map(str, errors.errors))
 
 
-V_VERSION = "invalid version 'v"   # semver with a v: the versions part of issue #33
-
-
 @needs_real
-@pytest.mark.parametrize("values", ["amd64.yaml", "arm64.yaml", "arm.yaml"])
-def test_kairos_loads_but_for_v_versions(tmp_path, values):
-    errors = _real(KAIROS, values, tmp_path)
-    assert all(V_VERSION in str(e) for e in errors.errors), \
-        "\n".join(str(e) for e in errors.errors if V_VERSION not in str(e))
-
-
-@needs_real
-@pytest.mark.xfail(reason="versions like v1.21.14+k3s1-1 are the versions part of issue #33 "
-                          "(cosbuild/tree/versions.py)")
 @pytest.mark.parametrize("values", ["amd64.yaml", "arm64.yaml", "arm.yaml"])
 def test_kairos_loads_renders_and_resolves(tmp_path, values):
     errors = _real(KAIROS, values, tmp_path)

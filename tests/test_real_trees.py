@@ -35,8 +35,15 @@ class Build:
         return f"{self.trees[-1].parent.name}-{self.values.stem}"
 
 
+ELEMENTAL = REAL / "elemental-toolkit-v0.8.14"
+KAIROS = REAL / "kairos-packages-2023-06"
+
 BUILDS = [Build((SAMPLE, COS6), v) for v in sorted((REAL / "cOS-toolkit-v0.6.0/values").glob("*.yaml"))] + \
          [Build((COS5,), v) for v in sorted((REAL / "cOS-toolkit-v0.5.3/values").glob("*.yaml"))]
+# the trees of 2022-2023 (issue #33), with the values files their releases were built with
+BUILDS_2022 = [Build((ELEMENTAL / "packages",), ELEMENTAL / "values" / v)
+               for v in ("green-x86_64.yaml", "teal-arm64.yaml")] + \
+              [Build((KAIROS / "packages",), KAIROS / "values" / v) for v in ("amd64.yaml", "arm64.yaml")]
 
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"no real trees in {REAL}")
 
@@ -53,7 +60,7 @@ def _project(trees: tuple[Path, ...], values: Path, build_dir: Path):
     return project, errors
 
 
-@pytest.mark.parametrize("build", BUILDS, ids=lambda b: b.id)
+@pytest.mark.parametrize("build", BUILDS + BUILDS_2022, ids=lambda b: b.id)
 def test_real_tree_loads_renders_and_resolves(build, tmp_path, helm_reference):
     project, errors = _project(build.trees, build.values, tmp_path)
     assert not errors.errors, "\n".join(map(str, errors.errors))
@@ -79,7 +86,7 @@ def test_real_tree_loads_renders_and_resolves(build, tmp_path, helm_reference):
     assert same == sum(1 for p in packages if p.build_file)      # byte for byte, too
 
 
-@pytest.mark.parametrize("build", BUILDS, ids=lambda b: b.id)
+@pytest.mark.parametrize("build", BUILDS + BUILDS_2022, ids=lambda b: b.id)
 def test_cosbuild_graph_resolves_the_real_tree(build, tmp_path, run_cli):
     trees = [arg for tree in build.trees for arg in ("--tree", str(tree))]
     code, out, err = run_cli("graph", "--json", "--build-dir", str(tmp_path),
@@ -87,6 +94,16 @@ def test_cosbuild_graph_resolves_the_real_tree(build, tmp_path, run_cli):
     assert code == 0, err
     out = yaml.safe_load(out)
     assert len(out["packages"]) >= 20
+
+
+@pytest.mark.parametrize("build", BUILDS + BUILDS_2022, ids=lambda b: b.id)
+def test_cosbuild_validate_accepts_the_real_tree(build, tmp_path, run_cli, monkeypatch):
+    """Warnings allowed (keys luet ignores, versions it cannot order), errors not."""
+    monkeypatch.chdir(tmp_path)   # no iso.yaml or disk.yaml of this project's own
+    trees = [arg for tree in build.trees for arg in ("--tree", str(tree))]
+    code, out, err = run_cli("validate", "--build-dir", str(tmp_path / "build"),
+                             "--values", str(build.values), *trees)
+    assert code == 0, err
 
 
 @pytest.fixture(scope="module")
