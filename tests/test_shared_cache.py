@@ -118,6 +118,12 @@ def test_fresh_clone_only_pulls_and_builds_byte_identical(machine_a, registry, t
         assert ran(cosbuild(root_b, "run", "build", env=env)) == set()
 
 
+def tags_of(host: str, path: str) -> list[str]:
+    """The tags of repository `path` on the registry at `host` (its tags/list answer)."""
+    with oci.Registry(host, insecure=True).request("GET", f"{path}/tags/list", path) as answer:
+        return json.load(answer)["tags"]
+
+
 def test_signed_cache_is_pulled_by_the_digests_it_vouches_for(machine_a, registry, cache_keys,
                                                               tmp_path):
     """A trusting machine pulls the images the cache's TUF metadata names, by digest: a tag
@@ -125,7 +131,7 @@ def test_signed_cache_is_pulled_by_the_digests_it_vouches_for(machine_a, registr
     root_a, cache, _ = machine_a
     host, _, path = cache.partition("/")
     remote = oci.Registry(host, insecure=True)
-    tags = set(json.load(remote.request("GET", f"{path}/tags/list", path))["tags"])
+    tags = set(tags_of(host, path))
     assert {signing.root_name(1), "tuf-targets.json", "tuf-snapshot.json",
             "tuf-timestamp.json"} <= tags
     # move app's package tag onto base's package image
@@ -221,8 +227,7 @@ def test_docker_repository_publish_and_install(machine_a, registry, tmp_path):
     assert "unchanged" in cosbuild(root_a, "create-repo", "--type", "docker", "--output", target,
                                    env=env).stdout
     host, _, path = target.partition("/")
-    tags = json.load(oci.Registry(host, insecure=True).request(
-        "GET", f"{path}/tags/list", path))["tags"]
+    tags = tags_of(host, path)
     assert {"repository.yaml", "tree.tar.zst", "compilertree.tar.zst",
             "repository.meta.yaml.tar.zst", "app-apps-1.0", "app-apps-1.0.metadata.yaml",
             "base-distro-1", "meta-virtual-1"} <= set(tags)
