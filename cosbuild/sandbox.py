@@ -1,5 +1,6 @@
 """Commands of an untrusted root run confined to it: repository finalizers (repos/transaction.py)
-and the `commands` of `cos-setup --root` (runtime/setup.py).
+and the `commands` of `cos-setup --root` (runtime/setup.py); and the host's programs that
+work on such a root (host_program).
 
 bubblewrap gives the command new mount, PID, network, IPC, UTS and cgroup namespaces with
 the root as `/` (bwrap pivots into it: the host's tree is gone, not just out of reach), a
@@ -62,4 +63,21 @@ def command(root: Path, argv: list[str], env: dict[str, str] | None = None) -> l
             "--dev", "/dev",
             "--tmpfs", "/tmp", "--chdir", "/", "--clearenv",
             *(arg for key, value in sorted(variables.items()) for arg in ("--setenv", key, value)),
+            "--", *argv]
+
+
+# what the host's programs may do to a root (useradd --root chroots into it)
+HOST_PROGRAM_CAPABILITIES = (*CAPABILITIES, "CAP_SYS_CHROOT")
+
+
+def host_program(root: Path, argv: list[str]) -> list[str]:
+    """The command line that runs the host's program `argv` (systemctl --root, useradd
+    --root, ...) seeing the host read-only and `root` alone writable: such programs follow
+    the root's links as the host's paths, so a link such as /etc -> /elsewhere would take
+    their writes out of the root."""
+    root = os.path.abspath(root)
+    return ["bwrap", "--die-with-parent", "--unshare-pid",
+            "--ro-bind", "/", "/", "--bind", root, root, "--dev", "/dev", "--proc", "/proc",
+            "--cap-drop", "ALL",
+            *(arg for cap in HOST_PROGRAM_CAPABILITIES for arg in ("--cap-add", cap)),
             "--", *argv]

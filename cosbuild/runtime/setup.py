@@ -78,23 +78,13 @@ def sh(command, env=None):
                            f"{command}") from None
 
 
-# what the host's programs may do to a root (useradd --root chroots into it)
-PROGRAM_CAPABILITIES = (*sandbox.CAPABILITIES, "CAP_SYS_CHROOT")
-
-
 def run(argv):
     """Run a step's program, the host's; a missing one is reported with its Debian package.
-    On a root (--root) it sees the host read-only and the root alone writable: systemctl
-    --root and systemd-firstboot --root follow the root's links as the host's paths, so a
-    link such as /etc -> /elsewhere would take their writes out of the root."""
+    On a root (--root) it is confined by sandbox.host_program."""
     command = [require(argv[0]), *argv[1:]]
     if not live():
-        root = os.path.abspath(ROOT)
-        command = [require("bwrap"), "--die-with-parent", "--unshare-pid",
-                   "--ro-bind", "/", "/", "--bind", root, root, "--dev", "/dev", "--proc", "/proc",
-                   "--cap-drop", "ALL",
-                   *(arg for cap in PROGRAM_CAPABILITIES for arg in ("--cap-add", cap)),
-                   "--", *command]
+        require("bwrap")
+        command = sandbox.host_program(Path(ROOT), command)
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"{shlex.join(argv)}: {proc.stderr.strip() or proc.returncode}")
