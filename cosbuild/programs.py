@@ -83,6 +83,8 @@ PROGRAMS = (
     Program("faketime", "faketime", "signed repository tests (metadata served after expiry), "
             "boot menu tests (GRUB's clock sped up)"),
     Program("grub-emu", "grub-emu", "boot menu tests (the disk's GRUB menu run without a VM)"),
+    Program("grub-mkimage", "grub-common", "BIOS boot tests (a GRUB core that says it ran)"),
+    Program("/usr/lib/grub/i386-pc/boot.img", "grub-pc-bin", "BIOS boot tests (the MBR code)"),
     Program("go", "golang-go", "Helm differential tests (tests/helmref), finalizer tests",
             libraries=("golang-github-masterminds-sprig-dev", "golang-github-imdario-mergo-dev",
                        "golang-github-ghodss-yaml-dev", "golang-gopkg-yaml.v2-dev")),

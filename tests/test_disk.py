@@ -20,7 +20,7 @@ from .conftest import BASIC, REPO
 
 def test_partition_sizes_fit_three_images_in_state_and_one_in_recovery():
     sizes = layout.partition_sizes(1000)
-    assert sizes == {"COS_GRUB": 64, "COS_OEM": 64, "COS_STATE": 3256, "COS_RECOVERY": 2128,
+    assert sizes == {"COS_BIOS": 1, "COS_GRUB": 64, "COS_OEM": 64, "COS_STATE": 3256, "COS_RECOVERY": 2128,
                      "COS_PERSISTENT": 512}
     assert layout.disk_size(sizes) == (sum(sizes.values()) + 2) * layout.MIB
 
@@ -36,6 +36,7 @@ def test_partition_table_is_aligned_deterministic_and_in_layout_order():
         assert places[part.label] == (offset, sizes[part.label] * layout.MIB)
         offset += sizes[part.label] * layout.MIB
     assert 'type=U, name="COS_GRUB"' in script
+    assert f'type={layout.BIOS_BOOT_TYPE}, name="COS_BIOS"' in script
     # on a device, the last partition takes the rest
     _, rest = layout.partition_table(layout.partition_sizes(100, persistent=None), seed="x")
     assert rest["COS_PERSISTENT"][1] is None

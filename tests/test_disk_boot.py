@@ -46,8 +46,13 @@ def test_disk_layout(disk):
     table = json.loads(subprocess.run(["sfdisk", "--json", str(disk["raw"])], capture_output=True,
                                       text=True, check=True).stdout)["partitiontable"]
     parts = {p["name"]: p for p in table["partitions"]}
-    assert list(parts) == ["COS_GRUB", "COS_OEM", "COS_STATE", "COS_RECOVERY", "COS_PERSISTENT"]
+    assert list(parts) == ["COS_BIOS", "COS_GRUB", "COS_OEM", "COS_STATE", "COS_RECOVERY",
+                           "COS_PERSISTENT"]
     assert parts["COS_GRUB"]["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+    assert parts["COS_BIOS"]["type"] == "21686148-6449-6E6F-744E-656564454649"
+    with open(disk["raw"], "rb") as f:   # GRUB's boot sector, pointing at COS_BIOS
+        mbr = f.read(512)
+    assert mbr[0x5c:0x64] == parts["COS_BIOS"]["start"].to_bytes(8, "little")
 
     def at(label):   # e2fsprogs open a partition of the disk image in place
         return f"{disk['raw']}?offset={parts[label]['start'] * 512}"
@@ -162,13 +167,27 @@ def _state(vm: VM) -> str:
     return vm.run("ls -i /run/cos/state/cOS/")
 
 
-def _boot_disk(disk, tmp_path) -> VM:
-    """The built disk in a UEFI machine (started, not yet booted), through an overlay: the
-    built qcow2 stays as it is."""
+def _boot_disk(disk, tmp_path, uefi: bool = True) -> VM:
+    """The built disk in a UEFI (or BIOS: SeaBIOS) machine, started, not yet booted, through
+    an overlay: the built qcow2 stays as it is."""
     boot = tmp_path / "boot.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                     str(disk["qcow2"]), str(boot)], check=True)
-    return VM(None, uefi=True, boot_disk=boot, log=tmp_path / "console.log")
+    return VM(None, uefi=uefi, boot_disk=boot, log=tmp_path / "console.log")
+
+
+def test_the_disk_boots_with_bios_too(disk, tmp_path):
+    """SeaBIOS: MBR -> GRUB's core in COS_BIOS -> the menu on COS_STATE -> the active image,
+    with the sample's service answering."""
+    vm = _boot_disk(disk, tmp_path, uefi=False)
+    try:
+        _boot(vm)
+        assert vm.http_get("/hello", 180) == b"hello"
+        assert _booted(vm) == ("/cOS/active.img", "0.1.0")
+        assert "firmware=bios" in vm.run("test -d /sys/firmware/efi && echo firmware=efi "
+                                         "|| echo firmware=bios")
+    finally:
+        vm.stop()
 
 
 def test_install_signed_upgrade_reboot(disk, upgrade_repo, bad_repos, tmp_path):
@@ -269,7 +288,8 @@ def test_recovery_from_a_container_image_then_fallback(disk, upgrade_image, tmp_
 
 def test_installer_from_the_uefi_live_cd_lays_out_a_disk_that_boots(iso, tmp_path):
     """The live ISO from a CD under UEFI, checked as every live boot is, installs itself on a
-    disk, which then boots."""
+    disk, which then boots with BIOS (the installer writes both firmwares' boot loaders; the
+    same layout's UEFI boot is the built disk's)."""
     target = tmp_path / "target.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(target), "16G"], check=True)
     live = VM(iso, uefi=True, boot_disk=target, log=tmp_path / "live.log")
@@ -282,10 +302,12 @@ def test_installer_from_the_uefi_live_cd_lays_out_a_disk_that_boots(iso, tmp_pat
         live.proc.wait(120)
     finally:
         live.stop()
-    installed = VM(None, uefi=True, boot_disk=target, log=tmp_path / "installed.log")
+    installed = VM(None, uefi=False, boot_disk=target, log=tmp_path / "installed.log")
     try:
         _boot(installed)
         assert _booted(installed) == ("/cOS/active.img", "0.1.0")
+        assert "firmware=bios" in installed.run("test -d /sys/firmware/efi && echo firmware=efi "
+                                                "|| echo firmware=bios")
         labels = installed.run("ls /dev/disk/by-label/")
         assert all(label in labels for label in
                    ("COS_GRUB", "COS_OEM", "COS_STATE", "COS_RECOVERY", "COS_PERSISTENT"))

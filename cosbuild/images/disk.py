@@ -8,11 +8,13 @@ Steps, each a doit task:
 - `disk:raw`: build/NAME.raw, a GPT disk (sfdisk on the file) with the LAYOUT partitions,
   each file system written in place at its offset (mkfs.vfat + mcopy, mke2fs -E offset), so
   no loop device is needed. COS_STATE holds active.img, passive.img (the same system,
-  labelled COS_PASSIVE) and the GRUB menu; COS_RECOVERY holds recovery.img;
+  labelled COS_PASSIVE) and the GRUB menu; COS_RECOVERY holds recovery.img; it boots with
+  UEFI and BIOS;
 - `disk:qcow2`: build/NAME.qcow2 (qemu-img convert), the VM image.
 
 The system carries its boot loader (disk.yaml `boot_files`, from system/grub2-efi): the EFI
-binary goes to COS_GRUB, grub.cfg to COS_STATE. cos-installer, inside the OS, lays out a real
+binary goes to COS_GRUB, GRUB's BIOS core.img to COS_BIOS and boot.img to the MBR, grub.cfg
+(the one menu both read) to COS_STATE. cos-installer, inside the OS, lays out a real
 device with the same layout (images/layout.py), partition table and images
 (runtime/installer.py).
 """
@@ -34,9 +36,9 @@ from ..tree import spec
 from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
 from . import fsimage, values
-from .layout import (DEFAULT_IMAGE_SIZE, EFI_BINARY, IMAGE_LABELS, IMAGES_DIR, MENU, boot_files,
-                     copy_sparse, disk_size, fill_partitions, partition_sizes, partition_table,
-                     write_partition_table)
+from .layout import (BIOS_BOOT_IMAGE, BIOS_CORE_IMAGE, DEFAULT_IMAGE_SIZE, EFI_BINARY,
+                     IMAGE_LABELS, IMAGES_DIR, MENU, boot_files, copy_sparse, disk_size,
+                     fill_partitions, partition_sizes, partition_table, write_partition_table)
 
 # The largest sizes: the disk is one sparse file, which ext4 holds up to 16 TiB, and with
 # these COS_STATE (3 images), COS_RECOVERY (2) and the rest stay below it (15.1 TiB)
@@ -58,7 +60,8 @@ DISK_KEYWORDS = (
                  "sizes of the partitions that hold no images (COS_STATE fits three images, "
                  "COS_RECOVERY one)"),
     spec.Keyword("boot_files", values.inside("the system root"), "usr/lib/cos/grub",
-                 f"folder of the system root with {MENU.split('/')[-1]} and {EFI_BINARY}"),
+                 f"folder of the system root with {MENU.split('/')[-1]}, {EFI_BINARY}, "
+                 f"{BIOS_BOOT_IMAGE} and {BIOS_CORE_IMAGE}"),
     spec.Keyword("name", spec.STR, "disk", "build/NAME.raw and build/NAME.qcow2"),
 )
 
@@ -141,24 +144,25 @@ class DiskBuilder:
               f"{self.active.stat().st_blocks * 512 / 1e6:.0f} MB used)")
 
     def make_raw(self) -> None:
-        menu, efi = boot_files(self.rootfs_dir, self.disk.boot_files)
+        boot = boot_files(self.rootfs_dir, self.disk.boot_files)
         with self.log("raw") as log, atomic_path(self.raw) as tmp:
             efi_dir = self.work / "efi"
             shutil.rmtree(efi_dir, ignore_errors=True)
             (efi_dir / EFI_BINARY).parent.mkdir(parents=True)
-            shutil.copyfile(efi, efi_dir / EFI_BINARY)
+            shutil.copyfile(boot.efi, efi_dir / EFI_BINARY)
             contents = {
                 "COS_GRUB": efi_dir,
                 "COS_STATE": image_folder(self.work / "state", {
-                    "active.img": self.active, "passive.img": self.active}, menu, log),
+                    "active.img": self.active, "passive.img": self.active}, boot.menu, log),
                 "COS_RECOVERY": image_folder(self.work / "recovery", {
-                    "recovery.img": self.active}, menu, log),
+                    "recovery.img": self.active}, boot.menu, log),
             }
             script, places = partition_table(self.disk.sizes, seed=self.disk.name)
             os.truncate(tmp, disk_size(self.disk.sizes))
             write_partition_table(tmp, script, log)
             fill_partitions({label: (tmp, offset, size) for label, (offset, size) in places.items()},
                             contents, self.disk.name, log)
+            boot.install_bios(tmp, places)
             for folder in contents.values():   # copies of the images: gigabytes
                 shutil.rmtree(folder)
         print(f"disk: {self.raw} ({self.raw.stat().st_size / 1e9:.1f} GB, "

@@ -1,7 +1,8 @@
 """The installed disk's layout, one declaration for the three that write it: `doit disk`
 (images/disk.py) on a file, cos-installer (runtime/installer.py) on a device and cos-upgrade
 (runtime/upgrade.py) on the image files: the partitions, the system image files and their
-labels, the GPT partition table (sfdisk) and the file systems made in place.
+labels, the GPT partition table (sfdisk), the file systems made in place and the boot loader
+of both firmwares (one GRUB menu on COS_STATE, read by the EFI binary and the BIOS core).
 """
 
 from __future__ import annotations
@@ -13,19 +14,21 @@ from pathlib import Path
 from .. import rootpath, tools
 from ..errors import CosbuildError
 from ..tools import TaskLog
-from . import fsimage
+from . import biosboot, fsimage
 from .fsimage import MIB
 
 
 @dataclass(frozen=True)
 class Partition:
     label: str
-    gpt_type: str     # sfdisk's shortcut: U = EFI system partition, L = Linux file system
-    fs: str
+    gpt_type: str     # sfdisk's shortcut (U = EFI system partition, L = Linux) or a GUID
+    fs: str           # "" for none
     doc: str
 
 
+BIOS_BOOT_TYPE = "21686148-6449-6E6F-744E-656564454649"
 LAYOUT = (
+    Partition("COS_BIOS", BIOS_BOOT_TYPE, "", "BIOS boot partition: GRUB's i386-pc core.img"),
     Partition("COS_GRUB", "U", "vfat", "EFI system partition: the GRUB EFI binary"),
     Partition("COS_OEM", "L", "ext4", "OEM cloud-config, mounted at /oem"),
     Partition("COS_STATE", "L", "ext4", "active.img, passive.img and the GRUB menu"),
@@ -36,6 +39,9 @@ DEFAULT_IMAGE_SIZE = 2048   # MiB of a system image file
 IMAGES_DIR = "cOS"     # on COS_STATE and COS_RECOVERY
 MENU = "grub2/grub.cfg"
 EFI_BINARY = "EFI/BOOT/BOOTX64.EFI"
+BIOS_BOOT_IMAGE = "i386-pc/boot.img"   # the MBR's code
+BIOS_CORE_IMAGE = "i386-pc/core.img"   # GRUB itself, in COS_BIOS
+BIOS_PARTITION = 1                      # MiB: core.img is ~150 KiB, GRUB's limit ~460 KiB
 IMAGE_LABELS = {"active.img": "COS_ACTIVE", "passive.img": "COS_PASSIVE",
                 "recovery.img": "COS_SYSTEM"}
 
@@ -44,7 +50,7 @@ def partition_sizes(image_size: int, grub: int = 64, oem: int = 64,
                     persistent: int | None = 512) -> dict[str, int | None]:
     """MiB per partition; COS_STATE holds active, passive and an upgrade's transition image,
     COS_RECOVERY the recovery image and its upgrade's transition image."""
-    return {"COS_GRUB": grub, "COS_OEM": oem, "COS_STATE": 3 * image_size + 256,
+    return {"COS_BIOS": BIOS_PARTITION, "COS_GRUB": grub, "COS_OEM": oem, "COS_STATE": 3 * image_size + 256,
             "COS_RECOVERY": 2 * image_size + 128, "COS_PERSISTENT": persistent}
 
 
@@ -78,11 +84,25 @@ def write_partition_table(target: Path, script: str, log: TaskLog) -> None:
               what=f"write the partition table of {target}")
 
 
-def boot_files(root: Path, folder: str) -> tuple[Path, Path]:
-    """The system's GRUB menu and EFI binary, checked; the root's links are followed inside
-    it only (a package's link cannot make a host file the disk's boot loader)."""
+@dataclass(frozen=True)
+class BootFiles:
+    menu: Path
+    efi: Path
+    bios_boot: Path
+    bios_core: Path
+
+    def install_bios(self, target: Path, places: dict[str, tuple[int, int | None]]) -> None:
+        """GRUB's BIOS boot code into the disk `target` laid out at `places`."""
+        biosboot.install(target, places["COS_BIOS"], self.bios_boot.read_bytes(),
+                         self.bios_core.read_bytes())
+
+
+def boot_files(root: Path, folder: str) -> BootFiles:
+    """The system's GRUB menu, EFI binary and BIOS images, checked; the root's links are
+    followed inside it only (a package's link cannot make a host file the disk's boot
+    loader)."""
     found = []
-    for name in (MENU.split("/")[-1], EFI_BINARY):
+    for name in (MENU.split("/")[-1], EFI_BINARY, BIOS_BOOT_IMAGE, BIOS_CORE_IMAGE):
         try:
             path = rootpath.resolve(root, f"{folder}/{name}", follow_last=True)
         except CosbuildError as exc:
@@ -93,7 +113,7 @@ def boot_files(root: Path, folder: str) -> tuple[Path, Path]:
                                 hint="add the boot loader package (system/grub2-efi) to the "
                                      "system's runtime requires, or fix boot_files")
         found.append(path)
-    return found[0], found[1]
+    return BootFiles(*found)
 
 
 def copy_sparse(source: Path, dest: Path, log: TaskLog) -> None:
@@ -106,6 +126,8 @@ def fill_partitions(targets: dict[str, tuple[Path, int, int | None]],
     """Make every LAYOUT file system in its (file or device, byte offset, size or None for
     all of it) place."""
     for part in LAYOUT:
+        if not part.fs:
+            continue
         target, offset, size = targets[part.label]
         if size is None:
             size = device_size(target) - offset

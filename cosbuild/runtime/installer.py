@@ -30,15 +30,16 @@ def install(device: Path, source: Path, image_size: int, boot_folder: str, log: 
     def run(argv, what):
         tools.run(argv, log=log, what=what)
 
-    menu, efi = boot_files(source, boot_folder)
+    boot = boot_files(source, boot_folder)
     sizes = partition_sizes(image_size, persistent=None)
     seed = os.urandom(8).hex()   # an installed disk gets its own UUIDs
-    script, _ = partition_table(sizes, seed=seed)
+    script, places = partition_table(sizes, seed=seed)
     if device_size(device) < disk_size({**sizes, "COS_PERSISTENT": 64}):
         raise CosbuildError(f"{device} is too small: it needs "
                             f"{disk_size({**sizes, 'COS_PERSISTENT': 64}) // MIB} MiB",
                             hint="use a bigger disk or a smaller image size (--image-size)")
     write_partition_table(device, script, log)
+    boot.install_bios(device, places)   # on the whole disk: its MBR and COS_BIOS's sectors
     run(["udevadm", "settle"], "wait for the new partitions")
     # the partitions' own devices (the kernel caches each block device on its own)
     targets = {p.label: (Path("/dev/disk/by-partuuid") / partition_uuid(seed, p.label), 0, None)
@@ -46,7 +47,7 @@ def install(device: Path, source: Path, image_size: int, boot_folder: str, log: 
     efi_dir = Path("/run/cos/installer-efi")
     shutil.rmtree(efi_dir, ignore_errors=True)
     (efi_dir / EFI_BINARY).parent.mkdir(parents=True)
-    shutil.copyfile(efi, efi_dir / EFI_BINARY)
+    shutil.copyfile(boot.efi, efi_dir / EFI_BINARY)
     fill_partitions(targets, {"COS_GRUB": efi_dir}, seed, log)
     run(["udevadm", "settle"], "wait for the new file systems")
     mounts = {label: Path("/run/cos/installer") / label for label in ("COS_STATE", "COS_RECOVERY")}
@@ -56,7 +57,7 @@ def install(device: Path, source: Path, image_size: int, boot_folder: str, log: 
             run(["mount", str(targets[label][0]), str(mnt)], f"mount {label}")
             (mnt / IMAGES_DIR).mkdir(exist_ok=True)
             (mnt / MENU).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(menu, mnt / MENU)
+            shutil.copyfile(boot.menu, mnt / MENU)
         active = mounts["COS_STATE"] / IMAGES_DIR / "active.img"
         fsimage.make_ext(active, source, label=IMAGE_LABELS["active.img"], size_mib=image_size,
                          log=log, fs_type="ext2", seed=seed + "active")
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the system to install (default: the live medium's root)")
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="MiB of each system image")
     parser.add_argument("--boot-files", default="/usr/lib/cos/grub",
-                        help="folder of the system with the GRUB menu and EFI binary")
+                        help="folder of the system with the GRUB menu, EFI binary and BIOS images")
     args = parser.parse_args(argv)
     log_path = Path("/var/log/cos-installer.log")
     try:
@@ -107,6 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     except CosbuildError as exc:
         print(f"cos-installer: error: {exc} (log: {log_path})", file=sys.stderr)
         return 1
-    print(f"cos-installer: {args.device} is ready: COS_GRUB, COS_OEM, COS_STATE "
+    print(f"cos-installer: {args.device} is ready: COS_BIOS, COS_GRUB, COS_OEM, COS_STATE "
           f"(active.img, passive.img), COS_RECOVERY, COS_PERSISTENT; reboot from it")
     return 0
