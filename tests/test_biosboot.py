@@ -81,3 +81,15 @@ def test_a_core_that_does_not_fit_or_a_bad_boot_sector_is_refused(tmp_path):
     with pytest.raises(CosbuildError, match="has no partition table"):
         biosboot.install(blank, (layout.MIB, layout.MIB), boot, b"\0" * 1024)
     assert blank.read_bytes() == bytes(2 * layout.MIB)   # nothing written
+
+
+def test_a_roots_oversized_core_is_refused_without_reading_it_all(tmp_path):
+    disk, places = _layout_disk(tmp_path)
+    core = tmp_path / "core.img"
+    with open(core, "wb") as f:        # sparse: 1 TiB a whole read would swallow
+        f.truncate(1 << 40)
+    boot = layout.BootFiles(tmp_path / "grub.cfg", tmp_path / "BOOTX64.EFI", BOOT_IMG, core)
+    before = disk.read_bytes()
+    with pytest.raises(CosbuildError, match="does not fit the 1024 KiB BIOS boot partition"):
+        boot.install_bios(disk, places)
+    assert disk.read_bytes() == before

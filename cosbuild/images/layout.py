@@ -93,8 +93,13 @@ class BootFiles:
 
     def install_bios(self, target: Path, places: dict[str, tuple[int, int | None]]) -> None:
         """GRUB's BIOS boot code into the disk `target` laid out at `places`."""
-        biosboot.install(target, places["COS_BIOS"], self.bios_boot.read_bytes(),
-                         self.bios_core.read_bytes())
+        room = places["COS_BIOS"][1]
+
+        def head(path: Path, size: int) -> bytes:   # a file of the root: read what can fit
+            with open(path, "rb") as f:
+                return f.read(size + 1)
+        biosboot.install(target, places["COS_BIOS"], head(self.bios_boot, biosboot.SECTOR),
+                         head(self.bios_core, room))
 
 
 def boot_files(root: Path, folder: str) -> BootFiles:
