@@ -50,8 +50,8 @@ def placed_core(core_img: bytes, core_lba: int, room: int) -> bytes:
     bytes (the BIOS boot partition)."""
     sectors = -(-len(core_img) // SECTOR)
     if len(core_img) < SECTOR or sectors * SECTOR > room:
-        raise CosbuildError(f"the BIOS core.img ({len(core_img)} bytes) does not fit the "
-                            f"{room // 1024} KiB BIOS boot partition", key="boot_files",
+        raise CosbuildError(f"the BIOS core.img does not fit the {room // 1024} KiB BIOS "
+                            "boot partition", key="boot_files",
                             hint="build it with fewer modules (grub-mkimage -O i386-pc)")
     out = bytearray(core_img.ljust(sectors * SECTOR, b"\0"))
     out[BLOCKLIST] = struct.pack("<QHH", core_lba + 1, sectors - 1, CORE_SEGMENT)
