@@ -40,10 +40,10 @@ class Machine:
     """The virtual machine an OVA or a Vagrant box describes."""
     cpus: int = 2
     memory_mib: int = 2048
-    # the disk boots with BIOS and UEFI; True marks the OVF for firmware that must be EFI
+    # the disk boots with BIOS and UEFI: no firmware marker; True writes VMware's EFI one
     efi: bool = False
-    forwarded_ports: tuple[tuple[int, int], ...] = ((8090, 8090),)   # (guest, host): the
-    # sample service's /hello
+    # (guest, host) ports the Vagrant boxes forward: the sample service's /hello
+    forwarded_ports: tuple[tuple[int, int], ...] = ((8090, 8090),)
 
 
 MACHINE = Machine()
@@ -380,8 +380,8 @@ class Format:
     suffix: str            # build/<disk name><suffix>
     source: str | None     # the format it is made from
     doc: str
-    make: Callable[[Path, Path, TaskLog], None] | None = None   # (source, target, log);
-    # None: a step of images/disk.py
+    # make(source, target, log); None: a step of images/disk.py
+    make: Callable[[Path, Path, TaskLog], None] | None = None
 
 
 FORMATS = (
