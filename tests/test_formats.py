@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from cosbuild.errors import CosbuildError
+from cosbuild.fsutil import atomic_named_path, remove_partial_files
 from cosbuild.images import disk, formats
 from cosbuild.tools import TaskLog
 
@@ -307,6 +308,23 @@ def test_a_name_ustar_cannot_hold_is_an_error(tmp_path):
     with pytest.raises(CosbuildError, match="cannot hold x{101} in a ustar archive"):
         formats.write_tar(tmp_path / "a.tar", [("x" * 101, b"")])
     assert list(tmp_path.iterdir()) == []   # nothing half-written
+
+
+def test_a_named_conversion_is_renamed_into_place_or_leaves_nothing(tmp_path):
+    target = tmp_path / "d.vmdk"
+    with atomic_named_path(target) as tmp:
+        assert tmp.name == "d.vmdk" and tmp.parent.parent == tmp_path
+        tmp.write_bytes(b"made")
+    assert target.read_bytes() == b"made" and list(tmp_path.iterdir()) == [target]
+    with pytest.raises(CosbuildError), atomic_named_path(tmp_path / "e.vmdk") as tmp:
+        tmp.write_bytes(b"half")
+        raise CosbuildError("failed")
+    assert list(tmp_path.iterdir()) == [target]
+    killed = tmp_path / ".f.vmdk.999999999.abc.tmp"   # a writer killed meanwhile
+    killed.mkdir()
+    (killed / "f.vmdk").write_bytes(b"half")
+    remove_partial_files(tmp_path)
+    assert list(tmp_path.iterdir()) == [target]
 
 
 # --------------------------------------------------------------------------- disk.yaml, tasks
