@@ -60,10 +60,12 @@ def main() -> None:
         spec = DiskSpec(Path("bench"), (), args.size, partition_sizes(args.size), "/boot-files",
                         "bench.disk", formats=tuple(formats.BY_NAME))
         builder = DiskBuilder(project, spec)
+        # the boot files of a disk nobody boots: one boot sector each, what the BIOS images
+        # of the BIOS boot partition's layout (i386-pc) must at least be
         boot = builder.rootfs_dir / "boot-files"
-        for name in (MENU.split("/")[-1], EFI_BINARY):
+        for name in (MENU.split("/")[-1], EFI_BINARY, "i386-pc/boot.img", "i386-pc/core.img"):
             (boot / name).parent.mkdir(parents=True, exist_ok=True)
-            (boot / name).write_bytes(b"x" * 4096)
+            (boot / name).write_bytes(bytes(510) + b"\x55\xaa")
         sample = REPO / "build/disk/rootfs"
         content = sample if sample.is_dir() else tmp / "content"
         if content != sample:
