@@ -20,7 +20,8 @@ iso: keys
 	$(BIN)/doit -n 2 -P thread validate render build repo iso
 	@ls build/*.iso | sed 's/^/ISO: /'
 
-# The installed disk of disk.yaml: build/active.img, build/sampleOS-0.disk.raw and .qcow2.
+# The installed disk of disk.yaml: build/active.img, build/sampleOS-0.disk.raw and each of
+# its `formats:` (qcow2, vmdk, vhdx, OVA, Vagrant boxes).
 disk: keys
 	$(BIN)/doit -n 2 -P thread validate build repo image disk
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -42,6 +43,21 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_named_path(path: Path) -> Iterator[Path]:
+    """`path`'s own name in a temporary folder beside it, for a tool that writes the file's
+    name into the file (a VMDK's extent line); renamed over `path` only on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                                   suffix=TMP_SUFFIX))
+    try:
+        with atomic_path(path) as tmp:
+            yield folder / path.name
+            os.replace(folder / path.name, tmp)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def remove_partial_files(folder: Path) -> None:
     """Temporary files of writers that were killed before they could remove them.
 
@@ -51,5 +67,7 @@ def remove_partial_files(folder: Path) -> None:
     for tmp in (p for pattern in (f".*{TMP_SUFFIX}", f"*/.*{TMP_SUFFIX}") for p in folder.glob(pattern)):
         pid = tmp.name.rsplit(".", 3)[-3]
         if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+            if tmp.is_dir() and not tmp.is_symlink():   # an atomic_named_path folder
+                shutil.rmtree(tmp, ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

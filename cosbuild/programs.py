@@ -57,7 +57,7 @@ PROGRAMS = (
     Program("tune2fs", "e2fsprogs", "cos-upgrade"),
     Program("debugfs", "e2fsprogs", "cos-upgrade, disk tests"),
     Program("sfdisk", "fdisk", "doit disk, cos-installer"),
-    Program("qemu-img", "qemu-utils", "doit disk (qcow2)"),
+    Program("qemu-img", "qemu-utils", "doit disk (qcow2, vmdk, vhdx, OVA, Vagrant boxes)"),
     Program("mount", "mount", "cos-upgrade, cos-installer, ISO tests"),
     Program("umount", "mount", "cos-upgrade, cos-installer, ISO tests"),
     Program("udevadm", "udev", "cos-installer", host=False),
@@ -82,6 +82,7 @@ PROGRAMS = (
     Program("setpriv", "util-linux", "bad-input tests (an unwritable build folder, as nobody)"),
     Program("faketime", "faketime", "signed repository tests (metadata served after expiry), "
             "boot menu tests (GRUB's clock sped up)"),
+    Program("vagrant", "vagrant", "Vagrant box tests (vagrant box add, no VM)"),
     Program("grub-emu", "grub-emu", "boot menu tests (the disk's GRUB menu run without a VM)"),
     Program("grub-mkimage", "grub-common", "BIOS boot tests (a GRUB core that says it ran)"),
     Program("/usr/lib/grub/i386-pc/boot.img", "grub-pc-bin", "BIOS boot tests (the MBR code)"),

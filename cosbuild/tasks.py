@@ -354,15 +354,24 @@ def task_definitions(project: Project) -> dict:
 
     @_generated
     def task_disk():
-        """The installed disk of disk.yaml: build/NAME.raw (GPT, EFI) and build/NAME.qcow2."""
+        """The installed disk of disk.yaml: build/NAME.raw (GPT, EFI), build/NAME.qcow2 and
+        the other `formats:` (images/formats.py)."""
         if not project.settings.disk.is_file():
             return
         disk = disk_builder()
         yield {"name": "raw", "actions": [(_step, ["disk", disk.make_raw])],
                "file_dep": [str(disk.active), str(disk.manifest), str(project.settings.disk)],
                "targets": [str(disk.raw)], "verbosity": 2}
-        yield {"name": "qcow2", "actions": [(_step, ["disk", disk.make_qcow2])],
-               "file_dep": [str(disk.raw)], "targets": [str(disk.qcow2)], "verbosity": 2}
+        from .images import formats
+        made = formats.closure(disk.disk.formats)
+        if formats.BY_NAME["qcow2"] in made:
+            yield {"name": "qcow2", "actions": [(_step, ["disk", disk.make_qcow2])],
+                   "file_dep": [str(disk.raw)], "targets": [str(disk.qcow2)], "verbosity": 2}
+        for fmt in made:
+            if fmt.make:
+                yield {"name": fmt.name, "actions": [(_step, ["disk", disk.make_format, fmt.name])],
+                       "file_dep": [str(disk.output(fmt.source))],
+                       "targets": [str(disk.output(fmt.name))], "verbosity": 2}
 
     return {"task_validate": task_validate, "task_render": task_render, "task_build": task_build,
             "task_repo": task_repo, "task_iso": task_iso, "task_image": task_image,

@@ -35,7 +35,7 @@ from ..tools import TaskLog
 from ..tree import spec
 from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
-from . import fsimage, values
+from . import formats, fsimage, values
 from .layout import (BIOS_BOOT_IMAGE, BIOS_CORE_IMAGE, DEFAULT_IMAGE_SIZE, EFI_BINARY,
                      IMAGE_LABELS, IMAGES_DIR, MENU, boot_files, copy_sparse, disk_size,
                      fill_partitions, partition_sizes, partition_table, write_partition_table)
@@ -63,6 +63,9 @@ DISK_KEYWORDS = (
                  f"folder of the system root with {MENU.split('/')[-1]}, {EFI_BINARY}, "
                  f"{BIOS_BOOT_IMAGE} and {BIOS_CORE_IMAGE}"),
     spec.Keyword("name", spec.STR, "disk", "build/NAME.raw and build/NAME.qcow2"),
+    spec.Keyword("formats", values.choices(*formats.BY_NAME), formats.DEFAULT,
+                 "the files of `doit disk`, each made from the raw disk: "
+                 + formats.reference()),
 )
 
 
@@ -75,6 +78,7 @@ class DiskSpec:
     boot_files: str
     name: str
     wheres: dict = field(default_factory=dict, compare=False)  # package list -> its Where
+    formats: tuple[str, ...] = formats.DEFAULT
 
 
 def load_disk_spec(path: Path) -> DiskSpec:
@@ -87,7 +91,7 @@ def load_disk_spec(path: Path) -> DiskSpec:
     sizes = partition_sizes(f["image_size"], **dict(f["partitions"] or {}))
     name = spec.file_name(f["name"], spec.Where(str(path), data.line_of("name"), "name"))
     return DiskSpec(path, refs, f["image_size"], sizes, "/" + f["boot_files"],
-                    name, {"system": where})
+                    name, {"system": where}, f["formats"])
 
 
 def image_folder(work: Path, images: dict[str, Path], menu: Path, log: TaskLog) -> Path:
@@ -173,3 +177,14 @@ class DiskBuilder:
             tools.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(self.raw), str(tmp)],
                       log=log, what="convert the disk to qcow2")
         print(f"disk: {self.qcow2} ({self.qcow2.stat().st_size / 1e6:.0f} MB)")
+
+    def output(self, fmt: str) -> Path:
+        return self.project.settings.build_dir / f"{self.disk.name}{formats.BY_NAME[fmt].suffix}"
+
+    def make_format(self, name: str) -> None:
+        """One of the formats made from the raw disk or its conversions (images/formats.py)."""
+        fmt = formats.BY_NAME[name]
+        target = self.output(name)
+        with self.log(name) as log:
+            fmt.make(self.output(fmt.source), target, log)
+        print(f"disk: {target} ({target.stat().st_size / 1e6:.0f} MB)")

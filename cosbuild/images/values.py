@@ -52,3 +52,12 @@ def choice(*names: str) -> spec.Type:
             raise where.error(f"unknown value {text[:80]!r}", hint=f"one of: {', '.join(names)}")
         return text
     return spec.Type(f"one of {', '.join(names)}", parse)
+
+
+def choices(*names: str) -> spec.Type:
+    """A list of names of `choice`, each once, in the order given."""
+    one = choice(*names)
+
+    def parse(value, where: spec.Where) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(one.parse(v, where) for v in spec.STRS.parse(value, where)))
+    return spec.Type(f"list of: {', '.join(names)}", parse)
