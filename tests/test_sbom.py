@@ -153,6 +153,7 @@ BAD_STATUS = {
     "not a field": ("Package: a\nStatus: install ok installed\nthis line has no colon\n", 3,
                     "is not a field"),
     "continuation first": (" continued\nPackage: a\n", 1, "continuation line"),
+    "a comment": ("Package: a\n# dpkg has no comments\n", 2, "is not a field"),
     "a field twice": ("Package: a\nStatus: install ok installed\nVersion: 1\nVersion: 2\n", 4,
                       "Version twice"),
     "no version": ("Package: a\nStatus: install ok installed\nArchitecture: all\n", 1,
@@ -217,6 +218,14 @@ def test_a_status_linked_out_of_the_root_is_not_read(tmp_path, link):
                                  "the image's root only)")
 
 
+def test_a_link_loop_on_the_way_is_an_error_naming_the_file(tmp_path):
+    (tmp_path / "var/lib").mkdir(parents=True)
+    (tmp_path / "var/lib/dpkg").symlink_to("../lib/dpkg")
+    with pytest.raises(CosbuildError, match="too many symbolic links") as caught:
+        sbom.read_dpkg_status(tmp_path)
+    assert str(caught.value).startswith(f"{tmp_path / sbom.DPKG_STATUS}: ")
+
+
 def test_a_status_that_is_a_fifo_is_refused_without_blocking(tmp_path):
     (tmp_path / "var/lib/dpkg").mkdir(parents=True)
     os.mkfifo(tmp_path / sbom.DPKG_STATUS)
@@ -247,7 +256,6 @@ def test_the_sample_os_package_holds_the_service_and_the_base(monkeypatch):
 # ----------------------------------------------------------------------------- the document
 
 def test_the_sbom_lists_every_package_and_validates(sample_like, tmp_path):
-    loaded, _, _ = sample_like
     doc = parse_file(str(write(sample_like, tmp_path / "x.spdx.json")))
     assert validate_full_spdx_document(doc) == []
     assert doc.creation_info.spdx_version == "SPDX-2.3"
@@ -340,12 +348,14 @@ def test_the_sbom_tasks_depend_on_what_the_image_is_made_of(project):
     disk = {t["name"]: t for t in tasks["task_disk"]()}["sbom"]
     assert iso["targets"] == ["build/sample-live.spdx.json"]
     assert disk["targets"] == ["build/sample.disk.spdx.json"]
-    artifacts = lambda keys: {f"build/{loaded.graph.packages[k].artifact_file}" for k in keys}  # noqa: E731
-    made_of = artifacts(["system/os@2.0", "app/svc@0.1", "distro/base@1.0"])
-    assert {"build/iso/rootfs.manifest", "build/iso/uefi.manifest",
-            "build/iso/isoimage.manifest"} | made_of | artifacts(["dev/tool@3"]) <= set(iso["file_dep"])
+    def artifacts(*keys: str) -> set[str]:
+        return {f"build/{loaded.graph.packages[k].artifact_file}" for k in keys}
+
+    made_of = artifacts("system/os@2.0", "app/svc@0.1", "distro/base@1.0")
+    manifests = {f"build/iso/{kind}.manifest" for kind in ("rootfs", "uefi", "isoimage")}
+    assert manifests | made_of | artifacts("dev/tool@3") <= set(iso["file_dep"])
     assert {"build/disk/rootfs.manifest"} | made_of <= set(disk["file_dep"])
-    assert not artifacts(["dev/tool@3"]) & set(disk["file_dep"])
+    assert not artifacts("dev/tool@3") & set(disk["file_dep"])
 
 
 # ----------------------------------------------------------------------------- the sample

@@ -2,8 +2,9 @@
 
 It describes one package, the image, which CONTAINS every cosbuild package installed into
 it (from the manifests of its staged roots: id, version, artifact sha256, the license its
-definition declares) and every Debian package installed in its root (from the root's dpkg
-status: name, version, architecture, as a `pkg:deb/debian/...` purl).
+definition declares), every package whose files an installed artifact holds (an `unpack`
+package's artifact is its whole image), and every Debian package installed in its root (from
+the root's dpkg status: name, version, architecture, as a `pkg:deb/debian/...` purl).
 
 spdx-tools builds, validates and writes the document. It is reproducible: the time stamp is
 SOURCE_DATE_EPOCH, the namespace and the SPDX ids are derived from the content, and every
@@ -28,8 +29,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .. import __version__, rootpath
-from ..errors import CosbuildError
 from ..builds.artifact import sha256_file
+from ..errors import CosbuildError
 from ..fsutil import atomic_write
 from ..settings import source_date_epoch
 from ..tree.yamlio import load_mapping
@@ -46,7 +47,7 @@ _DEB_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]{0,127}")
 _DEB_VERSION = re.compile(r"(?:[0-9]{1,10}:)?[A-Za-z0-9][A-Za-z0-9.+~:-]{0,255}")
 _DEB_ARCH = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 # deb822: a field name is printable ASCII but for space and colon, not starting with # or -
-_FIELD = re.compile(r"([!-9;-~][!-9;-~]*):(.*)")
+_FIELD = re.compile(r"([!\"$-,.-9;-~][!-9;-~]*):(.*)")
 
 
 @dataclass(frozen=True, order=True)
@@ -135,10 +136,10 @@ def cosbuild_packages(graph, installed: dict[str, str], build_dir: Path
 def read_dpkg_status(root: Path) -> list[DebPackage]:
     """The Debian packages installed in `root`: none when it has no dpkg status."""
     shown = root / DPKG_STATUS
-    # the entry itself, its folders' links resolved inside the root
-    if not os.path.lexists(rootpath.resolve(root, DPKG_STATUS)):
-        return []
     try:
+        # the entry itself, its folders' links resolved inside the root
+        if not os.path.lexists(rootpath.resolve(root, DPKG_STATUS)):
+            return []
         data = rootpath.read_bytes(root, DPKG_STATUS, limit=STATUS_LIMIT)
     except CosbuildError as exc:
         raise CosbuildError(exc.message, file=shown, hint="the image's dpkg database is "
@@ -153,7 +154,7 @@ def read_dpkg_status(root: Path) -> list[DebPackage]:
 
 def parse_dpkg_status(text: str, file: Path | str) -> list[DebPackage]:
     """The installed packages of a dpkg status file: deb822 paragraphs, of which those whose
-    Status says `installed` (`install ok installed`, or `hold ok installed` when held)."""
+    Status ends in `installed` (`install ok installed`; `hold ok installed` when held)."""
     found = set()
     for start, fields in _paragraphs(text, file):
         status = _value(fields, "Status", start, file).split()
