@@ -230,7 +230,7 @@ def test_a_user_is_added_with_the_real_tools_inside_the_root(root, tmp_path, cap
 # --------------------------------------------------------------------------- types of every key
 
 B64 = base64.b64encode(b"hi").decode()
-GZ = base64.b64encode(gzip.compress(b"hi")).decode()
+GZ = base64.b64encode(gzip.compress(b"hi", mtime=0)).decode()
 
 
 @pytest.mark.parametrize("step, key, message", [
