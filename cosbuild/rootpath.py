@@ -174,8 +174,9 @@ def symlink(root: Path, path: str, target: str) -> Path:
         return real
 
 
-def read_bytes(root: Path, path: str) -> bytes:
-    """The content of the regular file `path` of the root, its links resolved inside it."""
+def read_bytes(root: Path, path: str, *, limit: int | None = None) -> bytes:
+    """The content of the regular file `path` of the root, its links resolved inside it;
+    more than `limit` bytes (when given) is an error."""
     with _walk(root, path, follow_last=True) as (opened, rest):
         if len(rest) != 1:
             raise FileNotFoundError(errno.ENOENT, "no such file", f"{root}/{path.lstrip('/')}")
@@ -185,7 +186,10 @@ def read_bytes(root: Path, path: str) -> bytes:
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise CosbuildError(f"{path} in {os.fspath(root)} is not a regular file")
-            return f.read()
+            data = f.read(-1 if limit is None else limit + 1)
+            if limit is not None and len(data) > limit:
+                raise CosbuildError(f"{path} in {os.fspath(root)} is larger than {limit} bytes")
+            return data
 
 
 def copy_tree(source: Path, root: Path, dest: str = "/") -> None:

@@ -244,6 +244,14 @@ def task_definitions(project: Project) -> dict:
         closure = image_closure(project, image_spec, kind)
         return outputs([k for k in closure if k in graph.packages])
 
+    def sbom_inputs(image_spec, kinds) -> list[str]:
+        """What an image's SBOM lists: the local artifacts of its roots and those that they
+        hold (an `unpack` package's artifact holds what its image was made of)."""
+        from .images.sbom import held
+        keys = {k for kind in kinds for k in image_closure(project, image_spec, kind)
+                if k in graph.packages}
+        return outputs(sorted(keys.union(*(held(graph, k) for k in keys))))
+
     def task_validate():
         """Load, render and resolve the whole tree (cosbuild validate)."""
         every = sorted({*package_files,
@@ -304,7 +312,8 @@ def task_definitions(project: Project) -> dict:
 
     @_generated
     def task_iso():
-        """Build the live ISO of iso.yaml: rootfs, squashfs, kernel, EFI image, ISO root, ISO."""
+        """Build the live ISO of iso.yaml: rootfs, squashfs, kernel, EFI image, ISO root, ISO,
+        and its SBOM."""
         if not project.settings.iso.is_file():
             return
         from .images.iso import IsoBuilder, load_iso_spec
@@ -312,7 +321,8 @@ def task_definitions(project: Project) -> dict:
         spec_files = [str(project.settings.iso)] + sorted(
             str(p) for d in iso.iso.overlay.values() for p in d.rglob("*") if p.is_file())
 
-        for kind in ("rootfs", "uefi", "isoimage"):
+        kinds = ("rootfs", "uefi", "isoimage")
+        for kind in kinds:
             folder = getattr(iso, f"{kind}_dir")
             actions = [(_step, ["iso", iso.install_root, kind])]
             targets = [str(iso.manifest(kind))]
@@ -328,6 +338,9 @@ def task_definitions(project: Project) -> dict:
         yield {"name": "kernel", "actions": [(_step, ["iso", iso.copy_kernel])],
                "file_dep": [str(iso.manifest("rootfs"))],
                "targets": [str(iso.kernel), str(iso.initrd)], "verbosity": 2}
+        yield {"name": "sbom", "actions": [(_step, ["iso", iso.write_sbom])],
+               "file_dep": [str(iso.manifest(k)) for k in kinds] + sbom_inputs(iso.iso, kinds),
+               "targets": [str(iso.sbom)], "verbosity": 2}
         yield {"name": "image", "actions": [(_step, ["iso", iso.write_iso])],
                "file_dep": [str(p) for p in (iso.squashfs, iso.kernel, iso.initrd, iso.uefi_img,
                                              iso.manifest("isoimage"))] + spec_files,
@@ -355,10 +368,13 @@ def task_definitions(project: Project) -> dict:
     @_generated
     def task_disk():
         """The installed disk of disk.yaml: build/NAME.raw (GPT, EFI), build/NAME.qcow2 and
-        the other `formats:` (images/formats.py)."""
+        the other `formats:` (images/formats.py), and its SBOM build/NAME.spdx.json."""
         if not project.settings.disk.is_file():
             return
         disk = disk_builder()
+        yield {"name": "sbom", "actions": [(_step, ["disk", disk.write_sbom])],
+               "file_dep": [str(disk.manifest)] + sbom_inputs(disk.disk, ["system"]),
+               "targets": [str(disk.sbom)], "verbosity": 2}
         yield {"name": "raw", "actions": [(_step, ["disk", disk.make_raw])],
                "file_dep": [str(disk.active), str(disk.manifest), str(project.settings.disk)],
                "targets": [str(disk.raw)], "verbosity": 2}

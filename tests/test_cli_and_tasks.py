@@ -101,6 +101,7 @@ def test_dodo_in_this_repository_lists_the_sample_tasks():
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "render:system/sampleOS" in proc.stdout
+    assert "iso:sbom" in proc.stdout and "disk:sbom" in proc.stdout
     # the sample is clean even under --strict: no key yip or luet-makeiso would ignore
     proc = subprocess.run([sys.executable, "-m", "cosbuild.cli", "validate", "--strict"],
                           cwd=REPO, capture_output=True, text=True)

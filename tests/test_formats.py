@@ -375,11 +375,13 @@ def test_disk_tasks_only_for_the_formats_asked_with_their_sources(project):
                                           "formats: [ova, libvirt-box]\n"})
     tasks = {line.split()[0] for line in _cosbuild(root, "list", "--all").splitlines()
              if line.startswith("disk:")}
-    assert tasks == {"disk:raw", "disk:qcow2", "disk:vmdk", "disk:ova", "disk:libvirt-box"}
+    # the SBOM (disk:sbom) is made whatever the formats
+    assert tasks == {"disk:sbom", "disk:raw", "disk:qcow2", "disk:vmdk", "disk:ova",
+                     "disk:libvirt-box"}
     info = _cosbuild(root, "info", "disk:ova")
     assert "file_dep   : \n - build/d.vmdk\n" in info and "targets    : \n - build/d.ova\n" in info
     assert "file_dep   : \n - build/d.qcow2\n" in _cosbuild(root, "info", "disk:libvirt-box")
     (root / "disk.yaml").write_text("system: [app/app]\nname: d\n")
     tasks = {line.split()[0] for line in _cosbuild(root, "list", "--all").splitlines()
              if line.startswith("disk:")}
-    assert tasks == {"disk:raw", "disk:qcow2"}
+    assert tasks == {"disk:sbom", "disk:raw", "disk:qcow2"}

@@ -87,10 +87,11 @@ def test_boot(iso, mode, tmp_path):
 
 
 def test_reproducible(sample, iso, tmp_path):
-    """A second build from a clean state gives byte-identical squashfs and ISO."""
+    """A second build from a clean state gives byte-identical squashfs, ISO and SBOM."""
     other = copy_project(tmp_path / "other")
     cosbuild(other, "run", "-n", "2", "-P", "thread", "iso")
-    for rel in ("build/iso/rootfs.squashfs", "build/iso/uefi.img", f"build/{iso.name}"):
+    for rel in ("build/iso/rootfs.squashfs", "build/iso/uefi.img", f"build/{iso.name}",
+                f"build/{iso.stem}.spdx.json"):
         assert sha256_file(other / rel) == sha256_file(sample / rel), rel
 
 
@@ -104,7 +105,7 @@ def test_one_change_rebuilds_only_what_depends_on_it(sample, iso):
         main.write_text(originals[main] + "\n// a comment changes the build hash\n")
         assert ran(cosbuild(sample, "run", "iso")) == {
             "build:app/sampleOSService", "build:system/sampleOS", "repo", "iso:rootfs",
-            "iso:squashfs", "iso:kernel", "iso:image"}
+            "iso:squashfs", "iso:kernel", "iso:sbom", "iso:image"}
         values.write_text(originals[values].replace("console: ttyS0,115200", "console: ttyS0,38400"))
         assert ran(cosbuild(sample, "run", "build")) == {"build:live/syslinux",
                                                          "build:live/grub2-efi-image"}

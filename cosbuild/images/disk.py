@@ -10,7 +10,8 @@ Steps, each a doit task:
   no loop device is needed. COS_STATE holds active.img, passive.img (the same system,
   labelled COS_PASSIVE) and the GRUB menu; COS_RECOVERY holds recovery.img; it boots with
   UEFI and BIOS;
-- `disk:qcow2`: build/NAME.qcow2 (qemu-img convert), the VM image.
+- `disk:qcow2`: build/NAME.qcow2 (qemu-img convert), the VM image;
+- `disk:sbom`: build/NAME.spdx.json, the SBOM of the system (sbom.py).
 
 The system carries its boot loader (disk.yaml `boot_files`, from system/grub2-efi): the EFI
 binary goes to COS_GRUB, GRUB's BIOS core.img to COS_BIOS and boot.img to the MBR, grub.cfg
@@ -35,7 +36,7 @@ from ..tools import TaskLog
 from ..tree import spec
 from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
-from . import formats, fsimage, values
+from . import formats, fsimage, sbom, values
 from .layout import (BIOS_BOOT_IMAGE, BIOS_CORE_IMAGE, DEFAULT_IMAGE_SIZE, EFI_BINARY,
                      IMAGE_LABELS, IMAGES_DIR, MENU, boot_files, copy_sparse, disk_size,
                      fill_partitions, partition_sizes, partition_table, write_partition_table)
@@ -123,6 +124,7 @@ class DiskBuilder:
         self.active = build_dir / "active.img"
         self.raw = build_dir / f"{disk.name}.raw"
         self.qcow2 = build_dir / f"{disk.name}.qcow2"
+        self.sbom = sbom.sbom_path(build_dir, disk.name)
 
     def log(self, kind: str) -> TaskLog:
         return TaskLog(self.project.settings.logs_dir / f"disk-{kind}.log",
@@ -137,6 +139,10 @@ class DiskBuilder:
             raise CosbuildError(str(exc.message), file=self.disk.file, key=exc.key,
                                 hint=exc.hint) from None
         atomic_write(self.manifest, dumps({"packages": packages}))
+
+    def write_sbom(self) -> None:
+        sbom.write_sbom(self.sbom, self.disk.name, self.project, [self.manifest],
+                        self.rootfs_dir)
 
     def make_active(self) -> None:
         with self.log("image") as log, atomic_path(self.active) as tmp:

@@ -1,7 +1,7 @@
 """Live ISO from iso.yaml (luet-makeiso format, SPEC section 4).
 
 Steps, each a doit task (`iso:rootfs`, `iso:squashfs`, `iso:kernel`, `iso:uefi`,
-`iso:isoimage`, `iso:image`):
+`iso:isoimage`, `iso:sbom`, `iso:image`):
 
 - rootfs: `packages.rootfs` installed with the repository client (the local build first,
   then iso.yaml's repositories) into a staging root, `overlay.rootfs` copied over it;
@@ -11,7 +11,8 @@ Steps, each a doit task (`iso:rootfs`, `iso:squashfs`, `iso:kernel`, `iso:uefi`,
   (no mounting), sized to fit;
 - the ISO root: `packages.isoimage` + overlay;
 - the ISO, written with pycdlib: ISO 9660 + Rock Ridge + Joliet, El Torito BIOS and EFI
-  entries, an isohybrid MBR; `<iso>.sha256` beside it.
+  entries, an isohybrid MBR; `<iso>.sha256` beside it;
+- the SBOM (sbom.py), `<iso name without .iso>.spdx.json` beside it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ..tree import spec
 from ..tree.project import Project
 from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
-from . import fsimage, values
+from . import fsimage, sbom, values
 
 log = logging.getLogger("cosbuild")
 
@@ -186,6 +187,7 @@ class IsoBuilder:
         self.initrd = self.work / "rootfs.xz"
         self.uefi_img = self.work / "uefi.img"
         self.output = project.settings.build_dir / iso.file_name
+        self.sbom = sbom.sbom_path(project.settings.build_dir, self.output.stem)
         build = project.settings.build_dir.resolve()
         for kind, folder in iso.overlay.items():
             # copying the build folder into itself would never end
@@ -237,6 +239,11 @@ class IsoBuilder:
                                     hint="remove it from the overlay folder")
             files[str(p.relative_to(source))] = artifact.sha256_file(p)
         return files
+
+    def write_sbom(self) -> None:
+        """The ISO's SBOM: the packages of its three roots, the Debian ones of the live root."""
+        sbom.write_sbom(self.sbom, self.output.stem, self.project,
+                        [self.manifest(k.name) for k in PACKAGES_KEYWORDS], self.rootfs_dir)
 
     # ----------------------------------------------------------------- rootfs.squashfs
 
