@@ -138,12 +138,13 @@ DISK_NAME = "sampleOS-0.disk"
 
 @pytest.fixture(scope="session")
 def disk(sample):
-    """The sample's installed disk (its system image, the raw disk, the qcow2), built once per
-    test run."""
+    """The sample's installed disk (its system image, the raw disk and every format the
+    sample's disk.yaml lists), built once per test run."""
+    from cosbuild.images.formats import FORMATS
     cosbuild_ok(sample, "run", "-n", "2", "-P", "thread", "image", "disk")
     build = sample / "build"
-    files = {"active": build / "active.img", "raw": build / f"{DISK_NAME}.raw",
-             "qcow2": build / f"{DISK_NAME}.qcow2"}
+    files = {"active": build / "active.img",
+             **{f.name: build / f"{DISK_NAME}{f.suffix}" for f in FORMATS}}
     assert all(p.is_file() for p in files.values())
     return files
 
