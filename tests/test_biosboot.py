@@ -4,7 +4,6 @@ GRUB core that says so on the serial console (a fraction of a second under TCG).
 
 from __future__ import annotations
 
-import os
 import struct
 import subprocess
 from pathlib import Path
@@ -13,7 +12,8 @@ import pytest
 
 from cosbuild.errors import CosbuildError
 from cosbuild.images import biosboot, layout
-from cosbuild.tools import TaskLog
+
+from .test_disk import laid_out_disk
 
 BOOT_IMG = Path("/usr/lib/grub/i386-pc/boot.img")
 MARK = "cosbuild-bios-core-ran"
@@ -31,14 +31,9 @@ def _core(tmp_path: Path) -> bytes:
 
 
 def _layout_disk(tmp_path: Path) -> tuple[Path, dict]:
-    sizes = layout.partition_sizes(4, grub=1, oem=1, persistent=1)
     disk = tmp_path / "disk.raw"
-    disk.touch()
-    os.truncate(disk, layout.disk_size(sizes))
-    script, places = layout.partition_table(sizes, seed="bios")
-    with TaskLog(tmp_path / "log") as log:
-        layout.write_partition_table(disk, script, log)
-    return disk, places
+    return disk, laid_out_disk(disk, layout.partition_sizes(4, grub=1, oem=1, persistent=1),
+                               "bios")
 
 
 def _seabios(disk: Path, wait: float) -> str:

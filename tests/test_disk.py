@@ -42,14 +42,19 @@ def test_partition_table_is_aligned_deterministic_and_in_layout_order():
     assert rest["COS_PERSISTENT"][1] is None
 
 
-def test_sfdisk_writes_the_table_into_a_file(tmp_path):
-    sizes = layout.partition_sizes(8, persistent=8)
-    target = tmp_path / "d.raw"
+def laid_out_disk(target: Path, sizes: dict, seed: str) -> dict:
+    """An empty disk file of `sizes` with the layout's partition table; its places."""
     target.touch()
     os.truncate(target, layout.disk_size(sizes))
-    script, places = layout.partition_table(sizes, seed="t")
-    with TaskLog(tmp_path / "log") as log:
+    script, places = layout.partition_table(sizes, seed=seed)
+    with TaskLog(target.with_suffix(".log")) as log:
         layout.write_partition_table(target, script, log)
+    return places
+
+
+def test_sfdisk_writes_the_table_into_a_file(tmp_path):
+    target = tmp_path / "d.raw"
+    places = laid_out_disk(target, layout.partition_sizes(8, persistent=8), "t")
     dump = subprocess.run(["sfdisk", "--json", str(target)], capture_output=True, text=True,
                           check=True).stdout
     import json
