@@ -36,6 +36,7 @@ log = logging.getLogger("cosbuild")
 
 RECORDS = "why"     # the records' folder in the build folder
 _SHORT = 60         # a changed value this long or shorter is shown with its old and new text
+MAX_DEPTH = 8       # of the dependencies below a package whose causes are shown
 
 
 @dataclass(frozen=True)
@@ -174,10 +175,13 @@ _MAPPINGS = {f.name for f in fields(Inputs) if f.default_factory is dict}
 # --------------------------------------------------------------------------- comparing
 
 def explain(key: str, recorded: Callable[[str], Inputs | None],
-            current: Callable[[str], Inputs], depth: int = 0) -> list[str] | None:
+            current: Callable[[str], Inputs], depth: int = 0,
+            explained: set[str] | None = None) -> list[str] | None:
     """The causes of a rebuild of `key`, one line each (below a changed dependency, indented,
     its own causes); [] when its hash is what its last build recorded; None when there is no
-    usable record of a build."""
+    usable record of a build. Each dependency is explained once, to a bounded depth: a
+    change low in a wide or deep tree is named once, not once per path to it."""
+    explained = set() if explained is None else explained
     old, now = recorded(key), current(key)
     if old is None:
         return None
@@ -195,7 +199,10 @@ def explain(key: str, recorded: Callable[[str], Inputs | None],
             lines.append(f"{pad}- no longer depends on {dep}")
         else:
             lines.append(f"{pad}- dependency {dep} changed (hash {before[:12]} -> {after[:12]})")
-            below = explain(dep, recorded, current, depth + 1)
+            if dep in explained or depth + 1 == MAX_DEPTH:
+                continue   # said above, or `cosbuild why` of it says more
+            explained.add(dep)
+            below = explain(dep, recorded, current, depth + 1, explained)
             lines += [f"{pad}  - no usable record of its last build"] if below is None else below
     if old.base != now.base and not lines:   # an image below it, of a package not a dep
         lines.append(f"{pad}- the image it builds on changed ({old.base[:12] or 'none'} "
@@ -270,8 +277,13 @@ class Records:
         return read_record(self.path(key))
 
     def record(self, key: str) -> None:
-        """Keep the inputs of a finished build."""
-        write_record(self.path(key), self.current(key))
+        """Keep the inputs of a finished build. The build stands without its record (`why`
+        then says it was never built), so a record that cannot be written is a warning."""
+        try:
+            write_record(self.path(key), self.current(key))
+        except OSError as exc:
+            log.warning("%s: cannot keep the build record of %s (%s)", self.path(key), key,
+                        exc.strerror)
 
     def explain(self, key: str) -> list[str] | None:
         return explain(key, self.recorded, self.current)
