@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 from ..errors import CosbuildError
 from ..fsutil import atomic_write
 from ..terminal import safe
-from .graph import HASH_SCHEMA, Graph, Package
+from .graph import HASH_SCHEMA, Graph, Package, regular_file_bytes
 from .helm import luet_values
 from .load import COLLECTION, read_text
 from .render import load_values_files, merge_values
@@ -71,6 +71,7 @@ def current_inputs(pkg: Package, graph: Graph, layers: list[dict], templates: di
         spec["finalize.yaml"] = _json(r.finalize_text)
     texts = "\n".join([template_text, *(read_text(f) for f in (pkg.source.build_file,
                                                                pkg.source.finalize_file) if f)])
+    # the values as its engine saw them (Helm's are merged as luet merges them)
     seen = (luet_values(pkg.source.values, layers,
                         collection=pkg.source.declared_in.name == COLLECTION)
             if "helm" in r.engine else merge_values(pkg.source.values, *layers))
@@ -115,15 +116,12 @@ def _names(texts: str, key: str) -> bool:
 
 
 def file_digest(path: str) -> str:
-    """A context file as the build hash sees it: a link's target, or the bytes and whether
-    it is executable."""
+    """A context file as the build hash sees it (graph.content_digest): a link's target, or
+    the bytes and whether it is executable."""
     if os.path.islink(path):
         return "link:" + os.readlink(path)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return ("x:" if os.stat(path).st_mode & 0o111 else "f:") + h.hexdigest()
+    kind = "x:" if os.lstat(path).st_mode & 0o111 else "f:"
+    return kind + hashlib.sha256(regular_file_bytes(path)).hexdigest()
 
 
 def _json(value) -> str:
@@ -281,9 +279,9 @@ class Records:
         then says it was never built), so a record that cannot be written is a warning."""
         try:
             write_record(self.path(key), self.current(key))
-        except OSError as exc:
+        except (OSError, CosbuildError) as exc:   # a file of it changed meanwhile, too
             log.warning("%s: cannot keep the build record of %s (%s)", self.path(key), key,
-                        exc.strerror)
+                        exc.strerror if isinstance(exc, OSError) else exc)
 
     def explain(self, key: str) -> list[str] | None:
         return explain(key, self.recorded, self.current)
