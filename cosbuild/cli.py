@@ -53,9 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     fmt = graph.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable JSON")
     fmt.add_argument("--dot", action="store_true", help="Graphviz dot")
-    why = sub.add_parser("why", help="why a package rebuilds, or that it is reused: which "
-                         "input of its build hash changed since its last build")
-    why.add_argument("package", metavar="CAT/NAME[@SELECTOR]")
+    p = sub.add_parser("why", help="why a package rebuilds, or that it is reused: which "
+                       "input of its build hash changed since its last build")
+    p.add_argument("package", metavar="CAT/NAME[@SELECTOR]")
     migrate = sub.add_parser("migrate", help="rewrite a Helm-templated tree (--tree) as Jinja2")
     migrate.add_argument("--output", type=Path, required=True, help="the new tree's folder")
     sub.add_parser("keywords", help="print the spec keyword reference (Markdown)")
