@@ -1,4 +1,4 @@
-"""The `cosbuild` command: validate, render, graph, build, keywords, and the doit tasks
+"""The `cosbuild` command: validate, render, graph, build, why, keywords, and the doit tasks
 themselves. The global options (the settings) may come before or after the command."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from doit.doit_cmd import DoitMain
 
 from . import __version__, settings
 from .errors import Collector, CosbuildError, ErrorList
-from .tasks import dodo_namespace, ensure_build_dir, load, project_namespace, validate
+from .tasks import (LazyBuilder, dodo_namespace, ensure_build_dir, load, project_namespace,
+                    validate, why)
 from .terminal import safe
 from .tree.graph import Graph
 from .tree.project import render_package
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     fmt = graph.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable JSON")
     fmt.add_argument("--dot", action="store_true", help="Graphviz dot")
+    p = sub.add_parser("why", help="why a package rebuilds, or that it is reused: which "
+                       "input of its build hash changed since its last build")
+    p.add_argument("package", metavar="CAT/NAME[@SELECTOR]")
     migrate = sub.add_parser("migrate", help="rewrite a Helm-templated tree (--tree) as Jinja2")
     migrate.add_argument("--output", type=Path, required=True, help="the new tree's folder")
     sub.add_parser("keywords", help="print the spec keyword reference (Markdown)")
@@ -275,7 +279,12 @@ def _run(args) -> int:
         return 0
     if args.command == "graph":
         return _graph(args, config)
-    project = load(config, use_cache=args.command == "build")
+    project = load(config, use_cache=args.command in ("build", "why"))
+    if args.command == "why":
+        key = project.graph.resolve(parse_ref(args.package)).key
+        found = why(LazyBuilder(project), key)
+        print("\n".join((f"{key}: {found.verdict}", *found.causes)))
+        return 0
     if args.command == "build":
         errors, names = Collector(), []
         for text in args.packages:

@@ -17,7 +17,9 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from doit.exceptions import TaskFailed
 from doit.tools import config_changed
@@ -26,8 +28,12 @@ from . import luetformat, settings
 from .errors import Collector, CosbuildError
 from .fsutil import atomic_write, remove_partial_files
 from .settings import Settings
+from .terminal import safe
 from .tools import TaskLog
 from .tree.project import Project, load_project
+
+if TYPE_CHECKING:
+    from .tree.why import Records
 
 log = logging.getLogger("cosbuild")
 
@@ -149,12 +155,23 @@ def _write_spec(path: Path, text: str) -> None:
 
 class LazyBuilder:
     """The Builder, imported and made on first use: a no-op run of image-less packages
-    needs neither buildah nor the build modules."""
+    needs neither buildah nor the build modules. With it, the build records of the
+    packages (tree/why.py), kept by each build."""
 
     def __init__(self, project: Project):
         self.project = project
         self._builder = None
+        self._records = None
         self._lock = threading.Lock()
+
+    @property
+    def records(self) -> "Records":
+        with self._lock:
+            if self._records is None:
+                from .tree.why import Records
+                self._records = Records(self.project, functools.partial(
+                    _image_of, self, self.project.graph))
+            return self._records
 
     def __call__(self):
         with self._lock:
@@ -175,6 +192,46 @@ def _image_present(get_builder: LazyBuilder, pkg, **_) -> bool:
     return builder.buildah.image_exists(builder.tags(pkg).package)
 
 
+def _image_of(get_builder: LazyBuilder, graph, pkg) -> str:
+    """The package image a build of `pkg` makes or reuses, as the build task checks it."""
+    if pkg.needs_images or (pkg.remote and graph.image_used(pkg.key)):
+        return get_builder().tags(pkg).package
+    return ""
+
+
+@dataclass(frozen=True)
+class Why:
+    """Why a package's build task runs, or that it is reused: a verdict and its causes."""
+    verdict: str
+    causes: tuple[str, ...] = ()
+    reused: bool = False
+
+
+def why(get_builder: LazyBuilder, key: str) -> Why:
+    """Compare the package's recorded build inputs with today's; with an unchanged hash,
+    look for what the build task itself checks: its targets and its images."""
+    records = get_builder.records
+    pkg = records.project.graph.packages[key]
+    causes = records.explain(key)
+    if causes is None:
+        return Why(f"never built (no usable record in {records.path(key).parent})")
+    if causes:
+        return Why(f"rebuilds (hash {pkg.hash[:12]})", tuple(map(safe, causes)))
+    builder = get_builder()
+    missing = [f"- its {what} {path} is missing"
+               for what, path in (("artifact", builder.artifact_path(pkg)),
+                                  ("metadata", builder.metadata_path(pkg)))
+               if not path.is_file()]
+    if image := records.image_of(pkg):
+        tags = builder.tags(pkg)
+        refs = (tags.package, tags.builder) if pkg.needs_images else (image,)
+        missing += [f"- its image {ref} is not in the local image store" for ref in refs
+                    if not builder.buildah.image_exists(ref)]
+    if missing:
+        return Why(f"rebuilds (same hash {pkg.hash[:12]})", tuple(missing))
+    return Why(f"unchanged: reused (hash {pkg.hash[:12]})", reused=True)
+
+
 @_user_errors_fail
 def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
     builder = get_builder()
@@ -182,6 +239,14 @@ def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
     pkg = graph.packages[key]
     started = time.monotonic()
     _say(f"[{n}/{total}] {key}: started (hash {pkg.hash[:12]}, log {builder.log_path(pkg)})")
+    if builder.settings.verbose:
+        found = why(get_builder, key)
+        reasons = found.causes or (found.verdict,)
+        if found.reused:   # by its inputs and outputs: doit reruns it for its own state
+            reasons = (f"{found.verdict} by its inputs and outputs, but the build task's "
+                       "settings (push) or doit's database changed",)
+        _say("\n".join(f"[{n}/{total}] {key}: why: {line.removeprefix('- ')}"
+                       for line in reasons))
     with TaskLog(builder.log_path(pkg), verbose=builder.settings.verbose,
                  prefix=f"[{pkg.id}] ") as log:
         try:
@@ -193,6 +258,7 @@ def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
         except CosbuildError as exc:
             log.write(f"error: {exc}")   # the full log says how it ended too
             raise
+    get_builder.records.record(key)
     size = builder.artifact_path(pkg).stat().st_size
     _say(f"[{n}/{total}] {key}: done in {time.monotonic() - started:.1f}s "
          f"({how}; {size / 1e6:.1f} MB artifact)")

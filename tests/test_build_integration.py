@@ -169,10 +169,16 @@ def test_removed_image_is_rebuilt_byte_identical(built, repo_env):
     meta = yaml.safe_load((built / "build/app-apps-1.0.metadata.yaml").read_text())
     before = (built / "build/app-apps-1.0.package.tar.zst").read_bytes()
     subprocess.run(["buildah", "rmi", "-f", meta["package_cacheimage"]], check=True, capture_output=True)
-    proc = cosbuild(built, "run", "build", env=repo_env)
+    missing = f"its image {meta['package_cacheimage']} is not in the local image store"
+    assert cosbuild(built, "why", "apps/app", env=repo_env).stdout.splitlines()[1:] == \
+        [f"- {missing}"]
+    proc = cosbuild(built, "run", "build", env={**repo_env, "COSBUILD_VERBOSE": "1"})
     assert ran(proc) == {"build:apps/app"}
     assert "(built;" in proc.stdout
+    assert f"apps/app@1.0: why: {missing}\n" in proc.stdout
     assert (built / "build/app-apps-1.0.package.tar.zst").read_bytes() == before
+    assert cosbuild(built, "why", "apps/app", env=repo_env).stdout.startswith(
+        "apps/app@1.0: unchanged: reused")
 
 
 def _assert_clean(root):

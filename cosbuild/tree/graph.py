@@ -440,13 +440,13 @@ def content_digest(rendered: Rendered, folder: Path, files: tuple[str, ...]) -> 
         else:
             # git keeps only the executable bit; umask differences must not change the hash
             kind = "x" if st.st_mode & 0o111 else "f"
-            content = _regular_file_bytes(path)
+            content = regular_file_bytes(path)
         h.update(f"\0{kind}\0{rel}\0{len(content)}\0".encode())
         h.update(content)
     return h.hexdigest()
 
 
-def _regular_file_bytes(path: str) -> bytes:
+def regular_file_bytes(path: str) -> bytes:
     """The bytes of a regular file of a build context; anything else (a FIFO, which would
     block, a device) is an error naming it. Opened without blocking and without following a
     link put there after the check."""
