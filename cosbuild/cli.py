@@ -359,8 +359,8 @@ def _check_client_paths(args) -> None:
 
 def _build(project, keys: list[str]) -> int:
     """As `cosbuild run build:CAT/NAME ...`: these packages and what they build on."""
-    names = [f"build:{project.graph.task_name(key)}" for key in keys]
-    return DoitMain(ModuleTaskLoader(project_namespace(project))).run(["run", *names])
+    doit_args = ["run", *(f"build:{project.graph.task_name(key)}" for key in keys)]
+    return DoitMain(ModuleTaskLoader(project_namespace(project))).run(doit_args)
 
 
 def _shell(project, text: str, command: list[str]) -> int:
