@@ -4,6 +4,7 @@ themselves. The global options (the settings) may come before or after the comma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -47,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="build packages and what they build on (doit run "
                            "of their build tasks)")
     build.add_argument("packages", nargs="+", metavar="CAT/NAME[@SELECTOR]")
+    shell = sub.add_parser("shell", help="a shell in a package's builder image (/luetbuild, "
+                           "the working directory and env as its steps start; built first "
+                           "when missing), or in the container its failed build kept "
+                           "(--keep-failed)")
+    shell.add_argument("package", metavar="CAT/NAME[@SELECTOR]")
+    shell.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                       help="run this instead of an interactive shell; its exit status is "
+                            "cosbuild's")
     graph = sub.add_parser("graph", help="show the resolved build graph (of one package: it "
                            "and what it builds on)")
     graph.add_argument("package", nargs="?", metavar="CAT/NAME[@SELECTOR]")
@@ -279,23 +288,23 @@ def _run(args) -> int:
         return 0
     if args.command == "graph":
         return _graph(args, config)
-    project = load(config, use_cache=args.command in ("build", "why"))
+    project = load(config, use_cache=args.command in ("build", "why", "shell"))
     if args.command == "why":
         key = project.graph.resolve(parse_ref(args.package)).key
         found = why(LazyBuilder(project), key)
         print("\n".join((f"{key}: {found.verdict}", *found.causes)))
         return 0
     if args.command == "build":
-        errors, names = Collector(), []
+        errors, keys = Collector(), []
         for text in args.packages:
             try:
-                key = project.graph.resolve(parse_ref(text)).key
-                names.append(f"build:{project.graph.task_name(key)}")
+                keys.append(project.graph.resolve(parse_ref(text)).key)
             except CosbuildError as exc:
                 errors.add(exc)
         errors.raise_if_any()
-        doit_args = ["run", *names]   # as `cosbuild run build:CAT/NAME ...`
-        return DoitMain(ModuleTaskLoader(project_namespace(project))).run(doit_args)
+        return _build(project, keys)
+    if args.command == "shell":
+        return _shell(project, args.package, args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
     if args.command == "create-repo":
         from .repos.create import create_repo, publish_docker
         info = config.repo_info(name=args.name, description=args.description, type=args.type,
@@ -355,6 +364,48 @@ def _check_client_paths(args) -> None:
         if path is not None and not path.is_file():
             raise CosbuildError("not found" if not path.exists() else "not a file", file=path,
                                 key=key, hint=f"name {what}")
+
+
+def _build(project, keys: list[str]) -> int:
+    """As `cosbuild run build:CAT/NAME ...`: these packages and what they build on."""
+    doit_args = ["run", *(f"build:{project.graph.task_name(key)}" for key in keys)]
+    return DoitMain(ModuleTaskLoader(project_namespace(project))).run(doit_args)
+
+
+def _shell(project, text: str, command: list[str]) -> int:
+    """`cosbuild shell`: the builder image built first when missing; what it enters is said
+    on stderr, stdout is the command's alone."""
+    from .builds.builder import Builder
+    pkg = project.graph.resolve(parse_ref(text))
+    builder = Builder(project)
+    entry = builder.shell_entry(pkg)
+    if entry is None:
+        print(f"cosbuild: {pkg.key}: building its builder image first", file=sys.stderr)
+        with _stdout_to_stderr():
+            _build(project, [pkg.key])   # a failed step leaves its builder image too
+        builder.buildah.forget_images()
+        entry = builder.shell_entry(pkg)
+        if entry is None:
+            raise CosbuildError(f"{pkg.key}: its build failed before its builder image "
+                                f"{builder.tags(pkg).builder} was made",
+                                hint=f"see {builder.log_path(pkg)}")
+    print(f"cosbuild: {pkg.key}: {entry}", file=sys.stderr)
+    return builder.shell(pkg, entry, command)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Meanwhile, what this process and its children write to stdout goes to stderr (doit's
+    reporter holds the stdout of its import)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _install(args) -> None:

@@ -61,6 +61,9 @@ SETTINGS = (
     Setting("strict", "COSBUILD_STRICT", "", "validate: warnings (keys that luet, luet-makeiso "
             "or yip ignore) are errors (1/yes)", flag=True),
     Setting("verbose", "COSBUILD_VERBOSE", "", "stream container output live (1/yes)", flag=True),
+    Setting("keep_failed", "COSBUILD_KEEP_FAILED", "", "keep the container of a failed prelude "
+            "or step as cosbuild-failed-CATEGORY-NAME, for `cosbuild shell CAT/NAME` (1/yes)",
+            flag=True),
     Setting("iso", "COSBUILD_ISO", "iso.yaml", "ISO specification (luet-makeiso format)",
             spec_file=True),
     Setting("disk", "COSBUILD_DISK", "disk.yaml", "disk specification (system image and disk)",
@@ -111,6 +114,7 @@ class Settings:
     isolation: str = "chroot"
     storage_driver: str = ""
     verbose: bool = False
+    keep_failed: bool = False
     template_engine: str = "auto"
     strict: bool = False
     iso: Path = Path("iso.yaml")
@@ -199,7 +203,8 @@ def resolve(options: dict | None = None, env: dict | None = None,
                     signing_expiry=duration(raw["signing_expiry"], "signing_expiry"),
                     template_engine=_choice(raw["template_engine"], "template_engine",
                                             ("auto", "helm", "jinja2")),
-                    verbose=_yes(raw["verbose"]), strict=_yes(raw["strict"]))
+                    verbose=_yes(raw["verbose"]), keep_failed=_yes(raw["keep_failed"]),
+                    strict=_yes(raw["strict"]))
 
 
 # the latest time stamp every artifact holds: squashfs stores unsigned 32-bit seconds (2106)

@@ -9,6 +9,7 @@ import collections
 import contextlib
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -127,3 +128,14 @@ def stream(argv: list[str], *, log: TaskLog, what: str = "", env: dict | None = 
     if code != 0:
         raise _failed(argv, code, log, what)
     log.write(f"  (done in {time.monotonic() - started:.1f}s)")
+
+
+def attached(argv: list[str]) -> int:
+    """Run argv on this terminal (its standard input, output and error); returns its exit
+    status. Ctrl-C meanwhile is the program's (an interactive shell's): this process waits
+    for it instead of dying, and leaves the program's own signal handling at the default."""
+    previous = signal.signal(signal.SIGINT, lambda *_: None)   # not SIG_IGN: inherited by exec
+    try:
+        return subprocess.run([require(argv[0]), *argv[1:]]).returncode
+    finally:
+        signal.signal(signal.SIGINT, previous)

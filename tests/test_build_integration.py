@@ -62,10 +62,11 @@ def read_member(path, name) -> bytes:
 
 
 def stray_containers() -> list[str]:
-    """cosbuild working containers whose process is gone (others may be building now)."""
+    """cosbuild working containers whose process is gone (others may be building now; the
+    containers of failed builds that --keep-failed keeps have no pid in their names)."""
     out = subprocess.run(["buildah", "containers", "--json"], capture_output=True, text=True).stdout
     names = [c["containername"] for c in json.loads(out or "null") or []]
-    return [n for n in names if n.startswith("cosbuild-")
+    return [n for n in names if n.startswith("cosbuild-") and n.split("-")[1].isdigit()
             and not os.path.exists(f"/proc/{n.split('-')[1]}")]
 
 

@@ -2,8 +2,9 @@
 
 Containers are named `cosbuild-<pid>-<n>` so that a later run can remove what a killed run
 (SIGKILL, power loss) left behind; on success, failure and Ctrl-C the context manager removes
-them itself. Images are only ever tagged by a successful commit, so a half-built image never
-carries a build-hash tag.
+them itself, unless a failure is to be kept (`Kept`): then it is renamed after its package,
+`cosbuild-failed-...`, for `cosbuild shell`. Images are only ever tagged by a successful
+commit, so a half-built image never carries a build-hash tag.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import itertools
 import json
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from ..tools import TaskLog
 from ..tree.spec import image_ref
 
 NAME_PREFIX = "cosbuild-"
+KEPT_PREFIX = "cosbuild-failed-"   # no pid after the prefix: no later run removes it as stale
 _counter = itertools.count()
 
 # `buildah run --isolation chroot` re-executes buildah from a sealed in-memory copy; the
@@ -36,6 +39,13 @@ RUN_ATTEMPTS = 3
 class BuildahSettings:
     isolation: str = "chroot"
     storage_driver: str = ""
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Where a container whose work failed is kept, and the command that opens it."""
+    name: str
+    opened_by: str
 
 
 class Buildah:
@@ -123,27 +133,58 @@ class Buildah:
     # ----------------------------------------------------------------- containers
 
     @contextlib.contextmanager
-    def container(self, image: str, log: TaskLog) -> Iterator["Container"]:
-        """A working container from `image` ("scratch" for an empty one), always removed."""
+    def container(self, image: str, log: TaskLog, *,
+                  keep: Kept | None = None) -> Iterator["Container"]:
+        """A working container from `image` ("scratch" for an empty one), removed when done;
+        with `keep`, a CosbuildError inside keeps it under that name instead (replacing the
+        one kept before), and its message says so."""
         name = f"{NAME_PREFIX}{os.getpid()}-{next(_counter)}"
         self.cmd("from", "--quiet", "--pull=never", "--name", name, image_ref(image), log=log,
                  capture=True, what=f"create a container from {image}")
+        kept = False
         try:
             yield Container(self, name, log)
+        except CosbuildError as exc:
+            if keep is None:
+                raise
+            self.remove_container(keep.name, log)
+            tools.run(self._argv("rename", name, keep.name), log=log)
+            kept = True
+            log.write(f"kept the failed container as {keep.name}")
+            raise CosbuildError(f"{exc.message}\n  its container is kept as {keep.name}: "
+                                f"`{keep.opened_by}` opens it", file=exc.file, line=exc.line,
+                                key=exc.key, hint=exc.hint) from None
         finally:
+            if not kept:
+                tools.run(self._argv("rm", name), log=log)
+
+    def run_attached(self, name: str, argv: list[str]) -> int:
+        """Run argv in the container on this terminal (a terminal inside too when stdin is
+        one); returns its exit status."""
+        tty = ["--tty"] if sys.stdin.isatty() else []
+        return tools.attached(self._argv("run", "--isolation", self.settings.isolation, *tty,
+                                         name, "--", *argv))
+
+    def container_names(self, log: TaskLog | None = None) -> set[str]:
+        out = tools.run(self._argv("containers", "--json"), log=log or _null_log(), capture=True)
+        return {c.get("containername", "") for c in json.loads(out or "null") or []}
+
+    def remove_container(self, name: str, log: TaskLog) -> None:
+        """Remove the container `name` if there is one."""
+        if name in self.container_names(log):
             tools.run(self._argv("rm", name), log=log)
 
-    def remove_stale_containers(self, log: TaskLog) -> None:
-        """Remove working containers of cosbuild processes that no longer exist."""
-        out = tools.run(self._argv("containers", "--json"), log=log, capture=True)
-        for entry in json.loads(out or "null") or []:
-            name = entry.get("containername", "")
-            if not name.startswith(NAME_PREFIX):
-                continue
-            pid = name[len(NAME_PREFIX):].split("-")[0]
+    def remove_stale_containers(self, log: TaskLog) -> set[str]:
+        """Remove working containers of cosbuild processes that no longer exist; returns the
+        names of the containers left."""
+        names = self.container_names(log)
+        for name in sorted(names):
+            pid = name[len(NAME_PREFIX):].split("-")[0] if name.startswith(NAME_PREFIX) else ""
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
                 log.write(f"removing container {name} left by an interrupted run")
                 tools.run(self._argv("rm", name), log=log)
+                names.discard(name)
+        return names
 
 
 class Container:

@@ -11,6 +11,9 @@ build, as in luet 0.20), `bootstrap:` (mmdebstrap, cached by its inputs),
 into an empty container), else `requires`: luet's chain (graph.py), the top image of
 `Package.chain`. A chain image that no package's own build makes (a package built on
 another base than its own) is built here, into local storage, before the package.
+
+`cosbuild shell` opens a container of the builder image, or the one a failed prelude or step
+left when `keep_failed` is on (one per package; a later successful build removes it).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import threading
 import urllib.parse
 from dataclasses import dataclass
@@ -35,17 +39,33 @@ from ..tree.project import Project
 from ..tree.spec import Bootstrap
 from ..tree.yamlio import dumps
 from . import artifact
-from .buildah import Buildah, BuildahSettings, Container
+from .buildah import KEPT_PREFIX, Buildah, BuildahSettings, Container, Kept
 from .cache import ImageCache
 
 WORKDIR = "/luetbuild"
 BOOTSTRAP_REPOSITORY = "cosbuild/bootstrap"
+# bash when the image has it, else sh: the interactive shell of `cosbuild shell`
+SHELL = ["/bin/sh", "-c", "if command -v bash >/dev/null; then exec bash; else exec sh; fi"]
 
 
 @dataclass(frozen=True)
 class Tags:
     package: str
     builder: str
+
+
+@dataclass(frozen=True)
+class ShellEntry:
+    """What `cosbuild shell` enters: the container a failed build kept, else a new container
+    of the builder image."""
+    image: str
+    kept: str = ""
+
+    def __str__(self) -> str:
+        if self.kept:
+            return (f"in {self.kept}, the container its failed build kept (`buildah rm "
+                    f"{self.kept}` discards it)")
+        return f"in a new container of its builder image {self.image}"
 
 
 class Builder:
@@ -60,7 +80,8 @@ class Builder:
         self._cache: ImageCache | None = None
         self._lock = threading.Lock()
         self._bootstrap_locks: dict[str, threading.Lock] = {}
-        self._cleaned = False
+        self._containers: set[str] | None = None   # those at the run's start, stale ones gone
+        self._containers_lock = threading.Lock()
 
     @property
     def buildah(self) -> Buildah:
@@ -96,6 +117,16 @@ class Builder:
     def log_path(self, pkg: Package) -> Path:
         return self.settings.logs_dir / f"{pkg.artifact_stem}.log"
 
+    def kept_name(self, pkg: Package) -> str:
+        """The name of the container its failed build keeps (with `keep_failed`)."""
+        d = pkg.definition
+        return KEPT_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", f"{d.category}-{d.name}")
+
+    def _keep(self, pkg: Package) -> Kept | None:
+        if not self.settings.keep_failed:
+            return None
+        return Kept(self.kept_name(pkg), f"cosbuild shell {pkg.id}")
+
     def images_present(self, pkg: Package) -> bool:
         if not pkg.needs_images:
             return True
@@ -110,7 +141,7 @@ class Builder:
         if not pkg.needs_images:
             self.write_outputs(pkg, [], log)
             return "no images"
-        self._remove_stale_containers(log)
+        kept_before = self.kept_name(pkg) in self._containers_at_start(log)
         tags = self.tags(pkg)
         refs = (tags.builder, tags.package)   # the builder first: the package image is on it
         if self.images_present(pkg):
@@ -123,14 +154,16 @@ class Builder:
             how = "built"
         self._write_artifact(pkg, tags, log)
         self.cache.push(refs, log, done=f"{pkg.key} (artifact {self.artifact_path(pkg)})")
+        if kept_before:   # what failed before is fixed: its container would only mislead
+            self.buildah.remove_container(self.kept_name(pkg), log)
         return how + (f", pushed to {self.settings.image_repository}" if self.settings.push else "")
 
-    def _remove_stale_containers(self, log: TaskLog) -> None:
-        with self._lock:
-            if self._cleaned:
-                return
-            self._cleaned = True
-        self.buildah.remove_stale_containers(log)
+    def _containers_at_start(self, log: TaskLog) -> set[str]:
+        """The containers there are, read (and those of interrupted runs removed) once a run."""
+        with self._containers_lock:
+            if self._containers is None:
+                self._containers = self.buildah.remove_stale_containers(log)
+            return self._containers
 
     def _build_images(self, pkg: Package, tags: Tags, log: TaskLog) -> None:
         graph = self.project.graph
@@ -151,7 +184,7 @@ class Builder:
         """The builder and package images of `pkg` on the image `base` (+ artifacts on top)."""
         b = pkg.rendered.build
         d = pkg.definition
-        with self.buildah.container(base, log) as c:
+        with self.buildah.container(base, log, keep=self._keep(pkg)) as c:
             for archive in overlays:
                 c.add(archive)
             env = [f"PACKAGE_NAME={d.name}", f"PACKAGE_VERSION={d.version}",
@@ -173,10 +206,36 @@ class Builder:
             for n, command in enumerate(b.prelude, 1):
                 c.run(command, what=f"{pkg.key}: prelude {n} ({command.splitlines()[0]})")
             c.commit(tags.builder)
-        with self.buildah.container(tags.builder, log) as c:
+        with self.buildah.container(tags.builder, log, keep=self._keep(pkg)) as c:
             for n, command in enumerate(b.steps, 1):
                 c.run(command, what=f"{pkg.key}: step {n} ({command.splitlines()[0]})")
             c.commit(tags.package)
+
+    # ----------------------------------------------------------------- a shell
+
+    def shell_entry(self, pkg: Package) -> ShellEntry | None:
+        """What `cosbuild shell` enters, in that preference; None when its builder image is
+        still to be built."""
+        if not pkg.needs_images or pkg.remote:
+            where = f"comes from {pkg.remote.repo}" if pkg.remote else "builds without containers"
+            raise CosbuildError(f"{pkg.key} {where}: it has no builder image to open",
+                                file=pkg.source.build_file or pkg.source.declared_in)
+        image = self.tags(pkg).builder
+        kept = self.kept_name(pkg)
+        if kept in self.buildah.container_names():
+            return ShellEntry(image, kept)
+        return ShellEntry(image) if self.buildah.image_exists(image) else None
+
+    def shell(self, pkg: Package, entry: ShellEntry, command: list[str]) -> int:
+        """Run `command` (else an interactive shell) in `entry`: /luetbuild, the working
+        directory and the environment as its steps have them. A new container is removed
+        afterwards. Returns the command's exit status."""
+        argv = command or SHELL
+        if entry.kept:
+            return self.buildah.run_attached(entry.kept, argv)
+        with TaskLog(self.log_path(pkg).with_suffix(".shell.log")) as log, \
+                self.buildah.container(entry.image, log) as c:
+            return self.buildah.run_attached(c.name, argv)
 
     def _source(self, pkg: Package, log: TaskLog) -> tuple[str, list[Path]]:
         """The image the builder starts from, and artifacts to unpack on top of it."""
