@@ -2,12 +2,13 @@
 (tests/qemu.py) shares, the choice of image and firmware and their errors, the doit task;
 and, end to end in a few seconds, a tiny GPT disk whose GRUB BIOS core prints a marker on the
 serial console, booted by the real command: the console on its stdout, the upgrade channel
-served while it runs and gone after, Ctrl-A X or a power-off ends it with exit status 0,
-`--snapshot` writes nothing."""
+served while it runs and gone after, Ctrl-A X, SIGTERM or a power-off ends it with exit
+status 0, `--snapshot` writes nothing."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -209,9 +210,10 @@ class Console:
     """A `cosbuild vm` run with its stdout read as it comes."""
 
     def __init__(self, cwd: Path, *args: str, stdin=None):
+        # a session of its own: a run that fails the test is killed with its QEMU
         self.proc = subprocess.Popen([sys.executable, "-m", "cosbuild.cli", "vm", *args],
                                      cwd=cwd, stdin=stdin, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.output = b""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -231,7 +233,7 @@ class Console:
             self.proc.wait(timeout)
         finally:
             if self.proc.poll() is None:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self._reader.join(10)
         return self.output.decode(errors="replace")
@@ -267,6 +269,18 @@ def test_vm_boots_the_disk_with_the_channel_served_and_quits(project, tmp_path):
     overlay = root / "build/vm/tiny.qcow2"
     assert overlay.is_file() and built.read_bytes() == before
     first = overlay.stat().st_ino
+
+    # headless, SIGTERM stops it: the machine and the channel too, and it is a clean end
+    run = Console(root, "--disk", "--bios", "--headless", "--accel", "tcg",
+                  "--channel-port", str(channel), "--forward", f"{forward}:8090")
+    try:
+        run.wait_for(MARK, 120)
+        assert _listening(channel) and _listening(forward)
+        run.proc.send_signal(signal.SIGTERM)
+    finally:
+        out = run.finish(60)
+    assert run.proc.returncode == 0 and "vm: stopped on request" in out, out
+    assert "Traceback" not in out and not _listening(channel) and not _listening(forward)
 
     # A new build: headless, the machine powers off by itself; --snapshot writes nothing
     _marker_disk(tmp_path, built, "halt")

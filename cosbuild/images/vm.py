@@ -241,12 +241,12 @@ def _say(line: str) -> None:
 def run(m: Machine, build_dir: Path, channel_port: int, *, headless: bool, qemu: str,
         log: TaskLog) -> int:
     """QEMU on the terminal (not through tools.run: the console is the user's), with the
-    build folder served on `channel_port` meanwhile; both stop when this returns, also on
-    Ctrl-C or SIGTERM."""
+    build folder served on `channel_port` meanwhile; both stop when this returns. Ctrl-C or
+    SIGTERM (headless: the way to stop it) stop the machine and return 0."""
     from ..repos.serve import make_server
     argv = qemu_argv(m)
     server = make_server(build_dir, "127.0.0.1", channel_port)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=_serve, args=(server,), daemon=True).start()
     port = server.server_port
     _say(f"{m.iso or m.boot_disk} with {m.firmware.upper()} firmware"
          + (", writes discarded" if m.snapshot else ""))
@@ -260,11 +260,13 @@ def run(m: Machine, build_dir: Path, channel_port: int, *, headless: bool, qemu:
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _interrupt)   # unwinds like Ctrl-C
-    proc = None
+    proc, asked = None, False
     try:
         proc = subprocess.Popen([qemu, *argv[1:]],
                                 stdin=subprocess.DEVNULL if headless else None)
         code = proc.wait()
+    except KeyboardInterrupt:
+        code, asked = 0, True
     finally:
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -277,9 +279,17 @@ def run(m: Machine, build_dir: Path, channel_port: int, *, headless: bool, qemu:
         server.server_close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    log.write(f"  (QEMU exit status {code})")
-    _say(f"stopped (QEMU exit status {code})")
+    end = "stopped on request" if asked else f"QEMU exited with status {code}"
+    log.write(f"  ({end})")
+    _say(end)
     return code
+
+
+def _serve(server) -> None:
+    # Ctrl-C and SIGTERM are left to the main thread, which waits for QEMU: delivered to this
+    # thread (or its request threads) instead, they would not interrupt that wait
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    server.serve_forever()
 
 
 def _interrupt(signum, frame):
