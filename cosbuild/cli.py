@@ -18,6 +18,8 @@ from doit.doit_cmd import DoitMain
 
 from . import __version__, settings
 from .errors import Collector, CosbuildError, ErrorList
+from .images.vm import OPTIONS as VM_OPTIONS
+from .images.vm import describe, option_flag
 from .tasks import (LazyBuilder, dodo_namespace, ensure_build_dir, load, project_namespace,
                     validate, why)
 from .terminal import safe
@@ -26,6 +28,9 @@ from .tree.project import render_package
 from .tree.versions import parse_ref
 
 DOIT_COMMANDS = ("run", "list", "info", "clean", "forget", "ignore", "dumpdb", "strace")
+# the options of a command or doit task that share a global option's name (vm's --iso and
+# --disk): after that command or task name they are its own
+OWN_OPTIONS = {"vm": {option_flag(o) for o in VM_OPTIONS}}
 LISTING_COMMANDS = ("list", "info", "dumpdb")   # doit commands that only print
 
 
@@ -113,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("unpack", help="extract a container image's flattened root filesystem")
     p.add_argument("image")
     p.add_argument("dir", type=Path)
+    p = sub.add_parser("vm", help="boot the latest ISO or disk in QEMU, its console on the "
+                       "terminal, the build folder served as the upgrade channel")
+    for o in VM_OPTIONS:   # dest vm_*: --iso and --disk are global settings too
+        kind = {bool: {"action": "store_true"}, int: {"type": int, "metavar": "PORT"},
+                str: {"metavar": "NAMES"},
+                tuple: {"action": "append", "metavar": "HOST:GUEST"}}[type(o.default)]
+        p.add_argument(option_flag(o), dest=f"vm_{o.name}", help=describe(o), **kind)
     p = sub.add_parser("serve-repo", help="serve a repository folder over HTTP")
     p.add_argument("--dir", type=Path, default=Path("build"))
     p.add_argument("--host", default="127.0.0.1")
@@ -180,9 +192,10 @@ def _subgraph(graph: Graph, key: str) -> Graph:
 def _hoist_global_options(argv: list[str]) -> tuple[list[str], int]:
     """The arguments with the global options that follow the command moved before it (in
     their order, so a repeated --values keeps rightmost-wins), and the command's position.
-    After a doit command, `-v` stays: it is doit's own --verbosity."""
+    After a doit command, `-v` stays: it is doit's own --verbosity; after a command or task
+    with OWN_OPTIONS, those stay too."""
     long_names = {f"--{s.name.replace('_', '-')}": not s.flag for s in settings.SETTINGS}
-    head, tail, command = [], [], None
+    head, tail, command, own = [], [], None, set()
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -191,9 +204,11 @@ def _hoist_global_options(argv: list[str]) -> tuple[list[str], int]:
             break
         name = arg.split("=", 1)[0]
         size = 2 if long_names.get(name) and "=" not in arg else 1   # with its value
+        if not arg.startswith("-"):
+            own |= OWN_OPTIONS.get(arg, set())   # the command, or a doit task
         if command is None and not arg.startswith("-"):
             command = arg
-        elif command is None or name in long_names or (
+        elif command is None or (name in long_names and name not in own) or (
                 arg == "-v" and command not in DOIT_COMMANDS):
             head += argv[i:i + size]
             i += size
@@ -288,6 +303,9 @@ def _run(args) -> int:
         return 0
     if args.command == "graph":
         return _graph(args, config)
+    if args.command == "vm":
+        from .images.vm import boot
+        return boot(config, {o.name: getattr(args, f"vm_{o.name}") for o in VM_OPTIONS})
     project = load(config, use_cache=args.command in ("build", "why", "shell"))
     if args.command == "why":
         key = project.graph.resolve(parse_ref(args.package)).key

@@ -57,7 +57,10 @@ PROGRAMS = (
     Program("tune2fs", "e2fsprogs", "cos-upgrade"),
     Program("debugfs", "e2fsprogs", "cos-upgrade, disk tests"),
     Program("sfdisk", "fdisk", "doit disk, cos-installer"),
-    Program("qemu-img", "qemu-utils", "doit disk (qcow2, vmdk, vhdx, OVA, Vagrant boxes)"),
+    Program("qemu-img", "qemu-utils", "doit disk (qcow2, vmdk, vhdx, OVA, Vagrant boxes), "
+            "cosbuild vm (the disk's overlay)"),
+    Program("qemu-system-x86_64", "qemu-system-x86", "cosbuild vm, boot tests"),
+    Program("/usr/share/ovmf/OVMF.fd", "ovmf", "cosbuild vm --uefi, UEFI boot tests"),
     Program("mount", "mount", "cos-upgrade, cos-installer, ISO tests"),
     Program("umount", "mount", "cos-upgrade, cos-installer, ISO tests"),
     Program("udevadm", "udev", "cos-installer", host=False),
@@ -69,8 +72,6 @@ PROGRAMS = (
     Program("useradd", "passwd", "cos-setup (users)"),
     Program("usermod", "passwd", "cos-setup (users)"),
     # tests
-    Program("qemu-system-x86_64", "qemu-system-x86", "boot tests"),
-    Program("/usr/share/ovmf/OVMF.fd", "ovmf", "UEFI boot tests"),
     Program("docker-registry", "docker-registry", "shared build cache tests"),
     Program("sqfs2tar", "squashfs-tools-ng", "ISO tests"),
     Program("mdir", "mtools", "ISO and disk tests"),

@@ -293,6 +293,13 @@ def _step(what: str, step, *args) -> None:
     print(f"{what}: {name} done in {time.monotonic() - started:.1f}s", flush=True)
 
 
+@_user_errors_fail
+def _boot_vm(settings: Settings, **options) -> TaskFailed | None:
+    from .images.vm import boot
+    code = boot(settings, options)
+    return TaskFailed(f"QEMU exited with status {code}") if code else None
+
+
 def task_definitions(project: Project) -> dict:
     """The task_* functions and DOIT_CONFIG of a doit namespace for this project."""
     graph = project.graph
@@ -455,9 +462,16 @@ def task_definitions(project: Project) -> dict:
                        "file_dep": [str(disk.output(fmt.source))],
                        "targets": [str(disk.output(fmt.name))], "verbosity": 2}
 
+    def task_vm():
+        """Boot the latest ISO or disk in QEMU (cosbuild vm); builds nothing first."""
+        from .images.vm import doit_params
+        # never up to date; the console is the terminal's (verbosity 2: nothing captured)
+        return {"actions": [(_boot_vm, [project.settings])], "params": doit_params(),
+                "uptodate": [False], "verbosity": 2}
+
     return {"task_validate": task_validate, "task_render": task_render, "task_build": task_build,
             "task_repo": task_repo, "task_iso": task_iso, "task_image": task_image,
-            "task_disk": task_disk,
+            "task_disk": task_disk, "task_vm": task_vm,
             "DOIT_CONFIG": {"dep_file": str(project.settings.build_dir / ".doit.db"),
                             "backend": "sqlite3", "default_tasks": ["validate"],
                             "verbosity": 1}}

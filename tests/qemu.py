@@ -1,5 +1,6 @@
-"""A QEMU virtual machine for the boot tests: TCG, serial console on a pipe, user networking
-with the guest's port 8090 forwarded to a free port on 127.0.0.1, bounded waits."""
+"""A QEMU virtual machine for the boot tests: `cosbuild vm`'s command line (images/vm.py)
+with TCG, the serial console on a pipe, the guest's port 8090 forwarded to a free port on
+127.0.0.1; bounded waits."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-OVMF = Path("/usr/share/ovmf/OVMF.fd")
+from cosbuild.images import vm
+
+OVMF = vm.OVMF
 
 
 def free_port() -> int:
@@ -30,27 +33,11 @@ class VM:
         assert not uefi or OVMF.exists(), f"{OVMF} is missing: apt-get install ovmf (make deps does)"
         self.port = free_port()
         self.log_path = log
-        argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", "2048", "-smp", "2",
-                "-display", "none", "-serial", "stdio",
-                "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.port}-:8090",
-                "-device", "virtio-net-pci,netdev=n0"]
-        if boot_disk is None:
-            argv.append("-no-reboot")
-        else:
-            argv += ["-drive", f"file={boot_disk},format=qcow2,if=virtio"]
-        if uefi:
-            argv += ["-bios", str(OVMF)]
-        for disk in disks:
-            fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
-            argv += ["-drive", f"file={disk},format={fmt},if=virtio,snapshot=on"]
-        if kernel:
-            argv += ["-kernel", str(kernel[0]), "-initrd", str(kernel[1]), "-append", kernel[2]]
-        if iso is None:
-            pass
-        elif as_disk:   # the USB-stick case: the ISO file as a hard disk
-            argv += ["-drive", f"file={iso},format=raw,media=disk,snapshot=on"]
-        else:
-            argv += ["-cdrom", str(iso)]
+        # cosbuild vm's own command line, with the console on a pipe instead of the terminal
+        argv = vm.qemu_argv(vm.Machine(
+            firmware="uefi" if uefi else "bios", iso=iso, iso_as_disk=as_disk,
+            boot_disk=boot_disk, disks=disks, kernel=kernel, forwards=((self.port, 8090),),
+            serial="stdio", accel=("tcg",)))
         self.output = ""
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

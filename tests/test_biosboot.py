@@ -19,14 +19,16 @@ BOOT_IMG = Path("/usr/lib/grub/i386-pc/boot.img")
 MARK = "cosbuild-bios-core-ran"
 
 
-def _core(tmp_path: Path) -> bytes:
-    """A GRUB i386-pc core whose embedded config prints MARK and halts."""
+def _core(tmp_path: Path, then: str = "halt") -> bytes:
+    """A GRUB i386-pc core whose embedded config prints MARK and then halts (or runs
+    `then`: `sleep 60` keeps the machine up)."""
     cfg = tmp_path / "embedded.cfg"
-    cfg.write_text(f"serial --unit=0 --speed=115200\nterminal_output serial\necho {MARK}\nhalt\n")
+    cfg.write_text(f"serial --unit=0 --speed=115200\nterminal_output serial\necho {MARK}\n"
+                   f"{then}\n")
     core = tmp_path / "core.img"
     subprocess.run(["grub-mkimage", "-O", "i386-pc", "-o", str(core), "-p", "/grub2",
                     "-c", str(cfg), "biosdisk", "part_gpt", "serial", "terminal", "echo",
-                    "halt"], check=True)
+                    "halt", "sleep"], check=True)
     return core.read_bytes()
 
 
