@@ -74,7 +74,7 @@ def main() -> None:
         with TaskLog(tmp / "image.log") as log:
             fsimage.make_ext(builder.active, content, label=IMAGE_LABELS["active.img"],
                              size_mib=args.size, log=log, fs_type="ext2")
-        steps = {"raw": builder.make_raw, "qcow2": builder.make_qcow2,
+        steps = {"raw": builder.make_raw,
                  **{f.name: (lambda name=f.name: builder.make_format(name))
                     for f in formats.FORMATS if f.make}}
         times: dict[str, list[float]] = {name: [] for name in steps}

@@ -452,11 +452,7 @@ def task_definitions(project: Project) -> dict:
                "file_dep": [str(disk.active), str(disk.manifest), str(project.settings.disk)],
                "targets": [str(disk.raw)], "verbosity": 2}
         from .images import formats
-        made = formats.closure(disk.disk.formats)
-        if formats.BY_NAME["qcow2"] in made:
-            yield {"name": "qcow2", "actions": [(_step, ["disk", disk.make_qcow2])],
-                   "file_dep": [str(disk.raw)], "targets": [str(disk.qcow2)], "verbosity": 2}
-        for fmt in made:
+        for fmt in formats.closure(disk.disk.formats):
             if fmt.make:
                 yield {"name": fmt.name, "actions": [(_step, ["disk", disk.make_format, fmt.name])],
                        "file_dep": [str(disk.output(fmt.source))],

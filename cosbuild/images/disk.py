@@ -27,7 +27,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import tools
 from ..errors import CosbuildError
 from ..fsutil import atomic_path, atomic_write
 from ..repos.config import local_build
@@ -123,7 +122,6 @@ class DiskBuilder:
         self.manifest = self.work / "rootfs.manifest"
         self.active = build_dir / "active.img"
         self.raw = build_dir / f"{disk.name}.raw"
-        self.qcow2 = build_dir / f"{disk.name}.qcow2"
         self.sbom = sbom.sbom_path(build_dir, disk.name)
 
     def log(self, kind: str) -> TaskLog:
@@ -177,12 +175,6 @@ class DiskBuilder:
                 shutil.rmtree(folder)
         print(f"disk: {self.raw} ({self.raw.stat().st_size / 1e9:.1f} GB, "
               f"{self.raw.stat().st_blocks * 512 / 1e6:.0f} MB used)")
-
-    def make_qcow2(self) -> None:
-        with self.log("qcow2") as log, atomic_path(self.qcow2) as tmp:
-            tools.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(self.raw), str(tmp)],
-                      log=log, what="convert the disk to qcow2")
-        print(f"disk: {self.qcow2} ({self.qcow2.stat().st_size / 1e6:.0f} MB)")
 
     def output(self, fmt: str) -> Path:
         return self.project.settings.build_dir / f"{self.disk.name}{formats.BY_NAME[fmt].suffix}"

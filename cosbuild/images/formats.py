@@ -3,7 +3,7 @@ second install: converted from it by qemu-img, or packaged from such a conversio
 
 FORMATS declares each once: its file, what it is made from and how; it gives disk.yaml's
 `formats:` its values and the `disk:<format>` tasks their dependencies (images/disk.py,
-tasks.py). raw and qcow2 are disk.py's own steps.
+tasks.py). raw is disk.py's own step.
 
 Reproducible: qemu-img writes random identifiers (a VMDK's CID; a VHDX's GUIDs and header
 sequence numbers), which are replaced by values derived from the file's content (those
@@ -84,6 +84,12 @@ def content_digest(m: mmap.mmap, replaced: Iterable[tuple[int, bytes]]) -> str:
 def _unexpected(path: Path, what: str) -> CosbuildError:
     return CosbuildError(f"{path.name}: {what}, not what qemu-img is known to write",
                          hint="report the qemu-img version (`qemu-img --version`)")
+
+
+def make_qcow2(source: Path, target: Path, log: TaskLog) -> None:
+    """QEMU's own format: sparse, what libvirt and the Vagrant libvirt box take."""
+    with atomic_path(target) as tmp:
+        convert(source, tmp, "qcow2", (), log)
 
 
 # --------------------------------------------------------------------------- VMDK
@@ -380,13 +386,13 @@ class Format:
     suffix: str            # build/<disk name><suffix>
     source: str | None     # the format it is made from
     doc: str
-    # make(source, target, log); None: a step of images/disk.py
+    # make(source, target, log); None: the raw disk, a step of images/disk.py
     make: Callable[[Path, Path, TaskLog], None] | None = None
 
 
 FORMATS = (
     Format("raw", ".raw", None, "the GPT disk; every other format derives from it"),
-    Format("qcow2", ".qcow2", "raw", "QEMU/KVM and libvirt"),
+    Format("qcow2", ".qcow2", "raw", "QEMU/KVM and libvirt", make_qcow2),
     Format("vmdk", ".vmdk", "raw", "streamOptimized VMDK: VMware, VirtualBox", make_vmdk),
     Format("vhdx", ".vhdx", "raw", "Hyper-V", make_vhdx),
     Format("ova", ".ova", "vmdk", "OVF 1.0 appliance: VirtualBox, VMware", make_ova),
