@@ -28,7 +28,7 @@ from . import luetformat, settings
 from .errors import Collector, CosbuildError
 from .fsutil import atomic_write, remove_partial_files
 from .settings import Settings
-from .terminal import safe
+from .terminal import safe, say
 from .tools import TaskLog
 from .tree.project import Project, load_project
 
@@ -238,14 +238,14 @@ def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
     graph = builder.project.graph
     pkg = graph.packages[key]
     started = time.monotonic()
-    _say(f"[{n}/{total}] {key}: started (hash {pkg.hash[:12]}, log {builder.log_path(pkg)})")
+    say(f"[{n}/{total}] {key}: started (hash {pkg.hash[:12]}, log {builder.log_path(pkg)})")
     if builder.settings.verbose:
         found = why(get_builder, key)
         reasons = found.causes or (found.verdict,)
         if found.reused:   # by its inputs and outputs: doit reruns it for its own state
             reasons = (f"{found.verdict} by its inputs and outputs, but the build task's "
                        "settings (push) or doit's database changed",)
-        _say("\n".join(f"[{n}/{total}] {key}: why: {line.removeprefix('- ')}"
+        say("\n".join(f"[{n}/{total}] {key}: why: {line.removeprefix('- ')}"
                        for line in reasons))
     with TaskLog(builder.log_path(pkg), verbose=builder.settings.verbose,
                  prefix=f"[{pkg.id}] ") as log:
@@ -260,15 +260,8 @@ def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
             raise
     get_builder.records.record(key)
     size = builder.artifact_path(pkg).stat().st_size
-    _say(f"[{n}/{total}] {key}: done in {time.monotonic() - started:.1f}s "
+    say(f"[{n}/{total}] {key}: done in {time.monotonic() - started:.1f}s "
          f"({how}; {size / 1e6:.1f} MB artifact)")
-
-
-def _say(line: str) -> None:
-    """One line in one write: print() writes the newline separately, so lines of parallel
-    tasks (and doit's own) could run into each other."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
 
 
 @_user_errors_fail
@@ -279,8 +272,8 @@ def _create_repo(project: Project, info) -> None:
                             key="repo_type", hint="publish to a registry with `cosbuild "
                             "create-repo --type docker --output REGISTRY/REPO`")
     changed = create_repo(project, project.settings.build_dir, info)
-    print(f"repository {info.name} in {project.settings.build_dir}: "
-          f"{'updated' if changed else 'unchanged'}")
+    say(f"repository {info.name} in {project.settings.build_dir}: "
+        f"{'updated' if changed else 'unchanged'}")
 
 
 @_user_errors_fail
@@ -288,9 +281,9 @@ def _step(what: str, step, *args) -> None:
     """One step of the ISO or disk assembly, with progress and its duration."""
     started = time.monotonic()
     name = step.__name__.replace("_", " ")
-    print(f"{what}: {name} {' '.join(map(str, args))}".rstrip(), flush=True)
+    say(f"{what}: {name} {' '.join(map(str, args))}".rstrip())
     step(*args)
-    print(f"{what}: {name} done in {time.monotonic() - started:.1f}s", flush=True)
+    say(f"{what}: {name} done in {time.monotonic() - started:.1f}s")
 
 
 @_user_errors_fail

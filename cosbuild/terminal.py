@@ -1,7 +1,21 @@
-"""Text from elsewhere (a repository's names and descriptions, a client's request line) made
-safe to show on a terminal."""
+"""What cosbuild prints: text from elsewhere (a repository's names and descriptions, a
+client's request line) made safe to show on a terminal, and progress lines that parallel
+tasks cannot mix."""
 
 from __future__ import annotations
+
+import sys
+import threading
+
+_LINES = threading.Lock()
+
+
+def say(text: str) -> None:
+    """Print `text` as whole lines, in one write under one lock: print() writes the newline
+    apart, so the lines of parallel tasks (and doit's own) could run into each other."""
+    with _LINES:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def safe(text: str) -> str:

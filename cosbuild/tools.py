@@ -11,13 +11,13 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 from .errors import CosbuildError
 from .programs import install_hint
+from .terminal import say
 
 
 class TaskLog:
@@ -38,7 +38,7 @@ class TaskLog:
                 self._tail.append(line)
                 self._file.write(line + "\n")
                 if self.verbose:
-                    print(f"{self.prefix}{line}", file=sys.stdout, flush=True)
+                    say(f"{self.prefix}{line}")
             self._file.flush()
 
     def tail(self) -> str:

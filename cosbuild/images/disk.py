@@ -31,6 +31,7 @@ from ..errors import CosbuildError
 from ..fsutil import atomic_path, atomic_write
 from ..repos.config import local_build
 from ..repos.transaction import stage_root
+from ..terminal import say
 from ..tools import TaskLog
 from ..tree import spec
 from ..tree.versions import PackageRef, parse_ref
@@ -148,8 +149,8 @@ class DiskBuilder:
             fsimage.make_ext(tmp, self.rootfs_dir, label=IMAGE_LABELS["active.img"],
                              size_mib=self.disk.image_size, log=log, fs_type="ext2",
                              seed=f"{self.disk.name}-system")
-        print(f"image: {self.active} ({self.disk.image_size} MiB, "
-              f"{self.active.stat().st_blocks * 512 / 1e6:.0f} MB used)")
+        say(f"image: {self.active} ({self.disk.image_size} MiB, "
+            f"{self.active.stat().st_blocks * 512 / 1e6:.0f} MB used)")
 
     def make_raw(self) -> None:
         boot = boot_files(self.rootfs_dir, self.disk.boot_files)
@@ -173,8 +174,8 @@ class DiskBuilder:
             boot.install_bios(tmp, places)
             for folder in contents.values():   # copies of the images: gigabytes
                 shutil.rmtree(folder)
-        print(f"disk: {self.raw} ({self.raw.stat().st_size / 1e9:.1f} GB, "
-              f"{self.raw.stat().st_blocks * 512 / 1e6:.0f} MB used)")
+        say(f"disk: {self.raw} ({self.raw.stat().st_size / 1e9:.1f} GB, "
+            f"{self.raw.stat().st_blocks * 512 / 1e6:.0f} MB used)")
 
     def output(self, fmt: str) -> Path:
         return self.project.settings.build_dir / f"{self.disk.name}{formats.BY_NAME[fmt].suffix}"
@@ -185,4 +186,4 @@ class DiskBuilder:
         target = self.output(name)
         with self.log(name) as log:
             fmt.make(self.output(fmt.source), target, log)
-        print(f"disk: {target} ({target.stat().st_size / 1e6:.0f} MB)")
+        say(f"disk: {target} ({target.stat().st_size / 1e6:.0f} MB)")

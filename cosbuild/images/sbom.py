@@ -33,6 +33,7 @@ from ..builds.artifact import sha256_file
 from ..errors import CosbuildError
 from ..fsutil import atomic_write
 from ..settings import source_date_epoch
+from ..terminal import say
 from ..tree.yamlio import load_mapping
 
 SUFFIX = ".spdx.json"
@@ -310,4 +311,4 @@ def write_sbom(target: Path, image: str, project, manifests: list[Path], root: P
                                  project.settings.build_dir)
     doc = document(image, packages, read_dpkg_status(root), source_date_epoch())
     atomic_write(target, render(doc, target))
-    print(f"SBOM: {target} ({len(doc.packages) - 1} packages)")
+    say(f"SBOM: {target} ({len(doc.packages) - 1} packages)")
