@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cosbuild.images import iso as isomod
 from cosbuild.repos.create import create_repo
 from cosbuild.settings import RepoInfo
 from cosbuild.tools import TaskLog
+from cosbuild.tree import spec
 from cosbuild.tree.project import load_project
 
 from .conftest import REPO
@@ -245,11 +247,37 @@ def test_disk_full_leaves_no_partial_iso(iso_builder, tmp_path):
         subprocess.run(["umount", str(small)], check=True)
 
 
-def test_comp_extra_translation():
-    assert isomod._comp_extra("-Xbcj x86") == "bcj=x86"
-    assert isomod._comp_extra("-Xdict-size 100% -Xbcj x86") == "dictsize=100%,bcj=x86"
-    assert isomod._comp_extra("level=19") == "level=19"
-    assert isomod._comp_extra("") == ""
+@pytest.mark.parametrize("compressor, options, expected", [
+    ("xz", "-Xbcj x86", "x86"),
+    ("xz", "-Xdict-size 100% -Xbcj x86,arm", "dictsize=131072,x86,arm"),
+    ("xz", "-Xdict-size 1M", "dictsize=1M"),
+    ("zstd", "-Xcompression-level 19", "level=19"),
+    ("zstd", "level=19", "level=19"),
+    ("gzip", "-Xcompression-level 9 -Xwindow-size 15", "level=9,window=15"),
+    ("lz4", "-Xhc", "hc"),
+    ("zstd", "", ""),
+])
+def test_mksquashfs_options_become_what_tar2sqfs_takes(tmp_path, compressor, options, expected):
+    where = spec.Where("iso.yaml", 3, "squashfs_options.compression_options")
+    assert isomod._comp_extra(options, where) == expected
+    if expected:   # and tar2sqfs takes it
+        tar = tmp_path / "a.tar"
+        with tarfile.open(tar, "w") as t:
+            t.add(__file__, "a")
+        with open(tar, "rb") as f:
+            proc = subprocess.run(["tar2sqfs", "-q", "-f", "-c", compressor, "-X", expected,
+                                   str(tmp_path / "a.sqfs")], stdin=f, capture_output=True)
+        assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("options, message", [
+    ("-Xbogus 1", "unknown mksquashfs option -Xbogus"),
+    ("-Xcompression-level", "-Xcompression-level needs a value"),
+])
+def test_unknown_mksquashfs_options_are_refused(options, message):
+    where = spec.Where("iso.yaml", 3, "squashfs_options.compression_options")
+    with pytest.raises(CosbuildError, match=message):
+        isomod._comp_extra(options, where)
 
 
 @pytest.mark.parametrize("name, is_dir, expected", [

@@ -35,6 +35,7 @@ from ..fsutil import atomic_path, atomic_write
 from ..repos.config import local_build, read_config_data
 from ..repos.transaction import stage_root
 from ..tools import TaskLog
+from ..terminal import safe, say
 from ..tree import spec
 from ..tree.project import Project
 from ..tree.versions import PackageRef, parse_ref
@@ -65,8 +66,46 @@ OVERLAY_KEYWORDS = (
 SQUASHFS_KEYWORDS = (
     spec.Keyword("compression", values.choice("gzip", "xz", "zstd", "lzo", "lz4", "lzma"), "xz",
                  "tar2sqfs compressor"),
-    spec.Keyword("compression_options", spec.STR, "", "e.g. -Xbcj x86 (mksquashfs style)"),
+    spec.Keyword("compression_options", spec.Type("mksquashfs -X options", lambda v, w:
+                 _comp_extra(spec.STR.parse(v, w), w)), "",
+                 "mksquashfs style, e.g. -Xcompression-level 19 or -Xbcj x86; tar2sqfs's "
+                 "own (level=19) are taken as they are"),
 )
+# mksquashfs -X option -> tar2sqfs --comp-extra word ("" = a flag without a value)
+MKSQUASHFS_OPTIONS = {"compression-level": "level", "dict-size": "dictsize",
+                      "window-size": "window", "algorithm": "algorithm", "hc": "",
+                      "lc": "lc", "lp": "lp", "pb": "pb", "bcj": None}
+SQUASHFS_BLOCK = 131072   # tar2sqfs's and mksquashfs' default: what -Xdict-size N% is of
+
+
+def _comp_extra(options: str, where: spec.Where) -> str:
+    """mksquashfs-style '-Xbcj x86 -Xdict-size 100%' -> tar2sqfs 'x86,dictsize=131072'."""
+    words, out = options.split(), []
+    while words:
+        word = words.pop(0)
+        if not word.startswith("-X"):   # tar2sqfs's own spelling
+            out.append(word)
+            continue
+        key = word[2:]
+        if key not in MKSQUASHFS_OPTIONS:
+            raise where.error(f"unknown mksquashfs option {safe(word)}",
+                              hint="one of " + ", ".join(f"-X{k}" for k in MKSQUASHFS_OPTIONS))
+        name = MKSQUASHFS_OPTIONS[key]
+        if name == "":
+            out.append(key)
+            continue
+        if not words:
+            raise where.error(f"{safe(word)} needs a value")
+        value = words.pop(0)
+        if name is None:        # bcj filters are flags of their own in tar2sqfs
+            out.extend(value.split(","))
+        elif key == "dict-size" and value.endswith("%") and value[:-1].isdigit():
+            out.append(f"{name}={SQUASHFS_BLOCK * int(value[:-1]) // 100}")
+        else:
+            out.append(f"{name}={value}")
+    return ",".join(out)
+
+
 LUET_KEYWORDS = (
     spec.Keyword("repositories", spec.ANY, (), "client repositories (as in a luet config)"),
 )
@@ -251,9 +290,8 @@ class IsoBuilder:
         """Stream a reproducible tar of the staging root into tar2sqfs (no second copy)."""
         argv = ["tar2sqfs", "--quiet", "--force", "--compressor", self.iso.compression,
                 "--num-jobs", str(os.cpu_count() or 1)]
-        extra = _comp_extra(self.iso.compression_options)
-        if extra:
-            argv += ["--comp-extra", extra]
+        if self.iso.compression_options:
+            argv += ["--comp-extra", self.iso.compression_options]
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(artifact.source_date_epoch())}
         with self.log("squashfs") as log, atomic_path(self.squashfs) as tmp, \
                 tools.stream([*argv, str(tmp)], log=log, env=env,
@@ -333,21 +371,7 @@ class IsoBuilder:
             digest = artifact.sha256_file(tmp)
         atomic_write(self.output.with_name(self.output.name + ".sha256"),
                      f"{digest}  {self.output.name}\n")
-        print(f"ISO: {self.output} ({self.output.stat().st_size / 1e6:.0f} MB, sha256 {digest[:16]}...)")
-
-
-def _comp_extra(options: str) -> str:
-    """mksquashfs-style '-Xbcj x86 -Xdict-size 100%' -> tar2sqfs 'bcj=x86,dictsize=100%'."""
-    words, out = options.split(), []
-    while words:
-        word = words.pop(0)
-        if not word.startswith("-X"):
-            out.append(word)
-            continue
-        key = word[2:].replace("-", "")
-        value = words.pop(0) if words and not words[0].startswith("-") else ""
-        out.append(f"{key}={value}" if value else key)
-    return ",".join(out)
+        say(f"ISO: {self.output} ({self.output.stat().st_size / 1e6:.0f} MB, sha256 {digest[:16]}...)")
 
 
 def write_iso(out: Path, files: dict[str, Path], iso: IsoSpec) -> None:
