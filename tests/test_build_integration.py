@@ -294,3 +294,27 @@ def test_unpack_image(built, repo_env, tmp_path):
     assert (dest / "usr/bin/bash").is_file()
     proc = cosbuild(built, "unpack", meta["package_cacheimage"], str(dest), env=repo_env, check=False)
     assert proc.returncode == 1 and "exists and is not an empty folder" in proc.stderr
+
+
+def test_caches_outlive_builds_and_stay_out_of_images(tmp_path, repo_env):
+    """A `caches` folder is the same host folder at every build of its package (what an
+    earlier build left is there), bound for the steps only: the image and the artifact have
+    an empty mount point at most."""
+    root = write_files(tmp_path, {**{k: v for k, v in SMALL_TREE.items()
+                                     if k.startswith("tree/base/")},
+                                  "tree/c/definition.yaml": "name: c\ncategory: apps\nversion: '1'\n",
+                                  "tree/c/build.yaml": """\
+requires:
+  - {name: base, category: distro}
+caches: [/var/cache/counter]
+steps:
+  - echo run >> /var/cache/counter/runs && wc -l < /var/cache/counter/runs > /runs
+"""})
+    cosbuild(root, "run", "build", env=repo_env)
+    assert read_member(root / "build/c-apps-1.package.tar.zst", "runs") == b"1\n"
+    (root / "tree/c/build.yaml").write_text((root / "tree/c/build.yaml").read_text() + "  - true\n")
+    cosbuild(root, "run", "build", env=repo_env)
+    assert read_member(root / "build/c-apps-1.package.tar.zst", "runs") == b"2\n"
+    assert (root / "build/caches/apps-c/var_cache_counter/runs").read_text() == "run\nrun\n"
+    names = members(root / "build/c-apps-1.package.tar.zst")
+    assert not any(n.endswith("counter/runs") for n in names), sorted(names)

@@ -298,6 +298,23 @@ def test_retrieve_globs_and_http_urls_still_load(project, run_cli):
     assert code == 0, err
 
 
+
+@pytest.mark.parametrize("folder", ["tmp/go", "/", "//", "/a/../etc", "/a/./b", ""])
+def test_a_cache_folder_is_absolute_and_below_the_root(nested, run_cli, folder):
+    """`caches` names a folder of the container a host folder is bound on: a relative one or
+    one that climbs out would make its place ambiguous, / would hide the whole root."""
+    root, before = nested({BUILD: f"image: debian\ncaches: [{json.dumps(folder)}]\n"})
+    check_refused(run_cli, [f"{BUILD} (rendered):2: caches: ", "is not an absolute folder path"],
+                  "validate")
+    assert files_outside(nested.top, root / "build") == before
+
+
+def test_cache_folders_load_normalised():
+    from cosbuild.tree.spec import BUILD_KEYWORDS, parse
+    data = {"caches": ["/tmp/gocache", "/root/.cache//go-build/"]}
+    assert parse(BUILD_KEYWORDS, data, "build.yaml", what="build.yaml")["caches"] == (
+        "/tmp/gocache", "/root/.cache/go-build")
+
 # --------------------------------------------------------------------------- artifact file lists
 
 def write_outputs(root: Path, names: list[bytes]):

@@ -194,11 +194,15 @@ class Container:
     def config(self, *args: str) -> None:
         self.buildah.cmd("config", *args, self.name, log=self.log)
 
-    def run(self, command: str, what: str = "") -> None:
+    def run(self, command: str, what: str = "", mounts: tuple[tuple[Path, str], ...] = ()) -> None:
+        """Run `command` with /bin/sh; `mounts` are (host folder, container folder) pairs
+        bound for this command only, so nothing of them is committed."""
+        volumes = [arg for host, inside in mounts for arg in ("--volume", f"{host}:{inside}")]
         for attempt in range(1, RUN_ATTEMPTS + 1):
             try:
-                self.buildah.cmd("run", "--isolation", self.buildah.settings.isolation, self.name,
-                                 "--", "/bin/sh", "-c", command, log=self.log, what=what)
+                self.buildah.cmd("run", "--isolation", self.buildah.settings.isolation, *volumes,
+                                 self.name, "--", "/bin/sh", "-c", command, log=self.log,
+                                 what=what)
                 return
             except CosbuildError:
                 if attempt == RUN_ATTEMPTS or not self._did_not_start():

@@ -119,8 +119,7 @@ class Builder:
 
     def kept_name(self, pkg: Package) -> str:
         """The name of the container its failed build keeps (with `keep_failed`)."""
-        d = pkg.definition
-        return KEPT_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", f"{d.category}-{d.name}")
+        return KEPT_PREFIX + _slug(pkg)
 
     def _keep(self, pkg: Package) -> Kept | None:
         if not self.settings.keep_failed:
@@ -203,13 +202,31 @@ class Builder:
                     self.buildah.ensure_image(item.image, log)
                 c.copy(item.source, item.destination, from_image=source_image,
                        what=f"{pkg.key}: copy {item.source} from {item.package or item.image}")
+            mounts = self.cache_mounts(pkg)
             for n, command in enumerate(b.prelude, 1):
-                c.run(command, what=f"{pkg.key}: prelude {n} ({command.splitlines()[0]})")
+                c.run(command, what=f"{pkg.key}: prelude {n} ({command.splitlines()[0]})",
+                      mounts=mounts)
             c.commit(tags.builder)
         with self.buildah.container(tags.builder, log, keep=self._keep(pkg)) as c:
             for n, command in enumerate(b.steps, 1):
-                c.run(command, what=f"{pkg.key}: step {n} ({command.splitlines()[0]})")
+                c.run(command, what=f"{pkg.key}: step {n} ({command.splitlines()[0]})",
+                      mounts=mounts)
             c.commit(tags.package)
+
+    def cache_mounts(self, pkg: Package) -> tuple[tuple[Path, str], ...]:
+        """The host folders of the package's `caches`, one set per package (a build can
+        only ever read what an earlier build of the same package left there)."""
+        base = self.settings.build_dir / "caches" / _slug(pkg)
+        mounts = []
+        for inside in pkg.rendered.build.caches:
+            host = base / inside.strip("/").replace("/", "_")
+            host.mkdir(parents=True, exist_ok=True)
+            if any(p.is_symlink() for p in (host, *host.parents)):
+                raise CosbuildError(f"cache folder {host} is (under) a symbolic link",
+                                    file=pkg.source.build_file, key="caches",
+                                    hint=f"remove {base} and build again")
+            mounts.append((host.resolve(), inside))
+        return tuple(mounts)
 
     # ----------------------------------------------------------------- a shell
 
@@ -345,6 +362,11 @@ class Builder:
                 facts=luetformat.artifact_facts(self.artifact_path(pkg), artifact.COMPRESSION)),
             "build_hash": pkg.hash,
         }
+
+
+def _slug(pkg: Package) -> str:
+    """CATEGORY-NAME as a file or container name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{pkg.definition.category}-{pkg.definition.name}")
 
 
 def _identity(d) -> dict:

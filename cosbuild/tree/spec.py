@@ -234,6 +234,16 @@ NAME = Type("name (one path component)", _identifier("package name"))
 CATEGORY = Type("category (one path component)", _identifier("category"))
 VERSION = Type("version (its text as written)", lambda v, w: check_version(_exact_str(v, w), w))
 SELECTOR = Type("version selector (a string)", _exact_str)
+def _cache_dir(value, where: Where) -> str:
+    """A folder of the build container, absolute and normalised, that a cache is mounted on."""
+    text = _scalar_str(value, where)
+    parts = text.split("/")
+    if not text.startswith("/") or any(p in (".", "..") for p in parts) or not text.strip("/"):
+        raise where.error(f"'{safe(text)}' is not an absolute folder path below /",
+                          hint="name the folder the compiler keeps its cache in, e.g. /tmp/gocache")
+    return "/" + "/".join(p for p in parts if p)
+
+
 OPT_STR = Type("string", _optional_str)
 OPT_IMAGE = Type("image reference", _optional_image)
 BOOL = Type("boolean", _bool)
@@ -241,6 +251,7 @@ STRS = Type("list of strings", _list_of(_scalar_str))
 RETRIEVES = Type("list of globs or http(s) URLs", _list_of(_retrieve))
 ENV = Type("list of NAME=value", _list_of(_env_entry))
 REGEXES = Type("list of regular expressions", _list_of(_regex))
+CACHE_DIRS = Type("list of absolute folder paths", _list_of(_cache_dir))
 STR_MAP = Type("mapping of strings", _str_map)
 REFS = Type("list of {name, category, version}", _list_of(_ref))
 OPT_REF = Type("{name, category, version}", _optional_ref)
@@ -381,6 +392,7 @@ class BuildSpec:
     steps: tuple[str, ...] = ()
     copy: tuple[CopySpec, ...] = ()
     retrieve: tuple[str, ...] = ()
+    caches: tuple[str, ...] = ()
     unpack: bool = False
     package_dir: str | None = None
     includes: tuple[str, ...] = ()
@@ -476,6 +488,9 @@ BUILD_KEYWORDS = (
     Keyword("steps", STRS, (), "commands run in the package image"),
     Keyword("copy", COPIES, (), "copy a path from a package's build container or an image"),
     Keyword("retrieve", RETRIEVES, (), "artifact names/globs or http(s) URLs added to /luetbuild"),
+    Keyword("caches", CACHE_DIRS, (), "cosbuild: folders kept between this package's builds "
+            "(a compiler's cache whose output does not depend on it, e.g. GOCACHE), mounted "
+            "from build/caches/ into prelude and steps; never in an image or artifact"),
     Keyword("unpack", BOOL, False, "artifact = the whole final container filesystem"),
     Keyword("package_dir", OPT_STR, None, "artifact = this subtree of the final container, re-rooted at /"),
     Keyword("includes", REGEXES, (), "keep only paths matching one of these"),
