@@ -86,7 +86,7 @@ def run_cli(capsys):
 
 SAMPLE_PACKAGES = {"distro/base", "build/golang", "system/cos", "app/sampleOSService",
                    "system/sampleOS", "live/syslinux", "live/grub2-efi-image",
-                   "system/grub2-efi", "system/cosbuild-client"}
+                   "system/grub2-efi", "system/cosbuild-client", "system/cos-initrd"}
 
 
 def cosbuild_ok(root, *args, env=None):
