@@ -102,14 +102,22 @@ def _identical(raw: Path, image: Path, fmt: str) -> None:
 # --------------------------------------------------------------------------- content, identity
 
 def test_every_format_holds_the_raw_disk(raw, made, tmp_path):
+    _identical(raw, made["qcow2"], "qcow2")
     _identical(raw, made["vmdk"], "vmdk")
     _identical(raw, made["vhdx"], "vhdx")
     _identical(raw, _extract(made["ova"], f"{NAME}.vmdk", tmp_path / "ova.vmdk"), "vmdk")
     _identical(raw, _extract(made["virtualbox-box"], f"{NAME}.vmdk", tmp_path / "box.vmdk"),
                "vmdk")
     _identical(raw, _extract(made["libvirt-box"], "box.img", tmp_path / "box.img"), "qcow2")
-    for fmt in ("vmdk", "vhdx"):
+    for fmt in ("qcow2", "vmdk", "vhdx"):
         assert "No errors were found" in _qemu_img("check", "-f", fmt, str(made[fmt]))
+
+
+def test_the_qcow2_is_zstd_compressed(raw, made):
+    info = json.loads(_qemu_img("info", "--output=json", str(made["qcow2"])))
+    assert info["format-specific"]["data"]["compression-type"] == "zstd"
+    # the 3 MiB of random data stay as they are; 1.2 MB of one repeated line shrink to little
+    assert info["actual-size"] < 4 * MIB, info
 
 
 def test_two_builds_are_byte_identical(builds):

@@ -86,10 +86,16 @@ def _unexpected(path: Path, what: str) -> CosbuildError:
                          hint="report the qemu-img version (`qemu-img --version`)")
 
 
+# compressed: a third of the size to ship (the images' free space is zeros anyway); zstd
+# writes it in a tenth of zlib's time here and reads faster (QEMU 5.1 and later read it)
+QCOW2_OPTIONS = ("-c", "-o", "compression_type=zstd")
+
+
 def make_qcow2(source: Path, target: Path, log: TaskLog) -> None:
-    """QEMU's own format: sparse, what libvirt and the Vagrant libvirt box take."""
+    """QEMU's own format, zstd-compressed: what libvirt and the Vagrant libvirt box take
+    (what a machine writes goes to new clusters, uncompressed)."""
     with atomic_path(target) as tmp:
-        convert(source, tmp, "qcow2", (), log)
+        convert(source, tmp, "qcow2", QCOW2_OPTIONS, log)
 
 
 # --------------------------------------------------------------------------- VMDK
@@ -392,7 +398,8 @@ class Format:
 
 FORMATS = (
     Format("raw", ".raw", None, "the GPT disk; every other format derives from it"),
-    Format("qcow2", ".qcow2", "raw", "QEMU/KVM and libvirt", make_qcow2),
+    Format("qcow2", ".qcow2", "raw", "QEMU/KVM and libvirt (zstd-compressed: QEMU 5.1 or later)",
+           make_qcow2),
     Format("vmdk", ".vmdk", "raw", "streamOptimized VMDK: VMware, VirtualBox", make_vmdk),
     Format("vhdx", ".vhdx", "raw", "Hyper-V", make_vhdx),
     Format("ova", ".ova", "vmdk", "OVF 1.0 appliance: VirtualBox, VMware", make_ova),
