@@ -1,7 +1,7 @@
-"""The installed disk: `doit image` / `doit disk` (layout, incremental, reproducible), and in
-QEMU: boot the qcow2, upgrade from a newer signed repository (and fail cleanly on a bad,
-tampered or unsigned one), reboot into the new system; cos-installer from the live ISO booted
-from a CD under UEFI. The long cycle (`make test-all`): upgrade the recovery image from a
+"""The installed disk in QEMU (its files are checked by tests/test_disk_artifacts.py): boot
+the qcow2, upgrade from a newer signed repository (and fail cleanly on a bad, tampered or
+unsigned one), reboot into the new system; cos-installer from the live ISO booted from a CD
+under UEFI. The long cycle (`make test-all`): upgrade the recovery image from a
 container image, fall back to the passive image when active.img is broken and to recovery
 when both are; without it, the container image is unpacked on the host by cos-upgrade's own
 function and the menu's fallback runs in grub-emu (tests/test_grub_menu.py).
@@ -9,16 +9,12 @@ Integration: run by `make test`."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import subprocess
-import tarfile
 
 import pytest
 
-from cosbuild.builds.artifact import sha256_file
 from cosbuild.repos.serve import make_server
 from cosbuild.runtime.upgrade import fill_from_image
 from cosbuild.tools import TaskLog
@@ -26,86 +22,12 @@ from cosbuild.tools import TaskLog
 from . import signing
 from .conftest import copy_project, cosbuild_ok as cosbuild, running
 from .qemu import VM
-from .test_build_integration import ran
 from .test_iso_boot import check_booted
 
 pytestmark = pytest.mark.integration
 
 BOOT_TIMEOUT = 600      # TCG: 45 s to login here, 2-3 minutes on a slower machine
 UPGRADE_TIMEOUT = 900   # download, decompress and unpack ~700 MB under TCG
-
-
-def _debugfs(image: str, request: str) -> str:
-    return subprocess.run(["debugfs", "-R", request, image], capture_output=True, text=True,
-                          check=True).stdout
-
-
-def test_disk_layout(disk):
-    out = subprocess.run(["dumpe2fs", "-h", str(disk["active"])], capture_output=True,
-                         text=True, check=True).stdout
-    assert re.search(r"Filesystem volume name:\s+COS_ACTIVE", out)
-    assert "VERSION=\"0.1.0\"" in _debugfs(str(disk["active"]), "cat /usr/lib/os-release")
-    table = json.loads(subprocess.run(["sfdisk", "--json", str(disk["raw"])], capture_output=True,
-                                      text=True, check=True).stdout)["partitiontable"]
-    parts = {p["name"]: p for p in table["partitions"]}
-    assert list(parts) == ["COS_BIOS", "COS_GRUB", "COS_OEM", "COS_STATE", "COS_RECOVERY",
-                           "COS_PERSISTENT"]
-    assert parts["COS_GRUB"]["type"] == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-    assert parts["COS_BIOS"]["type"] == "21686148-6449-6E6F-744E-656564454649"
-    with open(disk["raw"], "rb") as f:   # GRUB's boot sector, pointing at COS_BIOS
-        mbr = f.read(512)
-    assert mbr[0x5c:0x64] == parts["COS_BIOS"]["start"].to_bytes(8, "little")
-
-    def at(label):   # e2fsprogs open a partition of the disk image in place
-        return f"{disk['raw']}?offset={parts[label]['start'] * 512}"
-    state = _debugfs(at("COS_STATE"), "ls -l /cOS") + _debugfs(at("COS_STATE"), "ls -l /grub2")
-    assert all(name in state for name in ("active.img", "passive.img", "grub.cfg"))
-    assert "recovery.img" in _debugfs(at("COS_RECOVERY"), "ls -l /cOS")
-    efi = subprocess.run(["mdir", "-b", "-i", f"{disk['raw']}@@{parts['COS_GRUB']['start'] * 512}",
-                          "::/EFI/BOOT"], capture_output=True, text=True, check=True,
-                         env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}).stdout
-    assert "BOOTX64.EFI" in efi
-    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk["qcow2"])],
-                                     capture_output=True, text=True, check=True).stdout)
-    assert info["format"] == "qcow2" and info["virtual-size"] == disk["raw"].stat().st_size
-
-
-def test_second_run_does_nothing(sample, disk):
-    assert ran(cosbuild(sample, "run", "image", "disk")) == set()
-
-
-def test_image_and_disk_are_reproducible(sample, disk):
-    """Every file of `doit image disk`, each format included, byte for byte."""
-    before = {k: sha256_file(p) for k, p in disk.items()}
-    for p in disk.values():
-        p.unlink()
-    done = ran(cosbuild(sample, "run", "-n", "2", "-P", "thread", "image", "disk"))
-    assert {"image:active", *(f"disk:{k}" for k in disk if k != "active")} <= done
-    assert {k: sha256_file(p) for k, p in disk.items()} == before
-
-
-def _member_sha256(tar_path, suffix: str) -> str:
-    """sha256 of the one member of a tar whose name ends with `suffix`, streamed."""
-    with tarfile.open(tar_path) as tar:
-        [member] = [m for m in tar.getmembers() if m.name.endswith(suffix)]
-        digest = hashlib.sha256()
-        with tar.extractfile(member) as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
-
-
-def test_every_format_holds_the_raw_disk(disk):
-    """No boot per format: each disk file has the raw disk's content (qemu-img compare), and
-    the OVA and the boxes carry those very files."""
-    for fmt in ("qcow2", "vmdk", "vhdx"):
-        out = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", fmt, str(disk["raw"]),
-                              str(disk[fmt])], capture_output=True, text=True)
-        assert out.returncode == 0 and "Images are identical" in out.stdout, (fmt, out)
-    vmdk, qcow2 = sha256_file(disk["vmdk"]), sha256_file(disk["qcow2"])
-    assert _member_sha256(disk["ova"], ".vmdk") == vmdk
-    assert _member_sha256(disk["virtualbox-box"], ".vmdk") == vmdk
-    assert _member_sha256(disk["libvirt-box"], "box.img") == qcow2
 
 
 # ----------------------------------------------------------------------------- in QEMU

@@ -381,7 +381,7 @@ def check_sample_sbom(path: Path) -> None:
 @pytest.mark.integration
 def test_the_sample_iso_and_disk_have_reproducible_sboms(sample, iso, disk):
     paths = {"iso": iso.with_name(iso.name.removesuffix(".iso") + sbom.SUFFIX),
-             "image disk": sample / "build" / f"{DISK_NAME}{sbom.SUFFIX}"}
+             "image disk:sbom": sample / "build" / f"{DISK_NAME}{sbom.SUFFIX}"}
     for tasks, path in paths.items():
         check_sample_sbom(path)
         before = path.read_bytes()
