@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -151,6 +152,10 @@ def test_no_op_then_incremental_rebuilds(built, repo_env):
     (built / "tree/app/hello.sh").write_text("#!/bin/sh\necho hello again\n")
     assert ran(cosbuild(built, "run", "build", env=repo_env)) == {
         "build:apps/app", "build:apps/pd", "build:system/fin", "build:apps/both"}
+    # fin's image: the base's layer is reused, app's made again
+    log = (built / "build/logs/fin-system-1.log").read_text()
+    assert re.search(r"layer \S+:layers-[0-9a-f]{64} \(distro/base@1 and below\) exists", log)
+    assert not re.search(r"\(apps/app@1\.0 and below\) exists", log), log
     # a values key only app uses
     (built / "values").mkdir(exist_ok=True)
     (built / "values/bookworm.yaml").write_text("flag: on\nunused: 1\n")

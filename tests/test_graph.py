@@ -57,6 +57,24 @@ def test_deps_from_every_source_and_order(project):
             assert position[dep] < position[pkg.key]
 
 
+def test_layer_order_puts_each_package_after_its_requires_in_listed_order(project):
+    """A final image's layers: runtime requires first, then the listed requires in their
+    order (a cycle once, where it closes); not the graph's alphabetical tie-break."""
+    def pkg(name, *requires):
+        reqs = "".join(f"\n  - {{name: {r}, category: c}}" for r in requires)
+        return {f"tree/{name}/definition.yaml":
+                f"name: {name}\ncategory: c\nversion: '1'\n" + (f"requires:{reqs}\n" if reqs else ""),
+                f"tree/{name}/build.yaml": "image: debian\n"}
+    project({**pkg("z-base"), **pkg("a-app", "z-base"), **pkg("m-lib", "z-base", "y-cyc"),
+             **pkg("y-cyc", "m-lib"), **pkg("os")})
+    resolver = load().resolver
+    refs = [parse_ref(r) for r in ("c/m-lib", "c/a-app")]
+    assert resolver.layer_order(refs) == ["c/z-base@1", "c/y-cyc@1", "c/m-lib@1", "c/a-app@1"]
+    assert sorted(resolver.layer_order(refs)) == sorted(resolver.runtime_closure(refs))
+    assert resolver.layer_order([parse_ref("c/a-app"), parse_ref("c/m-lib")]) == [
+        "c/z-base@1", "c/a-app@1", "c/y-cyc@1", "c/m-lib@1"]
+
+
 def test_newest_satisfying_version_wins_and_task_names(project):
     project(CHAIN)
     g = load()

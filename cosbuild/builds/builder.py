@@ -44,6 +44,8 @@ from .cache import ImageCache
 
 WORKDIR = "/luetbuild"
 BOOTSTRAP_REPOSITORY = "cosbuild/bootstrap"
+# the tags of the layer images final-image builds start from (<image repository>:layers-<sha>)
+LAYER_PREFIX = "layers-"
 # bash when the image has it, else sh: the interactive shell of `cosbuild shell`
 SHELL = ["/bin/sh", "-c", "if command -v bash >/dev/null; then exec bash; else exec sh; fi"]
 
@@ -79,7 +81,7 @@ class Builder:
         self._buildah: Buildah | None = None
         self._cache: ImageCache | None = None
         self._lock = threading.Lock()
-        self._bootstrap_locks: dict[str, threading.Lock] = {}
+        self._image_locks: dict[str, threading.Lock] = {}   # bootstraps and layers
         self._containers: set[str] | None = None   # those at the run's start, stale ones gone
         self._containers_lock = threading.Lock()
 
@@ -174,18 +176,15 @@ class Builder:
                 log.write(f"chain image {step_tags.package} ({step.key}) exists: reusing it")
                 continue
             log.write(f"chain image {step_tags.package}: {step.key} on {self._tags(step.base).package}")
-            self._build_on(graph.packages[step.key], self._tags(step.base).package, [],
-                           step_tags, log)
-        self._build_on(pkg, *self._source(pkg, log), tags, log)
+            self._build_on(graph.packages[step.key], self._tags(step.base).package, step_tags,
+                           log)
+        self._build_on(pkg, self._source(pkg, log), tags, log)
 
-    def _build_on(self, pkg: Package, base: str, overlays: list[Path], tags: Tags,
-                  log: TaskLog) -> None:
-        """The builder and package images of `pkg` on the image `base` (+ artifacts on top)."""
+    def _build_on(self, pkg: Package, base: str, tags: Tags, log: TaskLog) -> None:
+        """The builder and package images of `pkg` on the image `base`."""
         b = pkg.rendered.build
         d = pkg.definition
         with self.buildah.container(base, log, keep=self._keep(pkg)) as c:
-            for archive in overlays:
-                c.add(archive)
             env = [f"PACKAGE_NAME={d.name}", f"PACKAGE_VERSION={d.version}",
                    f"PACKAGE_CATEGORY={d.category}", *b.env]
             c.config("--workingdir", WORKDIR, *[a for e in env for a in ("--env", e)])
@@ -254,29 +253,51 @@ class Builder:
                 self.buildah.container(entry.image, log) as c:
             return self.buildah.run_attached(c.name, argv)
 
-    def _source(self, pkg: Package, log: TaskLog) -> tuple[str, list[Path]]:
-        """The image the builder starts from, and artifacts to unpack on top of it."""
+    def _source(self, pkg: Package, log: TaskLog) -> str:
+        """The image the builder starts from."""
         b = pkg.rendered.build
-        graph = self.project.graph
         if b.bootstrap:
-            return self._bootstrap(b.bootstrap, log), []
+            return self._bootstrap(b.bootstrap, log)
         if b.final_image_deps:   # before `image`: luet replaces the image by this one
-            closure = set(graph.resolver.runtime_closure(b.final_image_deps, pkg.key))
-            return "scratch", [self.artifact_path(graph.packages[k]) for k in graph.order
-                               if k in closure]
+            return self._layers(pkg, log)
         if b.image:
             self.buildah.ensure_image(b.image, log)
-            return b.image, []
-        return self._tags(pkg.chain[-1].tag).package, []
+            return b.image
+        return self._tags(pkg.chain[-1].tag).package
+
+    def _image_lock(self, tag: str) -> threading.Lock:
+        """One builder thread makes the image `tag`; the others wait for it."""
+        with self._lock:
+            return self._image_locks.setdefault(tag, threading.Lock())
+
+    def _layers(self, pkg: Package, log: TaskLog) -> str:
+        """The final artifacts of the requires' runtime closure, one image layer each, in
+        layer order (Resolver.layer_order). Each layer is an image tagged by the artifacts
+        it and those below it hold: after an edit, the layers below the edited package are
+        reused, not unpacked and committed again (the base alone is most of a system)."""
+        graph = self.project.graph
+        keys = graph.resolver.layer_order(pkg.rendered.build.final_image_deps, pkg.key)
+        base, digest = "scratch", hashlib.sha256()
+        for key in keys:
+            path = self.artifact_path(graph.packages[key])
+            digest.update(artifact.sha256_file(path).encode())
+            tag = f"{self.settings.image_repository}:{LAYER_PREFIX}{digest.hexdigest()}"
+            with self._image_lock(tag):
+                if self.buildah.image_exists(tag):
+                    log.write(f"layer {tag} ({key} and below) exists: reusing it")
+                else:
+                    with self.buildah.container(base, log) as c:
+                        c.add(path)
+                        c.commit(tag)
+            base = tag
+        return base
 
     def _bootstrap(self, spec: Bootstrap, log: TaskLog) -> str:
         """A Debian rootfs from mmdebstrap as an image, cached by its inputs."""
         inputs = json.dumps([dataclasses.asdict(spec), artifact.source_date_epoch()], sort_keys=True)
         # shared by every image repository: a bootstrap is a pure function of its inputs
         tag = f"{BOOTSTRAP_REPOSITORY}:{hashlib.sha256(inputs.encode()).hexdigest()}"
-        with self._lock:
-            lock = self._bootstrap_locks.setdefault(tag, threading.Lock())
-        with lock:
+        with self._image_lock(tag):
             if self.buildah.image_exists(tag):
                 log.write(f"bootstrap image {tag} exists")
                 return tag

@@ -205,6 +205,27 @@ class Resolver:
                                 or "fix the selector or add the package to a tree")
         return candidates[chosen]
 
+    def layer_order(self, refs, asked_by: str = "") -> list[str]:
+        """The runtime closure of `refs` in the order a final image lays their artifacts:
+        each package after its runtime requires, the requires in the order they are listed
+        (a cycle is laid where it is first closed). A derivative lists what it edits most
+        last: the layers below it are reused (builds/builder.py)."""
+        out: dict[str, None] = {}
+        entered: set[str] = set()
+        stack = [(self.key(ref, asked_by), False) for ref in reversed(list(refs))]
+        while stack:
+            key, done = stack.pop()
+            if done:
+                out.setdefault(key, None)
+                continue
+            if key in entered:
+                continue
+            entered.add(key)
+            stack.append((key, True))
+            stack += [(self.key(r, key), False)
+                      for r in reversed(self.by_key[key].definition.requires)]
+        return list(out)
+
     def runtime_closure(self, refs, asked_by: str = "") -> list[str]:
         """Keys of `refs` and, transitively, their definitions' runtime requires."""
         out: dict[str, None] = {}   # in order, and a set: a closure may be thousands long
