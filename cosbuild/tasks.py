@@ -28,7 +28,7 @@ from . import luetformat, settings
 from .errors import Collector, CosbuildError
 from .fsutil import atomic_write, remove_partial_files
 from .settings import Settings
-from .terminal import safe, say
+from .terminal import duration, heartbeat, safe, say
 from .tools import TaskLog
 from .tree.project import Project, load_project
 
@@ -232,6 +232,13 @@ def why(get_builder: LazyBuilder, key: str) -> Why:
     return Why(f"unchanged: reused (hash {pkg.hash[:12]})", reused=True)
 
 
+def _running(prefix: str, seconds: float, log: TaskLog, pkg_key: str) -> str:
+    """The line a long build says now and then: how long, and which command runs."""
+    doing = log.doing.removeprefix(f"{pkg_key}: ")
+    doing = doing if len(doing) <= 80 else doing[:77] + "..."
+    return f"{prefix}: running for {duration(seconds)}" + (f" ({safe(doing)})" if doing else "")
+
+
 @_user_errors_fail
 def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
     builder = get_builder()
@@ -248,7 +255,8 @@ def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
         say("\n".join(f"[{n}/{total}] {key}: why: {line.removeprefix('- ')}"
                        for line in reasons))
     with TaskLog(builder.log_path(pkg), verbose=builder.settings.verbose,
-                 prefix=f"[{pkg.id}] ") as log:
+                 prefix=f"[{pkg.id}] ") as log, \
+            heartbeat(lambda t: _running(f"[{n}/{total}] {key}", t, log, pkg.key)):
         try:
             if pkg.remote:
                 from .repos.remote import fetch
@@ -282,7 +290,8 @@ def _step(what: str, step, *args) -> None:
     started = time.monotonic()
     name = step.__name__.replace("_", " ")
     say(f"{what}: {name} {' '.join(map(str, args))}".rstrip())
-    step(*args)
+    with heartbeat(lambda t: f"{what}: {name} running for {duration(t)}"):
+        step(*args)
     say(f"{what}: {name} done in {time.monotonic() - started:.1f}s")
 
 

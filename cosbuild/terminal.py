@@ -4,10 +4,14 @@ tasks cannot mix."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+import time
+from typing import Callable, Iterator
 
 _LINES = threading.Lock()
+HEARTBEAT = 30.0   # seconds between the lines of a long step
 
 
 def say(text: str) -> None:
@@ -16,6 +20,30 @@ def say(text: str) -> None:
     with _LINES:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def heartbeat(line: Callable[[float], str], every: float = HEARTBEAT) -> Iterator[None]:
+    """While the block runs, say line(seconds since it started) every `every` seconds: a
+    bootstrap or a squashfs runs for minutes, and silence looks like a hang."""
+    started, stop = time.monotonic(), threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            say(line(time.monotonic() - started))
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def duration(seconds: float) -> str:
+    """4.2s, 1m05s."""
+    return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
 
 
 def safe(text: str) -> str:

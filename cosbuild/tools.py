@@ -29,6 +29,7 @@ class TaskLog:
         self.verbose = verbose
         self.prefix = prefix
         self._tail: collections.deque[str] = collections.deque(maxlen=25)
+        self.doing = ""   # what runs now, for the progress lines of a long step
         self._file = path.open("w", encoding="utf-8", errors="replace")
         self._lock = threading.Lock()
 
@@ -79,6 +80,7 @@ def run(argv: list[str], *, log: TaskLog, capture: bool = False, what: str = "",
 
     started = time.monotonic()
     log.write(f"$ {shlex.join(argv)}" + (f" <<EOF\n{input}EOF" if input is not None else ""))
+    log.doing = what or shlex.join(argv[:2])
     command = sh.Command(require(argv[0]))
     kwargs = {"_err": log.write} if capture else {"_out": log.write, "_err_to_out": True}
     if env is not None:
@@ -96,6 +98,8 @@ def run(argv: list[str], *, log: TaskLog, capture: bool = False, what: str = "",
         if quiet:
             raise
         raise _failed(argv, exc.exit_code, log, what) from None
+    finally:
+        log.doing = ""
     log.write(f"  (done in {time.monotonic() - started:.1f}s)")
     return str(result) if capture else ""
 
@@ -106,6 +110,7 @@ def stream(argv: list[str], *, log: TaskLog, what: str = "", env: dict | None = 
     output goes to the log and a non-zero exit becomes a CosbuildError."""
     started = time.monotonic()
     log.write(f"$ {shlex.join(argv)} < (stream)")
+    log.doing = what or shlex.join(argv[:2])
     proc = subprocess.Popen([require(argv[0]), *argv[1:]], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     # read its output as it comes, so that a chatty tool never blocks on a full pipe
@@ -124,6 +129,7 @@ def stream(argv: list[str], *, log: TaskLog, what: str = "", env: dict | None = 
     finally:
         code = proc.wait()
         reader.join()
+        log.doing = ""
         log.write(b"".join(output).decode(errors="replace"))
     if code != 0:
         raise _failed(argv, code, log, what)

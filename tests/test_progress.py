@@ -6,7 +6,8 @@ import re
 import sys
 import threading
 
-from cosbuild import tasks, terminal
+from cosbuild import tasks, terminal, tools
+from cosbuild.tools import TaskLog
 
 
 class Writes:
@@ -49,3 +50,33 @@ def test_an_image_step_says_when_it_starts_and_how_long_it_took(capsys):
     tasks._step("iso", make_squashfs)
     assert capsys.readouterr().out.splitlines() == [
         "iso: make squashfs", "working", "iso: make squashfs done in 0.0s"]
+
+
+def test_a_long_step_says_it_still_runs_and_for_how_long(capsys):
+    with terminal.heartbeat(lambda t: f"squashfs running for {terminal.duration(t)}",
+                            every=0.05):
+        threading.Event().wait(0.18)
+    lines = capsys.readouterr().out.splitlines()
+    assert 2 <= len(lines) <= 4, lines
+    assert all(re.fullmatch(r"squashfs running for 0\.\ds", line) for line in lines), lines
+    threading.Event().wait(0.1)   # and it stopped with the block
+    assert capsys.readouterr().out == ""
+
+
+def test_a_build_line_names_the_command_that_runs(tmp_path):
+    with TaskLog(tmp_path / "log") as log:
+        assert tasks._running("[2/9] system/os", 95, log, "system/os@1") == \
+            "[2/9] system/os: running for 1m35s"
+        log.doing = "system/os@1: step 3 (dracut --force " + "x" * 100 + ")"
+        line = tasks._running("[2/9] system/os", 5, log, "system/os@1")
+        assert line.startswith("[2/9] system/os: running for 5.0s (step 3 (dracut --force xx")
+        assert line.endswith("...)") and len(line) < 130
+
+
+def test_tools_run_says_what_runs_while_it_runs(tmp_path):
+    with TaskLog(tmp_path / "log") as log:
+        seen = []
+        timer = threading.Timer(0.2, lambda: seen.append(log.doing))
+        timer.start()
+        tools.run(["sleep", "0.5"], log=log, what="bootstrap Debian bookworm")
+        assert seen == ["bootstrap Debian bookworm"] and log.doing == ""
