@@ -1,5 +1,5 @@
 """The installed disk's files, without booting: `doit image` / `doit disk` (layout, every
-format of the sample's disk.yaml, incremental, reproducible). The formats no boot test takes
+format of the sample's disk.yaml, incremental, reproducible). The files no boot test takes
 are removed when this module is done: the boot tests' fixtures need the room.
 Integration: run by `make test`."""
 
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def formats(sample, disk):
-    """Every file of `doit image disk`: the booted ones and the other formats the sample's
-    disk.yaml lists, which are removed afterwards."""
+    """Every file of `doit image disk`: those the boot tests take, and the raw disk and the
+    other formats the sample's disk.yaml lists, which are removed afterwards."""
     cosbuild(sample, "run", "-n", "2", "-P", "thread", "disk")
     files = disk_files(sample, [f.name for f in FORMATS])
     assert all(p.is_file() for p in files.values())
