@@ -288,11 +288,12 @@ def _create_repo(project: Project, info) -> None:
 def _step(what: str, step, *args) -> None:
     """One step of the ISO or disk assembly, with progress and its duration."""
     started = time.monotonic()
-    name = step.__name__.replace("_", " ")
-    say(f"{what}: {name} {' '.join(map(str, args))}".rstrip())
-    with heartbeat(lambda t: f"{what}: {name} running for {duration(t)}"):
+    # the arguments name it too: `install root rootfs` and `install root uefi` run at once
+    label = " ".join([step.__name__.replace("_", " "), *map(str, args)])
+    say(f"{what}: {label}")
+    with heartbeat(lambda t: f"{what}: {label} running for {duration(t)}"):
         step(*args)
-    say(f"{what}: {name} done in {time.monotonic() - started:.1f}s")
+    say(f"{what}: {label} done in {time.monotonic() - started:.1f}s")
 
 
 @_user_errors_fail
