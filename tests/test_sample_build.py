@@ -30,8 +30,9 @@ def artifact_members(path) -> dict[str, tarfile.TarInfo]:
     with tarfile.open(fileobj=reader, mode="r|") as tar:
         for member in tar:
             out[member.name] = member
-            if member.name == "usr/bin/sampleOSService":
-                out["__service__"] = tar.extractfile(member).read()
+            if member.name == "usr/bin/sampleOSService" or member.name.startswith(
+                    "boot/initrd.img-"):
+                out[f"__{member.name}__"] = tar.extractfile(member).read()
     return out
 
 
@@ -43,9 +44,15 @@ def test_sampleos_is_a_full_root_filesystem(sample, tmp_path):
                  "usr/lib/dracut/modules.d/90dmsquash-live", "usr/lib/systemd/systemd"):
         assert path in m, path
     assert not any(n.startswith(("luetbuild", "usr/share/doc/")) for n in m)
+    # the initramfs is system/cos-initrd's, over the base's
+    initrd = artifact_members(sample / "build/cos-initrd-system-0.1.0.package.tar.zst")
+    [name] = [n for n in initrd if n.startswith("__")]
+    assert m[name] == initrd[name]
+    base = artifact_members(sample / "build/base-distro-1.0.0.package.tar.zst")
+    assert base[name] != initrd[name]
     # the Go service was compiled in the build: run it and ask it
     binary = tmp_path / "sampleOSService"
-    binary.write_bytes(m["__service__"])
+    binary.write_bytes(m["__usr/bin/sampleOSService__"])
     binary.chmod(0o755)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
