@@ -98,6 +98,7 @@ PROGRAMS = (
     Program("sync", "coreutils", "bench/disk_image.py"),
     Program("time", "time", "bench/iso_tools.py"),
     Program("git", "git", "bench/ci_budget.py (fresh clones)"),
+    Program("lb", "live-build", "bench/loop.py (a Debian live ISO rebuilt after an edit)"),
 )
 
 BY_NAME = {os.path.basename(p.name): p for p in PROGRAMS}
