@@ -317,7 +317,8 @@ steps:
 """})
     cosbuild(root, "run", "build", env=repo_env)
     assert read_member(root / "build/c-apps-1.package.tar.zst", "runs") == b"1\n"
-    (root / "tree/c/build.yaml").write_text((root / "tree/c/build.yaml").read_text() + "  - true\n")
+    spec = root / "tree/c/build.yaml"
+    spec.write_text(spec.read_text() + "  - echo again\n")
     cosbuild(root, "run", "build", env=repo_env)
     assert read_member(root / "build/c-apps-1.package.tar.zst", "runs") == b"2\n"
     assert (root / "build/caches/apps-c/var_cache_counter/runs").read_text() == "run\nrun\n"
