@@ -102,7 +102,11 @@ def test_one_change_rebuilds_only_what_depends_on_it(sample, iso):
     values = sample / "values/bookworm.yaml"
     originals = {main: main.read_text(), values: values.read_text()}
     try:
-        main.write_text(originals[main] + "\n// a comment changes the build hash\n")
+        # a new fortune: a comment would change the build hash but not the binary, and the
+        # same artifact makes no new squashfs or ISO
+        fortune = '"Immutable roots bear reliable fruit.",'
+        assert fortune in originals[main]
+        main.write_text(originals[main].replace(fortune, f'{fortune} "A test edit.",'))
         assert ran(cosbuild(sample, "run", "iso")) == {
             "build:app/sampleOSService", "build:system/sampleOS", "repo", "iso:rootfs",
             "iso:squashfs", "iso:kernel", "iso:sbom", "iso:image"}

@@ -122,7 +122,9 @@ def test_a_new_upstream_release_rebuilds_exactly_the_dependants(projects):
     extra.parent.mkdir(parents=True, exist_ok=True)
     extra.write_text("# a new file in cOS's release\nstages: {}\n")
     assert "build:system/cos" in ran(cosbuild(upstream, "run", "build", "repo"))
+    # cos-initrd is built on cos upstream: it comes anew too
     assert ran(cosbuild(derivative, "run", "build")) == {"build:system/cos",
+                                                         "build:system/cos-initrd",
                                                          "build:system/sampleOS"}
 
 
