@@ -146,7 +146,7 @@ def _plain(raw: Path, fmt: str, folder: Path, *options: str) -> Path:
 def _descriptor(path: Path) -> str:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         start, size = formats.vmdk_descriptor(m, path)
-        return m[start:start + size].rstrip(b"\0").decode()
+        return m[start:start + size].partition(b"\0")[0].decode()
 
 
 def test_only_the_vmdk_cid_is_replaced(raw, made, tmp_path):
@@ -174,6 +174,21 @@ def test_a_short_cid_is_written_with_8_digits(tmp_path):
     lines = _descriptor(path).splitlines()
     assert lines[2].startswith("CID=") and len(lines[2]) == 12 and lines[3] == "parentCID=ffffffff"
     assert path.stat().st_size == 1024
+
+
+def test_a_stale_tail_after_the_descriptor_is_blanked(tmp_path):
+    """qemu-img, rewriting a 7-digit CID as 6 on close, leaves the old last byte after the
+    NUL: the same content must give the same bytes whatever the CID was."""
+    made = []
+    for cid, tail in ((b"abcdef", b"\0\n"), (b"abcdef01", b"")):
+        path = tmp_path / f"{cid.decode()}.vmdk"
+        text = b"# Disk DescriptorFile\nversion=1\nCID=" + cid + b"\nparentCID=ffffffff\n" + tail
+        path.write_bytes(b"KDMV" + bytes(24) + (1).to_bytes(8, "little")
+                         + (1).to_bytes(8, "little") + bytes(512 - 44) + text.ljust(512, b"\0"))
+        formats.pin_vmdk(path)
+        made.append(path.read_bytes())
+    assert made[0] == made[1]
+    assert made[0][512:].rstrip(b"\0").endswith(b"parentCID=ffffffff\n")
 
 
 def _fields(path: Path) -> formats.VhdxFields:

@@ -113,16 +113,19 @@ def vmdk_descriptor(m: mmap.mmap, path: Path) -> tuple[int, int]:
 
 def pin_vmdk(path: Path) -> None:
     """The CID (qemu-img writes 1 to 8 random hex digits) becomes 8 derived from the content;
-    the descriptor's text after it moves within its NUL padding."""
+    the descriptor's text after it moves within its NUL padding.
+
+    The descriptor is a C string: when qemu-img rewrites it with a shorter CID on close, the
+    old text's last bytes stay after the NUL (`...\\n\\0\\n`); they are blanked too."""
     with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
         start, size = vmdk_descriptor(m, path)
-        text = bytes(m[start:start + size])
+        text = bytes(m[start:start + size]).partition(b"\0")[0]
         found = CID_LINE.search(text)
-        if not found or text[size - 9:].strip(b"\0"):
+        if not found or len(text) > size - 9:
             raise _unexpected(path, "no CID in the descriptor, or no room after it")
         before, after = text[:found.start(1)], text[found.end(1):]
         digest = content_digest(m, [(start, (before + after).ljust(size, b"\0"))])
-        m[start:start + size] = (before + digest[:8].encode() + after)[:size]
+        m[start:start + size] = (before + digest[:8].encode() + after).ljust(size, b"\0")
 
 
 def make_vmdk(source: Path, target: Path, log: TaskLog) -> None:
