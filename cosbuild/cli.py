@@ -35,6 +35,7 @@ LISTING_COMMANDS = ("list", "info", "dumpdb")   # doit commands that only print
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .plan import FORMATS as plan_formats
     parser = argparse.ArgumentParser(prog="cosbuild", description=__doc__, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"cosbuild {__version__}")
     for s in settings.SETTINGS:
@@ -67,6 +68,18 @@ def _parser() -> argparse.ArgumentParser:
     fmt = graph.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable JSON")
     fmt.add_argument("--dot", action="store_true", help="Graphviz dot")
+    p = sub.add_parser("plan", help="the build graph as CI jobs: a job per package, each "
+                       "needing the jobs of what it builds on, then the repository, ISO and "
+                       "disk jobs; images move through the image repository (a registry)")
+    p.add_argument("--format", choices=plan_formats, default="json",
+                   help="json (any engine), github (a GitHub Actions workflow) or gitlab "
+                        "(.gitlab-ci.yml); default json")
+    p.add_argument("--output", type=Path, help="write it to this file (default: stdout)")
+    p.add_argument("--setup", action="append", metavar="COMMAND",
+                   help="a command each job runs first (repeatable; default: install make "
+                        "and git with apt-get, then `make deps`)")
+    p.add_argument("--runs-on", help="GitHub: the runner label (default ubuntu-latest)")
+    p.add_argument("--container", help="the jobs' container image (default debian:12)")
     p = sub.add_parser("why", help="why a package rebuilds, or that it is reused: which "
                        "input of its build hash changed since its last build")
     p.add_argument("package", metavar="CAT/NAME[@SELECTOR]")
@@ -307,6 +320,8 @@ def _run(args) -> int:
         from .images.vm import boot
         return boot(config, {o.name: getattr(args, f"vm_{o.name}") for o in VM_OPTIONS})
     project = load(config, use_cache=args.command in ("build", "why", "shell"))
+    if args.command == "plan":
+        return _plan(args, project, options)
     if args.command == "why":
         key = project.graph.resolve(parse_ref(args.package)).key
         found = why(LazyBuilder(project), key)
@@ -338,6 +353,20 @@ def _run(args) -> int:
             output = Path(args.output) if args.output else config.build_dir
             changed = create_repo(project, output, info)
         print(f"repository {output}: {'updated' if changed else 'unchanged'}")
+    return 0
+
+
+def _plan(args, project, options: dict) -> int:
+    from .fsutil import atomic_write
+    from .plan import CONTAINER, RENDER, RUNS_ON, SETUP, make_plan
+    plan = make_plan(project, settings.given(options), tuple(args.setup or SETUP),
+                     args.runs_on or RUNS_ON, args.container or CONTAINER)
+    text = RENDER[args.format](plan)
+    if args.output:
+        atomic_write(args.output, text)
+        print(f"cosbuild: plan: {len(plan.jobs)} jobs in {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -387,7 +416,7 @@ def _check_client_paths(args) -> None:
 def _build(project, keys: list[str]) -> int:
     """As `cosbuild run build:CAT/NAME ...`: these packages and what they build on."""
     doit_args = ["run", *(f"build:{project.graph.task_name(key)}" for key in keys)]
-    return DoitMain(ModuleTaskLoader(project_namespace(project))).run(doit_args)
+    return DoitMain(ModuleTaskLoader(project_namespace(project, frozenset(keys)))).run(doit_args)
 
 
 def _shell(project, text: str, command: list[str]) -> int:

@@ -40,6 +40,11 @@ SETTINGS = (
             "the image repository (repeatable; ','-separated)", multiple=True, separator=","),
     Setting("push", "COSBUILD_PUSH", "", "push the images of every build to the image repository "
             "(1/yes)", flag=True),
+    Setting("from_cache_only", "COSBUILD_FROM_CACHE_ONLY", "",
+            "build nothing that the image cache (local storage, the image and pull "
+            "repositories) does not have, but the packages `cosbuild build` names: a CI job "
+            "that runs before the jobs it needs fails, naming what is missing (1/yes)",
+            flag=True),
     Setting("insecure_registries", "COSBUILD_INSECURE_REGISTRIES", "",
             "registries (HOST[:PORT]) reached without TLS verification, for local testing "
             "(repeatable; ','-separated)", multiple=True, separator=","),
@@ -109,6 +114,7 @@ class Settings:
     image_repository: str = "luet/cache"
     pull_repositories: tuple[str, ...] = ()
     push: bool = False
+    from_cache_only: bool = False
     insecure_registries: tuple[str, ...] = ()
     build_repo: tuple[str, ...] = ()
     isolation: str = "chroot"
@@ -162,6 +168,20 @@ def value_of(name: str, options: dict) -> str | list[str]:
     return _value(next(s for s in SETTINGS if s.name == name), options, os.environ, {})[0]
 
 
+def given(options: dict | None = None, env: dict | None = None,
+          doit_vars: dict | None = None) -> dict[str, str]:
+    """The settings given (not left at their defaults), as the environment variables that
+    give them elsewhere, and SOURCE_DATE_EPOCH when set: what a CI job of `cosbuild plan`
+    must run with to make what this machine would."""
+    options, env, doit_vars = options or {}, os.environ if env is None else env, doit_vars or {}
+    out = {"SOURCE_DATE_EPOCH": env["SOURCE_DATE_EPOCH"]} if env.get("SOURCE_DATE_EPOCH") else {}
+    for s in SETTINGS:
+        value, was_given = _value(s, options, env, doit_vars)
+        if was_given:
+            out[s.env] = s.separator.join(value) if s.multiple else str(value)
+    return out
+
+
 def resolve(options: dict | None = None, env: dict | None = None,
             doit_vars: dict | None = None) -> Settings:
     """Merge option > doit variable > environment > default for every setting."""
@@ -189,6 +209,7 @@ def resolve(options: dict | None = None, env: dict | None = None,
                     flavor=raw["flavor"], build_dir=Path(raw["build_dir"]),
                     image_repository=raw["image_repository"],
                     pull_repositories=tuple(raw["pull_repositories"]), push=_yes(raw["push"]),
+                    from_cache_only=_yes(raw["from_cache_only"]),
                     insecure_registries=tuple(raw["insecure_registries"]),
                     build_repo=tuple(raw["build_repo"]),
                     isolation=_choice(raw["isolation"], "isolation",

@@ -158,8 +158,9 @@ class LazyBuilder:
     needs neither buildah nor the build modules. With it, the build records of the
     packages (tree/why.py), kept by each build."""
 
-    def __init__(self, project: Project):
+    def __init__(self, project: Project, targets: frozenset[str] = frozenset()):
         self.project = project
+        self.targets = targets   # what `cosbuild build` names (Builder.targets)
         self._builder = None
         self._records = None
         self._lock = threading.Lock()
@@ -178,7 +179,8 @@ class LazyBuilder:
             if self._builder is None:
                 from .builds.builder import Builder
                 from .repos.cachetrust import cache_trust
-                self._builder = Builder(self.project, cache_trust(self.project.settings))
+                self._builder = Builder(self.project, cache_trust(self.project.settings),
+                                        self.targets)
             return self._builder
 
 
@@ -303,8 +305,9 @@ def _boot_vm(settings: Settings, **options) -> TaskFailed | None:
     return TaskFailed(f"QEMU exited with status {code}") if code else None
 
 
-def task_definitions(project: Project) -> dict:
-    """The task_* functions and DOIT_CONFIG of a doit namespace for this project."""
+def task_definitions(project: Project, targets: frozenset[str] = frozenset()) -> dict:
+    """The task_* functions and DOIT_CONFIG of a doit namespace for this project; `targets`
+    are the packages `cosbuild build` names (built even under `from_cache_only`)."""
     graph = project.graph
     build_dir = str(project.settings.build_dir)
     package_files = sorted({f for p in graph.packages.values() for f in p.files})
@@ -352,7 +355,7 @@ def task_definitions(project: Project) -> dict:
                    "uptodate": [config_changed(pkg.hash)],
                    "clean": True}
 
-    get_builder = LazyBuilder(project)
+    get_builder = LazyBuilder(project, targets)
     pushed_to = f" push {project.settings.image_repository}" if project.settings.push else ""
 
     @_generated
@@ -487,14 +490,14 @@ def dodo_namespace(options: dict | None = None, doit_vars: dict | None = None) -
     return project_namespace(project)
 
 
-def project_namespace(project: Project) -> dict:
+def project_namespace(project: Project, targets: frozenset[str] = frozenset()) -> dict:
     """The doit namespace of a loaded project, with its build folder ready."""
     config = project.settings
     ensure_build_dir(config.build_dir)
     remove_partial_files(config.build_dir)
     # `kill` (SIGTERM) unwinds like Ctrl-C, so containers and temporary files are cleaned up
     signal.signal(signal.SIGTERM, _interrupt)
-    return task_definitions(project)
+    return task_definitions(project, targets)
 
 
 def _interrupt(signum, frame):

@@ -13,7 +13,8 @@ import pytest
 from .conftest import REPO
 
 # A module imports its own wing and the wings before it, never one after it. The faces at
-# the top of cosbuild/ are split: the low ones serve every wing, cli and tasks drive them all.
+# the top of cosbuild/ are split: the low ones serve every wing, cli, tasks and plan (the
+# CI jobs of the whole pipeline) drive them all.
 # oci needs only the low faces; it comes before builds because the build cache (builds/cache)
 # looks images up in registries, and before repos and runtime, which read docker
 # repositories and container images with it.
@@ -21,7 +22,7 @@ WINGS = ("faces-low", "tree", "oci", "builds", "repos", "images", "runtime", "fa
 LOW_FACES = {"cosbuild", "cosbuild.errors", "cosbuild.fsutil", "cosbuild.luetformat", "cosbuild.programs",
              "cosbuild.rootpath", "cosbuild.sandbox", "cosbuild.terminal", "cosbuild.netio",
              "cosbuild.tools", "cosbuild.settings"}
-HIGH_FACES = {"cosbuild.cli", "cosbuild.tasks"}
+HIGH_FACES = {"cosbuild.cli", "cosbuild.tasks", "cosbuild.plan"}
 
 
 def module_files(root: Path, package: str) -> dict[str, Path]:

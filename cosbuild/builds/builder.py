@@ -73,9 +73,11 @@ class ShellEntry:
 class Builder:
     """Builds packages of one project; shared by all (threaded) doit tasks of a run."""
 
-    def __init__(self, project: Project, trust=None):
-        """`trust`: signs and verifies the cache's images (builds/cache.py)."""
+    def __init__(self, project: Project, trust=None, targets: frozenset[str] = frozenset()):
+        """`trust`: signs and verifies the cache's images (builds/cache.py); `targets`: the
+        packages `cosbuild build` names, the only ones built under `from_cache_only`."""
         self.project = project
+        self.targets = targets
         self.settings = project.settings
         self.trust = trust
         self._buildah: Buildah | None = None
@@ -145,19 +147,40 @@ class Builder:
         kept_before = self.kept_name(pkg) in self._containers_at_start(log)
         tags = self.tags(pkg)
         refs = (tags.builder, tags.package)   # the builder first: the package image is on it
+        source = None
         if self.images_present(pkg):
             log.write(f"images {tags.package} and -builder exist: reusing them")
             how = "images reused"
         elif source := self.cache.pull(refs, log):
             how = f"images pulled from {source}"
         else:
+            self._refuse_unless_target(pkg, tags)
             self._build_images(pkg, tags, log)
             how = "built"
         self._write_artifact(pkg, tags, log)
-        self.cache.push(refs, log, done=f"{pkg.key} (artifact {self.artifact_path(pkg)})")
+        # what came from the image repository, or (in a CI job) what the job did not build,
+        # is there already: pushing it again would only sign it again
+        push = self.settings.push and source != self.settings.image_repository and not (
+            self.settings.from_cache_only and pkg.key not in self.targets)
+        if push:
+            self.cache.push(refs, log, done=f"{pkg.key} (artifact {self.artifact_path(pkg)})")
         if kept_before:   # what failed before is fixed: its container would only mislead
             self.buildah.remove_container(self.kept_name(pkg), log)
-        return how + (f", pushed to {self.settings.image_repository}" if self.settings.push else "")
+        return how + (f", pushed to {self.settings.image_repository}" if push else "")
+
+    def _refuse_unless_target(self, pkg: Package, tags: Tags) -> None:
+        """Under `from_cache_only`, a package not asked for must have come from the cache:
+        building it here would hide a CI job that ran before the job it needs."""
+        if not self.settings.from_cache_only or pkg.key in self.targets:
+            return
+        where = ", ".join(self.cache.sources) or \
+            f"local storage only: {self.settings.image_repository} names no registry"
+        raise CosbuildError(
+            f"{pkg.key}: its images {tags.package} and -builder are in no cache ({where}), "
+            "and from_cache_only forbids building it here", key="from_cache_only",
+            hint=f"the job that builds {self.project.graph.task_name(pkg.key)} must run and "
+                 "push first (in `cosbuild plan`, this job needs it), or build without "
+                 "--from-cache-only")
 
     def _containers_at_start(self, log: TaskLog) -> set[str]:
         """The containers there are, read (and those of interrupted runs removed) once a run."""

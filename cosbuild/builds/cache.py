@@ -86,10 +86,8 @@ class ImageCache:
         return None
 
     def push(self, refs: tuple[str, ...], log: TaskLog, done: str) -> None:
-        """Push `refs` to the image repository when push is on; `done` says what is complete
-        locally, for the error message."""
-        if not self.settings.push:
-            return
+        """Push `refs` to the image repository; `done` says what is complete locally, for
+        the error message."""
         repository = self.settings.image_repository
         for ref in refs:
             log.write(f"pushing {ref}")
