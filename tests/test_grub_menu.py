@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from cosbuild.images import grubenv, layout
+from cosbuild.runtime import assessment
+
 REPO = Path(__file__).resolve().parent.parent
 MENU = REPO / "tree/system/grub2-efi/files"
 GRUB_EMU_MODULES = Path("/usr/lib/grub/x86_64-emu")
@@ -53,13 +56,20 @@ def mkfs(folder: Path, image: Path, label: str, size: str, fs: str) -> None:
                     size], check=True)
 
 
-def cos_disk(work: Path, broken: set[str]) -> Path:
-    """A GPT disk with COS_STATE (the menu, active.img, passive.img) and COS_RECOVERY
-    (recovery.img); each image holds a kernel naming it, and the broken ones have their
-    superblock zeroed, as the QEMU cycle breaks them."""
+STATE_OFFSET = 2048 * 512   # COS_STATE's place on the test disk
+
+
+def cos_disk(work: Path, broken: set[str], env: dict[str, str] | None = None) -> Path:
+    """A GPT disk with COS_STATE (the menu, its boot assessment file holding `env`,
+    active.img, passive.img) and COS_RECOVERY (recovery.img); each image holds a kernel
+    naming it, and the broken ones have their superblock zeroed, as the QEMU cycle breaks
+    them."""
     state, recovery = work / "state", work / "recovery"
     (state / "grub2").mkdir(parents=True)
     shutil.copy(MENU / "grub.cfg", state / "grub2/grub.cfg")
+    layout.write_assessment(state, layout.DEFAULT_BOOT_TRIES)
+    if env is not None:
+        grubenv.write(state / layout.ASSESSMENT_FILE, env)
     for name, part in (("active", state), ("passive", state), ("recovery", recovery)):
         content = work / f"content-{name}/boot"
         content.mkdir(parents=True)
@@ -86,15 +96,20 @@ def cos_disk(work: Path, broken: set[str]) -> Path:
     return disk
 
 
-def boot_menu(work: Path, broken: set[str]) -> str:
-    """grub-emu's console output, escape sequences removed. faketime runs GRUB's clock 50
-    times faster (the menu's timeout, the pause before each fallback)."""
-    disk = cos_disk(work, broken)
+def boot_menu(work: Path, broken: set[str], env: dict[str, str] | None = None) -> str:
+    """grub-emu's console output of one boot of a new disk."""
+    return boot(work, cos_disk(work, broken, env))
+
+
+def boot(work: Path, disk: Path) -> str:
+    """grub-emu's console output of one boot of `disk`, escape sequences removed. faketime
+    runs GRUB's clock 50 times faster (the menu's timeout, the pause before each fallback)."""
     (work / "device.map").write_text(f"(hd0) {disk}\n")
     prefix = work / "grub"
-    prefix.mkdir()
-    (prefix / "x86_64-emu").symlink_to(GRUB_EMU_MODULES)
-    (prefix / "grub.cfg").write_text(HARNESS.replace("{embedded}", str(MENU / "embedded.cfg")))
+    if not prefix.exists():
+        prefix.mkdir()
+        (prefix / "x86_64-emu").symlink_to(GRUB_EMU_MODULES)
+        (prefix / "grub.cfg").write_text(HARNESS.replace("{embedded}", str(MENU / "embedded.cfg")))
     log = work / "grub.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(["faketime", "-f", "+0 x50", "grub-emu", "-m",
@@ -140,3 +155,102 @@ def test_the_menu_boots_the_first_image_it_can_read(tmp_path, broken, entry, arg
 def test_with_every_image_broken_nothing_boots(tmp_path):
     out = boot_menu(tmp_path, {"active", "passive", "recovery"})
     assert "HARNESS-BOOT" not in out and "Failed to boot both default and fallback" in out, out
+
+
+# --------------------------------------------------------------------------- boot assessment
+
+def read_env(disk: Path) -> dict[str, str]:
+    """COS_STATE's boot assessment file, as GRUB left it on the disk."""
+    out = subprocess.run(["debugfs", "-R", f"cat /{layout.ASSESSMENT_FILE}",
+                          f"{disk}?offset={STATE_OFFSET}"], capture_output=True, check=True)
+    return grubenv.parse(out.stdout, disk)
+
+
+def write_env(disk: Path, env: dict[str, str], work: Path) -> None:
+    """What the running system writes (assessment.py, through the mounted partition)."""
+    new = work / "new-env"
+    new.write_bytes(grubenv.block(env))
+    where = f"{disk}?offset={STATE_OFFSET}"
+    for request in (f"rm /{layout.ASSESSMENT_FILE}", f"write {new} /{layout.ASSESSMENT_FILE}"):
+        subprocess.run(["debugfs", "-w", "-R", request, where], capture_output=True, check=True)
+
+
+def booted(out: str) -> tuple[str, str]:
+    """(the entry GRUB booted, the kernel line it ran)."""
+    assert "HARNESS-BOOT" in out, out
+    entry = out[out.rindex("HARNESS-BOOT entry="):].split()[1].split("=")[1]
+    line = " ".join(out[out.rindex("HARNESS-LINUX"):out.rindex("HARNESS-BOOT")].split())
+    return entry, line
+
+
+TRY_ARGS = "panic=5 rd.shell=0 rd.emergency=reboot systemd.crash_reboot=1 systemd.crash_shell=0"
+
+
+def test_a_new_image_has_three_tries_then_passive_has_three_then_recovery(tmp_path):
+    """As after an upgrade: each boot counts the image it boots down, with the arguments
+    that make a failed try reboot; nothing ever marks a boot good here."""
+    env = assessment.after_upgrade({"boot_tries": "3"})
+    disk = cos_disk(tmp_path, set(), env)
+    seen = []
+    for _ in range(8):
+        entry, line = booted(boot(tmp_path, disk))
+        now = read_env(disk)
+        seen.append((entry, now["active_tries"], now["passive_tries"], TRY_ARGS in line))
+    assert seen == [("active", "2", "3", True), ("active", "1", "3", True),
+                    ("active", "0", "3", True),
+                    ("passive", "0", "2", True), ("passive", "0", "1", True),
+                    ("passive", "0", "0", True),
+                    ("recovery", "0", "0", False), ("recovery", "0", "0", False)]
+    assert assessment.rollback(now, "recovery.img") == (
+        "active.img failed its boot assessment (3 tries) and so did passive.img (3 tries): "
+        "running recovery.img")
+
+
+def test_success_clears_the_counter_and_the_image_boots_uncounted(tmp_path):
+    env = assessment.after_upgrade({"boot_tries": "3"})
+    disk = cos_disk(tmp_path, set(), env)
+    assert booted(boot(tmp_path, disk))[0] == "active"
+    assert assessment.assessing(read_env(disk), "active.img")
+    write_env(disk, assessment.mark_good(read_env(disk), "active.img"), tmp_path)
+    for _ in range(2):
+        entry, line = booted(boot(tmp_path, disk))
+        assert entry == "active" and TRY_ARGS not in line, line
+    assert read_env(disk) == {"boot_tries": "3", "active_tries": "", "passive_tries": "3",
+                              "assessed": "good:active.img"}
+
+
+def test_after_a_rollback_the_good_passive_boots_uncounted(tmp_path):
+    """passive.img passed after active.img used its tries: it runs, uncounted, until the
+    next upgrade (which replaces active.img and counts both anew)."""
+    env = {"boot_tries": "2", "active_tries": "1", "passive_tries": "2"}
+    disk = cos_disk(tmp_path, set(), env)
+    assert booted(boot(tmp_path, disk))[0] == "active"
+    assert booted(boot(tmp_path, disk))[0] == "passive"
+    now = read_env(disk)
+    assert now["active_tries"] == "0" and now["passive_tries"] == "1"
+    assert assessment.rollback(now, "passive.img") == \
+        "active.img failed its boot assessment (2 tries): running passive.img"
+    write_env(disk, assessment.mark_good(now, "passive.img"), tmp_path)
+    for _ in range(2):
+        entry, line = booted(boot(tmp_path, disk))
+        assert entry == "passive" and TRY_ARGS not in line
+    write_env(disk, assessment.after_upgrade(read_env(disk)), tmp_path)
+    assert booted(boot(tmp_path, disk))[0] == "active"
+    assert read_env(disk)["active_tries"] == "1"
+
+
+@pytest.mark.parametrize("env, entry", [
+    ({"boot_tries": "3"}, "active"),                                    # installed, nothing new
+    ({"active_tries": "", "passive_tries": "0"}, "active"),            # active passed
+    ({"active_tries": "9", "passive_tries": "9"}, "active"),
+    ({"active_tries": "x", "passive_tries": ""}, "passive"),           # not a count: used up
+    ({"active_tries": "0", "passive_tries": "junk"}, "recovery"),
+], ids=["fresh", "active-good", "nine-tries", "garbage", "both-used"])
+def test_each_counter_value(tmp_path, env, entry):
+    assert booted(boot_menu(tmp_path, set(), env))[0] == entry
+
+
+def test_a_counted_image_that_cannot_be_read_falls_back_as_before(tmp_path):
+    """GRUB's own fallback still works under counting: an unreadable active image."""
+    out = boot_menu(tmp_path, {"active"}, assessment.after_upgrade({"boot_tries": "3"}))
+    assert booted(out)[0] == "passive"

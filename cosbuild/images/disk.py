@@ -37,9 +37,10 @@ from ..tree import spec
 from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
 from . import formats, fsimage, sbom, values
-from .layout import (BIOS_BOOT_IMAGE, BIOS_CORE_IMAGE, DEFAULT_IMAGE_SIZE, EFI_BINARY,
-                     IMAGE_LABELS, IMAGES_DIR, MENU, boot_files, copy_sparse, disk_size,
-                     fill_partitions, partition_sizes, partition_table, write_partition_table)
+from .layout import (BIOS_BOOT_IMAGE, BIOS_CORE_IMAGE, DEFAULT_BOOT_TRIES, DEFAULT_IMAGE_SIZE,
+                     EFI_BINARY, IMAGE_LABELS, IMAGES_DIR, MENU, boot_files, copy_sparse,
+                     disk_size, fill_partitions, partition_sizes, partition_table,
+                     write_assessment, write_partition_table)
 
 # The largest sizes: the disk is one sparse file, which ext4 holds up to 16 TiB, and with
 # these COS_STATE (3 images), COS_RECOVERY (2) and the rest stay below it (15.1 TiB)
@@ -63,6 +64,9 @@ DISK_KEYWORDS = (
     spec.Keyword("boot_files", values.inside("the system root"), "usr/lib/cos/grub",
                  f"folder of the system root with {MENU.split('/')[-1]}, {EFI_BINARY}, "
                  f"{BIOS_BOOT_IMAGE} and {BIOS_CORE_IMAGE}"),
+    spec.Keyword("boot_tries", values.count(9), DEFAULT_BOOT_TRIES,
+                 "boots a new system image gets to pass its boot assessment before GRUB "
+                 "falls back to the previous one (README \"Boot assessment\")"),
     spec.Keyword("name", spec.STR, "disk", "build/NAME.raw and build/NAME.qcow2"),
     spec.Keyword("formats", values.choices(*formats.BY_NAME), formats.DEFAULT,
                  "the files of `doit disk`, each made from the raw disk: "
@@ -80,6 +84,7 @@ class DiskSpec:
     name: str
     wheres: dict = field(default_factory=dict, compare=False)  # package list -> its Where
     formats: tuple[str, ...] = formats.DEFAULT
+    boot_tries: int = DEFAULT_BOOT_TRIES
 
 
 def load_disk_spec(path: Path) -> DiskSpec:
@@ -92,12 +97,14 @@ def load_disk_spec(path: Path) -> DiskSpec:
     sizes = partition_sizes(f["image_size"], **dict(f["partitions"] or {}))
     name = spec.file_name(f["name"], spec.Where(str(path), data.line_of("name"), "name"))
     return DiskSpec(path, refs, f["image_size"], sizes, "/" + f["boot_files"],
-                    name, {"system": where}, f["formats"])
+                    name, {"system": where}, f["formats"], f["boot_tries"])
 
 
-def image_folder(work: Path, images: dict[str, Path], menu: Path, log: TaskLog) -> Path:
+def image_folder(work: Path, images: dict[str, Path], menu: Path, log: TaskLog,
+                 boot_tries: int | None = None) -> Path:
     """A folder with cOS/<image> (labelled copies of the system image) and the GRUB menu:
-    the content of COS_STATE or COS_RECOVERY (whose menu is used when COS_STATE is gone)."""
+    the content of COS_STATE (with `boot_tries`, its boot assessment file) or COS_RECOVERY
+    (whose menu is used when COS_STATE is gone)."""
     if work.exists():
         shutil.rmtree(work)
     (work / IMAGES_DIR).mkdir(parents=True)
@@ -107,6 +114,8 @@ def image_folder(work: Path, images: dict[str, Path], menu: Path, log: TaskLog) 
         fsimage.relabel(dest, IMAGE_LABELS[name], log)
     (work / MENU).parent.mkdir(parents=True)
     shutil.copyfile(menu, work / MENU)
+    if boot_tries is not None:
+        write_assessment(work, boot_tries)
     return work
 
 
@@ -162,7 +171,8 @@ class DiskBuilder:
             contents = {
                 "COS_GRUB": efi_dir,
                 "COS_STATE": image_folder(self.work / "state", {
-                    "active.img": self.active, "passive.img": self.active}, boot.menu, log),
+                    "active.img": self.active, "passive.img": self.active}, boot.menu, log,
+                    self.disk.boot_tries),
                 "COS_RECOVERY": image_folder(self.work / "recovery", {
                     "recovery.img": self.active}, boot.menu, log),
             }

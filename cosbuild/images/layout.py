@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import rootpath, tools
 from ..errors import CosbuildError
 from ..tools import TaskLog
-from . import biosboot, fsimage
+from . import biosboot, fsimage, grubenv
 from .fsimage import MIB
 
 
@@ -38,6 +38,9 @@ LAYOUT = (
 DEFAULT_IMAGE_SIZE = 2048   # MiB of a system image file
 IMAGES_DIR = "cOS"     # on COS_STATE and COS_RECOVERY
 MENU = "grub2/grub.cfg"
+# GRUB's environment block of the boot assessment, beside the menu (runtime/assessment.py)
+ASSESSMENT_FILE = "grub2/boot_assessment"
+DEFAULT_BOOT_TRIES = 3
 EFI_BINARY = "EFI/BOOT/BOOTX64.EFI"
 BIOS_BOOT_IMAGE = "i386-pc/boot.img"   # the MBR's code
 BIOS_CORE_IMAGE = "i386-pc/core.img"   # GRUB itself, in COS_BIOS
@@ -119,6 +122,14 @@ def boot_files(root: Path, folder: str) -> BootFiles:
                                      "system's runtime requires, or fix boot_files")
         found.append(path)
     return BootFiles(*found)
+
+
+def write_assessment(state: Path, boot_tries: int) -> None:
+    """COS_STATE's boot assessment file: nothing being assessed, `boot_tries` for the next
+    new image (GRUB never creates the file; it only writes into it)."""
+    path = state / ASSESSMENT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(grubenv.block({"boot_tries": str(boot_tries)}))
 
 
 def copy_sparse(source: Path, dest: Path, log: TaskLog) -> None:

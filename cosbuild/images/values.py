@@ -45,6 +45,15 @@ def size(largest: int, why: str) -> spec.Type:
     return spec.Type(f"size in MiB (1 to {largest})", parse)
 
 
+def count(largest: int) -> spec.Type:
+    """A whole number from 1 to `largest`."""
+    def parse(value, where: spec.Where) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= largest:
+            raise where.error(f"expected a whole number from 1 to {largest}, got {value!r}")
+        return value
+    return spec.Type(f"whole number (1 to {largest})", parse)
+
+
 def choice(*names: str) -> spec.Type:
     def parse(value, where: spec.Where) -> str:
         text = spec.STR.parse(value, where)

@@ -14,14 +14,15 @@ from .. import tools
 from ..errors import CosbuildError
 from ..images import fsimage
 from ..images.fsimage import MIB
-from ..images.layout import (DEFAULT_IMAGE_SIZE, EFI_BINARY, IMAGE_LABELS, IMAGES_DIR, LAYOUT,
-                             MENU, boot_files, copy_sparse, device_size, disk_size,
-                             fill_partitions, partition_sizes, partition_table, partition_uuid,
-                             write_partition_table)
+from ..images.layout import (DEFAULT_BOOT_TRIES, DEFAULT_IMAGE_SIZE, EFI_BINARY, IMAGE_LABELS,
+                             IMAGES_DIR, LAYOUT, MENU, boot_files, copy_sparse, device_size,
+                             disk_size, fill_partitions, partition_sizes, partition_table,
+                             partition_uuid, write_assessment, write_partition_table)
 from ..tools import TaskLog
 
 
-def install(device: Path, source: Path, image_size: int, boot_folder: str, log: TaskLog) -> None:
+def install(device: Path, source: Path, image_size: int, boot_folder: str, log: TaskLog,
+            boot_tries: int = DEFAULT_BOOT_TRIES) -> None:
     """Lay out `device` like `doit disk` from a running system whose root is `source`
     (cos-installer): the same partition table, each file system made on its partition, then
     the state and recovery file systems mounted to write the images straight into them (a
@@ -58,6 +59,7 @@ def install(device: Path, source: Path, image_size: int, boot_folder: str, log: 
             (mnt / IMAGES_DIR).mkdir(exist_ok=True)
             (mnt / MENU).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(boot.menu, mnt / MENU)
+        write_assessment(mounts["COS_STATE"], boot_tries)
         active = mounts["COS_STATE"] / IMAGES_DIR / "active.img"
         fsimage.make_ext(active, source, label=IMAGE_LABELS["active.img"], size_mib=image_size,
                          log=log, fs_type="ext2", seed=seed + "active")
@@ -90,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="MiB of each system image")
     parser.add_argument("--boot-files", default="/usr/lib/cos/grub",
                         help="folder of the system with the GRUB menu, EFI binary and BIOS images")
+    parser.add_argument("--boot-tries", type=int, choices=range(1, 10), metavar="1-9",
+                        default=DEFAULT_BOOT_TRIES,
+                        help="boots a new system image gets to pass its boot assessment "
+                             f"(default {DEFAULT_BOOT_TRIES})")
     args = parser.parse_args(argv)
     log_path = Path("/var/log/cos-installer.log")
     try:
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                                 hint="unmount it first")
         with TaskLog(log_path) as log:
             print(f"cos-installer: installing {args.source} onto {args.device}", flush=True)
-            install(args.device, args.source, args.image_size, args.boot_files, log)
+            install(args.device, args.source, args.image_size, args.boot_files, log,
+                    args.boot_tries)
     except CosbuildError as exc:
         print(f"cos-installer: error: {exc} (log: {log_path})", file=sys.stderr)
         return 1

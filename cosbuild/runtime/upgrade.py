@@ -8,6 +8,11 @@ active.img -> passive.img (label COS_PASSIVE), transition.img -> active.img (COS
 any error transition.img is removed and the system still boots the same active.img.
 `--recovery` does the same for COS_RECOVERY's recovery.img (RECOVERY_IMAGE).
 
+Boot assessment (assessment.py): the new active image and the passive one are counted anew;
+when the active image failed its assessment (the system rolled back to passive.img), an
+upgrade to the same version is nothing to do, and a newer one replaces the failed image
+while passive.img, the system that runs, stays. `cos-upgrade status` reports all of it.
+
 With TRUSTED_ROOT (a TUF root), every channel repository without a `trusted_root:` of its own
 is verified with it, so an unsigned or tampered channel is refused; the TUF metadata last
 trusted is kept on the partition being upgraded (TRUST_STATE), because /var of the running
@@ -31,7 +36,8 @@ from .. import tools
 from ..errors import CosbuildError
 from ..images import fsimage
 from ..images.fsimage import MIB
-from ..images.layout import DEFAULT_IMAGE_SIZE, IMAGE_LABELS, IMAGES_DIR
+from ..images import grubenv
+from ..images.layout import ASSESSMENT_FILE, DEFAULT_IMAGE_SIZE, IMAGE_LABELS, IMAGES_DIR
 from ..oci.registry import Registries, apply_image
 from ..repos.config import repositories
 from ..repos.index import load_repository
@@ -40,6 +46,9 @@ from ..repos.transaction import install
 from ..tools import TaskLog
 from ..tree import versions
 from ..tree.yamlio import loads
+from .assessment import (COUNTED, REPORT, active_failed, after_upgrade, boot_tries,
+                         lines_of)
+from .partitions import partition
 
 CONFIG = Path("/etc/cos-upgrade-image")
 REPO_CONFIG = Path("/etc/luet/luet.yaml")
@@ -91,46 +100,6 @@ class Slot:
 
 SYSTEM = Slot("COS_STATE", "active.img", "passive.img")
 RECOVERY = Slot("COS_RECOVERY", "recovery.img", None)
-
-
-def _mounts() -> dict[str, tuple[str, str]]:
-    """Mount point -> (device, options)."""
-    out = {}
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        device, point, _, options, *_ = line.split()
-        out[point.replace("\\040", " ")] = (device, options)
-    return out
-
-
-@contextlib.contextmanager
-def writable_partition(label: str, log: TaskLog):
-    """The partition `label` mounted read-write (remounted if the system has it read-only);
-    left as it was found."""
-    device = Path("/dev/disk/by-label") / label
-    if not device.exists():
-        raise CosbuildError(f"there is no {label} partition", hint="is this an installed cOS disk?")
-    real = os.path.realpath(device)
-    found = [(p, opts) for p, (dev, opts) in _mounts().items()
-             if dev.startswith("/dev/") and os.path.realpath(dev) == real]
-    if found:
-        point, options = found[0]
-        readonly = "ro" in options.split(",")
-        if readonly:
-            tools.run(["mount", "-o", "remount,rw", point], log=log, what=f"make {label} writable")
-        try:
-            yield Path(point)
-        finally:
-            if readonly:
-                os.sync()
-                tools.run(["mount", "-o", "remount,ro", point], log=log, what=f"remount {label}")
-        return
-    point = Path("/run/cos") / label.lower()
-    point.mkdir(parents=True, exist_ok=True)
-    tools.run(["mount", str(device), str(point)], log=log, what=f"mount {label}")
-    try:
-        yield point
-    finally:
-        tools.run(["umount", str(point)], log=log, what=f"unmount {label}")
 
 
 @contextlib.contextmanager
@@ -211,7 +180,7 @@ def upgrade(args, log: TaskLog) -> str:
                             "this system trusts only its signed channel", file=args.config,
                             key="TRUSTED_ROOT", hint="pass --no-verify to unpack it anyway")
     ref = chosen = None
-    with writable_partition(slot.label, log) as part:
+    with partition(slot.label, log) as part:
         if channel:
             # TRUSTED_ROOT for every repository without a trusted_root: of its own
             repos = repositories([], args.repo_config, trusted_root=config.trusted_root,
@@ -219,9 +188,16 @@ def upgrade(args, log: TaskLog) -> str:
             ref, chosen = newest(source, repos)
         images = part / IMAGES_DIR
         current = images / slot.image
+        assessment = part / ASSESSMENT_FILE
+        env = grubenv.read(assessment) if slot is SYSTEM and assessment.is_file() else None
+        failed = env is not None and active_failed(env)
         installed = installed_version(current, chosen.id, log) \
             if chosen and current.exists() else None
         if installed and not args.force and versions.compare(chosen.version, installed) <= 0:
+            if failed:   # rolled back from it: the same image would fail the same way
+                return (f"{slot.image} has {chosen.id} {installed}, which failed its boot "
+                        f"assessment; the channel has nothing newer ({chosen.version}): "
+                        "nothing to do (--force applies it again)")
             return (f"{slot.image} has {chosen.id} {installed}, as new as the channel's "
                     f"{chosen.version}: nothing to do (--force reinstalls)")
         size = args.size * MIB if args.size else (
@@ -244,20 +220,65 @@ def upgrade(args, log: TaskLog) -> str:
             with contextlib.suppress(FileNotFoundError):
                 transition.unlink()
             raise
-        # the switch: two renames; if it stops between them, GRUB boots passive.img
-        if slot.previous and current.exists():
+        if env is not None:   # first: a stop before the switch only counts the old image
+            grubenv.write(assessment, after_upgrade(env))
+            os.sync()
+        # the switch: two renames; if it stops between them, GRUB boots passive.img. An
+        # active image that failed its assessment is dropped: passive.img, which runs now,
+        # stays the previous system
+        rotate = slot.previous and current.exists() and not failed
+        if rotate:
             os.replace(current, images / slot.previous)
             fsimage.relabel(images / slot.previous, IMAGE_LABELS[slot.previous], log)
         os.replace(transition, current)
         os.sync()
     what = f"{chosen.id} {chosen.version}" if chosen else source
+    kept = f"; {slot.previous} stays the previous system (the image that failed its boot " \
+           "assessment is replaced)" if failed else ""
+    tries = f"; it has {boot_tries(env)} boots to pass its boot assessment" if env else ""
     return (f"{slot.image} is now {what}"
-            + (f"; the previous system is {slot.previous}" if slot.previous else "")
-            + ": reboot to start it")
+            + (f"; the previous system is {slot.previous}" if rotate else kept)
+            + tries + ": reboot to start it")
+
+
+def status(args, log: TaskLog) -> str:
+    """cos-upgrade status: the version of each image, the tries left, the last assessment."""
+    config = parse_upgrade_config(args.config.read_text(), str(args.config)) \
+        if args.config.is_file() else UpgradeConfig("", True, "")
+    package = {s: versions.parse_ref(ref).id for s, ref in
+               ((SYSTEM, config.upgrade_image), (RECOVERY, config.recovery_image)) if ref}
+    lines = []
+    for slot in (SYSTEM, RECOVERY):
+        with partition(slot.label, log, writable=False) as part:
+            env = {}
+            if slot is SYSTEM and (part / ASSESSMENT_FILE).is_file():
+                env = grubenv.read(part / ASSESSMENT_FILE)
+            for image in (slot.image, slot.previous):
+                path = part / IMAGES_DIR / image if image else None
+                if path is None or not path.exists():
+                    continue
+                name = package.get(slot) or package.get(SYSTEM)
+                version = installed_version(path, name, log) if name else None
+                tries = env.get(COUNTED.get(image, ""), "")
+                lines.append(f"{image}: {name or 'system'} {version or '(version unknown)'}"
+                             + (f", {tries} tries left" if tries else "")
+                             + (" (failed its boot assessment)" if tries == "0" else ""))
+            if env:
+                lines.append(f"boot tries of a new image: {boot_tries(env)}")
+                lines.append(f"last assessment: {env.get('assessed') or 'none yet'}")
+    report = dict(lines_of(args.report))
+    if report:
+        lines.append(f"this boot: {report.get('booted', '?')}, {report.get('result', '?')}")
+        if report.get("rollback", "no") != "no":
+            lines.append(f"rollback: {report['rollback']}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cos-upgrade", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", nargs="?", choices=("upgrade", "status"), default="upgrade",
+                        help="upgrade (the default), or status: each image's version, the "
+                             "tries left and the last boot assessment")
     parser.add_argument("--recovery", action="store_true", help="upgrade the recovery image")
     parser.add_argument("--image", help="package (channel) or container image to upgrade to, "
                                         "instead of the configured one")
@@ -270,10 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, help="MiB of the new image (default: the current one's)")
     parser.add_argument("--config", type=Path, default=CONFIG, help=f"default {CONFIG}")
     parser.add_argument("--repo-config", type=Path, default=REPO_CONFIG, help=f"default {REPO_CONFIG}")
+    parser.add_argument("--report", type=Path, default=REPORT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     log_path = Path("/var/log/cos-upgrade.log")
     try:
         with TaskLog(log_path) as log:
+            if args.action == "status":
+                print(status(args, log))
+                return 0
             print(f"cos-upgrade: {upgrade(args, log)}")
     except CosbuildError as exc:
         slot = RECOVERY if args.recovery else SYSTEM
