@@ -3,15 +3,17 @@ the qcow2, upgrade from a newer signed repository (and fail cleanly on a bad, ta
 unsigned one), reboot into the new system; cos-installer from the live ISO booted from a CD
 under UEFI. The long cycle (`make test-all`): upgrade the recovery image from a
 container image, fall back to the passive image when active.img is broken and to recovery
-when both are; without it, the container image is unpacked on the host by cos-upgrade's own
-function and the menu's fallback runs in grub-emu (tests/test_grub_menu.py).
-Integration: run by `make test`."""
+when both are; and the boot assessment's rollbacks: after a failed health check, after an
+early kernel panic, and to recovery when passive fails too. Without them, the container
+image is unpacked on the host by cos-upgrade's own function, and the menu's fallback and
+try counting run in grub-emu (tests/test_grub_menu.py). Integration: run by `make test`."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -52,21 +54,28 @@ def _reboot(vm: VM) -> None:
     vm.login("root", "sampleos")
 
 
-@pytest.fixture(scope="module")
-def upgrade_repo(sample, tmp_path_factory):
-    """The sample with system/sampleOS 0.1.1 (a version bump and a changed file), built and
-    made a repository signed with the test keys, which the installed image trusts, in a copy
-    of the project; the unchanged packages come from the cache."""
-    root = copy_project(tmp_path_factory.mktemp("upgrade"))
+def variant_repo(folder, version: str, step: str):
+    """The sample with system/sampleOS `version` and one more build step, built and made a
+    repository signed with the test keys, which the installed image trusts, in a copy of the
+    project in `folder`; the unchanged packages come from the cache. Returns its build
+    folder."""
+    root = copy_project(folder)
     definition = root / "tree/system/sampleOS/definition.yaml"
-    definition.write_text(definition.read_text().replace('version: "0.1.0"', 'version: "0.1.1"'))
+    definition.write_text(definition.read_text().replace('version: "0.1.0"',
+                                                         f'version: "{version}"'))
     build = root / "tree/system/sampleOS/build.yaml"
-    build.write_text(build.read_text().replace(
-        "steps:\n", "steps:\n  - echo 'upgraded' > /usr/share/sampleos-upgrade\n", 1))
+    build.write_text(build.read_text().replace("steps:\n", f"steps:\n  - {step}\n", 1))
     cosbuild(root, "run", "-n", "2", "-P", "thread", "build", "repo",
              env={**os.environ, "COSBUILD_SIGNING_KEYS": str(root / "keys")})
     assert (root / "build/tuf-timestamp.json").is_file()
     return root / "build"
+
+
+@pytest.fixture(scope="module")
+def upgrade_repo(sample, tmp_path_factory):
+    """system/sampleOS 0.1.1: a version bump and a changed file."""
+    return variant_repo(tmp_path_factory.mktemp("upgrade"), "0.1.1",
+                        "echo 'upgraded' > /usr/share/sampleos-upgrade")
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +271,153 @@ def test_installer_from_the_uefi_live_cd_lays_out_a_disk_that_boots(iso, tmp_pat
                    ("COS_GRUB", "COS_OEM", "COS_STATE", "COS_RECOVERY", "COS_PERSISTENT"))
     finally:
         installed.stop()
+
+
+# ----------------------------------------------------------------------------- boot assessment
+# (README "Boot assessment"; the counting itself runs in grub-emu, tests/test_grub_menu.py)
+
+TRY_TIMEOUT = 300   # one counted try: GRUB, the kernel, and a failure that reboots
+
+
+def _upgrade_from(vm: VM, repo) -> str:
+    with running(make_server(repo)) as url:
+        _use_repo(vm, url)
+        out, rc = _upgrade(vm)
+    assert rc == "0", out
+    return out
+
+
+def _tries(vm: VM, since: int, failure: str, image: str, count: int) -> int:
+    """Wait for `count` counted boots of `image` that each end in `failure`; returns where
+    the last one ended. A try's kernel line names the image and the arguments that make it
+    reboot on any failure."""
+    started = time.monotonic()
+    for n in range(count):
+        since = vm.wait_for(f"cos-img/filename=/cOS/{image}", TRY_TIMEOUT, since)
+        line = vm.output[since:vm.output.find("\n", since)]
+        assert "panic=5" in line and "rd.emergency=reboot" in line, line
+        since = vm.wait_for(failure, TRY_TIMEOUT, since)
+        print(f"{image}: try {n + 1} failed after {time.monotonic() - started:.0f} s")
+    return since
+
+
+def _assessment(vm: VM) -> dict[str, str]:
+    """/run/cos/boot_assessment, once the boot is over (the checks and their verdict)."""
+    out = vm.run("systemctl is-system-running --wait >/dev/null; cat /run/cos/boot_assessment",
+                 240)
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="module")
+def unhealthy_repo(sample, tmp_path_factory):
+    """system/sampleOS 0.2.0, whose own required health check fails."""
+    return variant_repo(tmp_path_factory.mktemp("unhealthy"), "0.2.0",
+                        "mkdir -p /etc/cos/health.d/required && printf '#!/bin/sh\\necho broken "
+                        "on purpose\\nexit 1\\n' > /etc/cos/health.d/required/00-broken && "
+                        "chmod 755 /etc/cos/health.d/required/00-broken")
+
+
+@pytest.fixture(scope="module")
+def healthy_repo(sample, tmp_path_factory):
+    """system/sampleOS 0.2.1: good again."""
+    return variant_repo(tmp_path_factory.mktemp("healthy"), "0.2.1",
+                        "echo 'upgraded' > /usr/share/sampleos-upgrade")
+
+
+@pytest.fixture(scope="module")
+def panicking_repo(sample, tmp_path_factory):
+    """system/sampleOS 0.3.0, whose kernel panics early: its bootargs.cfg (which the menu
+    sources from the image) names an init the initramfs does not have, so the kernel looks
+    for the root itself and cannot find LABEL=COS_STATE."""
+    return variant_repo(tmp_path_factory.mktemp("panicking"), "0.3.0",
+                        "mkdir -p /etc/cos && echo 'set kernelcmd=\"console=tty1 "
+                        "console=ttyS0,115200 rdinit=/nonexistent\"' > /etc/cos/bootargs.cfg")
+
+
+@pytest.mark.boot_cycle
+def test_boot_assessment_rollback_after_a_failed_health_check(disk, unhealthy_repo,
+                                                              healthy_repo, tmp_path):
+    """An upgrade whose required health check fails: three tries, each rebooting, then the
+    previous image by itself; it says so, does not apply the same image again, and a good
+    upgrade after it applies."""
+    started = time.monotonic()
+    vm = _boot_disk(disk, tmp_path)
+    try:
+        _boot(vm)
+        assert _assessment(vm)["result"] == "good"   # an installed disk: nothing counted
+        out = _upgrade_from(vm, unhealthy_repo)
+        assert "active.img is now system/sampleOS 0.2.0" in out and "3 boots" in out, out
+        since = len(vm.output)
+        vm.send("reboot")
+        since = _tries(vm, since, "rebooting in 10 s", "active.img", 3)
+        assert "required/00-broken: FAILED (exit status 1: broken on purpose)" in vm.output
+        for left in (2, 1, 0):
+            assert f"active.img has {left} tries left; rebooting" in vm.output
+        _boot(vm, since)
+        assert _booted(vm) == ("/cOS/passive.img", "0.1.0")
+        assert vm.http_get("/hello", 180) == b"hello"
+        found = _assessment(vm)
+        assert found["rollback"] == \
+            "active.img failed its boot assessment (3 tries): running passive.img", found
+        assert found["result"] == "good", found
+        status = vm.run("cos-upgrade status", 120)
+        assert "active.img: system/sampleOS 0.2.0, 0 tries left (failed its boot assessment)" \
+            in status, status
+        assert "passive.img: system/sampleOS 0.1.0" in status and \
+            "last assessment: good:passive.img" in status, status
+        with running(make_server(unhealthy_repo)) as url:   # the same image: not again
+            _use_repo(vm, url)
+            out, rc = _upgrade(vm)
+        assert rc == "0" and "which failed its boot assessment" in out, out
+        out = _upgrade_from(vm, healthy_repo)
+        assert "active.img is now system/sampleOS 0.2.1" in out and \
+            "passive.img stays the previous system" in out, out
+        _reboot(vm)
+        assert _booted(vm) == ("/cOS/active.img", "0.2.1")
+        assert vm.http_get("/hello", 180) == b"hello"
+        assert _assessment(vm)["result"] == "good"
+        status = vm.run("cos-upgrade status", 120)
+        assert "last assessment: good:active.img" in status, status
+        assert "passive.img: system/sampleOS 0.1.0" in status, status
+    finally:
+        vm.stop()
+        print(f"health check rollback cycle: {time.monotonic() - started:.0f} s")
+
+
+@pytest.mark.boot_cycle
+def test_rollback_after_a_kernel_panic_then_recovery_when_passive_fails_too(
+        disk, panicking_repo, tmp_path):
+    """An upgrade whose kernel panics early: three quick tries, then the previous image.
+    Then passive.img made the same broken image, counted: three tries of it, then recovery."""
+    started = time.monotonic()
+    vm = _boot_disk(disk, tmp_path)
+    try:
+        _boot(vm)
+        out = _upgrade_from(vm, panicking_repo)
+        assert "active.img is now system/sampleOS 0.3.0" in out, out
+        since = len(vm.output)
+        vm.send("reboot")
+        since = _tries(vm, since, "Kernel panic", "active.img", 3)
+        _boot(vm, since)
+        assert _booted(vm) == ("/cOS/passive.img", "0.1.0")
+        assert _assessment(vm)["rollback"] == \
+            "active.img failed its boot assessment (3 tries): running passive.img"
+        # passive.img becomes the broken image too (a new file: the running one stays
+        # readable), counted as after an upgrade
+        vm.run("mount -o remount,rw /run/cos/state && cd /run/cos/state/cOS && "
+               "cp --sparse=always active.img passive.new && mv passive.new passive.img && "
+               "python3 -c 'from pathlib import Path; from cosbuild.images import grubenv as g; "
+               "p = Path(\"/run/cos/state/grub2/boot_assessment\"); "
+               "g.write(p, {**g.read(p), \"passive_tries\": \"3\"})' && cd / && sync", 600)
+        since = len(vm.output)
+        vm.send("reboot -f")   # the running image's file is gone: no orderly unmount
+        since = _tries(vm, since, "Kernel panic", "passive.img", 3)
+        since = vm.wait_for("cos-img/filename=/cOS/recovery.img", TRY_TIMEOUT, since)
+        _boot(vm, since)
+        assert _booted(vm) == ("/cOS/recovery.img", "0.1.0")
+        assert _assessment(vm)["rollback"] == (
+            "active.img failed its boot assessment (3 tries) and so did passive.img (3 tries): "
+            "running recovery.img")
+    finally:
+        vm.stop()
+        print(f"kernel panic rollback cycle: {time.monotonic() - started:.0f} s")
