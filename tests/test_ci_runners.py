@@ -21,6 +21,7 @@ from .buildtree import SMALL_TREE
 from .ci_runner import checkout_files
 from .conftest import write_files
 from .test_build_integration import cosbuild
+from .test_iso import ISO_YAML
 from .test_shared_cache import empty_image_store, env_for, remove_images
 
 pytestmark = pytest.mark.integration
@@ -30,17 +31,7 @@ DEADLINE = 1200   # seconds for the whole plan: the base's bootstrap is most of 
 
 # packages an ISO is made of (a fake kernel: nothing boots it), built on the small tree's base
 ISO_TREE = {
-    "iso.yaml": """\
-packages:
-  rootfs: [system/os]
-  uefi: [live/efi]
-  isoimage: [live/bios]
-initramfs: {kernel_file: vmlinuz, rootfs_file: initrd}
-label: TEST_LIVE
-image_prefix: "test-"
-image_name: "live"
-squashfs_options: {compression: gzip}
-""",
+    "iso.yaml": ISO_YAML,
     "tree/os/definition.yaml": "name: os\ncategory: system\nversion: '1'\n",
     "tree/os/build.yaml": """\
 requires:
