@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -54,12 +55,18 @@ def _reboot(vm: VM) -> None:
     vm.login("root", "sampleos")
 
 
-def variant_repo(folder, version: str, step: str):
+def variant_repo(folder, version: str, step: str, after=None):
     """The sample with system/sampleOS `version` and one more build step, built and made a
     repository signed with the test keys, which the installed image trusts, in a copy of the
     project in `folder`; the unchanged packages come from the cache. Returns its build
-    folder."""
+    folder. `after`: an earlier variant's build folder that this one is the next version of,
+    as one channel is over time: its signed metadata continue from that one's (a client
+    that trusted that one refuses a repository whose metadata start again)."""
     root = copy_project(folder)
+    if after is not None:
+        (root / "build").mkdir()
+        for path in [*after.glob("tuf-*.json"), after / "repository.yaml"]:
+            shutil.copy(path, root / "build" / path.name)
     definition = root / "tree/system/sampleOS/definition.yaml"
     definition.write_text(definition.read_text().replace('version: "0.1.0"',
                                                          f'version: "{version}"'))
@@ -318,10 +325,10 @@ def unhealthy_repo(sample, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def healthy_repo(sample, tmp_path_factory):
-    """system/sampleOS 0.2.1: good again."""
+def healthy_repo(sample, unhealthy_repo, tmp_path_factory):
+    """system/sampleOS 0.2.1: good again, the next version of the same channel."""
     return variant_repo(tmp_path_factory.mktemp("healthy"), "0.2.1",
-                        "echo 'upgraded' > /usr/share/sampleos-upgrade")
+                        "echo 'upgraded' > /usr/share/sampleos-upgrade", after=unhealthy_repo)
 
 
 @pytest.fixture(scope="module")
