@@ -67,7 +67,8 @@ PROGRAMS = (
     # cos-setup inside the OS
     Program("sh", "dash", "cos-setup (step commands)"),
     Program("modprobe", "kmod", "cos-setup (modules)", host=False),
-    Program("systemctl", "systemd", "cos-setup (systemctl)", host=False),
+    Program("systemctl", "systemd", "cos-setup (systemctl), cos-boot-assessment (reboot)",
+            host=False),
     Program("systemd-firstboot", "systemd", "cos-setup (systemd_firstboot)", host=False),
     Program("useradd", "passwd", "cos-setup (users)"),
     Program("usermod", "passwd", "cos-setup (users)"),
@@ -86,6 +87,10 @@ PROGRAMS = (
     Program("vagrant", "vagrant", "Vagrant box tests (vagrant box add, no VM)"),
     Program("grub-emu", "grub-emu", "boot menu tests (the disk's GRUB menu run without a VM)"),
     Program("grub-mkimage", "grub-common", "BIOS boot tests (a GRUB core that says it ran)"),
+    Program("grub-editenv", "grub-common", "boot assessment tests (GRUB's own reader of the "
+            "environment block cosbuild writes)"),
+    Program("systemd-analyze", "systemd", "disk tests (the system's boot has no ordering "
+            "cycle)"),
     Program("/usr/lib/grub/i386-pc/boot.img", "grub-pc-bin", "BIOS boot tests (the MBR code)"),
     Program("go", "golang-go", "Helm differential tests (tests/helmref), finalizer tests",
             libraries=("golang-github-masterminds-sprig-dev", "golang-github-imdario-mergo-dev",
