@@ -374,6 +374,9 @@ class IsoBuilder:
         say(f"ISO: {self.output} ({self.output.stat().st_size / 1e6:.0f} MB, sha256 {digest[:16]}...)")
 
 
+ISO_PADDING = 300 * 1024
+
+
 def write_iso(out: Path, files: dict[str, Path], iso: IsoSpec) -> None:
     """ISO 9660 + Rock Ridge + Joliet with El Torito BIOS and EFI entries and an isohybrid MBR."""
     import pycdlib   # only when the ISO is written: doit loads this module for every run
@@ -419,6 +422,10 @@ def write_iso(out: Path, files: dict[str, Path], iso: IsoSpec) -> None:
                         media_name="noemul", bootable=True)
         label_id = int.from_bytes(hashlib.sha256(iso.label.encode()).digest()[:4], "little")
         cd.add_isohybrid(efi=True, mbr_id=label_id)
+        # zeros after the last file, as xorriso's default -padding: pycdlib writes the backup
+        # GPT into the image's last 33 sectors, over the end of the last file (ISOLINUX's
+        # ldlinux.c32) when the 1 MiB rounding leaves less room than that
+        cd._finish_add(ISO_PADDING, 0)
         cd.write(str(out))
         cd.close()
     # the MBR boot code of the syslinux that made isolinux.bin (pycdlib writes its own copy)
