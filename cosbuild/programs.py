@@ -61,6 +61,14 @@ PROGRAMS = (
             "cosbuild vm (the disk's overlay)"),
     Program("qemu-system-x86_64", "qemu-system-x86", "cosbuild vm, boot tests"),
     Program("/usr/share/ovmf/OVMF.fd", "ovmf", "cosbuild vm --uefi, UEFI boot tests"),
+    Program("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf", "cosbuild vm --secure-boot, Secure Boot "
+            "tests (the firmware that enforces it)"),
+    Program("/usr/share/OVMF/OVMF_VARS_4M.ms.fd", "ovmf", "cosbuild vm --secure-boot "
+            "(Microsoft's keys enrolled)"),
+    Program("/usr/share/OVMF/OVMF_VARS_4M.fd", "ovmf", "cosbuild vm --secure-boot (the "
+            "derivative's certificate enrolled)"),
+    Program("sbsign", "sbsigntool", "doit iso, doit disk (secure_boot: shim signed with the "
+            "derivative's key)"),
     Program("mount", "mount", "cos-upgrade, cos-installer, ISO tests"),
     Program("umount", "mount", "cos-upgrade, cos-installer, ISO tests"),
     Program("udevadm", "udev", "cos-installer", host=False),
@@ -86,6 +94,10 @@ PROGRAMS = (
             "boot menu tests (GRUB's clock sped up)"),
     Program("vagrant", "vagrant", "Vagrant box tests (vagrant box add, no VM)"),
     Program("grub-emu", "grub-emu", "boot menu tests (the disk's GRUB menu run without a VM)"),
+    Program("sbverify", "sbsigntool", "Secure Boot tests (the signatures of a signed shim)"),
+    Program("/usr/lib/shim/shimx64.efi", "shim-unsigned", "Secure Boot tests (an unsigned boot "
+            "loader, which the firmware refuses, and one to sign)"),
+    Program("openssl", "openssl", "Secure Boot tests (a key and certificate of a derivative)"),
     Program("grub-mkimage", "grub-common", "BIOS boot tests (a GRUB core that says it ran)"),
     Program("grub-editenv", "grub-common", "boot assessment tests (GRUB's own reader of the "
             "environment block cosbuild writes)"),

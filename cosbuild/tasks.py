@@ -399,6 +399,7 @@ def task_definitions(project: Project, targets: frozenset[str] = frozenset()) ->
         iso = IsoBuilder(project, load_iso_spec(project.settings.iso))
         spec_files = [str(project.settings.iso)] + sorted(
             str(p) for d in iso.iso.overlay.values() for p in d.rglob("*") if p.is_file())
+        keys = iso.iso.secure_boot.files() if iso.iso.secure_boot else []
 
         kinds = ("rootfs", "uefi", "isoimage")
         for kind in kinds:
@@ -409,7 +410,7 @@ def task_definitions(project: Project, targets: frozenset[str] = frozenset()) ->
                 actions.append((_step, ["iso", iso.make_uefi_image]))
                 targets.append(str(iso.uefi_img))
             yield {"name": kind, "actions": actions, "task_dep": ["repo"],
-                   "file_dep": inputs(iso.iso, kind) + spec_files,
+                   "file_dep": inputs(iso.iso, kind) + spec_files + (keys if kind == "uefi" else []),
                    "targets": targets, "uptodate": [folder.is_dir], "verbosity": 2}
         yield {"name": "squashfs", "actions": [(_step, ["iso", iso.make_squashfs])],
                "file_dep": [str(iso.manifest("rootfs"))], "targets": [str(iso.squashfs)],
@@ -455,7 +456,8 @@ def task_definitions(project: Project, targets: frozenset[str] = frozenset()) ->
                "file_dep": [str(disk.manifest)] + sbom_inputs(disk.disk, ["system"]),
                "targets": [str(disk.sbom)], "verbosity": 2}
         yield {"name": "raw", "actions": [(_step, ["disk", disk.make_raw])],
-               "file_dep": [str(disk.active), str(disk.manifest), str(project.settings.disk)],
+               "file_dep": [str(disk.active), str(disk.manifest), str(project.settings.disk)]
+               + (disk.disk.secure_boot.files() if disk.disk.secure_boot else []),
                "targets": [str(disk.raw)], "verbosity": 2}
         from .images import formats
         for fmt in formats.closure(disk.disk.formats):

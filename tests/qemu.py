@@ -12,9 +12,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cosbuild.images import vm
+from cosbuild.images import secureboot, vm
+from cosbuild.tools import TaskLog
 
 OVMF = vm.OVMF
+
+
+def secure_boot_vars(folder: Path, cert: Path | None = None) -> Path:
+    """A machine's own variable store with Secure Boot on, as `cosbuild vm --secure-boot`
+    makes it: Microsoft's keys, or only `cert`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return secureboot.make_vars(folder / "vars.fd", cert, TaskLog(folder / "vars.log"))
 
 
 def free_port() -> int:
@@ -26,17 +34,19 @@ def free_port() -> int:
 class VM:
     def __init__(self, iso: Path | None, *, uefi: bool = False, as_disk: bool = False, log: Path,
                  disks: tuple[Path, ...] = (), kernel: tuple[Path, Path, str] | None = None,
-                 boot_disk: Path | None = None):
+                 boot_disk: Path | None = None, secure_boot_vars: Path | None = None):
         """`disks`: extra raw disks (changes are discarded); `kernel`: (kernel, initrd,
         command line) to boot directly instead of through the ISO's boot loader;
-        `boot_disk`: a qcow2 disk that is written to, and the machine may reboot."""
+        `boot_disk`: a qcow2 disk that is written to, and the machine may reboot;
+        `secure_boot_vars`: UEFI with Secure Boot enforced, this variable store."""
         assert not uefi or OVMF.exists(), f"{OVMF} is missing: apt-get install ovmf (make deps does)"
         self.port = free_port()
         self.log_path = log
         # cosbuild vm's own command line, with the console on a pipe instead of the terminal
         argv = vm.qemu_argv(vm.Machine(
             firmware="uefi" if uefi else "bios", iso=iso, iso_as_disk=as_disk,
-            boot_disk=boot_disk, disks=disks, kernel=kernel, forwards=((self.port, 8090),),
+            boot_disk=boot_disk, disks=disks, kernel=kernel, secure_boot_vars=secure_boot_vars,
+            forwards=((self.port, 8090),),
             serial="stdio", accel=("tcg",)))
         self.output = ""
         self._lock = threading.Lock()
@@ -100,6 +110,12 @@ class VM:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(2)
+
+    def assert_secure_boot(self) -> None:
+        """Logged in: the kernel was started with Secure Boot on (and so locked itself down)."""
+        out = self.run("dmesg | grep -e 'Secure boot' -e 'locked down'")
+        assert "secureboot: Secure boot enabled" in out, out
+        assert "Kernel is locked down from EFI Secure Boot" in out, out
 
     def stop(self) -> None:
         if self.proc.poll() is None:

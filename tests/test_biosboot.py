@@ -85,7 +85,7 @@ def test_a_roots_oversized_core_is_refused_without_reading_it_all(tmp_path):
     core = tmp_path / "core.img"
     with open(core, "wb") as f:        # sparse: 1 TiB a whole read would swallow
         f.truncate(1 << 40)
-    boot = layout.BootFiles(tmp_path / "grub.cfg", tmp_path / "BOOTX64.EFI", BOOT_IMG, core)
+    boot = layout.BootFiles(tmp_path / "grub.cfg", {}, BOOT_IMG, core)
     before = disk.read_bytes()
     with pytest.raises(CosbuildError, match="does not fit the 1024 KiB BIOS boot partition"):
         boot.install_bios(disk, places)

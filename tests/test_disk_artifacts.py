@@ -62,10 +62,13 @@ def test_disk_layout(formats):
     state = _debugfs(at("COS_STATE"), "ls -l /cOS") + _debugfs(at("COS_STATE"), "ls -l /grub2")
     assert all(name in state for name in ("active.img", "passive.img", "grub.cfg"))
     assert "recovery.img" in _debugfs(at("COS_RECOVERY"), "ls -l /cOS")
-    efi = subprocess.run(["mdir", "-b", "-i", f"{formats['raw']}@@{parts['COS_GRUB']['start'] * 512}",
-                          "::/EFI/BOOT"], capture_output=True, text=True, check=True,
+    # Debian's signed chain: shim, the signed GRUB beside it, its way to the menu
+    efi = subprocess.run(["mdir", "-/", "-b", "-i",
+                          f"{formats['raw']}@@{parts['COS_GRUB']['start'] * 512}", "::/EFI"],
+                         capture_output=True, text=True, check=True,
                          env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}).stdout
-    assert "BOOTX64.EFI" in efi
+    assert sorted(line.strip() for line in efi.splitlines() if not line.endswith("/")) == \
+        ["::/EFI/BOOT/BOOTX64.EFI", "::/EFI/BOOT/grubx64.efi", "::/EFI/debian/grub.cfg"], efi
     info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(formats["qcow2"])],
                                      capture_output=True, text=True, check=True).stdout)
     assert info["format"] == "qcow2" and info["virtual-size"] == formats["raw"].stat().st_size

@@ -1,7 +1,7 @@
 """The installed disk in QEMU (its files are checked by tests/test_disk_artifacts.py): boot
-the qcow2, upgrade from a newer signed repository (and fail cleanly on a bad, tampered or
-unsigned one), reboot into the new system; cos-installer from the live ISO booted from a CD
-under UEFI. The long cycle (`make test-all`): upgrade the recovery image from a
+the qcow2 with Secure Boot enforced, upgrade from a newer signed repository (and fail
+cleanly on a bad, tampered or unsigned one), reboot into the new system; cos-installer from
+the live ISO booted from a CD under UEFI with Secure Boot enforced. The long cycle (`make test-all`): upgrade the recovery image from a
 container image, fall back to the passive image when active.img is broken and to recovery
 when both are; and the boot assessment's rollbacks: after a failed health check, after an
 early kernel panic, and to recovery when passive fails too. Without them, the container
@@ -24,7 +24,7 @@ from cosbuild.tools import TaskLog
 
 from . import signing
 from .conftest import copy_project, cosbuild_ok as cosbuild, running
-from .qemu import VM
+from .qemu import VM, secure_boot_vars
 from .test_iso_boot import check_booted
 
 pytestmark = pytest.mark.integration
@@ -132,13 +132,14 @@ def _state(vm: VM) -> str:
     return vm.run("ls -i /run/cos/state/cOS/")
 
 
-def _boot_disk(disk, tmp_path, uefi: bool = True) -> VM:
+def _boot_disk(disk, tmp_path, uefi: bool = True, secure_boot: bool = False) -> VM:
     """The built disk in a UEFI (or BIOS: SeaBIOS) machine, started, not yet booted, through
-    an overlay: the built qcow2 stays as it is."""
+    an overlay: the built qcow2 stays as it is. `secure_boot`: enforced, Microsoft's keys."""
     boot = tmp_path / "boot.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                     str(disk["qcow2"]), str(boot)], check=True)
-    return VM(None, uefi=uefi, boot_disk=boot, log=tmp_path / "console.log")
+    return VM(None, uefi=uefi, boot_disk=boot, log=tmp_path / "console.log",
+              secure_boot_vars=secure_boot_vars(tmp_path / "firmware") if secure_boot else None)
 
 
 def test_the_disk_boots_with_bios_too(disk, tmp_path):
@@ -155,11 +156,14 @@ def test_the_disk_boots_with_bios_too(disk, tmp_path):
         vm.stop()
 
 
-def test_install_signed_upgrade_reboot(disk, upgrade_repo, bad_repos, tmp_path):
-    vm = _boot_disk(disk, tmp_path)
+def test_install_signed_upgrade_reboot_under_secure_boot(disk, upgrade_repo, bad_repos, tmp_path):
+    """UEFI with Secure Boot enforced (Microsoft's keys): shim, Debian's signed GRUB and
+    kernel boot the disk, and the upgraded system after the reboot."""
+    vm = _boot_disk(disk, tmp_path, secure_boot=True)
     try:
         _boot(vm)
         assert _booted(vm) == ("/cOS/active.img", "0.1.0")
+        vm.assert_secure_boot()
         # / is the read-only image; the layout's paths are writable overlays
         assert "Read-only file system" in vm.run("touch /usr/x")
         assert "rc=0" in vm.run("touch /etc/x; echo rc=$?")
@@ -199,6 +203,7 @@ def test_install_signed_upgrade_reboot(disk, upgrade_repo, bad_repos, tmp_path):
             assert rc == "0" and "nothing to do" in out, out
         _reboot(vm)
         assert _booted(vm) == ("/cOS/active.img", "0.1.1")
+        vm.assert_secure_boot()
         assert vm.run("cat /usr/share/sampleos-upgrade").strip().endswith("upgraded")
         passive = "/run/cos/state/cOS/passive.img"
         assert "COS_PASSIVE" in vm.run(f"dumpe2fs -h {passive} 2>/dev/null | grep name")
@@ -251,15 +256,18 @@ def test_recovery_from_a_container_image_then_fallback(disk, upgrade_image, tmp_
         vm.stop()
 
 
-def test_installer_from_the_uefi_live_cd_lays_out_a_disk_that_boots(iso, tmp_path):
-    """The live ISO from a CD under UEFI, checked as every live boot is, installs itself on a
-    disk, which then boots with BIOS (the installer writes both firmwares' boot loaders; the
-    same layout's UEFI boot is the built disk's)."""
+def test_installer_from_the_live_cd_under_secure_boot_lays_out_a_disk_that_boots(iso, tmp_path):
+    """The live ISO from a CD under UEFI with Secure Boot enforced (Microsoft's keys: shim,
+    Debian's CD GRUB and kernel), checked as every live boot is, installs itself on a disk,
+    which then boots with BIOS (the installer writes both firmwares' boot loaders; the same
+    layout's UEFI boot is the built disk's)."""
     target = tmp_path / "target.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(target), "16G"], check=True)
-    live = VM(iso, uefi=True, boot_disk=target, log=tmp_path / "live.log")
+    live = VM(iso, uefi=True, boot_disk=target, log=tmp_path / "live.log",
+              secure_boot_vars=secure_boot_vars(tmp_path / "firmware"))
     try:
         check_booted(live)
+        live.assert_secure_boot()
         assert "is not a block device" in live.run("cos-installer /dev/nothing")
         out = live.run("cos-installer /dev/vda; echo rc=$?", UPGRADE_TIMEOUT)
         assert "rc=0" in out and "/dev/vda is ready" in out, out

@@ -1,5 +1,5 @@
-"""The installed disk's boot menu, run by GRUB itself: system/grub2-efi's embedded.cfg and
-grub.cfg, unchanged, in grub-emu against a small disk laid out as cOS's (COS_STATE with
+"""The installed disk's boot menu, run by GRUB itself: system/grub2-efi's embedded.cfg (BIOS)
+or esp.cfg (EFI) and grub.cfg, unchanged, in grub-emu against a small disk laid out as cOS's (COS_STATE with
 active.img and passive.img, COS_RECOVERY with recovery.img). Which entry boots when images
 are broken, and with which kernel arguments: the menu's logic, in a second a case. The QEMU
 boots prove that each image boots (tests/test_disk_boot.py; its fallback reboots run in
@@ -45,9 +45,13 @@ function initrd {
     halt
   fi
 }
-source {embedded}
-source $prefix/grub.cfg
+{way}
 """
+# how each firmware's GRUB reaches the menu: the BIOS core's embedded configuration, then
+# normal mode's $prefix/grub.cfg; the signed EFI GRUB's /EFI/debian/grub.cfg (esp.cfg), which
+# goes on to the menu itself
+WAYS = {"bios": f"source {MENU / 'embedded.cfg'}\nsource $prefix/grub.cfg",
+        "efi": f"source {MENU / 'esp.cfg'}"}
 
 
 def mkfs(folder: Path, image: Path, label: str, size: str, fs: str) -> None:
@@ -96,12 +100,13 @@ def cos_disk(work: Path, broken: set[str], env: dict[str, str] | None = None) ->
     return disk
 
 
-def boot_menu(work: Path, broken: set[str], env: dict[str, str] | None = None) -> str:
+def boot_menu(work: Path, broken: set[str], env: dict[str, str] | None = None,
+              way: str = "bios") -> str:
     """grub-emu's console output of one boot of a new disk."""
-    return boot(work, cos_disk(work, broken, env))
+    return boot(work, cos_disk(work, broken, env), way)
 
 
-def boot(work: Path, disk: Path) -> str:
+def boot(work: Path, disk: Path, way: str = "bios") -> str:
     """grub-emu's console output of one boot of `disk`, escape sequences removed. faketime
     runs GRUB's clock 50 times faster (the menu's timeout, the pause before each fallback)."""
     (work / "device.map").write_text(f"(hd0) {disk}\n")
@@ -109,7 +114,7 @@ def boot(work: Path, disk: Path) -> str:
     if not prefix.exists():
         prefix.mkdir()
         (prefix / "x86_64-emu").symlink_to(GRUB_EMU_MODULES)
-        (prefix / "grub.cfg").write_text(HARNESS.replace("{embedded}", str(MENU / "embedded.cfg")))
+        (prefix / "grub.cfg").write_text(HARNESS.replace("{way}", WAYS[way]))
     log = work / "grub.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(["faketime", "-f", "+0 x50", "grub-emu", "-m",
@@ -142,8 +147,9 @@ def _grub_emu():
     ({"active", "passive"}, "recovery",
      "root=LABEL=COS_RECOVERY cos-img/filename=/cOS/recovery.img"),
 ], ids=["all-good", "active-broken", "active-and-passive-broken"])
-def test_the_menu_boots_the_first_image_it_can_read(tmp_path, broken, entry, args):
-    out = boot_menu(tmp_path, broken)
+@pytest.mark.parametrize("way", WAYS)
+def test_the_menu_boots_the_first_image_it_can_read(tmp_path, broken, entry, args, way):
+    out = boot_menu(tmp_path, broken, way=way)
     assert f"HARNESS-BOOT entry={entry}" in out, out
     assert f"kernel-of-{entry}" in out, out          # the kernel of that image was read
     # the kernel line GRUB ran last (its terminal wraps it at a space)

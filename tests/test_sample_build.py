@@ -87,8 +87,10 @@ def test_sampleos_branding_and_oem_overrides(sample):
 
 
 def test_boot_loader_packages(sample):
-    assert "EFI/BOOT/BOOTX64.EFI" in artifact_members(
-        sample / "build/grub2-efi-image-live-0.1.0.package.tar.zst")
+    # Debian's signed shim and CD GRUB, the menu, and where the signed GRUB looks for it
+    assert {"EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/grubx64.efi", "boot/grub/grub.cfg",
+            ".disk/info"} <= set(artifact_members(
+                sample / "build/grub2-efi-image-live-0.2.0.package.tar.zst"))
     syslinux = artifact_members(sample / "build/syslinux-live-0.1.0.package.tar.zst")
     assert {"boot/syslinux/isolinux.bin", "boot/syslinux/ldlinux.c32",
             "boot/syslinux/isohdpfx.bin", "boot/syslinux/isolinux.cfg"} <= set(syslinux)

@@ -250,7 +250,7 @@ def test_the_sample_os_package_holds_the_service_and_the_base(monkeypatch):
     graph = load_project(settings.resolve({}, env={})).graph
     assert sbom.held(graph, "system/sampleOS@0.1.0") == {
         "app/sampleOSService@0.1.0", "system/cos@0.1.0", "distro/base@1.0.0",
-        "system/cosbuild-client@0.1.0", "system/grub2-efi@0.1.0", "system/cos-initrd@0.1.0"}
+        "system/cosbuild-client@0.1.0", "system/grub2-efi@0.2.0", "system/cos-initrd@0.1.0"}
 
 
 # ----------------------------------------------------------------------------- the document

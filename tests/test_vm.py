@@ -51,6 +51,15 @@ def test_the_command_line_of_a_disk_an_iso_and_the_firmwares():
     assert iso[-5:] == ["-no-reboot", "-bios", str(vm.OVMF), "-cdrom", "/b/x.iso"]
 
 
+def test_secure_boot_runs_the_enforcing_firmware_with_the_machines_variable_store():
+    argv = vm.qemu_argv(vm.Machine(iso=Path("/b/x.iso"), secure_boot_vars=Path("/b/vm/x.vars.fd")))
+    assert "-bios" not in argv
+    assert argv[-9:] == [
+        "-no-reboot", "-machine", "q35",
+        "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "-drive", "if=pflash,format=raw,unit=1,file=/b/vm/x.vars.fd", "-cdrom", "/b/x.iso"]
+
+
 @pytest.mark.parametrize("case", ["cd-oem", "usb", "uefi-disk", "bios-disk", "kernel"])
 def test_the_boot_tests_harness_keeps_its_command_line(case, tmp_path, monkeypatch):
     """tests/qemu.py's VM runs the very command line it ran before it used images/vm.py."""
@@ -143,6 +152,7 @@ def test_the_image_asked_for_else_the_newest(tmp_path):
     ([], "nothing to boot: no build/tiny-live.iso or build/tiny.qcow2"),
     (["--iso", "--disk"], "--iso and --disk together: choose one"),
     (["--uefi", "--bios"], "--uefi and --bios together: choose one"),
+    (["--secure-boot", "--bios"], "--secure-boot and --bios together: Secure Boot is UEFI's"),
     (["--forward", "8090"], "expected HOST:GUEST TCP ports"),
     (["--accel", ":"], "no accelerator"),
     (["--channel-port", "-1"], "-1 is not a TCP port"),
@@ -166,6 +176,31 @@ def test_missing_qemu_or_firmware_names_the_package(project, monkeypatch):
     monkeypatch.setattr(vm, "OVMF", root / "OVMF.fd")
     with pytest.raises(CosbuildError, match="OVMF.fd is not installed"):
         vm.boot(_settings(root), {})
+
+
+@pytest.mark.parametrize("own_key", [False, True])
+def test_secure_boot_gives_the_machine_a_variable_store_with_the_images_keys(
+        project, monkeypatch, tmp_path, own_key):
+    """Microsoft's keys, or only the certificate of disk.yaml's secure_boot when it has one,
+    in build/vm/<name>.vars.fd."""
+    from .test_secure_boot import certificate, enrolled, key_pair
+    root = project({"disk.yaml": DISK_YAML})
+    if own_key:
+        key, cert = key_pair(root / "keys")
+        (root / "disk.yaml").write_text(DISK_YAML + "secure_boot: {key: keys/db.key, cert: keys/db.crt}\n")
+    (root / "build").mkdir()
+    (root / "build/tiny.qcow2").write_bytes(b"")
+    ran = []
+    monkeypatch.setattr(vm, "overlay", lambda disk, folder, log: disk)
+    monkeypatch.setattr(vm, "run", lambda machine, *a, **k: ran.append(machine) or 0)
+    assert vm.boot(_settings(root), {"secure_boot": True, "disk": True}) == 0
+    store = root / "build/vm/tiny.vars.fd"
+    assert ran[0].secure_boot_vars == store and ran[0].firmware == "uefi"
+    if own_key:
+        cert = certificate(cert)
+        assert enrolled(store) == {"PK": [cert], "KEK": [cert], "db": [cert]}
+    else:
+        assert store.read_bytes() == vm.secureboot.MICROSOFT_VARS.read_bytes()
 
 
 def test_vm_options_named_as_settings_are_the_commands(project):

@@ -13,9 +13,10 @@ Steps, each a doit task:
 - `disk:qcow2`: build/NAME.qcow2 (qemu-img convert), the VM image;
 - `disk:sbom`: build/NAME.spdx.json, the SBOM of the system (sbom.py).
 
-The system carries its boot loader (disk.yaml `boot_files`, from system/grub2-efi): the EFI
-binary goes to COS_GRUB, GRUB's BIOS core.img to COS_BIOS and boot.img to the MBR, grub.cfg
-(the one menu both read) to COS_STATE. cos-installer, inside the OS, lays out a real
+The system carries its boot loader (disk.yaml `boot_files`, from system/grub2-efi): shim,
+the signed GRUB and its way to the menu go to COS_GRUB (shim signed with disk.yaml's
+`secure_boot` key too, when it has one), GRUB's BIOS core.img to COS_BIOS and boot.img to
+the MBR, grub.cfg (the one menu both read) to COS_STATE. cos-installer, inside the OS, lays out a real
 device with the same layout (images/layout.py), partition table and images
 (runtime/installer.py).
 """
@@ -36,9 +37,9 @@ from ..tools import TaskLog
 from ..tree import spec
 from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
-from . import formats, fsimage, sbom, values
+from . import formats, fsimage, sbom, secureboot, values
 from .layout import (BIOS_BOOT_IMAGE, BIOS_CORE_IMAGE, DEFAULT_BOOT_TRIES, DEFAULT_IMAGE_SIZE,
-                     EFI_BINARY, IMAGE_LABELS, IMAGES_DIR, MENU, boot_files, copy_sparse,
+                     EFI_BINARY, ESP_FILES, IMAGE_LABELS, IMAGES_DIR, MENU, boot_files, copy_sparse,
                      disk_size, fill_partitions, partition_sizes, partition_table,
                      write_assessment, write_partition_table)
 
@@ -62,8 +63,8 @@ DISK_KEYWORDS = (
                  "sizes of the partitions that hold no images (COS_STATE fits three images, "
                  "COS_RECOVERY one)"),
     spec.Keyword("boot_files", values.inside("the system root"), "usr/lib/cos/grub",
-                 f"folder of the system root with {MENU.split('/')[-1]}, {EFI_BINARY}, "
-                 f"{BIOS_BOOT_IMAGE} and {BIOS_CORE_IMAGE}"),
+                 f"folder of the system root with {MENU.split('/')[-1]}, "
+                 f"{', '.join(ESP_FILES)}, {BIOS_BOOT_IMAGE} and {BIOS_CORE_IMAGE}"),
     spec.Keyword("boot_tries", values.count(9), DEFAULT_BOOT_TRIES,
                  "boots a new system image gets to pass its boot assessment before GRUB "
                  "falls back to the previous one (README \"Boot assessment\")"),
@@ -71,6 +72,8 @@ DISK_KEYWORDS = (
     spec.Keyword("formats", values.choices(*formats.BY_NAME), formats.DEFAULT,
                  "the files of `doit disk`, each made from the raw disk: "
                  + formats.reference()),
+    spec.Keyword("secure_boot", secureboot.SECURE_BOOT, None,
+                 secureboot.DOC.replace("shim", "COS_GRUB's shim", 1)),
 )
 
 
@@ -85,6 +88,7 @@ class DiskSpec:
     wheres: dict = field(default_factory=dict, compare=False)  # package list -> its Where
     formats: tuple[str, ...] = formats.DEFAULT
     boot_tries: int = DEFAULT_BOOT_TRIES
+    secure_boot: secureboot.Keys | None = None
 
 
 def load_disk_spec(path: Path) -> DiskSpec:
@@ -97,7 +101,8 @@ def load_disk_spec(path: Path) -> DiskSpec:
     sizes = partition_sizes(f["image_size"], **dict(f["partitions"] or {}))
     name = spec.file_name(f["name"], spec.Where(str(path), data.line_of("name"), "name"))
     return DiskSpec(path, refs, f["image_size"], sizes, "/" + f["boot_files"],
-                    name, {"system": where}, f["formats"], f["boot_tries"])
+                    name, {"system": where}, f["formats"], f["boot_tries"],
+                    secureboot.keys(f["secure_boot"], path, data.line_of("secure_boot")))
 
 
 def image_folder(work: Path, images: dict[str, Path], menu: Path, log: TaskLog,
@@ -164,10 +169,9 @@ class DiskBuilder:
     def make_raw(self) -> None:
         boot = boot_files(self.rootfs_dir, self.disk.boot_files)
         with self.log("raw") as log, atomic_path(self.raw) as tmp:
-            efi_dir = self.work / "efi"
-            shutil.rmtree(efi_dir, ignore_errors=True)
-            (efi_dir / EFI_BINARY).parent.mkdir(parents=True)
-            shutil.copyfile(boot.efi, efi_dir / EFI_BINARY)
+            efi_dir = boot.esp_folder(self.work / "efi")
+            if self.disk.secure_boot is not None:
+                secureboot.sign(efi_dir / EFI_BINARY, self.disk.secure_boot, log, "COS_GRUB's shim")
             contents = {
                 "COS_GRUB": efi_dir,
                 "COS_STATE": image_folder(self.work / "state", {

@@ -40,7 +40,7 @@ from ..tree import spec
 from ..tree.project import Project
 from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
-from . import fsimage, sbom, values
+from . import fsimage, sbom, secureboot, values
 
 log = logging.getLogger("cosbuild")
 
@@ -149,6 +149,8 @@ ISO_KEYWORDS = (
     spec.Keyword("isohybrid_mbr", IN_ISO, "boot/syslinux/isohdpfx.bin",
                  "MBR boot code for USB sticks (first 432 bytes are used)"),
     spec.Keyword("luet", _nested(LUET_KEYWORDS, "luet"), None, "where packages come from"),
+    spec.Keyword("secure_boot", secureboot.SECURE_BOOT, None,
+                 secureboot.DOC.replace("shim", "boot/uefi.img's shim", 1)),
 )
 
 
@@ -171,6 +173,7 @@ class IsoSpec:
     isohybrid_mbr: str
     repositories: tuple
     wheres: dict = field(default_factory=dict, compare=False)  # package list -> its Where
+    secure_boot: secureboot.Keys | None = None
 
 
 def load_iso_spec(path: Path) -> IsoSpec:
@@ -209,7 +212,8 @@ def load_iso_spec(path: Path) -> IsoSpec:
                    f["label"], name, f["arch"], overlay, sq.get("compression", "xz"),
                    sq.get("compression_options", ""), f["boot_file"], f["boot_catalog"],
                    f["isohybrid_mbr"],
-                   tuple((f["luet"] or {}).get("repositories") or ()), wheres)
+                   tuple((f["luet"] or {}).get("repositories") or ()), wheres,
+                   secureboot.keys(f["secure_boot"], path, data.line_of("secure_boot")))
 
 
 class IsoBuilder:
@@ -318,13 +322,19 @@ class IsoBuilder:
     # ----------------------------------------------------------------- boot/uefi.img
 
     def make_uefi_image(self) -> None:
-        """A FAT image holding the EFI root, made without mounting (mkfs.vfat + mtools)."""
-        files = [p for p in self.uefi_dir.rglob("*") if p.is_file()]
-        if not any(p.name.upper() == "BOOTX64.EFI" for p in files):
+        """A FAT image holding the EFI root, made without mounting (mkfs.vfat + mtools); its
+        boot loader signed with the derivative's key when iso.yaml has one (the EFI root was
+        staged afresh just before, by the same task)."""
+        files = [p for p in self.uefi_dir.rglob("*") if p.is_file() and not p.is_symlink()]
+        loaders = [p for p in files
+                   if p.relative_to(self.uefi_dir).as_posix().upper() == "EFI/BOOT/BOOTX64.EFI"]
+        if not loaders:
             raise CosbuildError("no EFI/BOOT/BOOTX64.EFI in the EFI image", file=self.iso.file,
                                 key="packages.uefi", hint="add the EFI boot loader package")
-        size_kib = (sum(p.stat().st_size for p in files) * 12 // 10) // 1024 + 2048
         with self.log("uefi") as log, atomic_path(self.uefi_img) as tmp:
+            if self.iso.secure_boot is not None:
+                secureboot.sign(loaders[0], self.iso.secure_boot, log, "the EFI image's boot loader")
+            size_kib = (sum(p.stat().st_size for p in files) * 12 // 10) // 1024 + 2048
             tmp.unlink()
             fsimage.make_fat(tmp, self.uefi_dir, label="COS_GRUB", size_kib=size_kib, log=log)
 

@@ -8,6 +8,7 @@ of both firmwares (one GRUB menu on COS_STATE, read by the EFI binary and the BI
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,11 @@ MENU = "grub2/grub.cfg"
 # GRUB's environment block of the boot assessment, beside the menu (runtime/assessment.py)
 ASSESSMENT_FILE = "grub2/boot_assessment"
 DEFAULT_BOOT_TRIES = 3
+# COS_GRUB's files, from the boot files folder to the same paths there: the firmware runs
+# shim, shim runs the signed GRUB beside it, which reads its way to the menu from
+# /EFI/debian (`doit disk` signs shim with a derivative's own key: images/secureboot.py)
 EFI_BINARY = "EFI/BOOT/BOOTX64.EFI"
+ESP_FILES = (EFI_BINARY, "EFI/BOOT/grubx64.efi", "EFI/debian/grub.cfg")
 BIOS_BOOT_IMAGE = "i386-pc/boot.img"   # the MBR's code
 BIOS_CORE_IMAGE = "i386-pc/core.img"   # GRUB itself, in COS_BIOS
 BIOS_PARTITION = 1                      # MiB: core.img is ~150 KiB, GRUB's limit ~460 KiB
@@ -90,9 +95,17 @@ def write_partition_table(target: Path, script: str, log: TaskLog) -> None:
 @dataclass(frozen=True)
 class BootFiles:
     menu: Path
-    efi: Path
+    esp: dict          # ESP_FILES path -> the root's file
     bios_boot: Path
     bios_core: Path
+
+    def esp_folder(self, folder: Path) -> Path:
+        """`folder`, made again with COS_GRUB's files."""
+        shutil.rmtree(folder, ignore_errors=True)
+        for name, source in self.esp.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, folder / name)
+        return folder
 
     def install_bios(self, target: Path, places: dict[str, tuple[int, int | None]]) -> None:
         """GRUB's BIOS boot code into the disk `target` laid out at `places`."""
@@ -106,11 +119,11 @@ class BootFiles:
 
 
 def boot_files(root: Path, folder: str) -> BootFiles:
-    """The system's GRUB menu, EFI binary and BIOS images, checked; the root's links are
+    """The system's GRUB menu, EFI files and BIOS images, checked; the root's links are
     followed inside it only (a package's link cannot make a host file the disk's boot
     loader)."""
     found = []
-    for name in (MENU.split("/")[-1], EFI_BINARY, BIOS_BOOT_IMAGE, BIOS_CORE_IMAGE):
+    for name in (MENU.split("/")[-1], *ESP_FILES, BIOS_BOOT_IMAGE, BIOS_CORE_IMAGE):
         try:
             path = rootpath.resolve(root, f"{folder}/{name}", follow_last=True)
         except CosbuildError as exc:
@@ -121,7 +134,8 @@ def boot_files(root: Path, folder: str) -> BootFiles:
                                 hint="add the boot loader package (system/grub2-efi) to the "
                                      "system's runtime requires, or fix boot_files")
         found.append(path)
-    return BootFiles(*found)
+    menu, *esp, bios_boot, bios_core = found
+    return BootFiles(menu, dict(zip(ESP_FILES, esp)), bios_boot, bios_core)
 
 
 def write_assessment(state: Path, boot_tries: int) -> None:

@@ -26,6 +26,7 @@ from .. import tools
 from ..errors import CosbuildError
 from ..programs import install_hint
 from ..tools import TaskLog
+from . import secureboot
 
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 GUEST_HOST = "10.0.2.2"   # the host as QEMU's user network shows it to the machine
@@ -45,6 +46,9 @@ OPTIONS = (
     Option("disk", "boot the installed disk, build/<disk.yaml's name>.qcow2, through its "
            "overlay build/vm/<name>.qcow2"),
     Option("uefi", "UEFI firmware: OVMF (the default)"),
+    Option("secure_boot", "UEFI with Secure Boot enforced: Microsoft's keys enrolled, or only "
+           "the derivative's certificate when the image's iso.yaml or disk.yaml has "
+           "secure_boot (in a variable store of the machine's own, build/vm/<name>.vars.fd)"),
     Option("bios", "BIOS firmware: QEMU's SeaBIOS"),
     Option("snapshot", "write nothing: boot the built disk itself, discarding what the "
            "machine writes (QEMU's snapshot=on)"),
@@ -97,6 +101,7 @@ class Machine:
     snapshot: bool = False           # the boot disk's writes discarded
     disks: tuple[Path, ...] = ()     # more disks, their writes discarded
     kernel: tuple[Path, Path, str] | None = None   # kernel, initrd, command line: direct boot
+    secure_boot_vars: Path | None = None   # UEFI with Secure Boot: its writable variable store
     forwards: tuple[tuple[int, int], ...] = ()      # (port of 127.0.0.1, the machine's port)
     serial: str = "mon:stdio"        # mon:stdio: the console and QEMU's monitor, Ctrl-A X quits
     accel: tuple[str, ...] = ("kvm", "tcg")
@@ -121,7 +126,13 @@ def qemu_argv(m: Machine) -> list[str]:
         argv.append("-no-reboot")   # a live machine's reboot ends the run
     else:
         argv += drive_argv(m.boot_disk, snapshot=m.snapshot)
-    if m.firmware == "uefi":
+    if m.firmware == "uefi" and m.secure_boot_vars is not None:
+        # the firmware that enforces Secure Boot reads its keys from pflash: a q35 machine
+        # (the variable store not SMM-protected, as Debian's own tests run it under TCG)
+        argv += ["-machine", "q35",
+                 "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={secureboot.CODE}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={m.secure_boot_vars}"]
+    elif m.firmware == "uefi":
         argv += ["-bios", str(OVMF)]
     for disk in m.disks:
         argv += drive_argv(disk, snapshot=True)
@@ -166,6 +177,13 @@ def image_paths(settings) -> dict[str, Path]:
     return paths
 
 
+def image_keys(settings, kind: str):
+    """The derivative's Secure Boot keys of the ISO's or the disk's specification, or None."""
+    from .disk import load_disk_spec
+    from .iso import load_iso_spec
+    return (load_iso_spec(settings.iso) if kind == "iso" else load_disk_spec(settings.disk)).secure_boot
+
+
 def choose_image(paths: dict[str, Path], kind: str | None) -> tuple[str, Path]:
     """The image asked for, else the one built last; an error says how to build it."""
     if kind is not None:
@@ -203,6 +221,9 @@ def boot(settings, options: dict) -> int:
     if not 0 <= channel_port < 65536:
         raise CosbuildError(f"{channel_port} is not a TCP port", key="--channel-port",
                             hint="0 to 65535; 0 picks a free one")
+    if options["secure_boot"] and firmware == "bios":
+        raise CosbuildError("--secure-boot and --bios together: Secure Boot is UEFI's",
+                            key="--secure-boot / --bios")
     kind, image = choose_image(image_paths(settings), wanted)
     if firmware == "uefi" and not OVMF.is_file():
         raise CosbuildError(f"{OVMF} is not installed", hint=install_hint(str(OVMF)))
@@ -211,9 +232,16 @@ def boot(settings, options: dict) -> int:
     with TaskLog(settings.logs_dir / "vm.log") as log:
         if kind == "disk" and not snapshot:
             image = overlay(image, settings.build_dir / "vm", log)
+        secure_vars = None
+        if options["secure_boot"]:
+            keys = image_keys(settings, kind)
+            secure_vars = secureboot.make_vars(settings.build_dir / "vm" / f"{image.stem}.vars.fd",
+                                               keys.cert if keys else None, log)
+            _say("Secure Boot enforced: " + (f"only {keys.cert} enrolled" if keys
+                                              else "Microsoft's keys enrolled"))
         machine = Machine(firmware=firmware, iso=image if kind == "iso" else None,
                           boot_disk=image if kind == "disk" else None, snapshot=snapshot,
-                          forwards=forwards, accel=accel,
+                          secure_boot_vars=secure_vars, forwards=forwards, accel=accel,
                           serial="stdio" if options["headless"] else "mon:stdio")
         return run(machine, settings.build_dir, channel_port,
                    headless=bool(options["headless"]), qemu=qemu, log=log)

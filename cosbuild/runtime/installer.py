@@ -14,7 +14,7 @@ from .. import tools
 from ..errors import CosbuildError
 from ..images import fsimage
 from ..images.fsimage import MIB
-from ..images.layout import (DEFAULT_BOOT_TRIES, DEFAULT_IMAGE_SIZE, EFI_BINARY, IMAGE_LABELS,
+from ..images.layout import (DEFAULT_BOOT_TRIES, DEFAULT_IMAGE_SIZE, IMAGE_LABELS,
                              IMAGES_DIR, LAYOUT, MENU, boot_files, copy_sparse, device_size,
                              disk_size, fill_partitions, partition_sizes, partition_table,
                              partition_uuid, write_assessment, write_partition_table)
@@ -45,10 +45,7 @@ def install(device: Path, source: Path, image_size: int, boot_folder: str, log: 
     # the partitions' own devices (the kernel caches each block device on its own)
     targets = {p.label: (Path("/dev/disk/by-partuuid") / partition_uuid(seed, p.label), 0, None)
                for p in LAYOUT}
-    efi_dir = Path("/run/cos/installer-efi")
-    shutil.rmtree(efi_dir, ignore_errors=True)
-    (efi_dir / EFI_BINARY).parent.mkdir(parents=True)
-    shutil.copyfile(boot.efi, efi_dir / EFI_BINARY)
+    efi_dir = boot.esp_folder(Path("/run/cos/installer-efi"))
     fill_partitions(targets, {"COS_GRUB": efi_dir}, seed, log)
     run(["udevadm", "settle"], "wait for the new file systems")
     mounts = {label: Path("/run/cos/installer") / label for label in ("COS_STATE", "COS_RECOVERY")}
