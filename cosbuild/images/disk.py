@@ -73,7 +73,7 @@ DISK_KEYWORDS = (
                  "the files of `doit disk`, each made from the raw disk: "
                  + formats.reference()),
     spec.Keyword("secure_boot", secureboot.SECURE_BOOT, None,
-                 secureboot.DOC.replace("shim", "COS_GRUB's shim", 1)),
+                 secureboot.doc("COS_GRUB's shim")),
 )
 
 

@@ -150,7 +150,7 @@ ISO_KEYWORDS = (
                  "MBR boot code for USB sticks (first 432 bytes are used)"),
     spec.Keyword("luet", _nested(LUET_KEYWORDS, "luet"), None, "where packages come from"),
     spec.Keyword("secure_boot", secureboot.SECURE_BOOT, None,
-                 secureboot.DOC.replace("shim", "boot/uefi.img's shim", 1)),
+                 secureboot.doc("boot/uefi.img's shim")),
 )
 
 

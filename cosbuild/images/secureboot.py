@@ -51,8 +51,13 @@ KEYWORDS = (
                  "its X.509 certificate (PEM): what a machine enrolls in its db", required=True),
 )
 SECURE_BOOT = spec.nested(KEYWORDS, "secure_boot")
-DOC = ("{key, cert}: also sign shim with the derivative's own key (paths relative to this "
-       "file's folder); without it, Microsoft's signature only (README \"Secure Boot\")")
+
+
+def doc(shim: str) -> str:
+    """The keyword's help in iso.yaml or disk.yaml, whose `shim` it signs."""
+    return (f"{{key, cert}}: also sign {shim} with the derivative's own key (paths relative "
+            "to this file's folder, or absolute); without it, Microsoft's signature only "
+            "(README \"Secure Boot\")")
 
 
 @dataclass(frozen=True)
