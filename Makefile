@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: iso disk keys test test-all deps unit clean
+.PHONY: iso disk keys docs test test-all deps unit clean
 
 deps: $(VENV)/.installed
 
@@ -25,13 +25,13 @@ iso: keys
 disk: keys
 	$(BIN)/doit -n 2 -P thread validate build repo image disk
 
-# The sample's signing keys in keys/, made on the first build (README "Signed upgrades"), and
+# The sample's signing keys in keys/, made on the first build (docs/runtime.md), and
 # the copy of their public root that the system image trusts. A doit run of its own: the
 # builds after it must load the tree with that copy in it.
 keys: deps
 	$(BIN)/doit keys
 
-# The test tiers (README "Tests"). unit: no containers, no VMs, both cores. test: what CI
+# The test tiers (docs/contributing.md). unit: no containers, no VMs, both cores. test: what CI
 # runs, the unit tier then every integration test but the opt-in long boot cycles, one after
 # another (they share one sample build, ISO and disk). test-all: the long cycles too.
 unit: deps
@@ -42,6 +42,10 @@ test: unit
 
 test-all: deps
 	COSBUILD_TEST_BOOT_CYCLES=1 $(MAKE) test
+
+# The guide's generated pages, from their one table each (tests/test_docs.py: current)
+docs: deps
+	for page in keywords settings cli; do $(BIN)/cosbuild docs $$page > docs/$$page.md; done
 
 clean:
 	rm -rf build

@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="rewrite a Helm-templated tree (--tree) as Jinja2")
     migrate.add_argument("--output", type=Path, required=True, help="the new tree's folder")
     sub.add_parser("keywords", help="print the spec keyword reference (Markdown)")
+    p = sub.add_parser("docs", help="print a generated page of the guide (Markdown): the spec "
+                       "keywords, the settings or this command line")
+    p.add_argument("page", choices=tuple(DOCS_PAGES))
     sub.add_parser("helpers", help="list the template helpers")
     repo = sub.add_parser("create-repo", help="make build/ (or --output) a package repository")
     repo.add_argument("--output", help="folder with the artifacts (default: the build dir); "
@@ -146,6 +149,67 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"doit {name} on this project's tasks (doit's own options follow)",
                        add_help=False)
     return parser
+
+
+CLI_PAGE = """\
+# The command line
+
+```sh
+cosbuild validate                       # every mistake of the project, each with file:line
+cosbuild build app/sampleOSService      # build it and what it builds on
+cosbuild run iso                        # a doit task: the live ISO
+cosbuild --tree ../mytree list          # the tasks of another tree (no dodo.py needed)
+```
+
+`cosbuild COMMAND` runs one of the commands below; `cosbuild run|list|info|clean|forget
+TASK...` is doit itself on the project's tasks ([builds.md](builds.md#doit-tasks)), as
+`doit TASK` is in this repository. The global options, the [settings](settings.md), may come
+before or after the command (`cosbuild graph --json --tree ../mytree`); after a doit command,
+`-v` is doit's own (`--verbosity`) and doit's options pass through (`cosbuild list --all
+--tree ../mytree`). A mistake is one line on standard error naming the file, key or URL, and
+exit status 1.
+
+This page is generated from the command's parser in `cosbuild/cli.py` (`cosbuild docs cli`).
+"""
+
+
+def cli_page() -> str:
+    """docs/cli.md: every command of the parser, its usage, help and arguments."""
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help for a in commands._choices_actions}
+    out = [CLI_PAGE]
+
+    def section(name: str, command: argparse.ArgumentParser, text: str, level: str) -> None:
+        usage = " ".join(command.format_usage().split())   # one line, as argparse's wraps vary
+        out.append(f"{level} cosbuild {name}\n\n{text[0].upper()}{text[1:]}.\n\n"
+                   f"```\n{usage.replace('usage: ', '')}\n```\n")
+        args = [a for a in command._actions
+                if a.help not in (None, argparse.SUPPRESS) and not isinstance(
+                    a, (argparse._HelpAction, argparse._SubParsersAction))]
+        if args:
+            out.append("\n".join(f"- `{', '.join(a.option_strings) or a.metavar or a.dest}`: "
+                                  f"{a.help}" for a in args) + "\n")
+        for action in command._actions:   # `keys generate`, `keys rotate`
+            if isinstance(action, argparse._SubParsersAction):
+                inner = {a.dest: a.help for a in action._choices_actions}
+                for sub_name, sub in action.choices.items():
+                    section(f"{name} {sub_name}", sub, inner[sub_name], "###")
+
+    for name, command in commands.choices.items():
+        if name not in DOIT_COMMANDS:
+            section(name, command, helps[name], "##")
+    out.append("## cosbuild " + "|".join(DOIT_COMMANDS) + " TASK...\n\n"
+               "doit's own commands on this project's tasks; doit's options follow.\n")
+    return "\n".join(out)
+
+
+def _keywords() -> str:
+    from .tree.spec import keyword_reference
+    return keyword_reference()
+
+
+DOCS_PAGES = {"keywords": _keywords, "settings": settings.settings_page, "cli": cli_page}
 
 
 def graph_json(graph: Graph) -> dict:
@@ -277,9 +341,8 @@ def _run(args) -> int:
         _check_client_paths(args)
         args.own_build = Path(settings.value_of("build_dir", vars(args)))
         return CLIENT_COMMANDS[args.command](args) or 0
-    if args.command == "keywords":
-        from .tree.spec import keyword_reference
-        print(keyword_reference())
+    if args.command in ("keywords", "docs"):
+        print(DOCS_PAGES[getattr(args, "page", "keywords")]())
         return 0
     if args.command == "helpers":
         from .tree.render import helper_reference

@@ -33,8 +33,9 @@ SETTINGS = (
                       "flavor whose values/<flavor>.yaml is used when no values file is given"),
     Setting("build_dir", "COSBUILD_BUILD_DIR", "build", "output folder for specs, artifacts and logs"),
     Setting("image_repository", "COSBUILD_IMAGE_REPOSITORY", "luet/cache",
-            "repository of the cache images, tagged by build hash; naming a registry "
-            "(HOST/PATH) makes it a shared cache, looked up before building and pushed to"),
+            "repository of the cache images, tagged by build hash: luet/cache is local storage "
+            "only; naming a registry (HOST[:PORT]/PATH) makes it a shared cache, looked up "
+            "before building and pushed to (builds.md, Shared build cache)"),
     Setting("pull_repositories", "COSBUILD_PULL_REPOSITORIES", "",
             "read-only cache image repositories in registries (HOST/PATH), looked up after "
             "the image repository (repeatable; ','-separated)", multiple=True, separator=","),
@@ -57,7 +58,8 @@ SETTINGS = (
             "before those of the project's .luet.yaml or luet.yaml (repeatable; ','-separated)",
             multiple=True, separator=","),
     Setting("isolation", "COSBUILD_ISOLATION", "chroot",
-            "buildah --isolation: chroot (works everywhere), oci or rootless"),
+            "buildah --isolation: chroot (works everywhere; OCI isolation fails on cgroups-v1 "
+            "hybrid hosts), oci or rootless"),
     Setting("storage_driver", "COSBUILD_STORAGE_DRIVER", "",
             "buildah --storage-driver (default: buildah's own, overlay on Debian)"),
     Setting("template_engine", "COSBUILD_TEMPLATE_ENGINE", "auto",
@@ -277,6 +279,35 @@ def _yes(value) -> bool:
     return str(value).lower() in ("1", "yes", "true", "on")
 
 
-def settings_reference() -> str:
-    return "\n".join(f"- `--{s.name.replace('_', '-')}` / `{s.env}` / `doit {s.name}=...`: {s.doc}"
-                     f" (default: `{s.default or '-'}`)" for s in SETTINGS)
+SETTINGS_PAGE = """\
+# Settings
+
+```sh
+cosbuild --flavor trixie build system/sampleOS     # an option
+doit flavor=trixie build:system/sampleOS           # a doit variable
+COSBUILD_FLAVOR=trixie make iso                    # an environment variable
+```
+
+Every setting is a command-line option of `cosbuild` (before or after the command), a doit
+variable (`doit NAME=VALUE TASK`) and an environment variable, in that precedence. A
+repeatable option is given once per value; its variables take the values joined by the
+separator shown. An on/off setting takes `1`, `yes`, `true` or `on` in its variables.
+`-v` is `--verbose`. The command-line reference is [cli.md](cli.md).
+
+This page is generated from `cosbuild/settings.py` (`cosbuild docs settings`).
+"""
+
+
+def settings_page() -> str:
+    """docs/settings.md: each setting of the one table, with its three spellings."""
+    rows = []
+    for s in SETTINGS:
+        option = f"--{s.name.replace('_', '-')}"
+        value = "" if s.flag else " VALUE"
+        spelled = (f"`{option}`" + (" (repeatable)" if s.multiple else "")
+                   + f", `doit {s.name}={'1' if s.flag else '...'}`, `{s.env}`")
+        if s.multiple:
+            spelled += f" (`{s.separator}`-separated)"
+        default = "off" if s.flag else (f"`{s.default}`" if s.default else "none")
+        rows.append(f"## {option}{value}\n\n{spelled}; default {default}.\n\n{s.doc[0].upper()}{s.doc[1:]}.\n")
+    return SETTINGS_PAGE + "\n" + "\n".join(rows)

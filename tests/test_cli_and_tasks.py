@@ -136,12 +136,8 @@ def test_doit_keys_makes_the_sample_keys_once_and_ships_their_root(tmp_path):
     assert shipped.read_bytes() == root.read_bytes() != made
 
 
-def test_keyword_reference_is_generated_from_the_table():
-    text = (REPO / "docs/keywords.md").read_text()
-    proc = subprocess.run([sys.executable, "-m", "cosbuild.cli", "keywords"], cwd=REPO,
-                          capture_output=True, text=True)
-    assert proc.stdout == text + "\n" or proc.stdout == text, \
-        "docs/keywords.md is stale: run `cosbuild keywords > docs/keywords.md`"
+def test_the_keyword_reference_holds_the_table():
+    text = (REPO / "docs/keywords.md").read_text()   # current: tests/test_docs.py
     assert "| `requires_final_images` |" in text and "| `bootstrap` |" in text
 
 

@@ -289,7 +289,7 @@ def test_installer_from_the_live_cd_under_secure_boot_lays_out_a_disk_that_boots
 
 
 # ----------------------------------------------------------------------------- boot assessment
-# (README "Boot assessment"; the counting itself runs in grub-emu, tests/test_grub_menu.py)
+# (docs/runtime.md, "Boot assessment"; the counting itself runs in grub-emu, tests/test_grub_menu.py)
 
 TRY_TIMEOUT = 300   # one counted try: GRUB, the kernel, and a failure that reboots
 

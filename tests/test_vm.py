@@ -105,7 +105,7 @@ def test_the_options_drive_the_command_the_task_and_the_docs():
         assert params[o.name]["long"] == vm.option_flag(o)[2:]
     assert params["forward"]["type"] is list and params["forward"]["default"] == ["8090:8090"]
     assert params["channel_port"]["default"] == 8000
-    assert vm.reference() in (REPO / "README.md").read_text()   # README "Boot it"
+    assert vm.reference() in (REPO / "docs/disks.md").read_text()   # "Boot it"
 
 
 def test_forwards_are_host_guest_ports():

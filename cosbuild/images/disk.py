@@ -67,7 +67,7 @@ DISK_KEYWORDS = (
                  f"{', '.join(ESP_FILES)}, {BIOS_BOOT_IMAGE} and {BIOS_CORE_IMAGE}"),
     spec.Keyword("boot_tries", values.count(9), DEFAULT_BOOT_TRIES,
                  "boots a new system image gets to pass its boot assessment before GRUB "
-                 "falls back to the previous one (README \"Boot assessment\")"),
+                 "falls back to the previous one (docs/runtime.md, \"Boot assessment\")"),
     spec.Keyword("name", spec.STR, "disk", "build/NAME.raw and build/NAME.qcow2"),
     spec.Keyword("formats", values.choices(*formats.BY_NAME), formats.DEFAULT,
                  "the files of `doit disk`, each made from the raw disk: "

@@ -57,7 +57,7 @@ def doc(shim: str) -> str:
     """The keyword's help in iso.yaml or disk.yaml, whose `shim` it signs."""
     return (f"{{key, cert}}: also sign {shim} with the derivative's own key (paths relative "
             "to this file's folder, or absolute); without it, Microsoft's signature only "
-            "(README \"Secure Boot\")")
+            "(docs/disks.md, \"Secure Boot\")")
 
 
 @dataclass(frozen=True)

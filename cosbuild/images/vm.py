@@ -79,7 +79,7 @@ def describe(o: Option) -> str:
 
 
 def reference() -> str:
-    """The options as Markdown, for the README."""
+    """The options as Markdown, for docs/disks.md ("Boot it")."""
     return "\n".join(f"- `{option_flag(o)}`: {describe(o)}" for o in OPTIONS)
 
 

@@ -1,5 +1,5 @@
 """Boot assessment, inside an installed system: a new image has a few tries to prove itself,
-and a system that fails them rolls back by itself (README "Boot assessment").
+and a system that fails them rolls back by itself (docs/runtime.md, "Boot assessment").
 
 The state is GRUB's environment block on COS_STATE (layout.ASSESSMENT_FILE), which the
 menu (system/grub2-efi's grub.cfg) and this module share:

@@ -80,7 +80,7 @@ def _required(value, message: str = "a required value is missing"):
     return value
 
 
-# name -> (callable, doc): the documented helper set (see `cosbuild helpers` and the README)
+# name -> (callable, doc): the documented helper set (see `cosbuild helpers` and docs/trees.md)
 FILTERS = {
     "toyaml": (_toyaml, "value as block YAML (combine with indent)"),
     "quote": (_quote, "a double-quoted YAML string"),

@@ -533,7 +533,7 @@ def keyword_reference() -> str:
             "text/template with sprig, `.Values.x`, as luet 0.20 renders them) or Jinja2 "
             "(`values.x`), chosen per file: a `# cosbuild-engine: helm|jinja2` comment, else "
             "the file's syntax, else its tree's, else Helm; `--template-engine` forces one. "
-            "`cosbuild helpers` lists the functions of both; the README explains the values "
+            "`cosbuild helpers` lists the functions of both; docs/trees.md explains the values "
             "each one sees.", ""]
     return "\n".join(out)
 
