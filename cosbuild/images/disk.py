@@ -16,8 +16,8 @@ Steps, each a doit task:
 The system carries its boot loader (disk.yaml `boot_files`, from system/grub2-efi): shim,
 the signed GRUB and its way to the menu go to COS_GRUB (shim signed with disk.yaml's
 `secure_boot` key too, when it has one), GRUB's BIOS core.img to COS_BIOS and boot.img to
-the MBR, grub.cfg (the one menu both read) to COS_STATE. cos-installer, inside the OS, lays out a real
-device with the same layout (images/layout.py), partition table and images
+the MBR, grub.cfg (the one menu both read) to COS_STATE. cos-installer, inside the OS, lays
+out a real device with the same layout (images/layout.py), partition table and images
 (runtime/installer.py).
 """
 

@@ -2,7 +2,7 @@
 (images/disk.py) on a file, cos-installer (runtime/installer.py) on a device and cos-upgrade
 (runtime/upgrade.py) on the image files: the partitions, the system image files and their
 labels, the GPT partition table (sfdisk), the file systems made in place and the boot loader
-of both firmwares (one GRUB menu on COS_STATE, read by the EFI binary and the BIOS core).
+of both firmwares (one GRUB menu on COS_STATE, read by the signed EFI GRUB and the BIOS core).
 """
 
 from __future__ import annotations
