@@ -255,7 +255,7 @@ def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
             reasons = (f"{found.verdict} by its inputs and outputs, but the build task's "
                        "settings (push) or doit's database changed",)
         say("\n".join(f"[{n}/{total}] {key}: why: {line.removeprefix('- ')}"
-                       for line in reasons))
+                      for line in reasons))
     with TaskLog(builder.log_path(pkg), verbose=builder.settings.verbose,
                  prefix=f"[{pkg.id}] ") as log, \
             heartbeat(lambda t: _running(f"[{n}/{total}] {key}", t, log, pkg.key)):
@@ -271,7 +271,7 @@ def _build(get_builder: LazyBuilder, key: str, n: int, total: int) -> None:
     get_builder.records.record(key)
     size = builder.artifact_path(pkg).stat().st_size
     say(f"[{n}/{total}] {key}: done in {time.monotonic() - started:.1f}s "
-         f"({how}; {size / 1e6:.1f} MB artifact)")
+        f"({how}; {size / 1e6:.1f} MB artifact)")
 
 
 @_user_errors_fail

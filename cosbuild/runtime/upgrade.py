@@ -34,9 +34,8 @@ from pathlib import Path
 
 from .. import tools
 from ..errors import CosbuildError
-from ..images import fsimage
+from ..images import fsimage, grubenv
 from ..images.fsimage import MIB
-from ..images import grubenv
 from ..images.layout import ASSESSMENT_FILE, DEFAULT_IMAGE_SIZE, IMAGE_LABELS, IMAGES_DIR
 from ..oci.registry import Registries, apply_image
 from ..repos.config import repositories
