@@ -122,6 +122,27 @@ def test_whole_iso_from_small_packages(iso_builder):
     assert "BOOTX64" in mdir
 
 
+def test_the_backup_gpt_lies_after_every_file(iso_builder):
+    """The isohybrid's backup GPT takes the image's last 33 sectors: no file may reach into
+    them (it once ended ISOLINUX's ldlinux.c32, and the BIOS boot hung)."""
+    b = iso_builder
+    build_all(b)
+    size = b.output.stat().st_size
+    cd = pycdlib.PyCdlib()
+    cd.open(str(b.output))
+    try:
+        ends = []
+        for folder, _, files in cd.walk(iso_path="/"):
+            for name in files:
+                record = cd.get_record(iso_path=f"{folder.rstrip('/')}/{name}")
+                ends.append(record.extent_location() * 2048 + record.get_data_length())
+    finally:
+        cd.close()
+    assert len(ends) >= 5
+    assert max(ends) <= size - 33 * 512
+    assert size - max(ends) >= isomod.ISO_PADDING   # the padding xorriso leaves too
+
+
 def test_iso_steps_are_reproducible(iso_builder, tmp_path):
     b = iso_builder
     build_all(b)
