@@ -162,6 +162,7 @@ def test_install_signed_upgrade_reboot_under_secure_boot(disk, upgrade_repo, bad
     vm = _boot_disk(disk, tmp_path, secure_boot=True)
     try:
         _boot(vm)
+        assert vm.http_get("/hello", 180) == b"hello"
         assert _booted(vm) == ("/cOS/active.img", "0.1.0")
         vm.assert_secure_boot()
         # / is the read-only image; the layout's paths are writable overlays
