@@ -132,20 +132,21 @@ def _state(vm: VM) -> str:
     return vm.run("ls -i /run/cos/state/cOS/")
 
 
-def _boot_disk(disk, tmp_path, uefi: bool = True, secure_boot: bool = False) -> VM:
-    """The built disk in a UEFI (or BIOS: SeaBIOS) machine, started, not yet booted, through
-    an overlay: the built qcow2 stays as it is. `secure_boot`: enforced, Microsoft's keys."""
+def _boot_disk(qcow2, tmp_path, uefi: bool = True, secure_vars=None) -> VM:
+    """The disk `qcow2` in a UEFI (or BIOS: SeaBIOS) machine, started, not yet booted,
+    through an overlay: the built qcow2 stays as it is. `secure_vars`: Secure Boot enforced,
+    with this variable store."""
     boot = tmp_path / "boot.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
-                    str(disk["qcow2"]), str(boot)], check=True)
+                    str(qcow2), str(boot)], check=True)
     return VM(None, uefi=uefi, boot_disk=boot, log=tmp_path / "console.log",
-              secure_boot_vars=secure_boot_vars(tmp_path / "firmware") if secure_boot else None)
+              secure_boot_vars=secure_vars)
 
 
 def test_the_disk_boots_with_bios_too(disk, tmp_path):
     """SeaBIOS: MBR -> GRUB's core in COS_BIOS -> the menu on COS_STATE -> the active image,
     with the sample's service answering."""
-    vm = _boot_disk(disk, tmp_path, uefi=False)
+    vm = _boot_disk(disk["qcow2"], tmp_path, uefi=False)
     try:
         _boot(vm)
         assert vm.http_get("/hello", 180) == b"hello"
@@ -159,7 +160,8 @@ def test_the_disk_boots_with_bios_too(disk, tmp_path):
 def test_install_signed_upgrade_reboot_under_secure_boot(disk, upgrade_repo, bad_repos, tmp_path):
     """UEFI with Secure Boot enforced (Microsoft's keys): shim, Debian's signed GRUB and
     kernel boot the disk, and the upgraded system after the reboot."""
-    vm = _boot_disk(disk, tmp_path, secure_boot=True)
+    vm = _boot_disk(disk["qcow2"], tmp_path,
+                    secure_vars=secure_boot_vars(tmp_path / "firmware"))
     try:
         _boot(vm)
         assert vm.http_get("/hello", 180) == b"hello"
@@ -232,7 +234,7 @@ def test_recovery_from_a_container_image_then_fallback(disk, upgrade_image, tmp_
     active image: GRUB cannot read it and boots the passive one; with both broken, the
     recovery image (the 0.1.1 image unpacked). Which entry GRUB picks is tested without
     booting in tests/test_grub_menu.py."""
-    vm = _boot_disk(disk, tmp_path)
+    vm = _boot_disk(disk["qcow2"], tmp_path)
     try:
         _boot(vm)
         host = upgrade_image.split("/")[0].replace("127.0.0.1", "10.0.2.2")
@@ -357,7 +359,7 @@ def test_boot_assessment_rollback_after_a_failed_health_check(disk, unhealthy_re
     previous image by itself; it says so, does not apply the same image again, and a good
     upgrade after it applies."""
     started = time.monotonic()
-    vm = _boot_disk(disk, tmp_path)
+    vm = _boot_disk(disk["qcow2"], tmp_path)
     try:
         _boot(vm)
         assert _assessment(vm)["result"] == "good"   # an installed disk: nothing counted
@@ -406,7 +408,7 @@ def test_rollback_after_a_kernel_panic_then_recovery_when_passive_fails_too(
     """An upgrade whose kernel panics early: three quick tries, then the previous image.
     Then passive.img made the same broken image, counted: three tries of it, then recovery."""
     started = time.monotonic()
-    vm = _boot_disk(disk, tmp_path)
+    vm = _boot_disk(disk["qcow2"], tmp_path)
     try:
         _boot(vm)
         out = _upgrade_from(vm, panicking_repo)

@@ -17,7 +17,7 @@ from cosbuild.tools import TaskLog
 
 from .conftest import copy_project, cosbuild_ok as cosbuild
 from .qemu import VM, secure_boot_vars
-from .test_disk_boot import BOOT_TIMEOUT, _boot, _booted
+from .test_disk_boot import BOOT_TIMEOUT, _boot, _boot_disk, _booted
 from .test_iso_boot import check_booted
 from .test_secure_boot import UNSIGNED_SHIM, key_pair, signers
 
@@ -33,12 +33,8 @@ def _boot_iso(iso: Path, store: Path, log: Path) -> None:
         vm.stop()
 
 
-def _boot_disk(qcow2: Path, store: Path, folder: Path) -> None:
-    boot = folder / "boot.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(qcow2),
-                    str(boot)], check=True)
-    vm = VM(None, uefi=True, boot_disk=boot, log=folder / "disk-console.log",
-            secure_boot_vars=store)
+def _boot_disk_to_hello(qcow2: Path, store: Path, folder: Path) -> None:
+    vm = _boot_disk(qcow2, folder, secure_vars=store)
     try:
         _boot(vm)
         assert vm.http_get("/hello", 180) == b"hello"
@@ -68,7 +64,7 @@ def test_secure_boot_with_the_derivatives_own_key(sample, tmp_path):
     _boot_iso(build / "sampleOS-0.live.iso", secure_boot_vars(tmp_path / "iso", cert),
               tmp_path / "iso-console.log")
     (tmp_path / "disk").mkdir()
-    _boot_disk(build / "sampleOS-0.disk.qcow2", secure_boot_vars(tmp_path / "disk", cert),
+    _boot_disk_to_hello(build / "sampleOS-0.disk.qcow2", secure_boot_vars(tmp_path / "disk", cert),
                tmp_path / "disk")
 
 

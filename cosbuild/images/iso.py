@@ -41,6 +41,7 @@ from ..tree.project import Project
 from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
 from . import fsimage, sbom, secureboot, values
+from .layout import EFI_BINARY
 
 log = logging.getLogger("cosbuild")
 
@@ -327,9 +328,9 @@ class IsoBuilder:
         staged afresh just before, by the same task)."""
         files = [p for p in self.uefi_dir.rglob("*") if p.is_file() and not p.is_symlink()]
         loaders = [p for p in files
-                   if p.relative_to(self.uefi_dir).as_posix().upper() == "EFI/BOOT/BOOTX64.EFI"]
+                   if p.relative_to(self.uefi_dir).as_posix().upper() == EFI_BINARY.upper()]
         if not loaders:
-            raise CosbuildError("no EFI/BOOT/BOOTX64.EFI in the EFI image", file=self.iso.file,
+            raise CosbuildError(f"no {EFI_BINARY} in the EFI image", file=self.iso.file,
                                 key="packages.uefi", hint="add the EFI boot loader package")
         with self.log("uefi") as log, atomic_path(self.uefi_img) as tmp:
             if self.iso.secure_boot is not None:
