@@ -69,6 +69,9 @@ PROGRAMS = (
             "derivative's certificate enrolled)"),
     Program("sbsign", "sbsigntool", "doit iso, doit disk (secure_boot: shim signed with the "
             "derivative's key)"),
+    Program("faketime", "faketime", "doit iso, doit disk (sbsign's clock stopped at "
+            "SOURCE_DATE_EPOCH), signed repository tests (metadata served after expiry), boot "
+            "menu tests (GRUB's clock sped up)"),
     Program("mount", "mount", "cos-upgrade, cos-installer, ISO tests"),
     Program("umount", "mount", "cos-upgrade, cos-installer, ISO tests"),
     Program("udevadm", "udev", "cos-installer", host=False),
@@ -90,8 +93,6 @@ PROGRAMS = (
     Program("chroot", "coreutils", "finalizer tests (the escape a bare chroot allows)"),
     Program("sleep", "coreutils", "finalizer tests (a host process)"),
     Program("setpriv", "util-linux", "bad-input tests (an unwritable build folder, as nobody)"),
-    Program("faketime", "faketime", "signed repository tests (metadata served after expiry), "
-            "boot menu tests (GRUB's clock sped up)"),
     Program("vagrant", "vagrant", "Vagrant box tests (vagrant box add, no VM)"),
     Program("grub-emu", "grub-emu", "boot menu tests (the disk's GRUB menu run without a VM)"),
     Program("sbverify", "sbsigntool", "Secure Boot tests (the signatures of a signed shim)"),

@@ -4,8 +4,9 @@ The ISO and the disk boot through Debian's signed chain (shim signed by Microsof
 GRUB and the kernel by Debian). `secure_boot: {key, cert}` in iso.yaml or disk.yaml signs
 shim with the derivative's key too: sbsign adds its signature beside Microsoft's, so the
 same file boots on machines that trust either. shim, which carries Debian's certificate,
-still checks GRUB and the kernel. An RSA signature of a fixed key is deterministic, so the
-signed file is reproducible.
+still checks GRUB and the kernel. An RSA signature of a fixed key is deterministic, but
+sbsign also signs its clock (PKCS#7 signingTime): it runs with the clock stopped at
+SOURCE_DATE_EPOCH (faketime), so the signed file is reproducible.
 
 `make_vars` writes an OVMF variable store (VARS) with Secure Boot on: Microsoft's keys, or
 only the derivative's certificate (PK, KEK and db), for `cosbuild vm --secure-boot` and the
@@ -14,12 +15,15 @@ tests; each machine gets its own writable copy.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import tools
+from ..builds import artifact
 from ..errors import CosbuildError
 from ..fsutil import atomic_path
 from ..tools import TaskLog
@@ -86,11 +90,15 @@ def keys(value: dict | None, spec_file: Path, line: int | None) -> Keys | None:
 
 def sign(efi: Path, keys: Keys, log: TaskLog, what: str = "") -> None:
     """Add the derivative's signature to the EFI binary `efi`, in place."""
+    # the signature's signingTime: a stopped clock (no "@"), in UTC
+    clock = datetime.fromtimestamp(artifact.source_date_epoch(), timezone.utc)
     with atomic_path(efi) as tmp:
         tmp.unlink()
         # no terminal to ask a passphrase on: an encrypted key fails, it does not wait
-        tools.run(["sbsign", "--key", str(keys.key), "--cert", str(keys.cert),
+        tools.run(["faketime", "-f", clock.strftime("%Y-%m-%d %H:%M:%S"),
+                   tools.require("sbsign"), "--key", str(keys.key), "--cert", str(keys.cert),
                    "--output", str(tmp), str(efi)], log=log, input="",
+                  env={**os.environ, "TZ": "UTC"},
                   what=f"sign {what or efi.name} with {keys.key}")
 
 
