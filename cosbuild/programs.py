@@ -45,6 +45,13 @@ PROGRAMS = (
     # building packages
     Program("buildah", "buildah", "doit build (container builds)"),
     Program("mmdebstrap", "mmdebstrap", "doit build (bootstrap images)"),
+    # building for another architecture than the host's (cosbuild/arches.py)
+    Program("qemu-aarch64-static", "qemu-user-static", "doit build --arch arm64 on an amd64 "
+            "host (its programs run through qemu-user), arm64 build tests"),
+    Program("update-binfmts", "binfmt-support", "scripts/install-deps (qemu-user registered "
+            "in binfmt_misc)"),
+    Program("arch-test", "arch-test", "doit build --arch (mmdebstrap for another "
+            "architecture)"),
     Program("cp", "coreutils", "cosbuild unpack, doit disk"),
     # also inside the OS: cos-upgrade installs packages with the repository client
     Program("bwrap", "bubblewrap", "repository finalizers, cos-setup --root (commands)"),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from . import arches
 from .errors import CosbuildError
 
 
@@ -23,6 +24,7 @@ class Setting:
     flag: bool = False       # an on/off option without a value (the variables take 1/yes)
     spec_file: bool = False  # a file the project may have: the default may be absent, a file
                              # named by the option or a variable must be there
+    unset: str = "none"      # what an empty default stands for, in the settings page
 
 
 SETTINGS = (
@@ -31,7 +33,13 @@ SETTINGS = (
             "values file (repeatable, rightmost wins); default values/<flavor>.yaml", multiple=True),
     FLAVOR := Setting("flavor", "COSBUILD_FLAVOR", "bookworm",
                       "flavor whose values/<flavor>.yaml is used when no values file is given"),
-    Setting("build_dir", "COSBUILD_BUILD_DIR", "build", "output folder for specs, artifacts and logs"),
+    Setting("arch", "COSBUILD_ARCH", "", "architecture to build for, by Debian's name (amd64, "
+            "arm64): values.arch in templates, the bootstraps' and the images' architecture; "
+            "another than the host's runs through qemu-user "
+            "(set up by `scripts/install-deps`)", unset="the host's"),
+    Setting("build_dir", "COSBUILD_BUILD_DIR", "build",
+            "output folder for specs, artifacts and logs; `build-ARCH` when `--arch` is not "
+            "amd64, so that both architectures' outputs stay side by side"),
     Setting("image_repository", "COSBUILD_IMAGE_REPOSITORY", "luet/cache",
             "repository of the cache images, tagged by build hash: luet/cache is local storage "
             "only; naming a registry (HOST[:PORT]/PATH) makes it a shared cache, looked up "
@@ -113,6 +121,7 @@ class Settings:
     values: tuple[Path, ...]
     flavor: str
     build_dir: Path
+    arch: str = arches.ORIGINAL
     image_repository: str = "luet/cache"
     pull_repositories: tuple[str, ...] = ()
     push: bool = False
@@ -189,7 +198,7 @@ def resolve(options: dict | None = None, env: dict | None = None,
     """Merge option > doit variable > environment > default for every setting."""
     options, env, doit_vars = options or {}, os.environ if env is None else env, doit_vars or {}
     source_date_epoch(env)   # checked before any step: the steps stamp their artifacts with it
-    raw = {}
+    raw, given_names = {}, set()
     for s in SETTINGS:
         value, given = _value(s, options, env, doit_vars)
         if s.spec_file and given and not Path(value).is_file():
@@ -197,6 +206,11 @@ def resolve(options: dict | None = None, env: dict | None = None,
                                 file=value, key=f"--{s.name} / {s.env}",
                                 hint=f"name an existing {s.doc.split(' (')[0]}")
         raw[s.name] = value
+        if given:
+            given_names.add(s.name)
+    arch = arches.get(raw["arch"] or arches.host()).name
+    if arch != arches.ORIGINAL and "build_dir" not in given_names:
+        raw["build_dir"] = f"{raw['build_dir']}-{arch}"
     values = [Path(v) for v in raw["values"]]
     if not values:
         # a tree outside this repository may have no values/ folder: then no values file,
@@ -208,7 +222,7 @@ def resolve(options: dict | None = None, env: dict | None = None,
             raise CosbuildError(f"no values file for flavor '{raw['flavor']}'", file=default,
                                 hint="create it or pick another --flavor / COSBUILD_FLAVOR")
     return Settings(trees=tuple(Path(t) for t in raw["tree"]), values=tuple(values),
-                    flavor=raw["flavor"], build_dir=Path(raw["build_dir"]),
+                    flavor=raw["flavor"], build_dir=Path(raw["build_dir"]), arch=arch,
                     image_repository=raw["image_repository"],
                     pull_repositories=tuple(raw["pull_repositories"]), push=_yes(raw["push"]),
                     from_cache_only=_yes(raw["from_cache_only"]),
@@ -308,6 +322,6 @@ def settings_page() -> str:
                    + f", `doit {s.name}={'1' if s.flag else '...'}`, `{s.env}`")
         if s.multiple:
             spelled += f" (`{s.separator}`-separated)"
-        default = "off" if s.flag else (f"`{s.default}`" if s.default else "none")
+        default = "off" if s.flag else (f"`{s.default}`" if s.default else s.unset)
         rows.append(f"## {option}{value}\n\n{spelled}; default {default}.\n\n{s.doc[0].upper()}{s.doc[1:]}.\n")
     return SETTINGS_PAGE + "\n" + "\n".join(rows)

@@ -58,7 +58,7 @@ def project(tmp_path, monkeypatch):
     """A project folder (the cwd) with `write(files)` to add or change files."""
     monkeypatch.chdir(tmp_path)
     for var in ("COSBUILD_TREE", "COSBUILD_VALUES", "COSBUILD_FLAVOR", "COSBUILD_BUILD_DIR",
-                "COSBUILD_STRICT"):
+                "COSBUILD_STRICT", "COSBUILD_ARCH"):
         monkeypatch.delenv(var, raising=False)
 
     def write(files: dict[str, str]) -> Path:

@@ -19,7 +19,7 @@ from .conftest import REPO
 # looks images up in registries, and before repos and runtime, which read docker
 # repositories and container images with it.
 WINGS = ("faces-low", "tree", "oci", "builds", "repos", "images", "runtime", "faces-high")
-LOW_FACES = {"cosbuild", "cosbuild.errors", "cosbuild.fsutil", "cosbuild.luetformat", "cosbuild.programs",
+LOW_FACES = {"cosbuild", "cosbuild.arches", "cosbuild.errors", "cosbuild.fsutil", "cosbuild.luetformat", "cosbuild.programs",
              "cosbuild.rootpath", "cosbuild.sandbox", "cosbuild.terminal", "cosbuild.netio",
              "cosbuild.tools", "cosbuild.settings"}
 HIGH_FACES = {"cosbuild.cli", "cosbuild.tasks", "cosbuild.plan"}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .. import tools
+from .. import arches, tools
 from ..errors import CosbuildError
 from ..tools import TaskLog
 from ..tree.spec import image_ref
@@ -39,6 +39,7 @@ RUN_ATTEMPTS = 3
 class BuildahSettings:
     isolation: str = "chroot"
     storage_driver: str = ""
+    arch: str = arches.ORIGINAL   # of the images made from scratch and those pulled
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Kept:
 class Buildah:
     def __init__(self, settings: BuildahSettings):
         tools.require("buildah")   # fail before the first task starts, not inside it
+        arches.require_runnable(settings.arch)
         self.settings = settings
         self._images: set[str] | None = None
         self._lock = threading.Lock()
@@ -88,26 +90,35 @@ class Buildah:
             self._images = None
 
     def ensure_image(self, ref: str, log: TaskLog) -> None:
-        """Local storage first, then pull."""
+        """Local storage first, then pull; either way an image of the build's architecture
+        (local storage holds one image a name: another architecture's is an error)."""
         image_ref(ref)
-        if self.image_exists(ref) or self._inspect(ref, log):
-            return
-        log.write(f"image {ref} not in local storage, pulling")
-        try:
-            tools.run(self._argv("pull", "--quiet", ref), log=log, quiet=True)
-        except Exception:
-            raise CosbuildError(f"image {ref} cannot be found locally and cannot be pulled",
-                                hint=f"check the name, build it first, or see {log.path}") from None
-        self._remember(ref)
+        found = self._architecture(ref, log)
+        if found is None:
+            log.write(f"image {ref} not in local storage, pulling")
+            try:
+                tools.run(self._argv("pull", "--quiet", "--arch", self.settings.arch, ref),
+                          log=log, quiet=True)
+            except Exception:
+                raise CosbuildError(f"image {ref} cannot be found locally and cannot be pulled",
+                                    hint=f"check the name, build it first, or see {log.path}") from None
+            self._remember(ref)
+            found = self._architecture(ref, log)
+        if found != self.settings.arch:
+            raise CosbuildError(f"image {ref} in local storage is for {found}, not for "
+                                f"{self.settings.arch}",
+                                hint=f"remove it (buildah rmi {ref}) and build again to pull "
+                                     f"its {self.settings.arch} variant")
 
-    def _inspect(self, ref: str, log: TaskLog) -> bool:
-        """Is `ref` in local storage, under whatever name buildah resolves it to?"""
+    def _architecture(self, ref: str, log: TaskLog) -> str | None:
+        """The architecture of `ref` in local storage (under whatever name buildah resolves
+        it to), or None when it is not there."""
         try:
-            tools.run(self._argv("inspect", "--type", "image", "--format", "{{.FromImageID}}", ref),
-                      log=log, capture=True, quiet=True)
-            return True
+            return tools.run(self._argv("inspect", "--type", "image", "--format",
+                                        "{{.OCIv1.Architecture}}", ref),
+                             log=log, capture=True, quiet=True).strip()
         except Exception:
-            return False
+            return None
 
     def pull(self, ref: str, log: TaskLog, *, tls_verify: bool = True) -> None:
         """Pull `ref` from its registry (raises sh.ErrorReturnCode: the caller words the error)."""
@@ -139,7 +150,9 @@ class Buildah:
         with `keep`, a CosbuildError inside keeps it under that name instead (replacing the
         one kept before), and its message says so."""
         name = f"{NAME_PREFIX}{os.getpid()}-{next(_counter)}"
-        self.cmd("from", "--quiet", "--pull=never", "--name", name, image_ref(image), log=log,
+        # an empty container takes the build's architecture, the images made from it too
+        arch = ["--arch", self.settings.arch] if image == "scratch" else []
+        self.cmd("from", "--quiet", "--pull=never", *arch, "--name", name, image_ref(image), log=log,
                  capture=True, what=f"create a container from {image}")
         kept = False
         try:

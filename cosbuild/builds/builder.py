@@ -36,7 +36,6 @@ from ..tools import TaskLog
 from ..tree.graph import Package
 from ..tree.load import linked_folders
 from ..tree.project import Project
-from ..tree.spec import Bootstrap
 from ..tree.yamlio import dumps
 from . import artifact
 from .buildah import KEPT_PREFIX, Buildah, BuildahSettings, Container, Kept
@@ -92,7 +91,8 @@ class Builder:
         with self._lock:
             if self._buildah is None:
                 self._buildah = Buildah(BuildahSettings(self.settings.isolation,
-                                                        self.settings.storage_driver))
+                                                        self.settings.storage_driver,
+                                                        self.settings.arch))
             return self._buildah
 
     @property
@@ -280,7 +280,7 @@ class Builder:
         """The image the builder starts from."""
         b = pkg.rendered.build
         if b.bootstrap:
-            return self._bootstrap(b.bootstrap, log)
+            return self._bootstrap(pkg, log)
         if b.final_image_deps:   # before `image`: luet replaces the image by this one
             return self._layers(pkg, log)
         if b.image:
@@ -315,8 +315,15 @@ class Builder:
             base = tag
         return base
 
-    def _bootstrap(self, spec: Bootstrap, log: TaskLog) -> str:
+    def _bootstrap(self, pkg: Package, log: TaskLog) -> str:
         """A Debian rootfs from mmdebstrap as an image, cached by its inputs."""
+        spec, arch = pkg.rendered.build.bootstrap, self.settings.arch
+        if spec.architecture not in ("", arch):
+            raise CosbuildError(f"{pkg.key}: bootstrap.architecture {spec.architecture} is not "
+                                f"the architecture this build is for ({arch})",
+                                file=pkg.source.build_file, key="bootstrap.architecture",
+                                hint=f"remove it, or build with --arch {spec.architecture}")
+        spec = dataclasses.replace(spec, architecture=arch)
         inputs = json.dumps([dataclasses.asdict(spec), artifact.source_date_epoch()], sort_keys=True)
         # shared by every image repository: a bootstrap is a pure function of its inputs
         tag = f"{BOOTSTRAP_REPOSITORY}:{hashlib.sha256(inputs.encode()).hexdigest()}"

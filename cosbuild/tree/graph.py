@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from .. import arches
 from ..errors import Collector, CosbuildError, did_you_mean
 from . import versions
 from .load import PackageSource, Tree, context_files
@@ -240,12 +241,13 @@ class Resolver:
 
 
 def build_graph(tree: Tree, renderer: "Renderer", errors: Collector | None = None,
-                remote: "RemoteSource | None" = None) -> Graph:
+                remote: "RemoteSource | None" = None, arch: str = arches.ORIGINAL) -> Graph:
     """Render and resolve every package. Without `errors`, any mistake fails; with it, the
     mistakes go there and the graph holds the packages that rendered and resolved together
     with everything they build on (`cosbuild graph` shows what works while reporting the rest).
     A build dep no local tree provides comes from the `remote` repositories: a graph node
-    with no build, hashed by its artifact's checksum."""
+    with no build, hashed by its artifact's checksum. `arch`: what the packages are built
+    for, part of their hashes."""
     own = errors is None
     errors = Collector() if own else errors
     rendered: dict[str, tuple[PackageSource, Rendered]] = {}
@@ -299,7 +301,7 @@ def build_graph(tree: Tree, renderer: "Renderer", errors: Collector | None = Non
             continue
         src, r = rendered[key]
         files = tuple(context_files(src.folder))
-        pkg = Package(src, r, deps[key], files, content=content_digest(r, src.folder, files))
+        pkg = Package(src, r, deps[key], files, content=content_digest(r, src.folder, files, arch))
         requires[key] = tuple(resolver.key(ref, key) for ref in pkg.chain_requires)
         chain = () if pkg.own_source or not pkg.needs_images else chain_steps(
             pkg, luet_order(key, requires, resolver.by_key), packages)
@@ -449,10 +451,13 @@ def _digest(parts: list) -> str:
     return hashlib.sha256(json.dumps([HASH_SCHEMA, *parts]).encode()).hexdigest()
 
 
-def content_digest(rendered: Rendered, folder: Path, files: tuple[str, ...]) -> str:
+def content_digest(rendered: Rendered, folder: Path, files: tuple[str, ...],
+                   arch: str = arches.ORIGINAL) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([rendered.data, rendered.finalize_text],
-                        sort_keys=True, default=str).encode())
+    # the same spec builds other binaries for another architecture; the original one is
+    # left out, so that its hashes (and the caches tagged by them) stay those of before
+    head = [rendered.data, rendered.finalize_text, *([arch] if arch != arches.ORIGINAL else [])]
+    h.update(json.dumps(head, sort_keys=True, default=str).encode())
     for path in files:
         rel = Path(os.path.relpath(path, folder)).as_posix()
         st = os.lstat(path)

@@ -60,7 +60,7 @@ def load_project(settings: Settings, *, use_cache: bool = False,
     tree = load_trees(list(settings.trees), errors)
     renderer = _renderer(settings, tree, errors)
     # without a renderer (its mistake is collected) nothing renders: an empty graph
-    graph = build_graph(tree if renderer else Tree((), ()), renderer, errors, remote)
+    graph = build_graph(tree if renderer else Tree((), ()), renderer, errors, remote, settings.arch)
     project = Project(settings, tree, graph)
     if use_cache:
         write_sealed(cache, pickle.dumps((fingerprint, project.tree, project.graph)), key)
@@ -90,6 +90,7 @@ def _renderer(settings: Settings, tree: Tree, errors: Collector | None) -> "Rend
     from .render import Renderer, load_values_files   # not needed on a cache hit
     try:
         return Renderer(tree.templates, load_values_files(list(settings.values)),
+                        defaults=builtin_values(settings),
                         cache_dir=settings.build_dir / ".cache" / "jinja",
                         engine=settings.template_engine, packages=tree.packages,
                         roots=settings.trees)
@@ -98,6 +99,12 @@ def _renderer(settings: Settings, tree: Tree, errors: Collector | None) -> "Rend
             raise
         errors.add(exc)
         return None
+
+
+def builtin_values(settings: Settings) -> dict:
+    """The values cosbuild gives every template, below the definition's and the values
+    files' own (luet gives none: a tree that sets `arch` itself keeps its value)."""
+    return {"arch": settings.arch}
 
 
 def _read_cache(path: Path, fingerprint: str, key: bytes):

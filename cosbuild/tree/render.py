@@ -41,6 +41,22 @@ def merge_values(*layers: dict) -> dict:
     return out
 
 
+def package_values(pkg: PackageSource, layers: list[dict], helm: bool,
+                   defaults: dict) -> dict:
+    """The values a package's template sees: cosbuild's `defaults`, under the package's own
+    and the values files `layers`; for Helm as luet 0.20 computes them (top-level keys
+    merged; see helm.luet_values), for Jinja2 deep-merged."""
+    if not helm:
+        return merge_values(defaults, pkg.values, *layers)
+    try:
+        seen = luet_values(pkg.values, layers, collection=pkg.declared_in.name == COLLECTION)
+    except gotemplate.TemplateError as exc:   # a YAML alias bomb in the stanza
+        raise CosbuildError(exc.message, file=pkg.declared_in,
+                            hint="a few bytes of YAML aliases can stand for a billion "
+                                 "values") from None
+    return {**seen, **{k: v for k, v in defaults.items() if seen.get(k) is None}}
+
+
 def load_values_files(paths: list[Path]) -> list[dict]:
     """The user's values files: anywhere, but regular files of a sane size (see read_text)."""
     out = []
@@ -153,8 +169,9 @@ class Renderer:
 
     def __init__(self, templates: tuple[Path, ...], values_layers: list[dict],
                  cache_dir: Path | None = None, *, engine: str = "auto",
-                 packages: tuple[PackageSource, ...] = (), roots: tuple[Path, ...] = ()):
-        self.values_layers = values_layers
+                 packages: tuple[PackageSource, ...] = (), roots: tuple[Path, ...] = (),
+                 defaults: dict | None = None):
+        self.values_layers, self.defaults = values_layers, defaults or {}
         self.forced = None if engine == "auto" else engine
         self.packages, self.roots = packages, tuple(roots)
         self._texts: dict[Path, str] = {}
@@ -208,17 +225,7 @@ class Renderer:
                                 line=exc.lineno) from None
 
     def values_for(self, pkg: PackageSource, engine: str = JINJA2) -> dict:
-        """The values a package's template sees: for Helm as luet 0.20 computes them (top-level
-        keys merged; see helm.luet_values), for Jinja2 deep-merged."""
-        if engine == HELM:
-            try:
-                return luet_values(pkg.values, self.values_layers,
-                                   collection=pkg.declared_in.name == COLLECTION)
-            except gotemplate.TemplateError as exc:   # a YAML alias bomb in the stanza
-                raise CosbuildError(exc.message, file=pkg.declared_in,
-                                    hint="a few bytes of YAML aliases can stand for a billion "
-                                         "values") from None
-        return merge_values(pkg.values, *self.values_layers)
+        return package_values(pkg, self.values_layers, engine == HELM, self.defaults)
 
     def render_file(self, pkg: PackageSource, path: Path) -> tuple[str, str]:
         """A template file of the package rendered, and which engine did it (and why)."""

@@ -450,7 +450,8 @@ BOOTSTRAP_KEYWORDS = (
     Keyword("packages", STRS, (), "extra Debian packages to include"),
     Keyword("components", STRS, ("main",), "archive components"),
     Keyword("mirror", STR, "http://deb.debian.org/debian", "Debian mirror URL"),
-    Keyword("architecture", STR, "amd64", "Debian architecture"),
+    Keyword("architecture", STR, "", "Debian architecture: the build's (`--arch`) when "
+            "unset; another is an error"),
 )
 
 DEFINITION_KEYWORDS = (

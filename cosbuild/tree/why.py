@@ -25,9 +25,9 @@ from ..errors import CosbuildError
 from ..fsutil import atomic_write
 from ..terminal import safe
 from .graph import HASH_SCHEMA, Graph, Package, regular_file_bytes
-from .helm import luet_values
-from .load import COLLECTION, read_text
-from .render import load_values_files, merge_values
+from .load import read_text
+from .project import builtin_values
+from .render import load_values_files, package_values
 
 if TYPE_CHECKING:
     from .project import Project
@@ -57,10 +57,10 @@ class Inputs:
 
 # --------------------------------------------------------------------------- the inputs now
 
-def current_inputs(pkg: Package, graph: Graph, layers: list[dict], templates: dict[str, str],
-                   template_text: str, image: str) -> Inputs:
-    """The inputs of `pkg` now. `layers`: the values files; `templates`: the tree's templates'
-    digests; `template_text`: those templates' text (a values key they name may reach the
+def current_inputs(pkg: Package, graph: Graph, layers: list[dict], defaults: dict,
+                   templates: dict[str, str], template_text: str, image: str) -> Inputs:
+    """The inputs of `pkg` now. `layers`: the values files, over cosbuild's `defaults`;
+    `templates`: the tree's templates' digests; `template_text`: those templates' text (a values key they name may reach the
     spec through them)."""
     if pkg.remote:
         return Inputs(pkg.hash, remote=f"{pkg.remote.repo} {pkg.remote.sha256}",
@@ -72,9 +72,7 @@ def current_inputs(pkg: Package, graph: Graph, layers: list[dict], templates: di
     texts = "\n".join([template_text, *(read_text(f) for f in (pkg.source.build_file,
                                                                pkg.source.finalize_file) if f)])
     # the values as its engine saw them (Helm's are merged as luet merges them)
-    seen = (luet_values(pkg.source.values, layers,
-                        collection=pkg.source.declared_in.name == COLLECTION)
-            if "helm" in r.engine else merge_values(pkg.source.values, *layers))
+    seen = package_values(pkg.source, layers, "helm" in r.engine, defaults)
     return Inputs(
         pkg.hash,
         files={Path(os.path.relpath(f, pkg.source.folder)).as_posix(): file_digest(f)
@@ -266,7 +264,9 @@ class Records:
     def current(self, key: str) -> Inputs:
         layers, digests, text = self._templates_and_values()
         pkg = self.project.graph.packages[key]
-        return current_inputs(pkg, self.project.graph, layers, digests, text, self.image_of(pkg))
+        return current_inputs(pkg, self.project.graph, layers,
+                              builtin_values(self.project.settings), digests, text,
+                              self.image_of(pkg))
 
     def path(self, key: str) -> Path:
         return record_path(self.project.settings.build_dir, self.project.graph.packages[key])
