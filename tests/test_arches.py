@@ -114,3 +114,20 @@ def test_another_architecture_needs_qemu_user_registered(tmp_path, monkeypatch, 
                                             f"{message}") as exc:
         arches.require_runnable("arm64", binfmt)
     assert "scripts/install-deps" in exc.value.hint
+
+
+def test_one_client_config_lists_each_architectures_repository(tmp_path, monkeypatch):
+    """luet's multi-architecture layout: each architecture's repository disabled, with its
+    `arch`; a machine uses its own and every enabled one."""
+    from cosbuild.repos.config import repositories
+    config = tmp_path / "luet.yaml"
+    config.write_text("""\
+repositories:
+  - {name: os-amd64, type: disk, urls: [/srv/amd64], enable: false, arch: amd64}
+  - {name: os-arm64, type: disk, urls: [/srv/arm64], enable: false, arch: arm64}
+  - {name: extra, type: disk, urls: [/srv/extra]}
+  - {name: off, type: disk, urls: [/srv/off], enable: false}
+""")
+    for machine, own in (("x86_64", "os-amd64"), ("aarch64", "os-arm64")):
+        monkeypatch.setattr(arches.platform, "machine", lambda: machine)
+        assert [r.name for r in repositories([], config)] == [own, "extra"]

@@ -250,7 +250,7 @@ class IsoBuilder:
     def repositories(self):
         return [local_build(self.project.settings.build_dir),
                 *(r for r in read_config_data(list(self.iso.repositories), self.iso.file)
-                  if r.enable)]
+                  if r.used_on(self.project.settings.arch))]
 
     # ----------------------------------------------------------------- staged roots
 

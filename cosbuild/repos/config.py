@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import luetformat, rootpath
+from .. import arches, luetformat, rootpath
 from ..errors import CosbuildError
 from ..tree import spec
 from ..tree.yamlio import load_mapping
@@ -24,6 +24,10 @@ REPOSITORY_KEYWORDS = (
     spec.Keyword("priority", spec.Type("integer", lambda v, w: _int(v, w)), 1,
                  "lower wins when several repositories have a package"),
     spec.Keyword("enable", spec.BOOL, True, "use this repository"),
+    spec.Keyword("arch", spec.STR, "",
+                 "luet: use this repository on this architecture (amd64, arm64) even when "
+                 "`enable` is false: one config lists each architecture's repository, "
+                 "disabled, with its `arch`, and each machine uses its own"),
     spec.Keyword("allow_devices", spec.STRS, (),
                  "cosbuild: packages (category/name) of this repository whose artifacts may "
                  "create device nodes and FIFOs; any other that has one is refused"),
@@ -47,6 +51,7 @@ class RepoConfig:
     type: str = "disk"
     priority: int = 1
     enable: bool = True
+    arch: str = ""
     description: str = ""
     insecure: bool = False
     allow_devices: tuple[str, ...] = ()
@@ -56,6 +61,10 @@ class RepoConfig:
     trusted_root: Path | None = None   # the repository must be signed under this TUF root
     trust_state: Path | None = None    # where the metadata it last trusted is kept
     bounds: luetformat.Bounds = field(default=luetformat.DEFAULT_BOUNDS, compare=False)
+
+    def used_on(self, arch: str) -> bool:
+        """Whether a machine of the architecture `arch` uses it (luet 0.20's rule)."""
+        return self.enable or self.arch == arch
 
     def transport(self, url: str):
         from .transport import transport_for   # only the client needs HTTP
@@ -89,7 +98,7 @@ def read_config_data(entries: list, path: Path) -> list[RepoConfig]:
         if not isinstance(entry, dict):
             raise CosbuildError("each repository must be a mapping", file=path,
                                 key="repositories")
-        # luet configs carry more keys (auth, arch, ...): those are not ours to judge
+        # luet configs carry more keys (auth, cached, ...): those are not ours to judge
         fields = spec.parse(REPOSITORY_KEYWORDS, entry, path, what="repository", strict=False)
         if not fields["urls"]:
             raise CosbuildError("a repository needs 'urls'", file=path, line=entry.line,
@@ -97,6 +106,7 @@ def read_config_data(entries: list, path: Path) -> list[RepoConfig]:
         trusted = fields["trusted_root"]
         out.append(RepoConfig(name=fields["name"], urls=fields["urls"], type=fields["type"],
                               priority=fields["priority"], enable=fields["enable"],
+                              arch=fields["arch"],
                               description=fields["description"], insecure=fields["insecure"],
                               allow_devices=fields["allow_devices"],
                               trusted_root=Path(path).parent / trusted if trusted else None))
@@ -121,7 +131,7 @@ def repositories(repo_args: list[str], config: Path | None, root: Path | None = 
     ~/.cache/cosbuild/tuf/NAME."""
     if config is None and root is not None and (root / DEFAULT_CONFIG).is_file():
         config = root / DEFAULT_CONFIG
-    repos = [r for r in read_config(config) if r.enable] if config else []
+    repos = [r for r in read_config(config) if r.used_on(arches.host())] if config else []
     own = own_build.resolve() if own_build is not None else None
     for n, url in enumerate(repo_args):
         repos.append(RepoConfig(name=url, urls=(url,), type=repo_kind(url),

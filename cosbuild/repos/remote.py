@@ -70,7 +70,7 @@ def build_repositories(settings: Settings) -> BuildRepositories | None:
              for n, url in enumerate(settings.build_repo)]
     config = next((Path(f) for f in CONFIG_FILES if Path(f).is_file()), None)
     if config is not None:
-        repos += [r for r in read_config(config) if r.enable]
+        repos += [r for r in read_config(config) if r.used_on(settings.arch)]
     if not repos:
         return None
     return BuildRepositories(repos, settings.build_dir / ".cache" / "build-repos")
