@@ -14,11 +14,16 @@ $(VENV)/.installed: pyproject.toml scripts/install-deps cosbuild/programs.py
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# The architecture to build for (docs/builds.md, Architectures): `make iso ARCH=arm64`
+# builds into build-arm64/ from iso-arm64.yaml.
+ARCH   ?= $(or $(COSBUILD_ARCH),$(shell dpkg --print-architecture))
+OUT    := $(if $(filter amd64,$(ARCH)),build,build-$(ARCH))
+
 # The sample live ISO: validate, render and build every package, make build/ a package
 # repository, assemble the ISO from iso.yaml; prints where it is.
 iso: keys
-	$(BIN)/doit -n 2 -P thread validate render build repo iso
-	@ls build/*.iso | sed 's/^/ISO: /'
+	$(BIN)/doit -n 2 -P thread arch=$(ARCH) validate render build repo iso
+	@ls $(OUT)/*.iso | sed 's/^/ISO: /'
 
 # The installed disk of disk.yaml: build/active.img, build/sampleOS-0.disk.raw and each of
 # its `formats:` (qcow2, vmdk, vhdx, OVA, Vagrant boxes).

@@ -21,11 +21,14 @@ from .errors import CosbuildError
 
 @dataclass(frozen=True)
 class Arch:
-    name: str      # Debian's, OCI's and values.arch: amd64, arm64
-    machine: str   # the kernel's (uname -m) and qemu's: x86_64, aarch64
+    name: str         # Debian's, OCI's and values.arch: amd64, arm64
+    machine: str      # the kernel's (uname -m) and qemu's: x86_64, aarch64 (luet-makeiso's too)
+    efi_binary: str   # the boot loader UEFI firmware starts from a removable medium
+    bios: bool        # PC BIOS boot (ISOLINUX, GRUB's i386-pc core) exists
 
 
-ARCHES = {a.name: a for a in (Arch("amd64", "x86_64"), Arch("arm64", "aarch64"))}
+ARCHES = {a.name: a for a in (Arch("amd64", "x86_64", "EFI/BOOT/BOOTX64.EFI", True),
+                              Arch("arm64", "aarch64", "EFI/BOOT/BOOTAA64.EFI", False))}
 # the architecture cosbuild built before it had a setting: its build hashes and build folder
 # stay what they were, so that existing caches and artifacts stay valid
 ORIGINAL = "amd64"
@@ -43,6 +46,11 @@ def get(name: str) -> Arch:
         raise CosbuildError(f"unknown architecture '{name}' for --arch / COSBUILD_ARCH",
                             hint=f"one of: {', '.join(ARCHES)}")
     return ARCHES[name]
+
+
+def named(name: str) -> Arch | None:
+    """The architecture by its Debian or its kernel's name (iso.yaml's `arch: x86_64`)."""
+    return next((a for a in ARCHES.values() if name in (a.name, a.machine)), None)
 
 
 def require_runnable(name: str, binfmt: Path = BINFMT) -> None:

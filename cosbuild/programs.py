@@ -68,6 +68,10 @@ PROGRAMS = (
             "cosbuild vm (the disk's overlay)"),
     Program("qemu-system-x86_64", "qemu-system-x86", "cosbuild vm, boot tests"),
     Program("/usr/share/ovmf/OVMF.fd", "ovmf", "cosbuild vm --uefi, UEFI boot tests"),
+    Program("qemu-system-aarch64", "qemu-system-arm", "cosbuild vm --arch arm64, the arm64 "
+            "boot test"),
+    Program("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd", "qemu-efi-aarch64", "cosbuild vm "
+            "--arch arm64 (UEFI firmware), the arm64 boot test"),
     Program("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf", "cosbuild vm --secure-boot, Secure Boot "
             "tests (the firmware that enforces it)"),
     Program("/usr/share/OVMF/OVMF_VARS_4M.ms.fd", "ovmf", "cosbuild vm --secure-boot "

@@ -79,10 +79,10 @@ SETTINGS = (
     Setting("keep_failed", "COSBUILD_KEEP_FAILED", "", "keep the container of a failed prelude "
             "or step as cosbuild-failed-CATEGORY-NAME, for `cosbuild shell CAT/NAME` (1/yes)",
             flag=True),
-    Setting("iso", "COSBUILD_ISO", "iso.yaml", "ISO specification (luet-makeiso format)",
-            spec_file=True),
-    Setting("disk", "COSBUILD_DISK", "disk.yaml", "disk specification (system image and disk)",
-            spec_file=True),
+    Setting("iso", "COSBUILD_ISO", "iso.yaml", "ISO specification (luet-makeiso format); "
+            "`iso-ARCH.yaml` when `--arch` is not amd64", spec_file=True),
+    Setting("disk", "COSBUILD_DISK", "disk.yaml", "disk specification (system image and "
+            "disk); `disk-ARCH.yaml` when `--arch` is not amd64", spec_file=True),
     Setting("repo_name", "COSBUILD_REPO_NAME", "cosbuild", "name of the repository `doit repo` makes"),
     Setting("repo_description", "COSBUILD_REPO_DESCRIPTION", "", "its description"),
     Setting("repo_type", "COSBUILD_REPO_TYPE", "disk", "its type: disk or http (docker: see create-repo)"),
@@ -209,8 +209,11 @@ def resolve(options: dict | None = None, env: dict | None = None,
         if given:
             given_names.add(s.name)
     arch = arches.get(raw["arch"] or arches.host()).name
-    if arch != arches.ORIGINAL and "build_dir" not in given_names:
-        raw["build_dir"] = f"{raw['build_dir']}-{arch}"
+    for name in ("build_dir", "iso", "disk"):
+        if arch != arches.ORIGINAL and name not in given_names:
+            # another architecture's outputs and specifications: build-arm64, iso-arm64.yaml
+            default = Path(raw[name])
+            raw[name] = str(default.with_name(f"{default.stem}-{arch}{default.suffix}"))
     values = [Path(v) for v in raw["values"]]
     if not values:
         # a tree outside this repository may have no values/ folder: then no values file,

@@ -34,11 +34,13 @@ def free_port() -> int:
 class VM:
     def __init__(self, iso: Path | None, *, uefi: bool = False, as_disk: bool = False, log: Path,
                  disks: tuple[Path, ...] = (), kernel: tuple[Path, Path, str] | None = None,
-                 boot_disk: Path | None = None, secure_boot_vars: Path | None = None):
+                 boot_disk: Path | None = None, secure_boot_vars: Path | None = None,
+                 arch: str = "amd64"):
         """`disks`: extra raw disks (changes are discarded); `kernel`: (kernel, initrd,
         command line) to boot directly instead of through the ISO's boot loader;
         `boot_disk`: a qcow2 disk that is written to, and the machine may reboot;
-        `secure_boot_vars`: UEFI with Secure Boot enforced, this variable store."""
+        `secure_boot_vars`: UEFI with Secure Boot enforced, this variable store; `arch`:
+        the machine's architecture (vm.BOARDS)."""
         assert not uefi or OVMF.exists(), f"{OVMF} is missing: apt-get install ovmf (make deps does)"
         self.port = free_port()
         self.log_path = log
@@ -47,7 +49,7 @@ class VM:
             firmware="uefi" if uefi else "bios", iso=iso, iso_as_disk=as_disk,
             boot_disk=boot_disk, disks=disks, kernel=kernel, secure_boot_vars=secure_boot_vars,
             forwards=((self.port, 8090),),
-            serial="stdio", accel=("tcg",)))
+            serial="stdio", accel=("tcg",), arch=arch))
         self.output = ""
         self._lock = threading.Lock()
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -48,7 +48,7 @@ PACKAGES = {
 }
 
 
-def make_project(root: Path, iso_yaml: str = ISO_YAML, packages=PACKAGES):
+def make_project(root: Path, iso_yaml: str = ISO_YAML, packages=PACKAGES, arch: str = "amd64"):
     """A tree whose packages need no container; their artifacts are written directly."""
     for ref in packages:
         category, name = ref.split("/")
@@ -56,7 +56,7 @@ def make_project(root: Path, iso_yaml: str = ISO_YAML, packages=PACKAGES):
         folder.mkdir(parents=True)
         (folder / "definition.yaml").write_text(f"name: {name}\ncategory: {category}\nversion: '1'\n")
     (root / "iso.yaml").write_text(textwrap.dedent(iso_yaml))
-    project = load_project(settings.resolve({}, env={}))
+    project = load_project(settings.resolve({"arch": arch, "iso": "iso.yaml"}, env={}))
     builder = Builder(project)
     for key, pkg in project.graph.packages.items():
         content = root / "content" / pkg.id
@@ -67,7 +67,7 @@ def make_project(root: Path, iso_yaml: str = ISO_YAML, packages=PACKAGES):
             (content / "boot/vmlinuz").symlink_to("vmlinuz-1")
             (content / "boot/initrd").symlink_to("initrd.img-1")
         builder.write_outputs(pkg, list(walk(content)), TaskLog(root / "log"))
-    create_repo(project, Path("build"), RepoInfo(name="test"))
+    create_repo(project, project.settings.build_dir, RepoInfo(name="test"))
     return project
 
 
@@ -122,6 +122,47 @@ def test_whole_iso_from_small_packages(iso_builder):
     assert "BOOTX64" in mdir
 
 
+def test_an_arm64_iso_boots_with_uefi_only(tmp_path, monkeypatch):
+    """No BIOS on arm64: the EFI image is El Torito's one entry (BOOTAA64.EFI in it), no
+    isohybrid MBR, and the BIOS keys' files need not be there."""
+    monkeypatch.chdir(tmp_path)
+    packages = {**PACKAGES, "live/efi": {"EFI/BOOT/BOOTAA64.EFI": b"MZ efi"},
+                "live/bios": {"boot/grub/grub.cfg": b"menu\n"}}
+    project = make_project(tmp_path, ISO_YAML + "arch: aarch64\nboot_catalog: boot/boot.cat\n",
+                           packages, arch="arm64")
+    b = isomod.IsoBuilder(project, isomod.load_iso_spec(Path("iso.yaml")))
+    build_all(b)
+    assert b.output == Path("build-arm64/test-live.iso")
+    cd = pycdlib.PyCdlib()
+    cd.open(str(b.output))
+    try:
+        catalog = cd.eltorito_boot_catalog
+        assert not catalog.sections and catalog.validation_entry.platform_id == 0xEF
+        out = Path("got")
+        cd.get_file_from_iso(str(out), rr_path="/boot/grub/grub.cfg")
+        assert out.read_bytes() == b"menu\n"
+    finally:
+        cd.close()
+    assert b.output.read_bytes()[510:512] != b"\x55\xaa"   # no MBR
+    # an amd64 EFI image is not an arm64 one
+    (tmp_path / "x64").mkdir()
+    monkeypatch.chdir(tmp_path / "x64")
+    project = make_project(tmp_path / "x64", ISO_YAML + "boot_catalog: boot/boot.cat\n",
+                           {**packages, "live/efi": PACKAGES["live/efi"]}, arch="arm64")
+    b = isomod.IsoBuilder(project, isomod.load_iso_spec(Path("iso.yaml")))
+    with pytest.raises(CosbuildError, match="no EFI/BOOT/BOOTAA64.EFI in the EFI image"):
+        build_all(b)
+
+
+def test_an_iso_specification_is_for_one_architecture(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    project = make_project(tmp_path, ISO_YAML + "arch: x86_64\n", arch="arm64")
+    with pytest.raises(CosbuildError, match="the ISO specification is for amd64, this build "
+                                            "for arm64") as exc:
+        isomod.IsoBuilder(project, isomod.load_iso_spec(Path("iso.yaml")))
+    assert exc.value.key == "arch" and "--arch amd64" in exc.value.hint
+
+
 def test_the_backup_gpt_lies_after_every_file(iso_builder):
     """The isohybrid's backup GPT takes the image's last 33 sectors: no file may reach into
     them (it once ended ISOLINUX's ldlinux.c32, and the BIOS boot hung)."""
@@ -161,6 +202,7 @@ def test_iso_steps_are_reproducible(iso_builder, tmp_path):
     ("label: X\n", "missing required keyword 'packages'"),
     (ISO_YAML + "overlay: {rootfs: nowhere}\n", "overlay folder"),
     (ISO_YAML.replace("[system/os]", "[system]"), "invalid package reference 'system'"),
+    (ISO_YAML + "arch: sparc\n", "unknown architecture 'sparc'"),
     # a duplicated key keeps its last value, as in luet-makeiso (go-yaml v2)
     (ISO_YAML + "squashfs_options: {compression: [xz]}\n", "iso.yaml:10: compression:"),
 ])

@@ -110,7 +110,7 @@ def test_one_change_rebuilds_only_what_depends_on_it(sample, iso):
         assert ran(cosbuild(sample, "run", "iso")) == {
             "build:app/sampleOSService", "build:system/sampleOS", "repo", "iso:rootfs",
             "iso:squashfs", "iso:kernel", "iso:sbom", "iso:image"}
-        values.write_text(originals[values].replace("console: ttyS0,115200", "console: ttyS0,38400"))
+        values.write_text(originals[values].replace("amd64: ttyS0,115200", "amd64: ttyS0,38400"))
         assert ran(cosbuild(sample, "run", "build")) == {"build:live/syslinux",
                                                          "build:live/grub2-efi-image"}
         assert ran(cosbuild(sample, "run", "build")) == set()

@@ -7,6 +7,7 @@ status 0, `--snapshot` writes nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -49,6 +50,16 @@ def test_the_command_line_of_a_disk_an_iso_and_the_firmwares():
     assert snap[snap.index("-serial") + 1] == "stdio"
     iso = vm.qemu_argv(vm.Machine(iso=Path("/b/x.iso")))
     assert iso[-5:] == ["-no-reboot", "-bios", str(vm.OVMF), "-cdrom", "/b/x.iso"]
+
+
+def test_an_arm64_machine_is_the_virt_board_with_its_uefi_firmware_and_a_scsi_cd():
+    iso = vm.qemu_argv(vm.Machine(iso=Path("/b/x.iso"), arch="arm64", accel=("tcg",)))
+    assert iso[:7] == ["qemu-system-aarch64", "-machine", "virt", "-cpu", "cortex-a72",
+                       "-accel", "tcg"]
+    assert iso[-9:] == [
+        "-no-reboot", "-bios", "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd",
+        "-drive", "file=/b/x.iso,format=raw,if=none,id=cd0,media=cdrom,readonly=on",
+        "-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-cd,drive=cd0"]
 
 
 def test_secure_boot_runs_the_enforcing_firmware_with_the_machines_variable_store():
@@ -173,9 +184,20 @@ def test_missing_qemu_or_firmware_names_the_package(project, monkeypatch):
     with pytest.raises(CosbuildError, match="qemu-system-x86_64 is not installed") as exc:
         vm.boot(_settings(root), {"bios": True})
     assert "apt-get install qemu-system-x86" in exc.value.hint
-    monkeypatch.setattr(vm, "OVMF", root / "OVMF.fd")
+    monkeypatch.setitem(vm.BOARDS, "amd64",
+                        dataclasses.replace(vm.BOARDS["amd64"], uefi=root / "OVMF.fd"))
     with pytest.raises(CosbuildError, match="OVMF.fd is not installed"):
         vm.boot(_settings(root), {})
+
+
+@pytest.mark.parametrize("option", ["bios", "secure_boot"])
+def test_an_arm64_machine_boots_with_uefi_without_secure_boot(project, option):
+    root = project({"disk.yaml": DISK_YAML})
+    arm64 = dataclasses.replace(_settings(root), arch="arm64")
+    with pytest.raises(CosbuildError, match="arm64 machines boot with UEFI, without Secure "
+                                            "Boot") as exc:
+        vm.boot(arm64, {option: True})
+    assert exc.value.key == f"--{option.replace('_', '-')}"
 
 
 @pytest.mark.parametrize("own_key", [False, True])

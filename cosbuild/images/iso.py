@@ -28,7 +28,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import rootpath, tools
+from .. import arches, rootpath, tools
 from ..builds import artifact
 from ..errors import CosbuildError
 from ..fsutil import atomic_path, atomic_write
@@ -41,7 +41,6 @@ from ..tree.project import Project
 from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
 from . import fsimage, sbom, secureboot, values
-from .layout import EFI_BINARY
 
 log = logging.getLogger("cosbuild")
 
@@ -141,14 +140,16 @@ ISO_KEYWORDS = (
     spec.Keyword("image_prefix", spec.STR, "", "ISO file name prefix"),
     spec.Keyword("image_date", spec.BOOL, False, "add YYYYMMDD (of SOURCE_DATE_EPOCH) to the name"),
     spec.Keyword("image_name", spec.STR, "", "ISO file name after the prefix"),
-    spec.Keyword("arch", spec.STR, "x86_64", "target architecture"),
+    spec.Keyword("arch", spec.STR, "", "the architecture the ISO is for (x86_64 or amd64, "
+                 "aarch64 or arm64): the build's (`--arch`) when unset; another is an error"),
     spec.Keyword("overlay", OVERLAY, None, "extra files"),
     spec.Keyword("squashfs_options", _nested(SQUASHFS_KEYWORDS, "squashfs_options"), None,
                  "rootfs.squashfs compression"),
-    spec.Keyword("boot_file", IN_ISO, "boot/syslinux/isolinux.bin", "BIOS El Torito boot file"),
+    spec.Keyword("boot_file", IN_ISO, "boot/syslinux/isolinux.bin",
+                 "BIOS El Torito boot file (amd64; an arm64 ISO boots with UEFI only)"),
     spec.Keyword("boot_catalog", IN_ISO, "boot/syslinux/boot.cat", "El Torito boot catalog"),
     spec.Keyword("isohybrid_mbr", IN_ISO, "boot/syslinux/isohdpfx.bin",
-                 "MBR boot code for USB sticks (first 432 bytes are used)"),
+                 "MBR boot code for USB sticks (first 432 bytes are used; amd64)"),
     spec.Keyword("luet", _nested(LUET_KEYWORDS, "luet"), None, "where packages come from"),
     spec.Keyword("secure_boot", secureboot.SECURE_BOOT, None,
                  secureboot.doc("boot/uefi.img's shim")),
@@ -165,7 +166,7 @@ class IsoSpec:
     rootfs_file: str
     label: str
     file_name: str
-    arch: str
+    arch: str   # Debian's name; "" for the build's
     overlay: dict
     compression: str
     compression_options: str
@@ -190,6 +191,11 @@ def load_iso_spec(path: Path) -> IsoSpec:
     if not refs["rootfs"]:
         raise CosbuildError("packages.rootfs is empty", file=path, key="packages.rootfs",
                             hint="name the package(s) of the live root filesystem")
+    arch = arches.named(f["arch"]) if f["arch"] else None
+    if f["arch"] and arch is None:
+        raise CosbuildError(f"unknown architecture '{f['arch']}'", file=path,
+                            line=data.line_of("arch"), key="arch",
+                            hint="x86_64 (amd64) or aarch64 (arm64), or leave it out")
     epoch = artifact.source_date_epoch()
     date = time.strftime("%Y%m%d", time.gmtime(epoch)) if f["image_date"] else ""
     name = spec.file_name(f"{f['image_prefix']}{f['image_name']}{date}.iso",
@@ -210,7 +216,7 @@ def load_iso_spec(path: Path) -> IsoSpec:
                               hint="create it or remove the key")
     return IsoSpec(path, refs["rootfs"], refs["uefi"], refs["isoimage"],
                    ir.get("kernel_file", "vmlinuz"), ir.get("rootfs_file", "initrd"),
-                   f["label"], name, f["arch"], overlay, sq.get("compression", "xz"),
+                   f["label"], name, arch.name if arch else "", overlay, sq.get("compression", "xz"),
                    sq.get("compression_options", ""), f["boot_file"], f["boot_catalog"],
                    f["isohybrid_mbr"],
                    tuple((f["luet"] or {}).get("repositories") or ()), wheres,
@@ -232,6 +238,12 @@ class IsoBuilder:
         self.uefi_img = self.work / "uefi.img"
         self.output = project.settings.build_dir / iso.file_name
         self.sbom = sbom.sbom_path(project.settings.build_dir, self.output.stem)
+        self.arch = arches.get(project.settings.arch)
+        if iso.arch not in ("", self.arch.name):
+            raise CosbuildError(f"the ISO specification is for {iso.arch}, this build for "
+                                f"{self.arch.name}", file=iso.file, key="arch",
+                                hint=f"build with --arch {iso.arch}, or name the "
+                                     f"{self.arch.name} ISO specification (--iso)")
         build = project.settings.build_dir.resolve()
         for kind, folder in iso.overlay.items():
             # copying the build folder into itself would never end
@@ -327,10 +339,11 @@ class IsoBuilder:
         boot loader signed with the derivative's key when iso.yaml has one (the EFI root was
         staged afresh just before, by the same task)."""
         files = [p for p in self.uefi_dir.rglob("*") if p.is_file() and not p.is_symlink()]
+        binary = self.arch.efi_binary
         loaders = [p for p in files
-                   if p.relative_to(self.uefi_dir).as_posix().upper() == EFI_BINARY.upper()]
+                   if p.relative_to(self.uefi_dir).as_posix().upper() == binary.upper()]
         if not loaders:
-            raise CosbuildError(f"no {EFI_BINARY} in the EFI image", file=self.iso.file,
+            raise CosbuildError(f"no {binary} in the EFI image", file=self.iso.file,
                                 key="packages.uefi", hint="add the EFI boot loader package")
         with self.log("uefi") as log, atomic_path(self.uefi_img) as tmp:
             if self.iso.secure_boot is not None:
@@ -344,7 +357,7 @@ class IsoBuilder:
     def check_boot_files(self, files: dict[str, Path]) -> None:
         """The boot files are among the ISO's `files` (a link in the ISO root is not one: it
         could name a host file); the boot catalog, which pycdlib writes, is not."""
-        for key in ("boot_file", "isohybrid_mbr"):
+        for key in ("boot_file", "isohybrid_mbr") if self.arch.bios else ():
             rel = getattr(self.iso, key)
             if rel not in files:
                 raise CosbuildError(f"{rel} is not in the ISO root", file=self.iso.file, key=key,
@@ -378,7 +391,7 @@ class IsoBuilder:
         files = self.iso_files()
         self.check_boot_files(files)
         with atomic_path(self.output) as tmp:
-            write_iso(tmp, files, self.iso)
+            write_iso(tmp, files, self.iso, bios=self.arch.bios)
             digest = artifact.sha256_file(tmp)
         atomic_write(self.output.with_name(self.output.name + ".sha256"),
                      f"{digest}  {self.output.name}\n")
@@ -388,8 +401,9 @@ class IsoBuilder:
 ISO_PADDING = 300 * 1024
 
 
-def write_iso(out: Path, files: dict[str, Path], iso: IsoSpec) -> None:
-    """ISO 9660 + Rock Ridge + Joliet with El Torito BIOS and EFI entries and an isohybrid MBR."""
+def write_iso(out: Path, files: dict[str, Path], iso: IsoSpec, *, bios: bool = True) -> None:
+    """ISO 9660 + Rock Ridge + Joliet with El Torito EFI and (`bios`) BIOS entries and an
+    isohybrid MBR."""
     import pycdlib   # only when the ISO is written: doit loads this module for every run
 
     names: dict[str, str] = {"": ""}    # real path -> ISO 9660 path
@@ -424,24 +438,27 @@ def write_iso(out: Path, files: dict[str, Path], iso: IsoSpec) -> None:
         for rel, source in sorted(files.items()):
             cd.add_file(str(source), iso_path(rel, False) + ";1", rr_name=rel.rpartition("/")[2],
                         joliet_path=joliet_path(rel), file_mode=0o100644)
-        catalog = iso_path(iso.boot_catalog, False) + ";1"   # a name no file of the ISO has
-        cd.add_eltorito(names[iso.boot_file] + ";1", bootcatfile=catalog,
-                        rr_bootcatname=iso.boot_catalog.rpartition("/")[2],
-                        joliet_bootcatfile=joliet_path(iso.boot_catalog),
-                        boot_load_size=4, boot_info_table=True, media_name="noemul")
-        cd.add_eltorito(names["boot/uefi.img"] + ";1", efi=True, platform_id=0xEF,
-                        media_name="noemul", bootable=True)
-        label_id = int.from_bytes(hashlib.sha256(iso.label.encode()).digest()[:4], "little")
-        cd.add_isohybrid(efi=True, mbr_id=label_id)
+        # the first entry names the boot catalog (a name no file of the ISO has)
+        catalog = {"bootcatfile": iso_path(iso.boot_catalog, False) + ";1",
+                   "rr_bootcatname": iso.boot_catalog.rpartition("/")[2],
+                   "joliet_bootcatfile": joliet_path(iso.boot_catalog)}
+        if bios:
+            cd.add_eltorito(names[iso.boot_file] + ";1", **catalog, boot_load_size=4,
+                            boot_info_table=True, media_name="noemul")
+        cd.add_eltorito(names["boot/uefi.img"] + ";1", **({} if bios else catalog), efi=True,
+                        platform_id=0xEF, media_name="noemul", bootable=True)
+        if bios:
+            label_id = int.from_bytes(hashlib.sha256(iso.label.encode()).digest()[:4], "little")
+            cd.add_isohybrid(efi=True, mbr_id=label_id)
         # zeros after the last file, as xorriso's default -padding: pycdlib writes the backup
         # GPT into the image's last 33 sectors, over the end of the last file (ISOLINUX's
         # ldlinux.c32) when the 1 MiB rounding leaves less room than that
         cd._finish_add(ISO_PADDING, 0)
         cd.write(str(out))
         cd.close()
-    # the MBR boot code of the syslinux that made isolinux.bin (pycdlib writes its own copy)
-    with open(files[iso.isohybrid_mbr], "rb") as f, open(out, "r+b") as iso_file:
-        iso_file.write(f.read(432))
+    if bios:   # the MBR boot code of the syslinux that made isolinux.bin (not pycdlib's)
+        with open(files[iso.isohybrid_mbr], "rb") as f, open(out, "r+b") as iso_file:
+            iso_file.write(f.read(432))
 
 
 def _parents(rel: str) -> list[str]:

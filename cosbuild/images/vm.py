@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import tools
+from .. import arches, tools
 from ..errors import CosbuildError
 from ..programs import install_hint
 from ..tools import TaskLog
@@ -30,6 +30,23 @@ from . import secureboot
 
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 GUEST_HOST = "10.0.2.2"   # the host as QEMU's user network shows it to the machine
+
+
+@dataclass(frozen=True)
+class Board:
+    """The machine QEMU emulates for an architecture."""
+    program: str
+    machine: tuple[str, ...]   # the board and CPU
+    uefi: Path                 # its UEFI firmware
+    ide: bool                  # -cdrom works (an IDE bus); else the CD is a virtio SCSI one
+
+
+BOARDS = {
+    "amd64": Board("qemu-system-x86_64", (), OVMF, ide=True),
+    # QEMU's generic ARM board (its serial console is ttyAMA0); a CPU TCG emulates quickly
+    "arm64": Board("qemu-system-aarch64", ("-machine", "virt", "-cpu", "cortex-a72"),
+                   Path("/usr/share/qemu-efi-aarch64/QEMU_EFI.fd"), ide=False),
+}
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,7 @@ class Machine:
     accel: tuple[str, ...] = ("kvm", "tcg")
     memory: int = 2048               # MiB
     cpus: int = 2
+    arch: str = arches.ORIGINAL      # BOARDS: arm64 boots with UEFI only, without Secure Boot
 
 
 def drive_argv(disk: Path, *, snapshot: bool) -> list[str]:
@@ -119,7 +137,8 @@ def qemu_argv(m: Machine) -> list[str]:
     """The QEMU command line of a machine: no display, the serial console on stdio, user
     networking with the forwards."""
     forwards = "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in m.forwards)
-    argv = ["qemu-system-x86_64", *(a for name in m.accel for a in ("-accel", name)),
+    board = BOARDS[m.arch]
+    argv = [board.program, *board.machine, *(a for name in m.accel for a in ("-accel", name)),
             "-m", str(m.memory), "-smp", str(m.cpus), "-display", "none", "-serial", m.serial,
             "-netdev", f"user,id=n0{forwards}", "-device", "virtio-net-pci,netdev=n0"]
     if m.boot_disk is None:
@@ -133,15 +152,18 @@ def qemu_argv(m: Machine) -> list[str]:
                  "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={secureboot.CODE}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={m.secure_boot_vars}"]
     elif m.firmware == "uefi":
-        argv += ["-bios", str(OVMF)]
+        argv += ["-bios", str(board.uefi)]
     for disk in m.disks:
         argv += drive_argv(disk, snapshot=True)
     if m.kernel:
         argv += ["-kernel", str(m.kernel[0]), "-initrd", str(m.kernel[1]), "-append", m.kernel[2]]
     if m.iso is not None and m.iso_as_disk:
         argv += ["-drive", f"file={m.iso},format=raw,media=disk,snapshot=on"]
-    elif m.iso is not None:
+    elif m.iso is not None and board.ide:
         argv += ["-cdrom", str(m.iso)]
+    elif m.iso is not None:
+        argv += ["-drive", f"file={m.iso},format=raw,if=none,id=cd0,media=cdrom,readonly=on",
+                 "-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-cd,drive=cd0"]
     return argv
 
 
@@ -224,10 +246,15 @@ def boot(settings, options: dict) -> int:
     if options["secure_boot"] and firmware == "bios":
         raise CosbuildError("--secure-boot and --bios together: Secure Boot is UEFI's",
                             key="--secure-boot / --bios")
+    board = BOARDS[settings.arch]
+    if settings.arch != arches.ORIGINAL and (firmware == "bios" or options["secure_boot"]):
+        raise CosbuildError(f"{settings.arch} machines boot with UEFI, without Secure Boot",
+                            key="--bios" if firmware == "bios" else "--secure-boot",
+                            hint="leave the option out")
     kind, image = choose_image(image_paths(settings), wanted)
-    if firmware == "uefi" and not OVMF.is_file():
-        raise CosbuildError(f"{OVMF} is not installed", hint=install_hint(str(OVMF)))
-    qemu = tools.require("qemu-system-x86_64")
+    if firmware == "uefi" and not board.uefi.is_file():
+        raise CosbuildError(f"{board.uefi} is not installed", hint=install_hint(str(board.uefi)))
+    qemu = tools.require(board.program)
     snapshot = bool(options["snapshot"]) and kind == "disk"
     with TaskLog(settings.logs_dir / "vm.log") as log:
         if kind == "disk" and not snapshot:
@@ -242,7 +269,8 @@ def boot(settings, options: dict) -> int:
         machine = Machine(firmware=firmware, iso=image if kind == "iso" else None,
                           boot_disk=image if kind == "disk" else None, snapshot=snapshot,
                           secure_boot_vars=secure_vars, forwards=forwards, accel=accel,
-                          serial="stdio" if options["headless"] else "mon:stdio")
+                          serial="stdio" if options["headless"] else "mon:stdio",
+                          arch=settings.arch)
         return run(machine, settings.build_dir, channel_port,
                    headless=bool(options["headless"]), qemu=qemu, log=log)
 
