@@ -172,3 +172,21 @@ def test_from_cache_only_builds_only_the_packages_named(tree, on, targets, refus
         builder._refuse_unless_target(pkg, builder.tags(pkg))
     assert exc.value.key == "from_cache_only" and f"{key}: its images {CACHE}:" in exc.value.message
     assert CACHE in exc.value.message and "must run and push first" in exc.value.hint
+
+
+def test_a_plan_for_arm64_runs_its_jobs_for_arm64(tree, run_cli, monkeypatch):
+    """An architecture is a plan of its own: every job runs with COSBUILD_ARCH, its outputs
+    are build-arm64's, its ISO job is that of iso-arm64.yaml, and its package jobs build
+    other hashes."""
+    amd64 = plan(run_cli)
+    tree({"iso-arm64.yaml": (tree.path / "iso.yaml").read_text()})
+    monkeypatch.setenv("COSBUILD_ARCH", "arm64")
+    doc = plan(run_cli)
+    assert doc["env"]["COSBUILD_ARCH"] == "arm64"
+    jobs = {j["name"]: j for j in doc["jobs"]}
+    assert [n for n in jobs if not n.startswith("build-")] == ["repository", "iso"]
+    assert all(o.startswith("build-arm64/") for n in ("repository", "iso")
+               for o in jobs[n]["outputs"])
+    hashes = {j["name"]: j["packages"] for j in amd64["jobs"] if j["packages"]}
+    assert hashes.keys() == {n for n, j in jobs.items() if j["packages"]}
+    assert all(jobs[n]["packages"] != h for n, h in hashes.items())
