@@ -23,12 +23,17 @@ from .errors import CosbuildError
 class Arch:
     name: str         # Debian's, OCI's and values.arch: amd64, arm64
     machine: str      # the kernel's (uname -m) and qemu's: x86_64, aarch64 (luet-makeiso's too)
-    efi_binary: str   # the boot loader UEFI firmware starts from a removable medium
+    efi: str          # UEFI's name in file names: BOOTX64.EFI, shim's grubaa64.efi
     bios: bool        # PC BIOS boot (ISOLINUX, GRUB's i386-pc core) exists
 
+    @property
+    def efi_binary(self) -> str:
+        """The boot loader UEFI firmware starts from a removable medium or a disk."""
+        return f"EFI/BOOT/BOOT{self.efi.upper()}.EFI"
 
-ARCHES = {a.name: a for a in (Arch("amd64", "x86_64", "EFI/BOOT/BOOTX64.EFI", True),
-                              Arch("arm64", "aarch64", "EFI/BOOT/BOOTAA64.EFI", False))}
+
+ARCHES = {a.name: a for a in (Arch("amd64", "x86_64", "x64", True),
+                              Arch("arm64", "aarch64", "aa64", False))}
 # the architecture cosbuild built before it had a setting: its build hashes and build folder
 # stay what they were, so that existing caches and artifacts stay valid
 ORIGINAL = "amd64"

@@ -100,7 +100,7 @@ def cosbuild_ok(root, *args, env=None):
 def copy_project(dest: Path) -> Path:
     """The sample project in `dest`, with the test key set as its keys/ (tests/signing.py):
     whatever keys this repository has, every copy's image trusts the same root."""
-    for name in ("tree", "values", "iso.yaml", "iso-arm64.yaml", "disk.yaml"):
+    for name in ("tree", "values", "iso.yaml", "iso-arm64.yaml", "disk.yaml", "disk-arm64.yaml"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, dest / name)

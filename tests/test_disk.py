@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cosbuild import arches
 from cosbuild.errors import CosbuildError
 from cosbuild.images import disk, fsimage, layout
 from cosbuild.runtime import installer, upgrade
@@ -16,6 +17,8 @@ from cosbuild.tools import TaskLog
 from cosbuild.tree.load import context_files, linked_folders
 
 from .conftest import BASIC, REPO
+
+AMD64 = arches.ARCHES["amd64"]
 
 
 def test_partition_sizes_fit_three_images_in_state_and_one_in_recovery():
@@ -90,7 +93,27 @@ def test_disk_spec_errors_name_file_line_and_key(tmp_path, text, needle, line):
 
 def test_boot_files_missing_says_which_package_provides_them(tmp_path):
     with pytest.raises(CosbuildError, match="grub.cfg is not in the system root.*grub2-efi"):
-        layout.boot_files(tmp_path, "/usr/lib/cos/grub")
+        layout.boot_files(tmp_path, "/usr/lib/cos/grub", AMD64)
+
+
+def test_an_arm64_disk_has_no_bios_partition_and_arm64_efi_files(tmp_path):
+    arm64 = arches.ARCHES["arm64"]
+    sizes = layout.sizes_for(layout.partition_sizes(256), arm64)
+    script, places = layout.partition_table(sizes, seed="x")
+    assert "COS_BIOS" not in script and list(places) == [
+        "COS_GRUB", "COS_OEM", "COS_STATE", "COS_RECOVERY", "COS_PERSISTENT"]
+    assert places["COS_GRUB"][0] == layout.MIB   # the first partition, where COS_BIOS was
+    assert layout.sizes_for(layout.partition_sizes(256), AMD64) == layout.partition_sizes(256)
+    folder = tmp_path / "usr/lib/cos/grub"
+    for name in ("grub.cfg", "EFI/BOOT/BOOTAA64.EFI", "EFI/BOOT/grubaa64.efi",
+                 "EFI/debian/grub.cfg"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(name)
+    boot = layout.boot_files(tmp_path, "/usr/lib/cos/grub", arm64)   # no BIOS images
+    assert sorted(boot.esp) == ["EFI/BOOT/BOOTAA64.EFI", "EFI/BOOT/grubaa64.efi",
+                                "EFI/debian/grub.cfg"]
+    assert boot.bios_boot is None and boot.bios_core is None
+    boot.install_bios(tmp_path / "no-such-disk", places)   # nothing to write on arm64
 
 
 def test_upgrade_config_parsing():

@@ -132,15 +132,15 @@ def _state(vm: VM) -> str:
     return vm.run("ls -i /run/cos/state/cOS/")
 
 
-def _boot_disk(qcow2, tmp_path, uefi: bool = True, secure_vars=None) -> VM:
-    """The disk `qcow2` in a UEFI (or BIOS: SeaBIOS) machine, started, not yet booted,
-    through an overlay: the built qcow2 stays as it is. `secure_vars`: Secure Boot enforced,
-    with this variable store."""
+def _boot_disk(qcow2, tmp_path, uefi: bool = True, secure_vars=None, arch="amd64") -> VM:
+    """The disk `qcow2` in a UEFI (or BIOS: SeaBIOS) machine of `arch`, started, not yet
+    booted, through an overlay: the built qcow2 stays as it is. `secure_vars`: Secure Boot
+    enforced, with this variable store."""
     boot = tmp_path / "boot.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                     str(qcow2), str(boot)], check=True)
     return VM(None, uefi=uefi, boot_disk=boot, log=tmp_path / "console.log",
-              secure_boot_vars=secure_vars)
+              secure_boot_vars=secure_vars, arch=arch)
 
 
 def test_the_disk_boots_with_bios_too(disk, tmp_path):

@@ -51,7 +51,9 @@ function initrd {
 # normal mode's $prefix/grub.cfg; the signed EFI GRUB's /EFI/debian/grub.cfg (esp.cfg), which
 # goes on to the menu itself
 WAYS = {"bios": f"source {MENU / 'embedded.cfg'}\nsource $prefix/grub.cfg",
-        "efi": f"source {MENU / 'esp.cfg'}"}
+        "efi": f"source {MENU / 'esp.cfg'}",
+        # arm64's signed GRUB: the same way, its own CPU (and serial console)
+        "efi-arm64": f"set grub_cpu=arm64\nsource {MENU / 'esp.cfg'}"}
 
 
 def mkfs(folder: Path, image: Path, label: str, size: str, fs: str) -> None:
@@ -154,7 +156,8 @@ def test_the_menu_boots_the_first_image_it_can_read(tmp_path, broken, entry, arg
     assert f"kernel-of-{entry}" in out, out          # the kernel of that image was read
     # the kernel line GRUB ran last (its terminal wraps it at a space)
     booted = " ".join(out[out.rindex("HARNESS-LINUX"):out.index("HARNESS-BOOT")].split())
-    assert f"/boot/vmlinuz {args} console=tty1 console=ttyS0,115200" in booted, booted
+    console = "ttyAMA0,115200" if way == "efi-arm64" else "ttyS0,115200"
+    assert f"/boot/vmlinuz {args} console=tty1 console={console}" in booted, booted
     assert ("cos.recovery" in booted) == (entry == "recovery"), booted
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cosbuild import rootpath
+from cosbuild.arches import ARCHES
 from cosbuild.errors import CosbuildError
 from cosbuild.images.layout import boot_files
 from cosbuild.oci.layers import apply_layer
@@ -277,6 +277,6 @@ def test_boot_files_are_not_taken_from_the_host(root):
     (root / "usr/lib/cos/grub").symlink_to(host)
     with pytest.raises(CosbuildError, match="boot_files: /usr/lib/cos/grub/grub.cfg is not in "
                                             "the system root"):
-        boot_files(root, "/usr/lib/cos/grub")
+        boot_files(root, "/usr/lib/cos/grub", ARCHES["amd64"])
     with pytest.raises(CosbuildError, match="boot_files: path .* leads out of the root"):
-        boot_files(root, "/../../grub")
+        boot_files(root, "/../../grub", ARCHES["amd64"])

@@ -12,6 +12,7 @@ import pytest
 from cryptography import x509
 from virt.firmware.varstore import edk2
 
+from cosbuild import arches
 from cosbuild.builds.artifact import sha256_file
 from cosbuild.errors import CosbuildError
 from cosbuild.images import disk as diskmod, iso as isomod, layout, secureboot
@@ -160,16 +161,18 @@ def test_the_iso_signs_its_efi_images_boot_loader(tmp_path, monkeypatch, keys):
 def test_the_disk_takes_shim_grub_and_the_way_to_the_menu(tmp_path):
     root = tmp_path / "root"
     folder = root / "usr/lib/cos/grub"
-    for name in ("grub.cfg", *layout.ESP_FILES, layout.BIOS_BOOT_IMAGE, layout.BIOS_CORE_IMAGE):
+    amd64 = arches.ARCHES["amd64"]
+    for name in ("grub.cfg", *layout.esp_files(amd64), layout.BIOS_BOOT_IMAGE,
+                 layout.BIOS_CORE_IMAGE):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(name)
-    boot = layout.boot_files(root, "/usr/lib/cos/grub")
+    boot = layout.boot_files(root, "/usr/lib/cos/grub", amd64)
     esp = boot.esp_folder(tmp_path / "esp")
     assert sorted(str(p.relative_to(esp)) for p in esp.rglob("*") if p.is_file()) == \
         ["EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/grubx64.efi", "EFI/debian/grub.cfg"]
     (folder / "EFI/BOOT/grubx64.efi").unlink()
     with pytest.raises(CosbuildError, match="EFI/BOOT/grubx64.efi is not in the system root"):
-        layout.boot_files(root, "/usr/lib/cos/grub")
+        layout.boot_files(root, "/usr/lib/cos/grub", amd64)
 
 
 def test_the_samples_menus_use_only_what_the_signed_grub_has_built_in():

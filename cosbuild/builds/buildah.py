@@ -104,7 +104,7 @@ class Buildah:
                                     hint=f"check the name, build it first, or see {log.path}") from None
             self._remember(ref)
             found = self._architecture(ref, log)
-        if found != self.settings.arch:
+        if found not in ("", self.settings.arch):   # "": an image that does not say
             raise CosbuildError(f"image {ref} in local storage is for {found}, not for "
                                 f"{self.settings.arch}",
                                 hint=f"remove it (buildah rmi {ref}) and build again to pull "

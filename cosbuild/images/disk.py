@@ -28,6 +28,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import arches
 from ..errors import CosbuildError
 from ..fsutil import atomic_path, atomic_write
 from ..repos.config import local_build
@@ -39,8 +40,8 @@ from ..tree.versions import PackageRef, parse_ref
 from ..tree.yamlio import dumps
 from . import formats, fsimage, sbom, secureboot, values
 from .layout import (BIOS_BOOT_IMAGE, BIOS_CORE_IMAGE, DEFAULT_BOOT_TRIES, DEFAULT_IMAGE_SIZE,
-                     EFI_BINARY, ESP_FILES, IMAGE_LABELS, IMAGES_DIR, MENU, boot_files, copy_sparse,
-                     disk_size, fill_partitions, partition_sizes, partition_table,
+                     IMAGE_LABELS, IMAGES_DIR, MENU, boot_files, copy_sparse, disk_size,
+                     esp_files, fill_partitions, partition_sizes, partition_table, sizes_for,
                      write_assessment, write_partition_table)
 
 # The largest sizes: the disk is one sparse file, which ext4 holds up to 16 TiB, and with
@@ -64,7 +65,9 @@ DISK_KEYWORDS = (
                  "COS_RECOVERY one)"),
     spec.Keyword("boot_files", values.inside("the system root"), "usr/lib/cos/grub",
                  f"folder of the system root with {MENU.split('/')[-1]}, "
-                 f"{', '.join(ESP_FILES)}, {BIOS_BOOT_IMAGE} and {BIOS_CORE_IMAGE}"),
+                 f"{', '.join(esp_files(arches.ARCHES['amd64']))}, {BIOS_BOOT_IMAGE} and "
+                 f"{BIOS_CORE_IMAGE} (arm64: {', '.join(esp_files(arches.ARCHES['arm64'])[:2])} "
+                 "and the menus, no BIOS images)"),
     spec.Keyword("boot_tries", values.count(9), DEFAULT_BOOT_TRIES,
                  "boots a new system image gets to pass its boot assessment before GRUB "
                  "falls back to the previous one (docs/runtime.md, \"Boot assessment\")"),
@@ -138,6 +141,8 @@ class DiskBuilder:
         self.active = build_dir / "active.img"
         self.raw = build_dir / f"{disk.name}.raw"
         self.sbom = sbom.sbom_path(build_dir, disk.name)
+        self.arch = arches.get(project.settings.arch)
+        self.sizes = sizes_for(disk.sizes, self.arch)
 
     def log(self, kind: str) -> TaskLog:
         return TaskLog(self.project.settings.logs_dir / f"disk-{kind}.log",
@@ -147,7 +152,7 @@ class DiskBuilder:
         packages = stage_root(self.rootfs_dir, list(self.disk.system),
                               [local_build(self.project.settings.build_dir)])
         try:
-            boot_files(self.rootfs_dir, self.disk.boot_files)
+            boot_files(self.rootfs_dir, self.disk.boot_files, self.arch)
         except CosbuildError as exc:
             raise CosbuildError(str(exc.message), file=self.disk.file, key=exc.key,
                                 hint=exc.hint) from None
@@ -167,11 +172,12 @@ class DiskBuilder:
             f"{self.active.stat().st_blocks * 512 / 1e6:.0f} MB used)")
 
     def make_raw(self) -> None:
-        boot = boot_files(self.rootfs_dir, self.disk.boot_files)
+        boot = boot_files(self.rootfs_dir, self.disk.boot_files, self.arch)
         with self.log("raw") as log, atomic_path(self.raw) as tmp:
             efi_dir = boot.esp_folder(self.work / "efi")
             if self.disk.secure_boot is not None:
-                secureboot.sign(efi_dir / EFI_BINARY, self.disk.secure_boot, log, "COS_GRUB's shim")
+                secureboot.sign(efi_dir / self.arch.efi_binary, self.disk.secure_boot, log,
+                                "COS_GRUB's shim")
             contents = {
                 "COS_GRUB": efi_dir,
                 "COS_STATE": image_folder(self.work / "state", {
@@ -180,8 +186,8 @@ class DiskBuilder:
                 "COS_RECOVERY": image_folder(self.work / "recovery", {
                     "recovery.img": self.active}, boot.menu, log),
             }
-            script, places = partition_table(self.disk.sizes, seed=self.disk.name)
-            os.truncate(tmp, disk_size(self.disk.sizes))
+            script, places = partition_table(self.sizes, seed=self.disk.name)
+            os.truncate(tmp, disk_size(self.sizes))
             write_partition_table(tmp, script, log)
             fill_partitions({label: (tmp, offset, size) for label, (offset, size) in places.items()},
                             contents, self.disk.name, log)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import rootpath, tools
+from ..arches import Arch
 from ..errors import CosbuildError
 from ..tools import TaskLog
 from . import biosboot, fsimage, grubenv
@@ -42,16 +43,18 @@ MENU = "grub2/grub.cfg"
 # GRUB's environment block of the boot assessment, beside the menu (runtime/assessment.py)
 ASSESSMENT_FILE = "grub2/boot_assessment"
 DEFAULT_BOOT_TRIES = 3
-# COS_GRUB's files, from the boot files folder to the same paths there: the firmware runs
-# shim, shim runs the signed GRUB beside it, which reads its way to the menu from
-# /EFI/debian (`doit disk` signs shim with a derivative's own key: images/secureboot.py)
-EFI_BINARY = "EFI/BOOT/BOOTX64.EFI"
-ESP_FILES = (EFI_BINARY, "EFI/BOOT/grubx64.efi", "EFI/debian/grub.cfg")
 BIOS_BOOT_IMAGE = "i386-pc/boot.img"   # the MBR's code
 BIOS_CORE_IMAGE = "i386-pc/core.img"   # GRUB itself, in COS_BIOS
 BIOS_PARTITION = 1                      # MiB: core.img is ~150 KiB, GRUB's limit ~460 KiB
 IMAGE_LABELS = {"active.img": "COS_ACTIVE", "passive.img": "COS_PASSIVE",
                 "recovery.img": "COS_SYSTEM"}
+
+
+def esp_files(arch: Arch) -> tuple[str, str, str]:
+    """COS_GRUB's files, from the boot files folder to the same paths there: the firmware
+    runs shim, shim runs the signed GRUB beside it, which reads its way to the menu from
+    /EFI/debian (`doit disk` signs shim with a derivative's own key: images/secureboot.py)."""
+    return (arch.efi_binary, f"EFI/BOOT/grub{arch.efi}.efi", "EFI/debian/grub.cfg")
 
 
 def partition_sizes(image_size: int, grub: int = 64, oem: int = 64,
@@ -62,13 +65,18 @@ def partition_sizes(image_size: int, grub: int = 64, oem: int = 64,
             "COS_RECOVERY": 2 * image_size + 128, "COS_PERSISTENT": persistent}
 
 
+def sizes_for(sizes: dict[str, int | None], arch: Arch) -> dict[str, int | None]:
+    """The partitions of a disk of `arch`: no COS_BIOS where there is no BIOS (arm64)."""
+    return {label: size for label, size in sizes.items() if arch.bios or label != "COS_BIOS"}
+
+
 def partition_table(sizes: dict[str, int | None], seed: str) -> tuple[str, dict[str, tuple[int, int]]]:
     """The sfdisk script of LAYOUT (1 MiB aligned, fixed disk and partition UUIDs) and each
     partition's (offset, size) in bytes. A size of None takes the rest of the device."""
     lines = ["label: gpt", f"label-id: {fsimage.stable_uuid(seed)}", "unit: sectors",
              "first-lba: 2048"]
     places, start = {}, MIB
-    for part in LAYOUT:
+    for part in (p for p in LAYOUT if p.label in sizes):
         size = sizes[part.label]
         extent = f", size={size * MIB // 512}" if size else ""
         lines.append(f"start={start // 512}{extent}, type={part.gpt_type}, name=\"{part.label}\", "
@@ -95,9 +103,9 @@ def write_partition_table(target: Path, script: str, log: TaskLog) -> None:
 @dataclass(frozen=True)
 class BootFiles:
     menu: Path
-    esp: dict          # ESP_FILES path -> the root's file
-    bios_boot: Path
-    bios_core: Path
+    esp: dict                 # esp_files() path -> the root's file
+    bios_boot: Path | None    # None: an architecture without BIOS
+    bios_core: Path | None
 
     def esp_folder(self, folder: Path) -> Path:
         """`folder`, made again with COS_GRUB's files."""
@@ -108,7 +116,9 @@ class BootFiles:
         return folder
 
     def install_bios(self, target: Path, places: dict[str, tuple[int, int | None]]) -> None:
-        """GRUB's BIOS boot code into the disk `target` laid out at `places`."""
+        """GRUB's BIOS boot code into the disk `target` laid out at `places`, if it has one."""
+        if self.bios_boot is None or self.bios_core is None:
+            return
         room = places["COS_BIOS"][1]
 
         def head(path: Path, size: int) -> bytes:   # a file of the root: read what can fit
@@ -118,12 +128,13 @@ class BootFiles:
                          head(self.bios_core, room))
 
 
-def boot_files(root: Path, folder: str) -> BootFiles:
-    """The system's GRUB menu, EFI files and BIOS images, checked; the root's links are
-    followed inside it only (a package's link cannot make a host file the disk's boot
-    loader)."""
+def boot_files(root: Path, folder: str, arch: Arch) -> BootFiles:
+    """The system's GRUB menu, EFI files and (where the architecture has BIOS) BIOS images,
+    checked; the root's links are followed inside it only (a package's link cannot make a
+    host file the disk's boot loader)."""
+    bios = (BIOS_BOOT_IMAGE, BIOS_CORE_IMAGE) if arch.bios else ()
     found = []
-    for name in (MENU.split("/")[-1], *ESP_FILES, BIOS_BOOT_IMAGE, BIOS_CORE_IMAGE):
+    for name in (MENU.split("/")[-1], *esp_files(arch), *bios):
         try:
             path = rootpath.resolve(root, f"{folder}/{name}", follow_last=True)
         except CosbuildError as exc:
@@ -134,8 +145,9 @@ def boot_files(root: Path, folder: str) -> BootFiles:
                                 hint="add the boot loader package (system/grub2-efi) to the "
                                      "system's runtime requires, or fix boot_files")
         found.append(path)
-    menu, *esp, bios_boot, bios_core = found
-    return BootFiles(menu, dict(zip(ESP_FILES, esp)), bios_boot, bios_core)
+    menu, *esp = found[:4]
+    bios_boot, bios_core = found[4:] or (None, None)
+    return BootFiles(menu, dict(zip(esp_files(arch), esp)), bios_boot, bios_core)
 
 
 def write_assessment(state: Path, boot_tries: int) -> None:

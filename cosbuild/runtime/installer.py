@@ -10,14 +10,15 @@ import stat
 import sys
 from pathlib import Path
 
-from .. import tools
+from .. import arches, tools
 from ..errors import CosbuildError
 from ..images import fsimage
 from ..images.fsimage import MIB
 from ..images.layout import (DEFAULT_BOOT_TRIES, DEFAULT_IMAGE_SIZE, IMAGE_LABELS,
                              IMAGES_DIR, LAYOUT, MENU, boot_files, copy_sparse, device_size,
                              disk_size, fill_partitions, partition_sizes, partition_table,
-                             partition_uuid, write_assessment, write_partition_table)
+                             partition_uuid, sizes_for, write_assessment,
+                             write_partition_table)
 from ..tools import TaskLog
 
 
@@ -31,8 +32,9 @@ def install(device: Path, source: Path, image_size: int, boot_folder: str, log: 
     def run(argv, what):
         tools.run(argv, log=log, what=what)
 
-    boot = boot_files(source, boot_folder)
-    sizes = partition_sizes(image_size, persistent=None)
+    arch = arches.get(arches.host())   # the running system's
+    boot = boot_files(source, boot_folder, arch)
+    sizes = sizes_for(partition_sizes(image_size, persistent=None), arch)
     seed = os.urandom(8).hex()   # an installed disk gets its own UUIDs
     script, places = partition_table(sizes, seed=seed)
     if device_size(device) < disk_size({**sizes, "COS_PERSISTENT": 64}):
@@ -44,7 +46,7 @@ def install(device: Path, source: Path, image_size: int, boot_folder: str, log: 
     run(["udevadm", "settle"], "wait for the new partitions")
     # the partitions' own devices (the kernel caches each block device on its own)
     targets = {p.label: (Path("/dev/disk/by-partuuid") / partition_uuid(seed, p.label), 0, None)
-               for p in LAYOUT}
+               for p in LAYOUT if p.label in sizes}
     efi_dir = boot.esp_folder(Path("/run/cos/installer-efi"))
     fill_partitions(targets, {"COS_GRUB": efi_dir}, seed, log)
     run(["udevadm", "settle"], "wait for the new file systems")
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     except CosbuildError as exc:
         print(f"cos-installer: error: {exc} (log: {log_path})", file=sys.stderr)
         return 1
-    print(f"cos-installer: {args.device} is ready: COS_BIOS, COS_GRUB, COS_OEM, COS_STATE "
+    bios = "COS_BIOS, " if arches.get(arches.host()).bios else ""
+    print(f"cos-installer: {args.device} is ready: {bios}COS_GRUB, COS_OEM, COS_STATE "
           f"(active.img, passive.img), COS_RECOVERY, COS_PERSISTENT; reboot from it")
     return 0
