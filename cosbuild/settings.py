@@ -34,9 +34,9 @@ SETTINGS = (
     FLAVOR := Setting("flavor", "COSBUILD_FLAVOR", "bookworm",
                       "flavor whose values/<flavor>.yaml is used when no values file is given"),
     Setting("arch", "COSBUILD_ARCH", "", "architecture to build for, by Debian's name (amd64, "
-            "arm64): values.arch in templates, the bootstraps' and the images' architecture; "
-            "another than the host's runs through qemu-user "
-            "(set up by `scripts/install-deps`)", unset="the host's"),
+            "arm64): values.arch in templates, the bootstraps', images', ISO's and disk's "
+            "architecture (docs/builds.md, Architectures); another than the host's runs "
+            "through qemu-user (set up by `scripts/install-deps`)", unset="the host's"),
     Setting("build_dir", "COSBUILD_BUILD_DIR", "build",
             "output folder for specs, artifacts and logs; `build-ARCH` when `--arch` is not "
             "amd64, so that both architectures' outputs stay side by side"),
