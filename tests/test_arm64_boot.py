@@ -41,7 +41,7 @@ def test_the_arm64_iso_boots_in_the_virt_board(arm64, tmp_path):
     vm = VM(arm64 / "sampleOS-0.live.iso", uefi=True, arch="arm64", log=tmp_path / "console.log")
     try:
         check_booted(vm)
-        assert vm.run("uname -m").strip() == "aarch64"
+        assert vm.run("uname -m").splitlines()[-1] == "aarch64"
     finally:
         vm.stop()
 
@@ -53,7 +53,7 @@ def test_the_arm64_disk_boots_in_the_virt_board(arm64, tmp_path):
         _boot(vm)
         assert vm.http_get("/hello", 180) == b"hello"
         assert _booted(vm) == ("/cOS/active.img", "0.1.0")
-        assert vm.run("uname -m").strip() == "aarch64"
+        assert vm.run("uname -m").splitlines()[-1] == "aarch64"
     finally:
         vm.stop()
 
