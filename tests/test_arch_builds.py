@@ -13,7 +13,7 @@ import yaml
 
 from .buildtree import SMALL_TREE
 from .conftest import write_files
-from .test_build_integration import cosbuild, members, ran, read_member, repo_env  # noqa: F401
+from .test_build_integration import cosbuild, ran, read_member, repo_env  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
