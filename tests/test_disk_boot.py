@@ -371,6 +371,9 @@ def test_boot_assessment_rollback_after_a_failed_health_check(disk, unhealthy_re
         assert "required/00-broken: FAILED (exit status 1: broken on purpose)" in vm.output
         for left in (2, 1, 0):
             assert f"active.img has {left} tries left; rebooting" in vm.output
+        # the failed try's own login prompt may come in the 10 s before its reboot: wait
+        # for the next boot's kernel line first
+        since = vm.wait_for("cos-img/filename=/cOS/passive.img", TRY_TIMEOUT, since)
         _boot(vm, since)
         assert _booted(vm) == ("/cOS/passive.img", "0.1.0")
         assert vm.http_get("/hello", 180) == b"hello"
